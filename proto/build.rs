@@ -1,0 +1,15 @@
+//! Compiles `proto/**/*.proto` with protox (pure Rust, no protoc) and generates prost
+//! messages (and, once services exist, tonic stubs) with tonic-prost-build.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protos = ["proto/journaldb/v1/records.proto"];
+    for proto in protos {
+        println!("cargo:rerun-if-changed={proto}");
+    }
+    let fds = protox::compile(protos, ["proto"])?;
+    tonic_prost_build::configure()
+        // Keys and values are `bytes::Bytes` so records can be sliced without copying.
+        .bytes(".journaldb")
+        .compile_fds(fds)?;
+    Ok(())
+}

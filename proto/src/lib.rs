@@ -1,0 +1,34 @@
+//! # journaldb-proto: the vocabulary every journaldb role shares
+//!
+//! This crate holds what crosses a boundary between roles, and nothing that decides anything:
+//!
+//! - [`pb`]: the protobuf messages generated from `proto/journaldb/v1/*.proto` — the journal
+//!   records (`Commit`, `Prepared`, `Decided`, `Heartbeat`, `EpochStart`) and, later, the gRPC
+//!   services. Wire types live here and only here.
+//! - [`ids`]: newtypes for ordered quantities — [`Timestamp`], [`Lsn`], [`Epoch`], [`TxnId`],
+//!   [`PartitionId`]. A bare `u64` never means a timestamp or a position in an API.
+//! - [`mutation`]: [`Mutation`], one write of a transaction, and its wire conversion.
+//! - [`limits`]: [`Limits`], the size and age limits of ARCHITECTURE §8 with their defaults.
+//! - [`clock`]: the [`Clock`] trait with bounded-error [`TimeInterval`]s, the production
+//!   [`SystemClock`] and the hand-driven [`ManualClock`] for tests (ARCHITECTURE §2).
+//!
+//! It is *not* a utility crate: it depends on no other journaldb crate, and protocol logic
+//! (the commit rule, the journal format, storage) lives in the role crates.
+//!
+//! Start reading at [`clock`] for how time works, then `proto/journaldb/v1/records.proto`.
+
+pub mod clock;
+pub mod ids;
+pub mod limits;
+pub mod mutation;
+
+/// Messages generated from the `.proto` files by prost (see `build.rs`).
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod pb {
+    include!(concat!(env!("OUT_DIR"), "/journaldb.v1.rs"));
+}
+
+pub use clock::{Clock, ManualClock, SystemClock, SystemClockConfig, TimeInterval};
+pub use ids::{Epoch, Lsn, PartitionId, Timestamp, TxnId};
+pub use limits::{LimitExceeded, LimitKind, Limits};
+pub use mutation::{DecodeError, Mutation, MutationOp};
