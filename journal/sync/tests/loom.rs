@@ -14,7 +14,7 @@ use loom::thread;
 fn group_commit(make_point: fn(u64) -> DurablePoint) {
     let mut builder = loom::model::Builder::new();
     // Three preemptions cover every ordering of the two registrations against the advance
-    // (measured: ~2.5 min on a busy 2-core machine; bound 4 takes far longer).
+    // (measured: ~2.5 min while RocksDB compiled on the other core).
     builder.preemption_bound = Some(3);
     builder.check(move || {
         let batcher = Arc::new(Batcher::new(1, 1));

@@ -1,0 +1,425 @@
+//! [`Journal`]: opening (with recovery), appending with group commit, truncating, closing.
+//! The write path itself is in `writer.rs`, reading in `reader.rs`.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+use journaldb_proto::Lsn;
+use journaldb_sync::{Batcher, DurablePoint};
+use parking_lot::{Mutex, RwLock};
+
+use crate::disk::{DirLock, Disk};
+use crate::error::{Error, Result};
+use crate::format::{HeaderError, SegmentHeader, frame_record};
+use crate::options::JournalOptions;
+use crate::segment::{self, Segment, Stop};
+use crate::writer::{Writer, create_segment};
+
+/// State shared by the journal handle, its flusher and its readers.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) dir: PathBuf,
+    pub(crate) disk: Arc<dyn Disk>,
+    pub(crate) options: JournalOptions,
+    /// Framed records waiting for the flusher; sequence numbers are Lsns.
+    pub(crate) batcher: Batcher<Bytes>,
+    /// Every Lsn below `durable.end()` is durable and indexed.
+    pub(crate) durable: DurablePoint,
+    /// Segments in Lsn order; the last is the one being written.
+    pub(crate) segments: RwLock<Vec<Arc<Segment>>>,
+    /// The I/O error that poisoned the journal, if one did.
+    poison: Mutex<Option<String>>,
+    /// Serialises prefix truncations (each deletes oldest-first, syncing after each).
+    truncation: Mutex<()>,
+    lock: Mutex<Option<DirLock>>,
+}
+
+impl Shared {
+    /// Poisons the journal: no append succeeds from now on.
+    pub(crate) fn poison(&self, cause: &Error) {
+        self.poison.lock().get_or_insert_with(|| cause.to_string());
+        self.batcher.close();
+    }
+
+    /// Called by the flusher as it exits: drops what can no longer be written and wakes
+    /// every waiter, who then learns whether the journal closed or was poisoned.
+    pub(crate) fn stop_flushing(&self) {
+        self.batcher.close();
+        while self.batcher.take_blocking(u64::MAX).is_some() {}
+        self.durable.halt();
+    }
+
+    /// The error for an operation that found the journal no longer writing.
+    pub(crate) fn stopped_error(&self) -> Error {
+        match &*self.poison.lock() {
+            Some(cause) => Error::Poisoned {
+                cause: cause.clone(),
+            },
+            None => Error::Closed,
+        }
+    }
+}
+
+/// A local, durable, append-only log of records, positioned by dense [`Lsn`]s.
+///
+/// Appends from many tasks are batched by one flusher thread into one write and one
+/// `fdatasync` per batch (group commit); an append resolves only once its record is
+/// durable, and appends resolve in Lsn order. After a failed write or fsync the journal
+/// is poisoned. Dropping the journal closes it (waiting for queued appends).
+#[derive(Debug)]
+pub struct Journal {
+    shared: Arc<Shared>,
+    flusher: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// An append that has its [`Lsn`] but may not be durable yet; see [`Journal::submit`].
+#[derive(Debug)]
+#[must_use = "an append is acknowledged only by awaiting `durable()`"]
+pub struct Submitted<'a> {
+    shared: &'a Shared,
+    lsn: Lsn,
+}
+
+impl Submitted<'_> {
+    /// The position the record will have.
+    pub fn lsn(&self) -> Lsn {
+        self.lsn
+    }
+
+    /// Resolves once the record is durable. An error means the record's fate is unknown:
+    /// it may or may not be in the journal after a restart.
+    pub async fn durable(self) -> Result<Lsn> {
+        match self.shared.durable.wait_durable(self.lsn.get()).await {
+            Ok(()) => Ok(self.lsn),
+            Err(_halted) => Err(self.shared.stopped_error()),
+        }
+    }
+}
+
+impl Journal {
+    /// Opens (creating if allowed and needed) the journal in `dir` on the real disk.
+    pub fn open(dir: impl AsRef<Path>, options: JournalOptions) -> Result<Journal> {
+        Self::open_on(Arc::new(crate::disk::RealDisk), dir, options)
+    }
+
+    /// Opens the journal in `dir` on `disk`, recovering it:
+    /// - takes the directory lock ([`Error::Locked`] if held);
+    /// - checks every segment header ([`Error::UnsupportedVersion`] for other versions);
+    /// - removes a last segment whose creation a crash interrupted (header invalid, no
+    ///   batch in it);
+    /// - scans the last segment: an invalid final batch is truncated (a crash tore it); an
+    ///   invalid batch followed by a valid one is [`Error::Corruption`] naming segment and
+    ///   offset, and nothing is changed;
+    /// - fsyncs the recovered tail (it may have survived only in the page cache).
+    ///
+    /// Sealed segments are checked when read (and by [`Journal::verify`]), so opening
+    /// costs the same however long the journal is.
+    pub fn open_on(
+        disk: Arc<dyn Disk>,
+        dir: impl AsRef<Path>,
+        options: JournalOptions,
+    ) -> Result<Journal> {
+        options.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        if options.create {
+            disk.create_dir_all(&dir)
+                .map_err(|e| Error::io(format!("creating directory {}", dir.display()), e))?;
+        }
+        let lock = disk.lock_dir(&dir).map_err(|e| match e.kind() {
+            io::ErrorKind::WouldBlock => Error::Locked { dir: dir.clone() },
+            _ => Error::io(format!("locking directory {}", dir.display()), e),
+        })?;
+        let mut segments = open_segments(&*disk, &dir)?;
+        let (next_lsn, offset) = match segments.last() {
+            Some(last) => {
+                let scan = recover_tail(last)?;
+                *last.index.write() = Some(scan.batches);
+                (scan.next_lsn, scan.end_offset)
+            }
+            None => {
+                let first = create_segment(&*disk, &dir, options.block_size, Lsn::FIRST)?;
+                segments.push(first);
+                (Lsn::FIRST, u64::from(options.block_size))
+            }
+        };
+        let active = segments.last().cloned().expect("at least one segment");
+        let shared = Shared {
+            dir,
+            disk,
+            batcher: Batcher::new(next_lsn.get(), options.max_queued_bytes),
+            durable: DurablePoint::new(next_lsn.get()),
+            options,
+            segments: RwLock::new(segments),
+            poison: Mutex::new(None),
+            truncation: Mutex::new(()),
+            lock: Mutex::new(Some(lock)),
+        };
+        let shared = Arc::new(shared);
+        let writer = Writer {
+            shared: shared.clone(),
+            active,
+            offset,
+            next_lsn,
+            buf: Vec::new(),
+        };
+        let flusher = std::thread::Builder::new()
+            .name("journal-flusher".into());
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "the journal's one flusher thread (ARCHITECTURE §5)"
+        )]
+        let flusher = flusher
+            .spawn(move || writer.run_blocking())
+            .map_err(|e| Error::io("starting the flusher thread", e))?;
+        Ok(Journal {
+            shared,
+            flusher: Mutex::new(Some(flusher)),
+        })
+    }
+
+    /// Appends `payload` and resolves with its [`Lsn`] once it is durable.
+    ///
+    /// Errors: [`Error::RecordTooLarge`] (nothing written), [`Error::Poisoned`] or
+    /// [`Error::Closed`]. After `Poisoned` or `Closed` the record's fate is unknown.
+    pub async fn append(&self, payload: Bytes) -> Result<Lsn> {
+        self.submit(payload).await?.durable().await
+    }
+
+    /// Queues `payload` and resolves once it has an [`Lsn`] (waiting while the queue is
+    /// full); await [`Submitted::durable`] for the acknowledgement. This lets a caller
+    /// learn a record's position before it is durable, or pipeline appends.
+    pub async fn submit(&self, payload: Bytes) -> Result<Submitted<'_>> {
+        let limit = self.shared.options.max_record_bytes;
+        let size = payload.len() as u64;
+        if size > limit {
+            return Err(Error::RecordTooLarge { size, limit });
+        }
+        let frame = frame_record(&payload);
+        let frame_len = frame.len() as u64;
+        match self.shared.batcher.push(frame, frame_len).await {
+            Ok(seq) => Ok(Submitted {
+                shared: &self.shared,
+                lsn: Lsn::new(seq),
+            }),
+            Err(_closed) => Err(self.shared.stopped_error()),
+        }
+    }
+
+    /// The Lsn of the first record still held (after prefix truncation).
+    pub fn first_lsn(&self) -> Lsn {
+        self.shared.segments.read()[0].first_lsn
+    }
+
+    /// Every record below this Lsn is durable; the next append gets at least this Lsn.
+    pub fn durable_end(&self) -> Lsn {
+        Lsn::new(self.shared.durable.end())
+    }
+
+    /// Number of segment files.
+    pub fn segment_count(&self) -> usize {
+        self.shared.segments.read().len()
+    }
+
+    /// The journal's directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// Whether an I/O error has poisoned the journal.
+    pub fn is_poisoned(&self) -> bool {
+        self.shared.poison.lock().is_some()
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Drops whole segments all of whose records are below `lsn`; never the segment being
+    /// written. Returns the new [`Journal::first_lsn`]. Each deletion is made durable before
+    /// the next begins, so after a crash the remaining segments are still contiguous.
+    pub fn truncate_prefix(&self, lsn: Lsn) -> Result<Lsn> {
+        let shared = &self.shared;
+        let _one_at_a_time = shared.truncation.lock();
+        loop {
+            let oldest = {
+                let segments = shared.segments.read();
+                match segments.get(1) {
+                    Some(next) if next.first_lsn <= lsn => segments[0].clone(),
+                    _ => break,
+                }
+            };
+            shared.disk.remove_file(&oldest.path).map_err(|e| {
+                Error::io(format!("removing {}", oldest.path.display()), e)
+            })?;
+            shared.segments.write().remove(0);
+            shared.disk.sync_dir(&shared.dir).map_err(|e| {
+                Error::io(format!("syncing directory {}", shared.dir.display()), e)
+            })?;
+        }
+        Ok(self.first_lsn())
+    }
+
+    /// Reads and checks every segment completely (checksums, Lsn density, nothing after
+    /// the end of a sealed segment). Returns the number of records checked.
+    pub fn verify(&self) -> Result<u64> {
+        let segments = self.shared.segments.read().clone();
+        let durable_end = self.durable_end();
+        let mut records = 0;
+        for (i, seg) in segments.iter().enumerate() {
+            let end = segments.get(i + 1).map_or(durable_end, |s| s.first_lsn);
+            crate::reader::index_segment(seg, end)?;
+            records += end.distance_from(seg.first_lsn);
+        }
+        Ok(records)
+    }
+
+    /// Closes the journal: refuses new appends, waits until every queued append is
+    /// durable (or failed), stops the flusher and releases the directory lock. Tailing
+    /// readers end. Returns [`Error::Poisoned`] if an I/O error had poisoned it.
+    pub fn close(&self) -> Result<()> {
+        self.shared.batcher.close();
+        if let Some(flusher) = self.flusher.lock().take() {
+            // The flusher catches its own errors; a panic there is a bug worth surfacing.
+            if let Err(panic) = flusher.join() {
+                std::panic::resume_unwind(panic);
+            }
+        }
+        self.shared.lock.lock().take();
+        match self.shared.stopped_error() {
+            Error::Closed => Ok(()),
+            poisoned => Err(poisoned),
+        }
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        self.shared.batcher.close();
+        if let Some(flusher) = self.flusher.lock().take() {
+            let _ = flusher.join();
+        }
+        self.shared.lock.lock().take();
+    }
+}
+
+/// Lists and opens the segments of `dir` and checks their headers; removes a last segment
+/// whose creation was torn by a crash.
+fn open_segments(disk: &dyn Disk, dir: &Path) -> Result<Vec<Arc<Segment>>> {
+    let names = disk
+        .list_dir(dir)
+        .map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
+    let mut found = Vec::new();
+    for name in names {
+        match segment::parse_file_name(&name) {
+            None => continue,
+            Some(Ok(first)) => found.push((first, dir.join(name))),
+            Some(Err(())) => {
+                return Err(Error::Corruption {
+                    segment: dir.join(name),
+                    offset: 0,
+                    reason: "segment file name is not a 20-digit Lsn".into(),
+                });
+            }
+        }
+    }
+    found.sort();
+    let count = found.len();
+    let mut segments = Vec::with_capacity(count);
+    for (i, (first_lsn, path)) in found.into_iter().enumerate() {
+        let io = |e| Error::io(format!("opening {}", path.display()), e);
+        let file = disk.open(&path).map_err(io)?;
+        let len = file.len().map_err(io)?;
+        let mut head = vec![0u8; len.min(crate::format::SEGMENT_HEADER_BYTES as u64) as usize];
+        file.read_exact_at(&mut head, 0).map_err(io)?;
+        let corrupt = |reason: String| Error::Corruption {
+            segment: path.clone(),
+            offset: 0,
+            reason,
+        };
+        let header = match SegmentHeader::decode(&head) {
+            Ok(h) => h,
+            Err(HeaderError::UnsupportedVersion(found)) => {
+                return Err(Error::UnsupportedVersion {
+                    segment: path,
+                    found,
+                    supported: crate::format::FORMAT_VERSION,
+                });
+            }
+            Err(HeaderError::Invalid(reason)) => {
+                if i + 1 == count && is_torn_creation(&*file, &path, len)? {
+                    disk.remove_file(&path).map_err(io)?;
+                    disk.sync_dir(dir)
+                        .map_err(|e| Error::io(format!("syncing {}", dir.display()), e))?;
+                    continue;
+                }
+                return Err(corrupt(reason));
+            }
+        };
+        if header.first_lsn != first_lsn {
+            return Err(corrupt(format!(
+                "header says the segment starts at {}, its name says {first_lsn}",
+                header.first_lsn
+            )));
+        }
+        segments.push(Arc::new(Segment {
+            first_lsn,
+            path,
+            file,
+            block_size: u64::from(header.block_size),
+            index: RwLock::new(None),
+        }));
+    }
+    Ok(segments)
+}
+
+/// A segment header is fsynced (with its directory) before any batch is written to it, so
+/// a segment with an invalid header and no batch anywhere in it is one whose creation a
+/// crash interrupted; it never held a record. Any batch in it means damage instead.
+fn is_torn_creation(file: &dyn crate::disk::DiskFile, path: &Path, len: u64) -> Result<bool> {
+    const MIN_BLOCK: u64 = 512;
+    if len > 1 << 20 {
+        return Ok(false);
+    }
+    Ok(segment::find_valid_batch(file, path, MIN_BLOCK, MIN_BLOCK)?.is_none())
+}
+
+/// Scans the last segment and repairs a torn tail; see [`Journal::open_on`].
+fn recover_tail(last: &Segment) -> Result<segment::Scan> {
+    let path = &last.path;
+    let scan = segment::scan(&*last.file, path, last.block_size, last.first_lsn)?;
+    let io = |what: &str, e| Error::io(format!("{what} {}", path.display()), e);
+    match &scan.stop {
+        None => {}
+        Some(Stop::Misplaced { offset, reason }) => {
+            return Err(Error::Corruption {
+                segment: path.clone(),
+                offset: *offset,
+                reason: reason.clone(),
+            });
+        }
+        Some(Stop::Invalid { offset, reason }) => {
+            let next = *offset + last.block_size;
+            if let Some(valid) = segment::find_valid_batch(&*last.file, path, last.block_size, next)?
+            {
+                return Err(Error::Corruption {
+                    segment: path.clone(),
+                    offset: *offset,
+                    reason: format!(
+                        "{reason}, yet a valid batch follows at offset {valid}: \
+                         this is damage in the middle of the log, not a torn write"
+                    ),
+                });
+            }
+            last.file
+                .set_len(*offset)
+                .map_err(|e| io("truncating the torn tail of", e))?;
+        }
+    }
+    last.file
+        .sync_data()
+        .map_err(|e| io("syncing the recovered tail of", e))?;
+    Ok(scan)
+}

@@ -1,0 +1,70 @@
+//! [`JournalOptions`]: every size and bound of the journal, with the reason for its default.
+
+use crate::error::{Error, Result};
+
+/// Settings of a journal. `JournalOptions::default()` suits production.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalOptions {
+    /// A segment is closed and a new one started once it holds this many bytes.
+    /// Default 64 MiB: large enough that rollover (a create and two fsyncs) is rare,
+    /// small enough that prefix truncation frees space in useful steps.
+    pub segment_bytes: u64,
+    /// Every batch starts on a multiple of this, so a write never rewrites a block that
+    /// holds durable data. Default 4 KiB, the physical sector of current disks.
+    /// A power of two from 512 B to 1 MiB.
+    pub block_size: u32,
+    /// Most record bytes the flusher writes in one batch (a larger single record still goes
+    /// alone). Default 4 MiB: past ~1 MiB a bigger write no longer amortises the fsync.
+    pub max_batch_bytes: u64,
+    /// Most record bytes waiting for the flusher; further appends wait (backpressure).
+    /// Default 64 MiB, sixteen full batches.
+    pub max_queued_bytes: u64,
+    /// Largest record payload. Default 16 MiB: a maximal 10 MiB transaction plus framing.
+    pub max_record_bytes: u64,
+    /// Create the directory if it does not exist (default). When false, opening a
+    /// directory that does not exist is an error.
+    pub create: bool,
+}
+
+impl Default for JournalOptions {
+    fn default() -> Self {
+        JournalOptions {
+            segment_bytes: 64 << 20,
+            block_size: 4096,
+            max_batch_bytes: 4 << 20,
+            max_queued_bytes: 64 << 20,
+            max_record_bytes: 16 << 20,
+            create: true,
+        }
+    }
+}
+
+impl JournalOptions {
+    /// Checks that the options are consistent.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |msg: String| Err(Error::InvalidOptions(msg));
+        if !self.block_size.is_power_of_two() || !(512..=1 << 20).contains(&self.block_size) {
+            return bad(format!(
+                "block_size {} is not a power of two from 512 to 1 MiB",
+                self.block_size
+            ));
+        }
+        if self.segment_bytes < 2 * u64::from(self.block_size) {
+            return bad(format!(
+                "segment_bytes {} is less than two blocks of {}",
+                self.segment_bytes, self.block_size
+            ));
+        }
+        if self.max_batch_bytes == 0 || self.max_queued_bytes == 0 {
+            return bad("max_batch_bytes and max_queued_bytes must be positive".into());
+        }
+        // A batch's byte length is a u32 on disk; one record must fit in it with its frame.
+        let frame_limit = u64::from(u32::MAX) - 64;
+        if self.max_record_bytes > frame_limit || self.max_batch_bytes > frame_limit {
+            return bad(format!(
+                "max_record_bytes and max_batch_bytes must be below {frame_limit}"
+            ));
+        }
+        Ok(())
+    }
+}

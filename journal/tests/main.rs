@@ -1,0 +1,8 @@
+//! Integration tests of the journal (one test binary per crate, see BUILD.md).
+
+mod common;
+mod crash;
+mod lock;
+mod poison;
+mod recovery;
+mod tail;
