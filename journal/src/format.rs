@@ -77,7 +77,9 @@ impl SegmentHeader {
             )));
         }
         if bytes[..8] != SEGMENT_MAGIC {
-            return Err(HeaderError::Invalid("not a journal segment (bad magic)".into()));
+            return Err(HeaderError::Invalid(
+                "not a journal segment (bad magic)".into(),
+            ));
         }
         let version = le_u32(bytes, 8);
         if version != FORMAT_VERSION {
@@ -85,11 +87,15 @@ impl SegmentHeader {
         }
         let crc = le_u32(bytes, 24);
         if crc32fast::hash(&bytes[..24]) != crc {
-            return Err(HeaderError::Invalid("segment header checksum mismatch".into()));
+            return Err(HeaderError::Invalid(
+                "segment header checksum mismatch".into(),
+            ));
         }
         let block_size = le_u32(bytes, 12);
         if !block_size.is_power_of_two() || !(512..=1 << 20).contains(&block_size) {
-            return Err(HeaderError::Invalid(format!("invalid block size {block_size}")));
+            return Err(HeaderError::Invalid(format!(
+                "invalid block size {block_size}"
+            )));
         }
         Ok(SegmentHeader {
             block_size,
@@ -165,14 +171,21 @@ impl BatchHeader {
 
     /// Bytes the whole batch occupies on disk, padding included.
     pub fn disk_len(&self, block_size: u64) -> u64 {
-        align_up(BATCH_HEADER_BYTES as u64 + u64::from(self.byte_len), block_size)
+        align_up(
+            BATCH_HEADER_BYTES as u64 + u64::from(self.byte_len),
+            block_size,
+        )
     }
 
     /// Checks `body` (the `byte_len` bytes after the header) against the checksum and
     /// splits it into record payloads.
     pub fn decode_body(&self, body: &Bytes) -> Result<Vec<Bytes>, String> {
         if body.len() != self.byte_len as usize {
-            return Err(format!("batch body is {} bytes, expected {}", body.len(), self.byte_len));
+            return Err(format!(
+                "batch body is {} bytes, expected {}",
+                body.len(),
+                self.byte_len
+            ));
         }
         let mut crc = crc32fast::Hasher::new();
         crc.update(&self.count.to_le_bytes());
@@ -205,7 +218,10 @@ impl BatchHeader {
             at = start + len;
         }
         if at != body.len() {
-            return Err(format!("{} stray bytes after the batch's records", body.len() - at));
+            return Err(format!(
+                "{} stray bytes after the batch's records",
+                body.len() - at
+            ));
         }
         Ok(records)
     }
@@ -229,7 +245,11 @@ mod tests {
 
     #[test]
     fn a_batch_round_trips_and_is_block_aligned() {
-        let records = [frame_record(b"one"), frame_record(b""), frame_record(&[7; 600])];
+        let records = [
+            frame_record(b"one"),
+            frame_record(b""),
+            frame_record(&[7; 600]),
+        ];
         let mut out = vec![];
         encode_batch(&mut out, Lsn::new(41), &records, 512);
         assert_eq!(out.len(), 1024);
@@ -272,10 +292,19 @@ mod tests {
         assert_eq!(SegmentHeader::decode(&block), Ok(h));
         let mut v2 = block.clone();
         v2[8] = 2;
-        assert_eq!(SegmentHeader::decode(&v2), Err(HeaderError::UnsupportedVersion(2)));
+        assert_eq!(
+            SegmentHeader::decode(&v2),
+            Err(HeaderError::UnsupportedVersion(2))
+        );
         let mut bad = block.clone();
         bad[20] ^= 1;
-        assert!(matches!(SegmentHeader::decode(&bad), Err(HeaderError::Invalid(_))));
-        assert!(matches!(SegmentHeader::decode(&[0; 4096]), Err(HeaderError::Invalid(_))));
+        assert!(matches!(
+            SegmentHeader::decode(&bad),
+            Err(HeaderError::Invalid(_))
+        ));
+        assert!(matches!(
+            SegmentHeader::decode(&[0; 4096]),
+            Err(HeaderError::Invalid(_))
+        ));
     }
 }

@@ -4,6 +4,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
@@ -35,12 +36,33 @@ pub(crate) struct Shared {
     /// Serialises prefix truncations (each deletes oldest-first, syncing after each).
     truncation: Mutex<()>,
     lock: Mutex<Option<DirLock>>,
+    /// Counters for [`Journal::stats`].
+    pub(crate) stats: Counters,
+}
+
+/// Running totals kept by the flusher.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) batches: AtomicU64,
+    pub(crate) records: AtomicU64,
+    pub(crate) bytes: AtomicU64,
+}
+
+/// What the journal has written since it was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct JournalStats {
+    /// Batches written, each with one write and one `fdatasync`.
+    pub batches: u64,
+    /// Records made durable.
+    pub records: u64,
+    /// Bytes written to segments (framing and padding included).
+    pub bytes: u64,
 }
 
 impl Shared {
     /// Poisons the journal: no append succeeds from now on.
-    pub(crate) fn poison(&self, cause: &Error) {
-        self.poison.lock().get_or_insert_with(|| cause.to_string());
+    pub(crate) fn poison(&self, cause: &str) {
+        self.poison.lock().get_or_insert_with(|| cause.to_owned());
         self.batcher.close();
     }
 
@@ -110,7 +132,8 @@ impl Journal {
     /// - checks every segment header ([`Error::UnsupportedVersion`] for other versions);
     /// - removes a last segment whose creation a crash interrupted (header invalid, no
     ///   batch in it);
-    /// - scans the last segment: an invalid final batch is truncated (a crash tore it); an
+    /// - scans the last segment: an invalid final batch (or the zeros written ahead of the
+    ///   log) is truncated (a crash tore it); an
     ///   invalid batch followed by a valid one is [`Error::Corruption`] naming segment and
     ///   offset, and nothing is changed;
     /// - fsyncs the recovered tail (it may have survived only in the page cache).
@@ -145,6 +168,8 @@ impl Journal {
                 (Lsn::FIRST, u64::from(options.block_size))
             }
         };
+        // Recovery truncated the last segment to its last valid batch (or it is new).
+        let zeroed_end = offset;
         let active = segments.last().cloned().expect("at least one segment");
         let shared = Shared {
             dir,
@@ -156,17 +181,18 @@ impl Journal {
             poison: Mutex::new(None),
             truncation: Mutex::new(()),
             lock: Mutex::new(Some(lock)),
+            stats: Counters::default(),
         };
         let shared = Arc::new(shared);
         let writer = Writer {
             shared: shared.clone(),
             active,
             offset,
+            zeroed_end,
             next_lsn,
             buf: Vec::new(),
         };
-        let flusher = std::thread::Builder::new()
-            .name("journal-flusher".into());
+        let flusher = std::thread::Builder::new().name("journal-flusher".into());
         #[allow(
             clippy::disallowed_methods,
             reason = "the journal's one flusher thread (ARCHITECTURE §5)"
@@ -233,6 +259,16 @@ impl Journal {
         self.shared.poison.lock().is_some()
     }
 
+    /// Totals since open: batches (= fsyncs), records and bytes written.
+    pub fn stats(&self) -> JournalStats {
+        let c = &self.shared.stats;
+        JournalStats {
+            batches: c.batches.load(Ordering::Relaxed),
+            records: c.records.load(Ordering::Relaxed),
+            bytes: c.bytes.load(Ordering::Relaxed),
+        }
+    }
+
     pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }
@@ -251,13 +287,15 @@ impl Journal {
                     _ => break,
                 }
             };
-            shared.disk.remove_file(&oldest.path).map_err(|e| {
-                Error::io(format!("removing {}", oldest.path.display()), e)
-            })?;
+            shared
+                .disk
+                .remove_file(&oldest.path)
+                .map_err(|e| Error::io(format!("removing {}", oldest.path.display()), e))?;
             shared.segments.write().remove(0);
-            shared.disk.sync_dir(&shared.dir).map_err(|e| {
-                Error::io(format!("syncing directory {}", shared.dir.display()), e)
-            })?;
+            shared
+                .disk
+                .sync_dir(&shared.dir)
+                .map_err(|e| Error::io(format!("syncing directory {}", shared.dir.display()), e))?;
         }
         Ok(self.first_lsn())
     }
@@ -402,7 +440,8 @@ fn recover_tail(last: &Segment) -> Result<segment::Scan> {
         }
         Some(Stop::Invalid { offset, reason }) => {
             let next = *offset + last.block_size;
-            if let Some(valid) = segment::find_valid_batch(&*last.file, path, last.block_size, next)?
+            if let Some(valid) =
+                segment::find_valid_batch(&*last.file, path, last.block_size, next)?
             {
                 return Err(Error::Corruption {
                     segment: path.clone(),

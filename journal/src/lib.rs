@@ -30,7 +30,7 @@ mod segment;
 mod writer;
 
 pub use error::{Error, Result};
-pub use journal::{Journal, Submitted};
+pub use journal::{Journal, JournalStats, Submitted};
 pub use journaldb_proto::Lsn;
 pub use options::JournalOptions;
 pub use reader::{Reader, Tail};

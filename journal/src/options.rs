@@ -13,6 +13,12 @@ pub struct JournalOptions {
     /// holds durable data. Default 4 KiB, the physical sector of current disks.
     /// A power of two from 512 B to 1 MiB.
     pub block_size: u32,
+    /// When a batch extends a segment, the segment is extended with zeros to the next
+    /// multiple of this, in the same write. Later batches then overwrite allocated blocks,
+    /// so their `fdatasync` flushes no metadata: on ext4 this saves a journal commit per
+    /// fsync. Default 1 MiB (one extension per 256 batches of 4 KiB); 0 turns it off.
+    /// A multiple of `block_size`.
+    pub preallocate_bytes: u64,
     /// Most record bytes the flusher writes in one batch (a larger single record still goes
     /// alone). Default 4 MiB: past ~1 MiB a bigger write no longer amortises the fsync.
     pub max_batch_bytes: u64,
@@ -31,6 +37,7 @@ impl Default for JournalOptions {
         JournalOptions {
             segment_bytes: 64 << 20,
             block_size: 4096,
+            preallocate_bytes: 1 << 20,
             max_batch_bytes: 4 << 20,
             max_queued_bytes: 64 << 20,
             max_record_bytes: 16 << 20,
@@ -53,6 +60,12 @@ impl JournalOptions {
             return bad(format!(
                 "segment_bytes {} is less than two blocks of {}",
                 self.segment_bytes, self.block_size
+            ));
+        }
+        if self.preallocate_bytes % u64::from(self.block_size) != 0 {
+            return bad(format!(
+                "preallocate_bytes {} is not a multiple of block_size {}",
+                self.preallocate_bytes, self.block_size
             ));
         }
         if self.max_batch_bytes == 0 || self.max_queued_bytes == 0 {

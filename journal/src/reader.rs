@@ -29,6 +29,9 @@ pub(crate) fn index_segment(seg: &Segment, end: Lsn) -> Result<()> {
         reason,
     };
     match scan.stop {
+        // A sealed segment ends with the zeros written ahead of its last batch.
+        Some(Stop::Invalid { offset, .. })
+            if scan.next_lsn == end && segment::is_zero_from(&*seg.file, &seg.path, offset)? => {}
         Some(Stop::Invalid { offset, reason } | Stop::Misplaced { offset, reason }) => {
             return Err(corrupt(offset, reason));
         }
@@ -72,7 +75,10 @@ impl Shared {
             let i = batches.partition_point(|b| b.first_lsn <= lsn);
             match i.checked_sub(1).map(|i| batches[i]) {
                 Some(loc) if lsn < loc.end_lsn() => loc,
-                _ => unreachable!("durable {lsn} is not in the index of {}", seg.path.display()),
+                _ => unreachable!(
+                    "durable {lsn} is not in the index of {}",
+                    seg.path.display()
+                ),
             }
         };
         Ok((loc.first_lsn, seg.read_batch(loc)?))
@@ -149,7 +155,12 @@ impl Tail {
                 return Ok(Some(record));
             }
             let shared = self.reader.shared.clone();
-            if shared.durable.wait_durable(self.reader.next.get()).await.is_err() {
+            if shared
+                .durable
+                .wait_durable(self.reader.next.get())
+                .await
+                .is_err()
+            {
                 // Halted: drain what became durable before the halt, then report why.
                 if let Some(record) = self.reader.next_record()? {
                     return Ok(Some(record));

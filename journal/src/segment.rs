@@ -177,6 +177,24 @@ pub fn find_valid_batch(
     Ok(None)
 }
 
+/// Whether every byte of the file from `offset` on is zero.
+pub fn is_zero_from(file: &dyn DiskFile, path: &Path, offset: u64) -> Result<bool> {
+    const CHUNK: u64 = 64 * 1024;
+    let len = file_len(file, path)?;
+    let mut buf = vec![0u8; CHUNK as usize];
+    let mut at = offset;
+    while at < len {
+        let n = CHUNK.min(len - at) as usize;
+        file.read_exact_at(&mut buf[..n], at)
+            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        at += n as u64;
+    }
+    Ok(true)
+}
+
 fn file_len(file: &dyn DiskFile, path: &Path) -> Result<u64> {
     file.len()
         .map_err(|e| Error::io(format!("reading the length of {}", path.display()), e))
@@ -208,7 +226,9 @@ fn read_batch_at(
     let mut body = vec![0u8; header.byte_len as usize];
     file.read_exact_at(&mut body, offset + BATCH_HEADER_BYTES as u64)
         .map_err(io)?;
-    Ok(header.decode_body(&Bytes::from(body)).map(|records| (header, records)))
+    Ok(header
+        .decode_body(&Bytes::from(body))
+        .map(|records| (header, records)))
 }
 
 #[cfg(test)]
@@ -219,7 +239,10 @@ mod tests {
     fn names_sort_in_lsn_order_and_parse_back() {
         assert_eq!(file_name(Lsn::new(42)), "00000000000000000042.jseg");
         assert!(file_name(Lsn::new(9)) < file_name(Lsn::new(10)));
-        assert_eq!(parse_file_name(&file_name(Lsn::new(7))), Some(Ok(Lsn::new(7))));
+        assert_eq!(
+            parse_file_name(&file_name(Lsn::new(7))),
+            Some(Ok(Lsn::new(7)))
+        );
         assert_eq!(parse_file_name("LOCK"), None);
         assert_eq!(parse_file_name("12.jseg"), Some(Err(())));
     }

@@ -3,7 +3,8 @@
 //! advances the durable point — in that order, which is the journal's commit path:
 //!
 //! 1. `write(batch)` at the end of the active segment (rolling over first if it is full:
-//!    create, write header, fsync file, fsync directory);
+//!    create, write header, fsync file, fsync directory), followed by zeros up to the next
+//!    `preallocate_bytes` boundary when it extends the file;
 //! 2. `fdatasync` the segment;
 //! 3. record the batch in the segment index (readers find only durable batches);
 //! 4. advance the durable point, which resolves the appends of the batch in Lsn order.
@@ -12,6 +13,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use journaldb_proto::Lsn;
@@ -20,7 +22,7 @@ use parking_lot::RwLock;
 
 use crate::disk::Disk;
 use crate::error::{Error, Result};
-use crate::format::{SegmentHeader, encode_batch};
+use crate::format::{SegmentHeader, align_up, encode_batch};
 use crate::journal::Shared;
 use crate::segment::{self, BatchLoc, Segment};
 
@@ -30,6 +32,8 @@ pub(crate) struct Writer {
     pub(crate) active: Arc<Segment>,
     /// End of the last batch in the active segment.
     pub(crate) offset: u64,
+    /// The segment's length: bytes past `offset` up to here are zeros written ahead.
+    pub(crate) zeroed_end: u64,
     pub(crate) next_lsn: Lsn,
     /// Reused write buffer.
     pub(crate) buf: Vec<u8>,
@@ -38,18 +42,24 @@ pub(crate) struct Writer {
 impl Writer {
     /// Runs the flusher on the current thread until the journal closes or fails.
     pub(crate) fn run_blocking(mut self) {
+        // However the loop ends — closed, poisoned, or a bug that panics — every waiter
+        // must learn that nothing more will become durable.
+        let _stop = StopOnExit(self.shared.clone());
         let max_batch = self.shared.options.max_batch_bytes;
         while let Some(batch) = self.shared.batcher.take_blocking(max_batch) {
             if let Err(e) = self.write(batch) {
-                self.shared.poison(&e);
+                self.shared.poison(&e.to_string());
                 break;
             }
         }
-        self.shared.stop_flushing();
     }
 
     fn write(&mut self, batch: Batch<Bytes>) -> Result<()> {
-        assert_eq!(batch.first_seq, self.next_lsn.get(), "batch out of Lsn order");
+        assert_eq!(
+            batch.first_seq,
+            self.next_lsn.get(),
+            "batch out of Lsn order"
+        );
         let has_batches = self.offset > self.active.block_size;
         if self.offset >= self.shared.options.segment_bytes && has_batches {
             self.roll_over()?;
@@ -57,6 +67,20 @@ impl Writer {
         let block = self.active.block_size;
         self.buf.clear();
         encode_batch(&mut self.buf, self.next_lsn, &batch.items, block);
+        let batch_len = self.buf.len() as u64;
+        // Zero ahead: when the batch would extend the file, extend it by whole
+        // `preallocate_bytes` of zeros in the same write. Most fdatasyncs then overwrite
+        // allocated blocks and flush no metadata (no size change, no block allocation).
+        let prealloc = self.shared.options.preallocate_bytes;
+        if self.offset + batch_len > self.zeroed_end && prealloc > 0 {
+            // Never past the size at which the segment rolls over.
+            let rollover = align_up(self.shared.options.segment_bytes, block);
+            let end = (self.offset + batch_len)
+                .next_multiple_of(prealloc)
+                .min(rollover)
+                .max(self.offset + batch_len);
+            self.buf.resize((end - self.offset) as usize, 0);
+        }
         let path = &self.active.path;
         self.active
             .file
@@ -74,7 +98,18 @@ impl Writer {
         if let Some(index) = self.active.index.write().as_mut() {
             index.push(loc);
         }
-        self.offset += self.buf.len() as u64;
+        self.offset += batch_len;
+        self.zeroed_end = self
+            .zeroed_end
+            .max(self.offset + (self.buf.len() as u64 - batch_len));
+        let stats = &self.shared.stats;
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+        stats
+            .records
+            .fetch_add(u64::from(loc.count), Ordering::Relaxed);
+        stats
+            .bytes
+            .fetch_add(self.buf.len() as u64, Ordering::Relaxed);
         self.next_lsn = loc.end_lsn();
         // Release large buffers after an oversized record rather than keep them forever.
         if self.buf.capacity() > 2 * self.shared.options.max_batch_bytes as usize {
@@ -90,8 +125,21 @@ impl Writer {
         let segment = create_segment(&*shared.disk, &shared.dir, block_size, self.next_lsn)?;
         shared.segments.write().push(segment.clone());
         self.offset = segment.block_size;
+        self.zeroed_end = segment.block_size;
         self.active = segment;
         Ok(())
+    }
+}
+
+/// Stops the journal when the flusher exits, poisoning it if the flusher panicked.
+struct StopOnExit(Arc<Shared>);
+
+impl Drop for StopOnExit {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.poison("the journal flusher panicked");
+        }
+        self.0.stop_flushing();
     }
 }
 

@@ -58,6 +58,7 @@ fn run_case(rt: &tokio::runtime::Runtime, seed: u64) -> Result<(), String> {
         block_size,
         max_batch_bytes: rng.random_range(1..16) * 1024,
         max_queued_bytes: rng.random_range(4..64) * 1024,
+        preallocate_bytes: rng.random_range(0..4) * u64::from(block_size),
         ..JournalOptions::default()
     };
     let mut disk = CrashDisk::new(CrashDiskConfig {
@@ -118,7 +119,8 @@ fn run_case(rt: &tokio::runtime::Runtime, seed: u64) -> Result<(), String> {
             }));
         }
         for task in tasks {
-            rt.block_on(task).map_err(|e| format!("appender panicked: {e}"))?;
+            rt.block_on(task)
+                .map_err(|e| format!("appender panicked: {e}"))?;
         }
         drop(journal);
         disk = disk.crash(rng.next_u64());
@@ -155,15 +157,22 @@ fn check_recovered(
         expect = lsn.next();
     }
     if expect != journal.durable_end() {
-        return Err(format!("round {round}: read ended at {expect}, durable end is {}", journal.durable_end()));
+        return Err(format!(
+            "round {round}: read ended at {expect}, durable end is {}",
+            journal.durable_end()
+        ));
     }
     for (lsn, payload) in h.acked.range(h.truncated_to..) {
         let found = records.iter().find(|(l, _)| l == lsn).map(|(_, p)| p);
         if found != Some(payload) {
-            return Err(format!("round {round}: acknowledged {lsn} is missing after recovery"));
+            return Err(format!(
+                "round {round}: acknowledged {lsn} is missing after recovery"
+            ));
         }
     }
-    journal.verify().map_err(|e| format!("round {round}: verify: {e}"))?;
+    journal
+        .verify()
+        .map_err(|e| format!("round {round}: verify: {e}"))?;
     Ok(())
 }
 

@@ -12,12 +12,21 @@ fn a_second_process_is_refused_by_the_directory_lock() {
     let journal = Journal::open(tmp.path(), JournalOptions::default()).unwrap();
 
     let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "lock::child_opens_the_journal", "--ignored", "--nocapture"])
+        .args([
+            "--exact",
+            "lock::child_opens_the_journal",
+            "--ignored",
+            "--nocapture",
+        ])
         .env(CHILD_DIR, tmp.path())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "child failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "child failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("child saw: Locked"), "{stdout}");
 
     // In this process too, and the lock is released by close.

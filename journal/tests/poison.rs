@@ -47,7 +47,12 @@ fn a_write_error_poisons_the_journal_and_fails_queued_appends() {
         }
         results
     });
-    assert!(results.iter().all(|r| matches!(r, Err(Error::Poisoned { .. }))), "{results:?}");
+    assert!(
+        results
+            .iter()
+            .all(|r| matches!(r, Err(Error::Poisoned { .. }))),
+        "{results:?}"
+    );
     disk.fail_writes(false);
     assert!(matches!(
         rt.block_on(journal.append(payload(0, 1))),
@@ -63,7 +68,10 @@ fn appends_after_close_fail_and_tails_end() {
     append_sequentially(&rt, &journal, 2, 10);
     let mut tail = journal.tail(Lsn::FIRST).unwrap();
     journal.close().unwrap();
-    assert!(matches!(rt.block_on(journal.append(payload(0, 1))), Err(Error::Closed)));
+    assert!(matches!(
+        rt.block_on(journal.append(payload(0, 1))),
+        Err(Error::Closed)
+    ));
     rt.block_on(async {
         assert_eq!(tail.next().await.unwrap().unwrap().0, Lsn::new(1));
         assert_eq!(tail.next().await.unwrap().unwrap().0, Lsn::new(2));

@@ -52,6 +52,7 @@ fn an_invalid_final_batch_is_truncated() {
     let tmp = tempfile::tempdir().unwrap();
     let options = JournalOptions {
         block_size: 512,
+        preallocate_bytes: 0,
         ..JournalOptions::default()
     };
     let journal = Journal::open(tmp.path(), options.clone()).unwrap();
@@ -65,9 +66,16 @@ fn an_invalid_final_batch_is_truncated() {
     fs::write(seg, &bytes).unwrap();
 
     let journal = Journal::open(tmp.path(), options).unwrap();
-    assert_eq!(read_all(&journal).len(), 4, "only the damaged last batch is dropped");
+    assert_eq!(
+        read_all(&journal).len(),
+        4,
+        "only the damaged last batch is dropped"
+    );
     assert_eq!(fs::metadata(seg).unwrap().len(), 512 * 5);
-    assert_eq!(rt.block_on(journal.append(payload(9, 1))).unwrap(), Lsn::new(5));
+    assert_eq!(
+        rt.block_on(journal.append(payload(9, 1))).unwrap(),
+        Lsn::new(5)
+    );
 }
 
 #[test]
@@ -102,7 +110,11 @@ fn corruption_in_the_middle_of_the_log_is_refused_and_nothing_is_deleted() {
     assert!(message.contains(&seg.display().to_string()), "{message}");
     assert!(message.contains("offset 1536"), "{message}");
     assert!(!err.is_retryable());
-    assert_eq!(snapshot(tmp.path()), before, "open must not change corrupt files");
+    assert_eq!(
+        snapshot(tmp.path()),
+        before,
+        "open must not change corrupt files"
+    );
 }
 
 #[test]
@@ -113,7 +125,11 @@ fn damage_in_a_sealed_segment_is_reported_when_read() {
     append_sequentially(&rt, &journal, 60, 300);
     assert!(journal.segment_count() > 2);
     drop(journal);
-    let first_segment = disk.files().into_iter().find(|p| p.ends_with("00000000000000000001.jseg")).unwrap();
+    let first_segment = disk
+        .files()
+        .into_iter()
+        .find(|p| p.ends_with("00000000000000000001.jseg"))
+        .unwrap();
     assert!(disk.flip_byte(&first_segment, 512 * 2 + 100, 0x10));
 
     let journal = open(&disk, small_options()).unwrap();
@@ -122,7 +138,10 @@ fn damage_in_a_sealed_segment_is_reported_when_read() {
         .unwrap()
         .collect::<Result<Vec<_>, _>>()
         .unwrap_err();
-    assert!(matches!(err, Error::Corruption { offset: 1024, .. }), "{err:?}");
+    assert!(
+        matches!(err, Error::Corruption { offset: 1024, .. }),
+        "{err:?}"
+    );
     assert!(matches!(journal.verify(), Err(Error::Corruption { .. })));
 }
 
@@ -140,7 +159,14 @@ fn an_unknown_format_version_is_refused() {
 
     let err = Journal::open(tmp.path(), small_options()).unwrap_err();
     assert!(
-        matches!(err, Error::UnsupportedVersion { found: 7, supported: 1, .. }),
+        matches!(
+            err,
+            Error::UnsupportedVersion {
+                found: 7,
+                supported: 1,
+                ..
+            }
+        ),
         "{err:?}"
     );
     assert!(err.to_string().contains("version 7"));
@@ -154,7 +180,10 @@ fn segments_roll_over_and_prefix_truncation_drops_whole_segments() {
     let journal = open(&disk, small_options()).unwrap();
     append_sequentially(&rt, &journal, 200, 300);
     let segments = journal.segment_count();
-    assert!(segments >= 10, "8 KiB segments of 512-byte batches: got {segments}");
+    assert!(
+        segments >= 10,
+        "8 KiB segments of 512-byte batches: got {segments}"
+    );
     assert_eq!(read_all(&journal).len(), 200);
 
     let first = journal.truncate_prefix(Lsn::new(100)).unwrap();
@@ -177,7 +206,13 @@ fn segments_roll_over_and_prefix_truncation_drops_whole_segments() {
     assert_eq!(journal.first_lsn(), first_after);
     assert_eq!(journal.durable_end(), Lsn::new(201));
     journal.verify().unwrap();
-    assert_eq!(disk.files().iter().filter(|p| p.extension().is_some_and(|e| e == "jseg")).count(), 1);
+    assert_eq!(
+        disk.files()
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "jseg"))
+            .count(),
+        1
+    );
     assert!(disk.files().iter().all(|p| p.starts_with(dir())));
 }
 
@@ -191,14 +226,32 @@ fn oversized_records_and_bad_options_are_refused_without_writing() {
     };
     let journal = open(&disk, options).unwrap();
     let err = rt.block_on(journal.append(payload(0, 101))).unwrap_err();
-    assert!(matches!(err, Error::RecordTooLarge { size: 101, limit: 100 }));
-    assert_eq!(rt.block_on(journal.append(payload(0, 100))).unwrap(), Lsn::FIRST);
+    assert!(matches!(
+        err,
+        Error::RecordTooLarge {
+            size: 101,
+            limit: 100
+        }
+    ));
+    assert_eq!(
+        rt.block_on(journal.append(payload(0, 100))).unwrap(),
+        Lsn::FIRST
+    );
     drop(journal);
 
     for bad in [
-        JournalOptions { block_size: 1000, ..JournalOptions::default() },
-        JournalOptions { segment_bytes: 100, ..JournalOptions::default() },
-        JournalOptions { max_batch_bytes: 0, ..JournalOptions::default() },
+        JournalOptions {
+            block_size: 1000,
+            ..JournalOptions::default()
+        },
+        JournalOptions {
+            segment_bytes: 100,
+            ..JournalOptions::default()
+        },
+        JournalOptions {
+            max_batch_bytes: 0,
+            ..JournalOptions::default()
+        },
     ] {
         assert!(matches!(open(&disk, bad), Err(Error::InvalidOptions(_))));
     }

@@ -49,10 +49,17 @@ fn a_tail_sees_every_record_exactly_once_in_order() {
 
     assert_eq!(seen.len(), APPENDERS * EACH);
     for (i, (lsn, p)) in seen.iter().enumerate() {
-        assert_eq!(*lsn, Lsn::new(i as u64 + 1), "in order, no gaps, no repeats");
+        assert_eq!(
+            *lsn,
+            Lsn::new(i as u64 + 1),
+            "in order, no gaps, no repeats"
+        );
         assert_eq!(appended.get(lsn), Some(p));
     }
-    assert!(journal.segment_count() > 1, "the tail crossed segment boundaries");
+    assert!(
+        journal.segment_count() > 1,
+        "the tail crossed segment boundaries"
+    );
 }
 
 #[test]
@@ -65,7 +72,10 @@ fn a_tail_started_in_the_middle_resumes_there() {
     rt.block_on(async {
         for expect in 17..=30 {
             let (lsn, p) = tail.next().await.unwrap().unwrap();
-            assert_eq!((lsn, p), (Lsn::new(expect), payload(expect as usize - 1, 100)));
+            assert_eq!(
+                (lsn, p),
+                (Lsn::new(expect), payload(expect as usize - 1, 100))
+            );
         }
         let pending = journal.append(payload(30, 100));
         let (lsn, _) = tokio::join!(async { tail.next().await.unwrap().unwrap() }, pending).0;

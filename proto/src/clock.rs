@@ -149,7 +149,10 @@ impl Clock for SystemClock {
         let elapsed = now.saturating_duration_since(anchor.instant);
         let drift = duration_nanos(elapsed).saturating_mul(self.config.drift_ppm) / 1_000_000;
         let error = duration_nanos(self.config.base_error).saturating_add(drift);
-        let mid = anchor.system.as_nanos().saturating_add(duration_nanos(elapsed));
+        let mid = anchor
+            .system
+            .as_nanos()
+            .saturating_add(duration_nanos(elapsed));
         // Both bounds are valid on their own; clamping to the largest values handed out
         // before keeps them valid (those bounds held earlier, so hold now) and monotone.
         let earliest = mid.saturating_sub(error);
@@ -223,7 +226,10 @@ mod tests {
             assert!(now.earliest <= now.latest);
             prev = now;
         }
-        #[allow(clippy::disallowed_methods, reason = "the test compares with system time")]
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "the test compares with system time"
+        )]
         let sys = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
         let sys = Timestamp::from_nanos(duration_nanos(sys));
         let now = clock.now();
@@ -236,7 +242,10 @@ mod tests {
     #[test]
     fn manual_clock_answers_what_it_was_told() {
         let clock = ManualClock::new(Timestamp::from_nanos(1_000));
-        assert_eq!(clock.now(), TimeInterval::exact(Timestamp::from_nanos(1_000)));
+        assert_eq!(
+            clock.now(),
+            TimeInterval::exact(Timestamp::from_nanos(1_000))
+        );
         clock.advance(Duration::from_nanos(500));
         clock.set_error(Duration::from_nanos(100));
         assert_eq!(

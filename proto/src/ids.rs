@@ -212,9 +212,18 @@ mod tests {
 
     #[test]
     fn epochs_order_by_counter_then_node() {
-        let a = Epoch { counter: 1, node_id: 9 };
-        let b = Epoch { counter: 2, node_id: 0 };
-        let c = Epoch { counter: 2, node_id: 1 };
+        let a = Epoch {
+            counter: 1,
+            node_id: 9,
+        };
+        let b = Epoch {
+            counter: 2,
+            node_id: 0,
+        };
+        let c = Epoch {
+            counter: 2,
+            node_id: 1,
+        };
         assert!(a < b && b < c);
         assert_eq!(Epoch::from(pb::Epoch::from(c)), c);
     }
@@ -222,7 +231,10 @@ mod tests {
     #[test]
     fn timestamp_arithmetic_saturates() {
         assert_eq!(Timestamp::MAX.next(), Timestamp::MAX);
-        assert_eq!(Timestamp::ZERO.saturating_sub(Duration::from_secs(1)), Timestamp::ZERO);
+        assert_eq!(
+            Timestamp::ZERO.saturating_sub(Duration::from_secs(1)),
+            Timestamp::ZERO
+        );
         assert_eq!(
             Timestamp::from_nanos(5).saturating_add(Duration::from_nanos(7)),
             Timestamp::from_nanos(12)

@@ -236,7 +236,12 @@ impl CrashDisk {
     pub fn read_file(&self, path: &Path) -> Option<Vec<u8>> {
         let s = self.state.lock();
         let ino = s.names.get(path)?;
-        Some(s.inodes.get(ino).map(|i| i.written.clone()).unwrap_or_default())
+        Some(
+            s.inodes
+                .get(ino)
+                .map(|i| i.written.clone())
+                .unwrap_or_default(),
+        )
     }
 
     /// Damages the file at `path` durably (bit rot): XORs `mask` into the byte at `offset`.
@@ -510,7 +515,9 @@ mod tests {
             disk.sync_dir(&dir()).unwrap();
             f.write_all_at(&[2; 1024], 2048).unwrap();
             let after = disk.crash(seed);
-            let bytes = after.read_file(&dir().join("a")).expect("synced create survives");
+            let bytes = after
+                .read_file(&dir().join("a"))
+                .expect("synced create survives");
             assert_eq!(&bytes[..2048], &[1; 2048][..], "seed {seed}");
             assert!(bytes.len() == 2048 || bytes.len() == 3072);
         }

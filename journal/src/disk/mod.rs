@@ -37,6 +37,10 @@ pub trait Disk: Send + Sync + fmt::Debug + 'static {
 }
 
 /// An open file.
+#[allow(
+    clippy::len_without_is_empty,
+    reason = "a fallible length; emptiness is never asked"
+)]
 pub trait DiskFile: Send + Sync + fmt::Debug {
     /// Reads exactly `buf.len()` bytes at `offset`; `UnexpectedEof` if the file is shorter.
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;

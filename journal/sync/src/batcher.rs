@@ -286,7 +286,10 @@ mod tests {
         assert_eq!(b.try_push("a", 1), Ok(7));
         assert_eq!(b.try_push("b", 1), Ok(8));
         let batch = b.take_blocking(100).unwrap();
-        assert_eq!((batch.first_seq, batch.items, batch.bytes), (7, vec!["a", "b"], 2));
+        assert_eq!(
+            (batch.first_seq, batch.items, batch.bytes),
+            (7, vec!["a", "b"], 2)
+        );
         assert_eq!(b.try_push("c", 1), Ok(9));
         assert_eq!(b.take_blocking(100).unwrap().first_seq, 9);
     }
@@ -348,7 +351,10 @@ mod tests {
         let b = Arc::new(Batcher::new(0, 100));
         let flusher = {
             let b = b.clone();
-            #[allow(clippy::disallowed_methods, reason = "the test plays the flusher thread")]
+            #[allow(
+                clippy::disallowed_methods,
+                reason = "the test plays the flusher thread"
+            )]
             std::thread::spawn(move || {
                 let mut got = Vec::new();
                 while let Some(batch) = b.take_blocking(100) {

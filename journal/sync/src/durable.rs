@@ -78,7 +78,10 @@ impl DurablePoint {
     pub fn advance(&self, end: u64) {
         assert!(!self.is_halted(), "advance after halt");
         let prev = self.end.fetch_max(end, Ordering::AcqRel);
-        assert!(prev <= end, "durable point moved backwards: {prev} -> {end}");
+        assert!(
+            prev <= end,
+            "durable point moved backwards: {prev} -> {end}"
+        );
         let mut waiters = lock(&self.waiters);
         // Everything keyed below (end, 0) waits for a sequence number < end.
         let still_waiting = waiters.by_seq.split_off(&(end, 0));
@@ -113,7 +116,11 @@ impl DurablePoint {
             Some(Ok(()))
         } else if self.is_halted() {
             // Halting happens after the last advance, so re-read `end` once more.
-            Some(if seq < self.end() { Ok(()) } else { Err(Halted) })
+            Some(if seq < self.end() {
+                Ok(())
+            } else {
+                Err(Halted)
+            })
         } else {
             None
         }
@@ -206,11 +213,18 @@ mod tests {
         let mut cx = Context::from_waker(&waker);
         let mut w5 = p.wait_durable(5);
         let mut w2 = p.wait_durable(2);
-        assert_eq!(Pin::new(&mut p.wait_durable(0)).poll(&mut cx), Poll::Ready(Ok(())));
+        assert_eq!(
+            Pin::new(&mut p.wait_durable(0)).poll(&mut cx),
+            Poll::Ready(Ok(()))
+        );
         assert!(Pin::new(&mut w5).poll(&mut cx).is_pending());
         assert!(Pin::new(&mut w2).poll(&mut cx).is_pending());
         p.advance(3);
-        assert_eq!(count.0.load(StdOrdering::SeqCst), 1, "only the waiter for 2 is woken");
+        assert_eq!(
+            count.0.load(StdOrdering::SeqCst),
+            1,
+            "only the waiter for 2 is woken"
+        );
         assert_eq!(Pin::new(&mut w2).poll(&mut cx), Poll::Ready(Ok(())));
         assert!(Pin::new(&mut w5).poll(&mut cx).is_pending());
         p.advance(6);
@@ -228,7 +242,10 @@ mod tests {
         p.halt();
         assert_eq!(count.0.load(StdOrdering::SeqCst), 1);
         assert_eq!(Pin::new(&mut w).poll(&mut cx), Poll::Ready(Err(Halted)));
-        assert_eq!(Pin::new(&mut p.wait_durable(1)).poll(&mut cx), Poll::Ready(Ok(())));
+        assert_eq!(
+            Pin::new(&mut p.wait_durable(1)).poll(&mut cx),
+            Poll::Ready(Ok(()))
+        );
     }
 
     #[test]

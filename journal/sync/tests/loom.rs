@@ -38,7 +38,11 @@ fn group_commit(make_point: fn(u64) -> DurablePoint) {
                 let seq = block_on(batcher.push(record, 1)).expect("batcher open");
                 block_on(durable.wait_durable(seq)).expect("not halted");
                 let disk = disk.lock().unwrap();
-                assert_eq!(disk.get((seq - 1) as usize), Some(&record), "acked before written");
+                assert_eq!(
+                    disk.get((seq - 1) as usize),
+                    Some(&record),
+                    "acked before written"
+                );
                 seq
             }
         };
@@ -70,11 +74,20 @@ fn planted_lost_wakeup_model() {
 fn the_planted_lost_wakeup_is_caught() {
     let exe = std::env::current_exe().expect("test binary path");
     let out = std::process::Command::new(exe)
-        .args(["--exact", "planted_lost_wakeup_model", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "planted_lost_wakeup_model",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .output()
         .expect("run the planted-bug model");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "loom accepted the lost wake-up:\n{stderr}");
+    assert!(
+        !out.status.success(),
+        "loom accepted the lost wake-up:\n{stderr}"
+    );
     assert!(
         stderr.contains("deadlock"),
         "loom failed for another reason than the lost wake-up:\n{stderr}"

@@ -1,0 +1,38 @@
+//! # journaldb-bench: benchmarks that print numbers
+//!
+//! Speed targets are checked here, never in tests. Each command measures journaldb and a
+//! baseline on the same machine in the same run, so results are read as ratios.
+//! `journaldb-bench journal` measures the durable journal against raw `fdatasync`.
+//!
+//! Build with optimized workspace crates (dependencies are always optimized):
+//! `CARGO_PROFILE_DEV_OPT_LEVEL=3 cargo run -p journaldb-bench -- journal`.
+
+#![allow(
+    clippy::disallowed_methods,
+    reason = "benchmarks measure wall-clock time and run their own threads"
+)]
+
+mod journal;
+mod report;
+
+use clap::{Parser, Subcommand};
+
+/// journaldb benchmarks.
+#[derive(Parser, Debug)]
+#[command(name = "journaldb-bench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Durable appends/s and append latency of the journal against raw fdatasync.
+    Journal(journal::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Journal(args) => journal::run(args),
+    }
+}
