@@ -62,7 +62,10 @@ impl JournalOptions {
                 self.segment_bytes, self.block_size
             ));
         }
-        if !self.preallocate_bytes.is_multiple_of(u64::from(self.block_size)) {
+        if !self
+            .preallocate_bytes
+            .is_multiple_of(u64::from(self.block_size))
+        {
             return bad(format!(
                 "preallocate_bytes {} is not a multiple of block_size {}",
                 self.preallocate_bytes, self.block_size

@@ -106,6 +106,31 @@ fn injected(what: &str) -> io::Error {
 }
 
 impl State {
+    /// A disk just booted: everything it holds is durable, nothing is queued or failing.
+    fn fresh(
+        sector_size: usize,
+        dirs: BTreeSet<PathBuf>,
+        names: BTreeMap<PathBuf, u64>,
+        inodes: BTreeMap<u64, Inode>,
+        next_inode: u64,
+    ) -> Self {
+        State {
+            sector_size,
+            dirs,
+            durable_names: names.clone(),
+            names,
+            queued: Vec::new(),
+            inodes,
+            next_inode,
+            locks: BTreeSet::new(),
+            fail_writes: false,
+            failing_syncs: 0,
+            freeze_at: None,
+            mutating_ops: 0,
+            dead: false,
+        }
+    }
+
     fn alive(&self) -> io::Result<()> {
         if self.dead { Err(crashed()) } else { Ok(()) }
     }
@@ -145,22 +170,19 @@ impl CrashDisk {
     /// An empty disk.
     pub fn new(config: CrashDiskConfig) -> Self {
         assert!(config.sector_size > 0, "sector size must be positive");
+        let root = BTreeSet::from([PathBuf::from("/")]);
+        CrashDisk::from_state(State::fresh(
+            config.sector_size,
+            root,
+            BTreeMap::new(),
+            BTreeMap::new(),
+            1,
+        ))
+    }
+
+    fn from_state(state: State) -> Self {
         CrashDisk {
-            state: Arc::new(Mutex::new(State {
-                sector_size: config.sector_size,
-                dirs: BTreeSet::from([PathBuf::from("/")]),
-                names: BTreeMap::new(),
-                durable_names: BTreeMap::new(),
-                queued: Vec::new(),
-                inodes: BTreeMap::new(),
-                next_inode: 1,
-                locks: BTreeSet::new(),
-                fail_writes: false,
-                failing_syncs: 0,
-                freeze_at: None,
-                mutating_ops: 0,
-                dead: false,
-            })),
+            state: Arc::new(Mutex::new(state)),
         }
     }
 
@@ -213,23 +235,13 @@ impl CrashDisk {
                 );
             }
         }
-        CrashDisk {
-            state: Arc::new(Mutex::new(State {
-                sector_size: sector,
-                dirs: old.dirs.clone(),
-                durable_names: names.clone(),
-                names,
-                queued: Vec::new(),
-                inodes,
-                next_inode: old.next_inode,
-                locks: BTreeSet::new(),
-                fail_writes: false,
-                failing_syncs: 0,
-                freeze_at: None,
-                mutating_ops: 0,
-                dead: false,
-            })),
-        }
+        CrashDisk::from_state(State::fresh(
+            sector,
+            old.dirs.clone(),
+            names,
+            inodes,
+            old.next_inode,
+        ))
     }
 
     /// The bytes of the file at `path` as reads see them, if it exists.
