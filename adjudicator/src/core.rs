@@ -1,0 +1,470 @@
+//! The single-partition commit rule of ARCHITECTURE §4 as a sans-IO state machine.
+//!
+//! [`Adjudicator::commit`] is the critical section: it checks the request, assigns τc and
+//! returns the `Commit` record to append, updating `floor`, the conflict window and the
+//! outcome table before it returns. The caller appends the record, reports durability
+//! with [`Adjudicator::appended`] (or failure with [`Adjudicator::append_failed`]) and
+//! answers the client once `now().earliest > τc` (commit wait). It does no I/O and reads
+//! no clock: time comes in as an argument, so every path is unit- and property-testable.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use bytes::Bytes;
+use journaldb_proto::{Mutation, PartitionId, TimeInterval, Timestamp, TxnId, pb};
+
+use crate::window::ConflictWindow;
+
+/// Settings of an adjudicator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdjudicatorConfig {
+    /// How far past `now().latest` a client's τs may be before the request is refused
+    /// (the skew guard): one fast client clock must not drag every floor forward.
+    /// Default 1 s, far above the clock error bound of any healthy host (≈1 ms).
+    pub max_skew: Duration,
+    /// Conflict window and oldest snapshot accepted (default 5 min, ARCHITECTURE §8).
+    pub max_txn_age: Duration,
+    /// A deliberately planted bug, for proving that checkers catch it. Never set outside
+    /// tests and simulation.
+    #[doc(hidden)]
+    pub planted_bug: Option<PlantedBug>,
+}
+
+impl Default for AdjudicatorConfig {
+    fn default() -> Self {
+        AdjudicatorConfig {
+            max_skew: Duration::from_secs(1),
+            max_txn_age: Duration::from_secs(5 * 60),
+            planted_bug: None,
+        }
+    }
+}
+
+/// Bugs the adjudicator can be told to have (FoundationDB's `ResolverBug`).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlantedBug {
+    /// Commit without checking `last_write`: lost updates and read skew follow.
+    SkipConflictCheck,
+}
+
+/// A commit request: the write set of a transaction that read at `start_ts`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitRequest {
+    /// Chosen by the client; the same on every retry of this commit.
+    pub txn_id: TxnId,
+    /// τs: the snapshot the transaction read at.
+    pub start_ts: Timestamp,
+    /// The writes (non-empty; read-only transactions never reach an adjudicator).
+    pub mutations: Vec<Mutation>,
+    /// Whether the client already sent this commit and did not learn the outcome.
+    pub retry: bool,
+}
+
+/// The decision on a transaction: a value, not an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Committed at τc.
+    Committed {
+        /// τc.
+        commit_ts: Timestamp,
+    },
+    /// Another transaction wrote `key` and committed after this one's snapshot.
+    Conflict {
+        /// One key written by both.
+        key: Bytes,
+    },
+    /// The snapshot is older than the conflict window; retry with a new snapshot.
+    TooOld,
+}
+
+/// What the caller must do with a commit request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CommitDecision {
+    /// Append `record`; once it is durable and `now().earliest > commit_ts`, answer
+    /// `Committed { commit_ts }`. The adjudicator already counts it as committed.
+    Append {
+        /// τc.
+        commit_ts: Timestamp,
+        /// The `Commit` record to append to this adjudicator's journal.
+        record: pb::Record,
+    },
+    /// Answer this verdict (for `Committed`, after commit wait). Nothing to append.
+    Verdict(Verdict),
+    /// A retry of a commit whose record is being appended: answer `Committed` once that
+    /// append is durable (and commit wait has passed).
+    InFlight {
+        /// τc of the first attempt.
+        commit_ts: Timestamp,
+    },
+    /// Refused for now, nothing changed; the client may retry.
+    Unavailable(Unavailable),
+    /// A retry whose outcome this adjudicator no longer remembers: the transaction may
+    /// have committed. The client must not re-run it.
+    Unknown,
+    /// The request is malformed; nothing changed.
+    Invalid(String),
+}
+
+/// Why a request was refused with nothing changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unavailable {
+    /// τs (or the τc it would need) is too far ahead of this adjudicator's clock.
+    SkewGuard {
+        /// The offending timestamp.
+        ts: Timestamp,
+        /// The latest this adjudicator accepts now.
+        limit: Timestamp,
+    },
+    /// An append failed; this adjudicator has stepped down and decides nothing more.
+    SteppedDown,
+}
+
+/// A committed outcome kept for idempotent retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Outcome {
+    commit_ts: Timestamp,
+    durable: bool,
+}
+
+/// The commit state machine of one partition.
+#[derive(Debug)]
+pub struct Adjudicator {
+    partition: PartitionId,
+    config: AdjudicatorConfig,
+    /// Largest τ appended (or being appended) to this adjudicator's journal.
+    floor: Timestamp,
+    window: ConflictWindow,
+    outcomes: BTreeMap<TxnId, Outcome>,
+    /// The same outcomes ordered by τc, for pruning with the window.
+    outcomes_by_ts: BTreeSet<(Timestamp, TxnId)>,
+    stepped_down: bool,
+}
+
+impl Adjudicator {
+    /// An adjudicator whose journal's last τ is `floor`. Nothing before it is known, so
+    /// the horizon starts at `floor` too: a transaction whose snapshot predates the restart
+    /// gets `TooOld` rather than a commit that might miss a conflict (ARCHITECTURE §4,
+    /// embedded reopen).
+    pub fn new(partition: PartitionId, config: AdjudicatorConfig, floor: Timestamp) -> Self {
+        let mut window = ConflictWindow::default();
+        window.advance_horizon(floor);
+        Adjudicator {
+            partition,
+            config,
+            floor,
+            window,
+            outcomes: BTreeMap::new(),
+            outcomes_by_ts: BTreeSet::new(),
+            stepped_down: false,
+        }
+    }
+
+    /// The partition this adjudicator owns.
+    pub fn partition(&self) -> PartitionId {
+        self.partition
+    }
+
+    /// Largest τ appended to this adjudicator's journal.
+    pub fn floor(&self) -> Timestamp {
+        self.floor
+    }
+
+    /// Snapshots older than this get `TooOld`.
+    pub fn horizon(&self) -> Timestamp {
+        self.window.horizon()
+    }
+
+    /// Keys in the conflict window (its memory use).
+    pub fn window_len(&self) -> usize {
+        self.window.len()
+    }
+
+    /// Raises the horizon to `now().latest − max_txn_age` and forgets what lies below it.
+    pub fn advance_horizon(&mut self, now: TimeInterval) {
+        let h = now.latest.saturating_sub(self.config.max_txn_age);
+        self.window.advance_horizon(h);
+        let h = self.window.horizon();
+        while let Some(&(ts, txn)) = self.outcomes_by_ts.first() {
+            if ts > h {
+                break;
+            }
+            self.outcomes_by_ts.pop_first();
+            self.outcomes.remove(&txn);
+        }
+    }
+
+    /// Decides a commit request; see [`CommitDecision`] for what the caller does next.
+    pub fn commit(&mut self, now: TimeInterval, req: &CommitRequest) -> CommitDecision {
+        if self.stepped_down {
+            return CommitDecision::Unavailable(Unavailable::SteppedDown);
+        }
+        if req.mutations.is_empty() {
+            return CommitDecision::Invalid("a commit must write at least one key".into());
+        }
+        self.advance_horizon(now);
+        // 1. A known transaction gets its first outcome.
+        if let Some(outcome) = self.outcomes.get(&req.txn_id) {
+            return if outcome.durable {
+                CommitDecision::Verdict(Verdict::Committed {
+                    commit_ts: outcome.commit_ts,
+                })
+            } else {
+                CommitDecision::InFlight {
+                    commit_ts: outcome.commit_ts,
+                }
+            };
+        }
+        let limit = now.latest.saturating_add(self.config.max_skew);
+        if req.start_ts > limit {
+            return CommitDecision::Unavailable(Unavailable::SkewGuard {
+                ts: req.start_ts,
+                limit,
+            });
+        }
+        if req.start_ts < self.window.horizon() {
+            // A retry may have committed before its outcome was pruned with the window.
+            return if req.retry {
+                CommitDecision::Unknown
+            } else {
+                CommitDecision::Verdict(Verdict::TooOld)
+            };
+        }
+        // 2. Write-write conflicts inside (τs, now].
+        if self.config.planted_bug != Some(PlantedBug::SkipConflictCheck) {
+            for m in &req.mutations {
+                if self
+                    .window
+                    .last_write(&m.key)
+                    .is_some_and(|ts| ts > req.start_ts)
+                {
+                    return CommitDecision::Verdict(Verdict::Conflict { key: m.key.clone() });
+                }
+            }
+        }
+        // 3. τc: after the clock, the floor and the snapshot.
+        let commit_ts = now.latest.max(self.floor.next()).max(req.start_ts.next());
+        if commit_ts > limit {
+            return CommitDecision::Unavailable(Unavailable::SkewGuard {
+                ts: commit_ts,
+                limit,
+            });
+        }
+        assert!(commit_ts > self.floor, "journal τ must strictly increase");
+        self.floor = commit_ts;
+        for m in &req.mutations {
+            self.window.record(&m.key, commit_ts);
+        }
+        self.outcomes.insert(
+            req.txn_id,
+            Outcome {
+                commit_ts,
+                durable: false,
+            },
+        );
+        self.outcomes_by_ts.insert((commit_ts, req.txn_id));
+        // 4. The record whose durable append is the commit point.
+        let record = pb::Record {
+            kind: Some(pb::record::Kind::Commit(pb::Commit {
+                txn_id: Some(req.txn_id.into()),
+                commit_ts: commit_ts.as_nanos(),
+                mutations: req.mutations.iter().cloned().map(Into::into).collect(),
+                participants: Vec::new(),
+            })),
+        };
+        CommitDecision::Append { commit_ts, record }
+    }
+
+    /// The `Commit` record of `txn_id` is durable: retries now get `Committed`.
+    pub fn appended(&mut self, txn_id: TxnId) {
+        if let Some(outcome) = self.outcomes.get_mut(&txn_id) {
+            outcome.durable = true;
+        }
+    }
+
+    /// An append to this adjudicator's journal failed. Its outcome is unknown, and so is
+    /// the journal's state: the adjudicator steps down (callers answer `CommitUnknown` to
+    /// in-flight commits) and a new one must recover the journal before serving.
+    pub fn append_failed(&mut self) {
+        self.stepped_down = true;
+    }
+
+    /// Whether [`Adjudicator::append_failed`] made this adjudicator step down.
+    pub fn is_stepped_down(&self) -> bool {
+        self.stepped_down
+    }
+
+    /// A `Heartbeat` record for an idle journal: τ = max(`now().latest`, floor + 1), so
+    /// storage watermarks advance without commits.
+    pub fn heartbeat(&mut self, now: TimeInterval) -> pb::Record {
+        let ts = now.latest.max(self.floor.next());
+        self.floor = ts;
+        pb::Record {
+            kind: Some(pb::record::Kind::Heartbeat(pb::Heartbeat {
+                ts: ts.as_nanos(),
+            })),
+        }
+    }
+
+    /// Promises that this journal will hold no record with τ ≤ `ts` beyond those already
+    /// appended: raises the floor to ≥ `ts`. Returns the `Heartbeat` to append if the floor
+    /// had to move; `None` means the last appended record already covers `ts`.
+    pub fn promise(&mut self, ts: Timestamp) -> Option<pb::Record> {
+        if self.floor >= ts {
+            return None;
+        }
+        self.floor = ts;
+        Some(pb::Record {
+            kind: Some(pb::record::Kind::Heartbeat(pb::Heartbeat {
+                ts: ts.as_nanos(),
+            })),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(n: u64) -> Timestamp {
+        Timestamp::from_nanos(n)
+    }
+
+    fn at(n: u64) -> TimeInterval {
+        TimeInterval::exact(ts(n))
+    }
+
+    fn req(id: u128, start: u64, keys: &[&'static str]) -> CommitRequest {
+        CommitRequest {
+            txn_id: TxnId::new(id),
+            start_ts: ts(start),
+            mutations: keys.iter().map(|k| Mutation::put(*k, "v")).collect(),
+            retry: false,
+        }
+    }
+
+    fn adj() -> Adjudicator {
+        Adjudicator::new(PartitionId::new(0), AdjudicatorConfig::default(), ts(0))
+    }
+
+    fn committed(d: &CommitDecision) -> Timestamp {
+        match d {
+            CommitDecision::Append { commit_ts, .. } => *commit_ts,
+            other => panic!("expected a commit, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_write_after_the_snapshot_conflicts_and_one_before_does_not() {
+        let mut a = adj();
+        let t1 = committed(&a.commit(at(100), &req(1, 50, &["x"])));
+        assert_eq!(t1, ts(100));
+        // Snapshot 90 < τc 100: conflict on x.
+        assert_eq!(
+            a.commit(at(110), &req(2, 90, &["y", "x"])),
+            CommitDecision::Verdict(Verdict::Conflict {
+                key: Bytes::from_static(b"x")
+            })
+        );
+        // Snapshot 100 ≥ τc 100: sees it, commits.
+        let t3 = committed(&a.commit(at(120), &req(3, 100, &["x"])));
+        assert!(t3 > t1);
+    }
+
+    #[test]
+    fn commit_ts_exceeds_floor_snapshot_and_clock() {
+        let mut a = adj();
+        let t1 = committed(&a.commit(at(100), &req(1, 10, &["a"])));
+        // The clock went backwards: τ still increases.
+        let t2 = committed(&a.commit(at(50), &req(2, 10, &["b"])));
+        assert_eq!(t2, t1.next());
+        // A snapshot ahead of the clock (within the skew guard).
+        let t3 = committed(&a.commit(at(200), &req(3, 500, &["c"])));
+        assert_eq!(t3, ts(501));
+        assert_eq!(a.floor(), t3);
+    }
+
+    #[test]
+    fn retries_get_the_first_outcome() {
+        let mut a = adj();
+        let r = req(7, 10, &["k"]);
+        let t = committed(&a.commit(at(100), &r));
+        let retry = CommitRequest {
+            retry: true,
+            ..r.clone()
+        };
+        assert_eq!(
+            a.commit(at(101), &retry),
+            CommitDecision::InFlight { commit_ts: t }
+        );
+        a.appended(TxnId::new(7));
+        assert_eq!(
+            a.commit(at(102), &retry),
+            CommitDecision::Verdict(Verdict::Committed { commit_ts: t })
+        );
+    }
+
+    #[test]
+    fn the_skew_guard_refuses_snapshots_from_the_future() {
+        let mut a = adj();
+        let far = 1_000 + Duration::from_secs(2).as_nanos() as u64;
+        assert!(matches!(
+            a.commit(at(1_000), &req(1, far, &["k"])),
+            CommitDecision::Unavailable(Unavailable::SkewGuard { .. })
+        ));
+        assert_eq!(a.floor(), ts(0), "nothing changed");
+    }
+
+    #[test]
+    fn old_snapshots_are_too_old_and_forgotten_retries_unknown() {
+        let config = AdjudicatorConfig {
+            max_txn_age: Duration::from_nanos(100),
+            ..AdjudicatorConfig::default()
+        };
+        let mut a = Adjudicator::new(PartitionId::new(0), config, ts(0));
+        let r = req(1, 10, &["k"]);
+        committed(&a.commit(at(20), &r));
+        a.appended(TxnId::new(1));
+        a.advance_horizon(at(1_000));
+        assert_eq!(a.horizon(), ts(900));
+        assert_eq!(a.window_len(), 0, "pruned");
+        assert_eq!(
+            a.commit(at(1_000), &req(2, 899, &["k"])),
+            CommitDecision::Verdict(Verdict::TooOld)
+        );
+        let retry = CommitRequest { retry: true, ..r };
+        assert_eq!(a.commit(at(1_000), &retry), CommitDecision::Unknown);
+    }
+
+    #[test]
+    fn after_a_failed_append_it_steps_down() {
+        let mut a = adj();
+        committed(&a.commit(at(10), &req(1, 1, &["k"])));
+        a.append_failed();
+        assert_eq!(
+            a.commit(at(11), &req(2, 10, &["j"])),
+            CommitDecision::Unavailable(Unavailable::SteppedDown)
+        );
+    }
+
+    #[test]
+    fn heartbeats_and_promises_raise_the_floor() {
+        let mut a = adj();
+        let hb = a.heartbeat(at(100));
+        assert_eq!(hb.ts(), Some(ts(100)));
+        assert_eq!(a.heartbeat(at(90)).ts(), Some(ts(101)));
+        assert_eq!(a.promise(ts(50)), None);
+        assert_eq!(a.promise(ts(500)).and_then(|r| r.ts()), Some(ts(500)));
+        assert_eq!(committed(&a.commit(at(200), &req(1, 10, &["k"]))), ts(501));
+    }
+
+    #[test]
+    fn a_reopened_adjudicator_refuses_snapshots_before_its_floor() {
+        let mut a = Adjudicator::new(PartitionId::new(0), AdjudicatorConfig::default(), ts(1_000));
+        assert_eq!(
+            a.commit(at(2_000), &req(1, 999, &["k"])),
+            CommitDecision::Verdict(Verdict::TooOld)
+        );
+        assert!(committed(&a.commit(at(2_000), &req(2, 1_000, &["k"]))) > ts(1_000));
+    }
+}

@@ -1,0 +1,3 @@
+//! Integration tests of the adjudicator (one test binary per crate, see BUILD.md).
+
+mod si_oracle;
