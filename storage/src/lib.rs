@@ -1,10 +1,25 @@
-//! # journaldb-storage: MVCC storage fed by the journals (not yet built)
+//! # journaldb-storage: MVCC storage read "as of" a timestamp
 //!
-//! This crate will hold ARCHITECTURE §6: the `VersionStore` trait with an in-memory engine
-//! (simulation, tests) and a RocksDB engine (WAL off — the journal is the redo log),
-//! order-preserving version keys, the crossbar that merges every journal in τ order, the
-//! watermark that reads at τ wait for, garbage collection, and `get`/`scan` "as of" τ.
+//! ARCHITECTURE §6. A [`VersionStore`] keeps versions `(key, τ) → value | tombstone` and
+//! answers `get` and `scan(range, limit, reverse)` as of any τ, with a continuation so a scan
+//! resumes past its limit. Versions and the applied journal positions are written in one
+//! atomic batch, so a restart resumes from the stored positions.
 //!
-//! It will *not* decide commits (that is the adjudicator) and never imports the
-//! adjudicator. It is the only crate besides the benchmarks that links RocksDB (behind the
-//! default `rocksdb` feature). Built in issue 4 ("Embedded transactional database").
+//! Two engines, one MVCC implementation: [`MemoryEngine`] (simulation, tests) and
+//! [`RocksEngine`] (embedded and cluster; RocksDB WAL off — the journal is the redo log).
+//! The byte layout is in [`encoding`]. It is *not* the commit rule (the adjudicator decides;
+//! this crate never imports it) and only this crate links RocksDB.
+//!
+//! Not yet here (issue 4): the crossbar that merges journals in τ order, the watermark reads
+//! wait for, and garbage collection.
+
+pub mod encoding;
+mod memory;
+#[cfg(feature = "rocksdb")]
+mod rocks;
+mod store;
+
+pub use memory::MemoryEngine;
+#[cfg(feature = "rocksdb")]
+pub use rocks::RocksEngine;
+pub use store::{Engine, Error, Result, ScanPage, ScanRange, Version, VersionStore, WriteBatch};

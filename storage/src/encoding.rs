@@ -1,0 +1,160 @@
+//! The byte layout of a version store (ARCHITECTURE §6), shared by every engine.
+//!
+//! ```text
+//! version key  = 0x01 ‖ escape(user key) ‖ 0x00 0x01 ‖ !τ (u64 big-endian)
+//! escape       = every 0x00 byte becomes 0x00 0xFF (FoundationDB tuple-layer style)
+//! version value = 0x01 ‖ value  (put)   |   0x00  (tombstone)
+//! meta key     = 0x00 ‖ name            (applied positions, format version)
+//! ```
+//! Version keys sort by (user key, τ descending) for every pair of user keys, including
+//! keys that are prefixes of each other: the terminator `00 01` sorts below any following
+//! byte of a longer key (a real byte ≥ 01, or an escaped zero `00 FF`). Inverting τ puts the
+//! newest version first. Decoding never panics on bad bytes.
+
+use bytes::Bytes;
+use journaldb_proto::Timestamp;
+
+/// First byte of every version key.
+pub const DATA_PREFIX: u8 = 0x01;
+/// First byte of every metadata key (sorts before all data).
+pub const META_PREFIX: u8 = 0x00;
+const TS_BYTES: usize = 8;
+
+/// All versions of `key` start with this.
+pub fn key_prefix(key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(key.len() + 3 + TS_BYTES);
+    out.push(DATA_PREFIX);
+    for &b in key {
+        if b == 0 {
+            out.extend_from_slice(&[0x00, 0xFF]);
+        } else {
+            out.push(b);
+        }
+    }
+    out.extend_from_slice(&[0x00, 0x01]);
+    out
+}
+
+/// The key of the version of `key` at `ts`.
+pub fn version_key(key: &[u8], ts: Timestamp) -> Vec<u8> {
+    let mut out = key_prefix(key);
+    out.extend_from_slice(&(!ts.as_nanos()).to_be_bytes());
+    out
+}
+
+/// A key sorting after every version of `key` and before the next user key.
+pub fn after_all_versions(key: &[u8]) -> Vec<u8> {
+    let mut out = key_prefix(key);
+    out.extend_from_slice(&[0xFF; TS_BYTES + 1]);
+    out
+}
+
+/// Splits a version key into user key and τ; `None` if it is not one.
+pub fn decode_version_key(k: &[u8]) -> Option<(Vec<u8>, Timestamp)> {
+    let (&first, rest) = k.split_first()?;
+    if first != DATA_PREFIX || rest.len() < 2 + TS_BYTES {
+        return None;
+    }
+    let (escaped, ts) = rest.split_at(rest.len() - TS_BYTES);
+    let mut key = Vec::with_capacity(escaped.len());
+    let mut i = 0;
+    loop {
+        match escaped.get(i..)? {
+            [0x00, 0x01] => break,
+            [0x00, 0xFF, ..] => {
+                key.push(0);
+                i += 2;
+            }
+            [0x00, ..] => return None,
+            [b, ..] => {
+                key.push(*b);
+                i += 1;
+            }
+            [] => return None,
+        }
+    }
+    let ts = u64::from_be_bytes(ts.try_into().ok()?);
+    Some((key, Timestamp::from_nanos(!ts)))
+}
+
+/// Encodes a version's value: `Some` is a put, `None` a tombstone.
+pub fn encode_value(value: Option<&[u8]>) -> Vec<u8> {
+    match value {
+        Some(v) => {
+            let mut out = Vec::with_capacity(1 + v.len());
+            out.push(1);
+            out.extend_from_slice(v);
+            out
+        }
+        None => vec![0],
+    }
+}
+
+/// A stored version value that is neither a put nor a tombstone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MalformedValue;
+
+/// Decodes a version's value: `Ok(None)` for a tombstone.
+pub fn decode_value(v: &[u8]) -> Result<Option<Bytes>, MalformedValue> {
+    match v.split_first() {
+        Some((1, rest)) => Ok(Some(Bytes::copy_from_slice(rest))),
+        Some((0, [])) => Ok(None),
+        _ => Err(MalformedValue),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(n: u64) -> Timestamp {
+        Timestamp::from_nanos(n)
+    }
+
+    #[test]
+    fn version_keys_sort_by_user_key_then_newest_first() {
+        let keys: [&[u8]; 8] = [
+            b"",
+            b"\x00",
+            b"\x00\x00",
+            b"\x00\x01",
+            b"a",
+            b"a\x00",
+            b"a\x00b",
+            b"ab",
+        ];
+        let mut encoded = Vec::new();
+        for k in keys {
+            for t in [30, 20, 10] {
+                encoded.push(version_key(k, ts(t)));
+            }
+        }
+        let mut sorted = encoded.clone();
+        sorted.sort();
+        assert_eq!(sorted, encoded, "user keys ascending, τ descending");
+        for k in keys {
+            assert!(after_all_versions(k) > version_key(k, ts(0)));
+        }
+        for w in keys.windows(2) {
+            assert!(after_all_versions(w[0]) < key_prefix(w[1]));
+        }
+    }
+
+    #[test]
+    fn version_keys_decode_and_garbage_is_refused() {
+        for k in [&b""[..], b"\x00", b"x\x00\xffy"] {
+            assert_eq!(
+                decode_version_key(&version_key(k, ts(77))),
+                Some((k.to_vec(), ts(77)))
+            );
+        }
+        assert_eq!(decode_version_key(b"\x01abc"), None);
+        assert_eq!(decode_version_key(b"\x01a\x00\x02\x00\x0112345678"), None);
+        assert_eq!(
+            decode_value(&encode_value(Some(b"v"))),
+            Ok(Some(Bytes::from_static(b"v")))
+        );
+        assert_eq!(decode_value(&encode_value(None)), Ok(None));
+        assert_eq!(decode_value(b"\x07"), Err(MalformedValue));
+    }
+}

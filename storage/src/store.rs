@@ -1,0 +1,273 @@
+//! The [`VersionStore`] trait: MVCC versions `(key, τ) → value | tombstone`, read "as of" τ.
+//!
+//! The MVCC logic (visibility, scans, continuations) is written once, here, on top of an
+//! [`Engine`]: an ordered byte map with atomic batch writes and two seeks. Every engine
+//! therefore answers identically by construction; the conformance suite checks each anyway.
+//! This module does not own the crossbar, watermark or GC: those come with the storage node.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use journaldb_proto::{Lsn, PartitionId, Timestamp};
+
+use crate::encoding::{
+    META_PREFIX, after_all_versions, decode_value, decode_version_key, encode_value, key_prefix,
+    version_key,
+};
+
+/// Result alias for storage.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Storage errors.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The engine failed to read or write.
+    #[error("storage I/O error: {0}")]
+    Io(String),
+    /// Stored bytes are not what this format writes.
+    #[error("corrupt storage: {0}")]
+    Corruption(String),
+    /// The request is malformed.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+}
+
+impl Error {
+    /// Whether retrying may succeed. None of these: they need an operator or a fixed request.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Io(_) | Error::Corruption(_) | Error::InvalidArgument(_) => false,
+        }
+    }
+}
+
+/// One version of one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version {
+    /// The user key.
+    pub key: Bytes,
+    /// The τ it was written at (the commit timestamp of its transaction).
+    pub ts: Timestamp,
+    /// The value, or `None` for a delete (a tombstone).
+    pub value: Option<Bytes>,
+}
+
+/// Versions and applied journal positions, written atomically together: after a crash the
+/// data and the positions agree, and replay from the journal fills in the rest.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteBatch {
+    /// Versions to add.
+    pub versions: Vec<Version>,
+    /// New applied position of each journal this batch advances.
+    pub applied: Vec<(PartitionId, Lsn)>,
+}
+
+/// A key range `[start, end)`; `end: None` is unbounded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanRange {
+    /// First key included.
+    pub start: Bytes,
+    /// First key excluded, if any.
+    pub end: Option<Bytes>,
+}
+
+impl ScanRange {
+    /// Every key that starts with `prefix`.
+    pub fn prefix(prefix: &[u8]) -> Self {
+        // The end is the prefix "plus one": drop trailing 0xFF bytes, increment the last.
+        let mut end = prefix.to_vec();
+        while end.last() == Some(&0xFF) {
+            end.pop();
+        }
+        let end = end.last_mut().map(|b| *b += 1).map(|()| Bytes::from(end));
+        ScanRange {
+            start: Bytes::copy_from_slice(prefix),
+            end,
+        }
+    }
+
+    fn contains(&self, key: &[u8]) -> bool {
+        key >= &self.start[..] && self.end.as_ref().is_none_or(|e| key < &e[..])
+    }
+}
+
+/// One page of a scan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanPage {
+    /// Visible `(key, value)` pairs, in scan order.
+    pub rows: Vec<(Bytes, Bytes)>,
+    /// The part of the range not yet scanned, if the page stopped at its limit.
+    pub resume: Option<ScanRange>,
+}
+
+/// An ordered byte map with atomic batch writes: what an engine provides.
+pub trait Engine: Send + Sync {
+    /// The first entry with key ≥ `key`.
+    fn seek_ge(&self, key: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>>;
+    /// The last entry with key ≤ `key`.
+    fn seek_le(&self, key: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>>;
+    /// Writes every pair, all or nothing.
+    fn write_atomic(&self, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<()>;
+}
+
+/// MVCC reads and writes, for every [`Engine`].
+pub trait VersionStore: Send + Sync {
+    /// Adds versions and applied positions atomically.
+    fn write(&self, batch: WriteBatch) -> Result<()>;
+    /// The value of `key` as of `at`: its newest version with τ ≤ `at`; `None` if there is
+    /// none or it is a tombstone.
+    fn get(&self, key: &[u8], at: Timestamp) -> Result<Option<Bytes>>;
+    /// At most `limit` visible rows of `range` as of `at`, ascending (or descending when
+    /// `reverse`), with the rest of the range to resume from.
+    fn scan(
+        &self,
+        range: &ScanRange,
+        at: Timestamp,
+        limit: usize,
+        reverse: bool,
+    ) -> Result<ScanPage>;
+    /// The applied position of every journal written so far.
+    fn applied(&self) -> Result<BTreeMap<PartitionId, Lsn>>;
+}
+
+const APPLIED: &[u8] = b"applied/";
+
+fn applied_key(p: PartitionId) -> Vec<u8> {
+    let mut k = vec![META_PREFIX];
+    k.extend_from_slice(APPLIED);
+    k.extend_from_slice(&p.get().to_be_bytes());
+    k
+}
+
+fn corrupt(what: &str, key: &[u8]) -> Error {
+    Error::Corruption(format!("{what} at key {key:02x?}"))
+}
+
+/// The visible version of the user key `key` as of `at`: `Some(None)` for a tombstone.
+fn visible<E: Engine + ?Sized>(e: &E, key: &[u8], at: Timestamp) -> Result<Option<Option<Bytes>>> {
+    let Some((k, v)) = e.seek_ge(&version_key(key, at))? else {
+        return Ok(None);
+    };
+    match decode_version_key(&k) {
+        Some((found, _)) if found == key => decode_value(&v)
+            .map(Some)
+            .map_err(|_| corrupt("malformed version value", &k)),
+        Some(_) => Ok(None),
+        None if k.first() == Some(&crate::encoding::DATA_PREFIX) => {
+            Err(corrupt("malformed version key", &k))
+        }
+        None => Ok(None),
+    }
+}
+
+impl<E: Engine> VersionStore for E {
+    fn write(&self, batch: WriteBatch) -> Result<()> {
+        let mut pairs = Vec::with_capacity(batch.versions.len() + batch.applied.len());
+        for v in &batch.versions {
+            pairs.push((version_key(&v.key, v.ts), encode_value(v.value.as_deref())));
+        }
+        for (p, lsn) in &batch.applied {
+            pairs.push((applied_key(*p), lsn.get().to_be_bytes().to_vec()));
+        }
+        self.write_atomic(pairs)
+    }
+
+    fn get(&self, key: &[u8], at: Timestamp) -> Result<Option<Bytes>> {
+        Ok(visible(self, key, at)?.flatten())
+    }
+
+    fn scan(
+        &self,
+        range: &ScanRange,
+        at: Timestamp,
+        limit: usize,
+        reverse: bool,
+    ) -> Result<ScanPage> {
+        if limit == 0 {
+            return Err(Error::InvalidArgument("scan limit must be positive".into()));
+        }
+        let mut rows = Vec::new();
+        // The next user key to consider, found by seeking from `cursor`.
+        let mut cursor = if reverse {
+            match &range.end {
+                Some(end) => key_prefix(end),
+                None => vec![crate::encoding::DATA_PREFIX + 1],
+            }
+        } else {
+            key_prefix(&range.start)
+        };
+        loop {
+            let entry = if reverse {
+                self.seek_le(&cursor)?
+            } else {
+                self.seek_ge(&cursor)?
+            };
+            let Some((k, _)) = entry else { break };
+            if k.first() != Some(&crate::encoding::DATA_PREFIX) {
+                break;
+            }
+            let (key, _) =
+                decode_version_key(&k).ok_or_else(|| corrupt("malformed version key", &k))?;
+            if !range.contains(&key) {
+                break;
+            }
+            if rows.len() == limit {
+                // `key` is the first row not returned: the rest of the range includes it.
+                let resume = if reverse {
+                    let mut end = key;
+                    end.push(0); // the smallest key after `key`: `end` is exclusive
+                    ScanRange {
+                        start: range.start.clone(),
+                        end: Some(Bytes::from(end)),
+                    }
+                } else {
+                    ScanRange {
+                        start: Bytes::from(key),
+                        end: range.end.clone(),
+                    }
+                };
+                return Ok(ScanPage {
+                    rows,
+                    resume: Some(resume),
+                });
+            }
+            if let Some(Some(value)) = visible(self, &key, at)? {
+                rows.push((Bytes::copy_from_slice(&key), value));
+            }
+            // Versions of `key` lie in [key_prefix(key), after_all_versions(key)): step over
+            // them (the seek-le to the prefix lands on the previous user key's versions).
+            cursor = if reverse {
+                key_prefix(&key)
+            } else {
+                after_all_versions(&key)
+            };
+        }
+        Ok(ScanPage { rows, resume: None })
+    }
+
+    fn applied(&self) -> Result<BTreeMap<PartitionId, Lsn>> {
+        let mut out = BTreeMap::new();
+        let mut prefix = vec![META_PREFIX];
+        prefix.extend_from_slice(APPLIED);
+        let mut cursor = prefix.clone();
+        while let Some((k, v)) = self.seek_ge(&cursor)? {
+            let Some(id) = k.strip_prefix(&prefix[..]) else {
+                break;
+            };
+            let id: [u8; 4] = id
+                .try_into()
+                .map_err(|_| corrupt("malformed applied key", &k))?;
+            let lsn: [u8; 8] = v[..]
+                .try_into()
+                .map_err(|_| corrupt("malformed applied position", &k))?;
+            out.insert(
+                PartitionId::new(u32::from_be_bytes(id)),
+                Lsn::new(u64::from_be_bytes(lsn)),
+            );
+            cursor = k;
+            cursor.push(0);
+        }
+        Ok(out)
+    }
+}

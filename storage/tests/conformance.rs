@@ -1,0 +1,200 @@
+//! One conformance suite, run against every engine (TiKV `engine_traits_tests` style).
+
+use bytes::Bytes;
+use journaldb_proto::{Lsn, PartitionId, Timestamp};
+use journaldb_storage::{ScanRange, Version, VersionStore, WriteBatch};
+
+fn ts(n: u64) -> Timestamp {
+    Timestamp::from_nanos(n)
+}
+
+fn put(key: &[u8], t: u64, value: &str) -> Version {
+    Version {
+        key: Bytes::copy_from_slice(key),
+        ts: ts(t),
+        value: Some(Bytes::copy_from_slice(value.as_bytes())),
+    }
+}
+
+fn del(key: &[u8], t: u64) -> Version {
+    Version {
+        key: Bytes::copy_from_slice(key),
+        ts: ts(t),
+        value: None,
+    }
+}
+
+fn write(s: &dyn VersionStore, versions: Vec<Version>) {
+    s.write(WriteBatch {
+        versions,
+        applied: vec![],
+    })
+    .unwrap();
+}
+
+fn get(s: &dyn VersionStore, key: &[u8], at: u64) -> Option<String> {
+    s.get(key, ts(at))
+        .unwrap()
+        .map(|v| String::from_utf8(v.to_vec()).unwrap())
+}
+
+fn keys(rows: &[(Bytes, Bytes)]) -> Vec<Vec<u8>> {
+    rows.iter().map(|(k, _)| k.to_vec()).collect()
+}
+
+fn reads_see_the_newest_version_at_or_before_their_timestamp(s: &dyn VersionStore) {
+    write(s, vec![put(b"k", 10, "v10"), put(b"k", 20, "v20")]);
+    write(s, vec![del(b"k", 30), put(b"k", 40, "v40")]);
+    assert_eq!(get(s, b"k", 9), None);
+    assert_eq!(get(s, b"k", 10).as_deref(), Some("v10"));
+    assert_eq!(get(s, b"k", 25).as_deref(), Some("v20"));
+    assert_eq!(get(s, b"k", 30), None, "tombstone");
+    assert_eq!(get(s, b"k", 35), None);
+    assert_eq!(get(s, b"k", u64::MAX).as_deref(), Some("v40"));
+    assert_eq!(get(s, b"other", 100), None);
+}
+
+const PREFIX_KEYS: [&[u8]; 7] = [b"", b"\x00", b"\x00\x00", b"a", b"a\x00", b"a\x00b", b"ab"];
+
+fn keys_that_are_prefixes_of_each_other_stay_apart(s: &dyn VersionStore) {
+    for (i, k) in PREFIX_KEYS.iter().enumerate() {
+        write(s, vec![put(k, 10 + i as u64, &format!("v{i}"))]);
+    }
+    for (i, k) in PREFIX_KEYS.iter().enumerate() {
+        assert_eq!(get(s, k, 100), Some(format!("v{i}")), "key {k:?}");
+        assert_eq!(get(s, k, 9 + i as u64), None, "key {k:?} before its write");
+    }
+    let all = s
+        .scan(&ScanRange::prefix(b""), ts(100), 100, false)
+        .unwrap();
+    assert_eq!(
+        keys(&all.rows),
+        PREFIX_KEYS.iter().map(|k| k.to_vec()).collect::<Vec<_>>()
+    );
+    let rev = s.scan(&ScanRange::prefix(b""), ts(100), 100, true).unwrap();
+    let mut expect: Vec<_> = PREFIX_KEYS.iter().map(|k| k.to_vec()).collect();
+    expect.reverse();
+    assert_eq!(keys(&rev.rows), expect);
+    let a = s
+        .scan(&ScanRange::prefix(b"a"), ts(100), 100, false)
+        .unwrap();
+    assert_eq!(
+        keys(&a.rows),
+        vec![
+            b"a".to_vec(),
+            b"a\x00".to_vec(),
+            b"a\x00b".to_vec(),
+            b"ab".to_vec()
+        ]
+    );
+}
+
+fn scans_page_through_a_range_in_both_directions(s: &dyn VersionStore) {
+    for i in 0..20u64 {
+        let key = format!("key{i:02}");
+        write(
+            s,
+            vec![
+                put(key.as_bytes(), 10, "old"),
+                put(key.as_bytes(), 20 + i, "new"),
+            ],
+        );
+        if i % 3 == 0 {
+            write(s, vec![del(key.as_bytes(), 50)]);
+        }
+    }
+    let range = ScanRange {
+        start: Bytes::from_static(b"key03"),
+        end: Some(Bytes::from_static(b"key17")),
+    };
+    for reverse in [false, true] {
+        for at in [15, 30, 60] {
+            let full = s.scan(&range, ts(at), 1_000, reverse).unwrap();
+            assert!(full.resume.is_none());
+            for limit in [1, 2, 5] {
+                let mut paged = Vec::new();
+                let mut next = Some(range.clone());
+                while let Some(r) = next {
+                    let page = s.scan(&r, ts(at), limit, reverse).unwrap();
+                    assert!(page.rows.len() <= limit);
+                    paged.extend(page.rows);
+                    next = page.resume;
+                }
+                assert_eq!(paged, full.rows, "reverse {reverse} at {at} limit {limit}");
+            }
+            let expected: Vec<Vec<u8>> = {
+                let mut v: Vec<_> = (3..17u64)
+                    // Every key has a version at 10; every third is deleted at 50.
+                    .filter(|i| at < 50 || i % 3 != 0)
+                    .map(|i| format!("key{i:02}").into_bytes())
+                    .collect();
+                if reverse {
+                    v.reverse();
+                }
+                v
+            };
+            assert_eq!(keys(&full.rows), expected, "reverse {reverse} at {at}");
+        }
+    }
+    assert!(
+        s.scan(&range, ts(1), 0, false).is_err(),
+        "limit 0 is invalid"
+    );
+}
+
+fn applied_positions_are_written_with_the_data(s: &dyn VersionStore) {
+    assert!(s.applied().unwrap().is_empty());
+    s.write(WriteBatch {
+        versions: vec![put(b"x", 5, "v")],
+        applied: vec![
+            (PartitionId::new(0), Lsn::new(7)),
+            (PartitionId::new(3), Lsn::new(2)),
+        ],
+    })
+    .unwrap();
+    s.write(WriteBatch {
+        versions: vec![],
+        applied: vec![(PartitionId::new(0), Lsn::new(9))],
+    })
+    .unwrap();
+    let applied = s.applied().unwrap();
+    assert_eq!(applied.len(), 2);
+    assert_eq!(applied[&PartitionId::new(0)], Lsn::new(9));
+    assert_eq!(applied[&PartitionId::new(3)], Lsn::new(2));
+    assert_eq!(get(s, b"x", 5).as_deref(), Some("v"));
+}
+
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod memory {
+            $(#[test] fn $case() { super::$case(&*crate::memory().store); })*
+        }
+        mod rocksdb {
+            $(#[test] fn $case() { super::$case(&*crate::rocks().store); })*
+        }
+    };
+}
+
+conformance!(
+    reads_see_the_newest_version_at_or_before_their_timestamp,
+    keys_that_are_prefixes_of_each_other_stay_apart,
+    scans_page_through_a_range_in_both_directions,
+    applied_positions_are_written_with_the_data,
+);
+
+#[test]
+fn rocksdb_reopens_with_its_data_and_positions() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = journaldb_storage::RocksEngine::open(dir.path()).unwrap();
+        s.write(WriteBatch {
+            versions: vec![put(b"k", 1, "v")],
+            applied: vec![(PartitionId::new(1), Lsn::new(42))],
+        })
+        .unwrap();
+        s.flush().unwrap();
+    }
+    let s = journaldb_storage::RocksEngine::open(dir.path()).unwrap();
+    assert_eq!(get(&s, b"k", 1).as_deref(), Some("v"));
+    assert_eq!(s.applied().unwrap()[&PartitionId::new(1)], Lsn::new(42));
+}

@@ -1,0 +1,30 @@
+//! Integration tests of storage (one test binary per crate, see BUILD.md).
+
+mod conformance;
+mod differential;
+
+use journaldb_storage::{MemoryEngine, RocksEngine, VersionStore};
+
+/// A store under test, and whatever keeps it alive (a temp dir).
+pub struct Subject {
+    /// The store.
+    pub store: Box<dyn VersionStore>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// A fresh in-memory store.
+pub fn memory() -> Subject {
+    Subject {
+        store: Box::new(MemoryEngine::new()),
+        _dir: None,
+    }
+}
+
+/// A fresh RocksDB store in a temporary directory.
+pub fn rocks() -> Subject {
+    let dir = tempfile::tempdir().unwrap();
+    Subject {
+        store: Box::new(RocksEngine::open(dir.path()).unwrap()),
+        _dir: Some(dir),
+    }
+}
