@@ -10,15 +10,18 @@
 //! The byte layout is in [`encoding`]. It is *not* the commit rule (the adjudicator decides;
 //! this crate never imports it) and only this crate links RocksDB.
 //!
-//! Not yet here (issue 4): the crossbar that merges journals in τ order, the watermark reads
-//! wait for, and garbage collection.
+//! [`Crossbar`] merges the records of every journal and releases what lies at or below the
+//! watermark as atomic batches. Not yet here (issue 4): the storage node that tails the
+//! journals into it, reads that wait for the watermark, and garbage collection.
 
+mod crossbar;
 pub mod encoding;
 mod memory;
 #[cfg(feature = "rocksdb")]
 mod rocks;
 mod store;
 
+pub use crossbar::{Crossbar, CrossbarError};
 pub use memory::MemoryEngine;
 #[cfg(feature = "rocksdb")]
 pub use rocks::RocksEngine;

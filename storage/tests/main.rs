@@ -1,6 +1,7 @@
 //! Integration tests of storage (one test binary per crate, see BUILD.md).
 
 mod conformance;
+mod crossbar;
 mod differential;
 
 use journaldb_storage::{MemoryEngine, RocksEngine, VersionStore};

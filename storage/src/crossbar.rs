@@ -1,0 +1,272 @@
+//! The crossbar (ARCHITECTURE §6): merges the records of every journal and releases, as
+//! one atomic [`WriteBatch`], everything at or below the **watermark** — the smallest, over
+//! journals, of the newest τ seen in each. A journal's records strictly increase in τ, so
+//! once every journal has shown a record past τ, no record ≤ τ can still arrive: reads at
+//! τ ≤ watermark are complete.
+//!
+//! Sans-IO: callers push records they tailed and write the batches it returns. It checks
+//! both invariants it relies on — dense Lsns and strictly increasing τ per journal — and
+//! reports a violation as an error rather than apply a wrong history. It does not own
+//! reading journals or waiting for the watermark.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use journaldb_proto::{Lsn, Mutation, MutationOp, PartitionId, Timestamp, pb};
+
+use crate::store::{Version, WriteBatch};
+
+/// A record that breaks a journal invariant.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CrossbarError {
+    /// A record of a journal the crossbar was not configured with.
+    #[error("{0} is not one of this crossbar's journals")]
+    UnknownJournal(PartitionId),
+    /// Lsns of a journal must be dense.
+    #[error("{journal}: got {got}, expected {expected}")]
+    LsnGap {
+        /// The journal.
+        journal: PartitionId,
+        /// The Lsn pushed.
+        got: Lsn,
+        /// The Lsn expected next.
+        expected: Lsn,
+    },
+    /// τ of a journal's records must strictly increase.
+    #[error("{journal}: {lsn} has τ {ts}, not after the previous τ {previous}")]
+    TimestampOrder {
+        /// The journal.
+        journal: PartitionId,
+        /// The record.
+        lsn: Lsn,
+        /// Its τ.
+        ts: Timestamp,
+        /// The previous record's τ.
+        previous: Timestamp,
+    },
+    /// The record cannot be decoded.
+    #[error("{journal}: {lsn} is malformed: {reason}")]
+    Malformed {
+        /// The journal.
+        journal: PartitionId,
+        /// The record.
+        lsn: Lsn,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+#[derive(Debug)]
+struct Queue {
+    /// Newest τ seen in this journal (0 before any record).
+    newest: Timestamp,
+    /// The Lsn the next pushed record must have.
+    next_lsn: Lsn,
+    /// Records not yet released: (τ, Lsn, versions).
+    pending: VecDeque<(Timestamp, Lsn, Vec<Version>)>,
+}
+
+/// Merges journals by τ up to the watermark.
+#[derive(Debug)]
+pub struct Crossbar {
+    journals: BTreeMap<PartitionId, Queue>,
+}
+
+impl Crossbar {
+    /// A crossbar over journals that have been applied up to the given Lsns (`Lsn::ZERO`
+    /// for none), and whose newest applied τ is `applied_ts` (the store's watermark).
+    pub fn new(
+        journals: impl IntoIterator<Item = (PartitionId, Lsn)>,
+        applied_ts: Timestamp,
+    ) -> Self {
+        Crossbar {
+            journals: journals
+                .into_iter()
+                .map(|(p, applied)| {
+                    let queue = Queue {
+                        newest: applied_ts,
+                        next_lsn: applied.next(),
+                        pending: VecDeque::new(),
+                    };
+                    (p, queue)
+                })
+                .collect(),
+        }
+    }
+
+    /// The watermark: every record with τ ≤ this has been pushed, from every journal.
+    pub fn watermark(&self) -> Timestamp {
+        self.journals
+            .values()
+            .map(|q| q.newest)
+            .min()
+            .unwrap_or(Timestamp::ZERO)
+    }
+
+    /// Adds the next record of `journal`.
+    pub fn push(
+        &mut self,
+        journal: PartitionId,
+        lsn: Lsn,
+        record: &pb::Record,
+    ) -> Result<(), CrossbarError> {
+        let q = self
+            .journals
+            .get_mut(&journal)
+            .ok_or(CrossbarError::UnknownJournal(journal))?;
+        if lsn != q.next_lsn {
+            return Err(CrossbarError::LsnGap {
+                journal,
+                got: lsn,
+                expected: q.next_lsn,
+            });
+        }
+        let malformed = |reason: &str| CrossbarError::Malformed {
+            journal,
+            lsn,
+            reason: reason.to_owned(),
+        };
+        let Some(kind) = &record.kind else {
+            return Err(malformed("no record kind"));
+        };
+        // EpochStart has no τ: it is applied with the records before it.
+        let ts = record.ts().unwrap_or(q.newest);
+        let is_epoch_start = matches!(kind, pb::record::Kind::EpochStart(_));
+        if !is_epoch_start && ts <= q.newest {
+            return Err(CrossbarError::TimestampOrder {
+                journal,
+                lsn,
+                ts,
+                previous: q.newest,
+            });
+        }
+        let versions = match kind {
+            pb::record::Kind::Commit(c) => c
+                .mutations
+                .iter()
+                .map(|m| {
+                    let m = Mutation::try_from(m.clone()).map_err(|e| malformed(&e.to_string()))?;
+                    let value = match m.op {
+                        MutationOp::Put(v) => Some(v),
+                        MutationOp::Delete => None,
+                    };
+                    Ok(Version {
+                        key: m.key,
+                        ts,
+                        value,
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            _ => Vec::new(),
+        };
+        q.newest = ts;
+        q.next_lsn = lsn.next();
+        q.pending.push_back((ts, lsn, versions));
+        Ok(())
+    }
+
+    /// Releases every pushed record with τ ≤ the watermark, as one batch with the new
+    /// applied position of each journal it advances; `None` if there is nothing to release.
+    pub fn drain(&mut self) -> Option<WriteBatch> {
+        let watermark = self.watermark();
+        let mut batch = WriteBatch::default();
+        for (&p, q) in &mut self.journals {
+            let mut last = None;
+            while q.pending.front().is_some_and(|(ts, _, _)| *ts <= watermark) {
+                let Some((_, lsn, versions)) = q.pending.pop_front() else {
+                    break;
+                };
+                batch.versions.extend(versions);
+                last = Some(lsn);
+            }
+            if let Some(lsn) = last {
+                batch.applied.push((p, lsn));
+            }
+        }
+        (!batch.applied.is_empty()).then_some(batch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use journaldb_proto::TxnId;
+
+    use super::*;
+
+    fn commit(ts: u64, key: &str) -> pb::Record {
+        pb::Record {
+            kind: Some(pb::record::Kind::Commit(pb::Commit {
+                txn_id: Some(TxnId::new(u128::from(ts)).into()),
+                commit_ts: ts,
+                mutations: vec![Mutation::put(key.to_owned(), format!("v{ts}")).into()],
+                participants: vec![],
+            })),
+        }
+    }
+
+    fn heartbeat(ts: u64) -> pb::Record {
+        pb::Record {
+            kind: Some(pb::record::Kind::Heartbeat(pb::Heartbeat { ts })),
+        }
+    }
+
+    const A: PartitionId = PartitionId::new(0);
+    const B: PartitionId = PartitionId::new(1);
+
+    #[test]
+    fn releases_only_what_every_journal_has_passed() {
+        let mut x = Crossbar::new([(A, Lsn::ZERO), (B, Lsn::ZERO)], Timestamp::ZERO);
+        x.push(A, Lsn::new(1), &commit(10, "a")).unwrap();
+        x.push(A, Lsn::new(2), &commit(30, "a")).unwrap();
+        assert_eq!(x.watermark(), Timestamp::ZERO, "B has said nothing yet");
+        assert!(x.drain().is_none());
+        x.push(B, Lsn::new(1), &commit(20, "b")).unwrap();
+        let batch = x.drain().unwrap();
+        let ts: Vec<u64> = batch.versions.iter().map(|v| v.ts.as_nanos()).collect();
+        assert_eq!(ts, vec![10, 20]);
+        assert_eq!(batch.applied, vec![(A, Lsn::new(1)), (B, Lsn::new(1))]);
+        x.push(B, Lsn::new(2), &heartbeat(40)).unwrap();
+        let batch = x.drain().unwrap();
+        assert_eq!(batch.versions.len(), 1);
+        assert_eq!(batch.versions[0].value, Some(Bytes::from_static(b"v30")));
+        assert_eq!(batch.applied, vec![(A, Lsn::new(2))]);
+        assert_eq!(x.watermark(), Timestamp::from_nanos(30));
+    }
+
+    #[test]
+    fn invariant_violations_are_errors() {
+        let mut x = Crossbar::new([(A, Lsn::new(4))], Timestamp::from_nanos(100));
+        assert!(matches!(
+            x.push(A, Lsn::new(6), &heartbeat(200)),
+            Err(CrossbarError::LsnGap { expected, .. }) if expected == Lsn::new(5)
+        ));
+        assert!(matches!(
+            x.push(A, Lsn::new(5), &heartbeat(100)),
+            Err(CrossbarError::TimestampOrder { .. })
+        ));
+        assert!(matches!(
+            x.push(B, Lsn::new(1), &heartbeat(1)),
+            Err(CrossbarError::UnknownJournal(_))
+        ));
+        assert!(matches!(
+            x.push(A, Lsn::new(5), &pb::Record { kind: None }),
+            Err(CrossbarError::Malformed { .. })
+        ));
+        // Nothing was consumed by the failed pushes.
+        x.push(A, Lsn::new(5), &heartbeat(101)).unwrap();
+    }
+
+    #[test]
+    fn epoch_starts_are_applied_without_moving_time() {
+        let mut x = Crossbar::new([(A, Lsn::ZERO)], Timestamp::ZERO);
+        x.push(A, Lsn::new(1), &heartbeat(5)).unwrap();
+        let start = pb::Record {
+            kind: Some(pb::record::Kind::EpochStart(pb::EpochStart { epoch: None })),
+        };
+        x.push(A, Lsn::new(2), &start).unwrap();
+        assert_eq!(x.watermark(), Timestamp::from_nanos(5));
+        assert_eq!(x.drain().unwrap().applied, vec![(A, Lsn::new(2))]);
+        x.push(A, Lsn::new(3), &heartbeat(6)).unwrap();
+    }
+}
