@@ -12,6 +12,9 @@ use journaldb_storage::{Crossbar, VersionStore};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+/// A generated journal record: its τ, the record, and the (key, value) it writes if any.
+type Generated = (u64, pb::Record, Option<(String, String)>);
+
 fn record(rng: &mut ChaCha8Rng, ts: u64) -> (pb::Record, Option<(String, String)>) {
     if rng.random_bool(0.3) {
         let hb = pb::Heartbeat { ts };
@@ -43,8 +46,7 @@ fn run(seed: u64) {
     let journals: Vec<PartitionId> = (0..rng.random_range(1..=4)).map(PartitionId::new).collect();
     // Every journal's records, generated up front: strictly increasing τ, unique across
     // journals (as adjudicators guarantee for writes of one key).
-    let mut streams: BTreeMap<PartitionId, Vec<(u64, pb::Record, Option<(String, String)>)>> =
-        BTreeMap::new();
+    let mut streams: BTreeMap<PartitionId, Vec<Generated>> = BTreeMap::new();
     let mut ts = 0u64;
     for _ in 0..rng.random_range(5..60) {
         ts += rng.random_range(1..5);
