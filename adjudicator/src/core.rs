@@ -118,6 +118,9 @@ pub enum Unavailable {
     },
     /// An append failed; this adjudicator has stepped down and decides nothing more.
     SteppedDown,
+    /// A participant's status request made the coordinator decide abort before it
+    /// committed; the transaction did not commit and may be re-run.
+    AbortedByResolution,
 }
 
 /// A committed outcome kept for idempotent retries.
@@ -138,7 +141,14 @@ pub struct Adjudicator {
     outcomes: BTreeMap<TxnId, Outcome>,
     /// The same outcomes ordered by τc, for pruning with the window.
     outcomes_by_ts: BTreeSet<(Timestamp, TxnId)>,
-    stepped_down: bool,
+    pub(crate) stepped_down: bool,
+    /// Keys prepared by undecided cross-partition transactions (participant side).
+    pub(crate) pending: BTreeMap<Bytes, TxnId>,
+    /// Undecided cross-partition transactions this partition voted for.
+    pub(crate) prepared: BTreeMap<TxnId, crate::cross::Vote>,
+    /// Cross-partition transactions this partition decided to abort as coordinator,
+    /// by the floor at the time (pruned with the window).
+    pub(crate) aborted: BTreeMap<TxnId, Timestamp>,
 }
 
 impl Adjudicator {
@@ -157,6 +167,9 @@ impl Adjudicator {
             outcomes: BTreeMap::new(),
             outcomes_by_ts: BTreeSet::new(),
             stepped_down: false,
+            pending: BTreeMap::new(),
+            prepared: BTreeMap::new(),
+            aborted: BTreeMap::new(),
         }
     }
 
@@ -192,6 +205,7 @@ impl Adjudicator {
             self.outcomes_by_ts.pop_first();
             self.outcomes.remove(&txn);
         }
+        self.aborted.retain(|_, at| *at > h);
     }
 
     /// Decides a commit request; see [`CommitDecision`] for what the caller does next.
@@ -204,43 +218,20 @@ impl Adjudicator {
         }
         self.advance_horizon(now);
         // 1. A known transaction gets its first outcome.
-        if let Some(outcome) = self.outcomes.get(&req.txn_id) {
-            return if outcome.durable {
-                CommitDecision::Verdict(Verdict::Committed {
-                    commit_ts: outcome.commit_ts,
-                })
-            } else {
-                CommitDecision::InFlight {
-                    commit_ts: outcome.commit_ts,
-                }
-            };
+        if let Some(known) = self.known_outcome(req.txn_id) {
+            return known;
         }
-        let limit = now.latest.saturating_add(self.config.max_skew);
-        if req.start_ts > limit {
-            return CommitDecision::Unavailable(Unavailable::SkewGuard {
-                ts: req.start_ts,
-                limit,
-            });
-        }
-        if req.start_ts < self.window.horizon() {
-            // A retry may have committed before its outcome was pruned with the window.
-            return if req.retry {
-                CommitDecision::Unknown
-            } else {
-                CommitDecision::Verdict(Verdict::TooOld)
-            };
-        }
-        // 2. Write-write conflicts inside (τs, now].
-        if self.config.planted_bug != Some(PlantedBug::SkipConflictCheck) {
-            for m in &req.mutations {
-                if self
-                    .window
-                    .last_write(&m.key)
-                    .is_some_and(|ts| ts > req.start_ts)
-                {
-                    return CommitDecision::Verdict(Verdict::Conflict { key: m.key.clone() });
-                }
-            }
+        let limit = match self.admit(now, req.start_ts, req.retry) {
+            Ok(limit) => limit,
+            Err(refused) => return refused,
+        };
+        // 2. Write-write conflicts inside (τs, now], and keys prepared by others.
+        if let Some(key) = self.conflict(
+            req.txn_id,
+            req.start_ts,
+            req.mutations.iter().map(|m| &m.key),
+        ) {
+            return CommitDecision::Verdict(Verdict::Conflict { key });
         }
         // 3. τc: after the clock, the floor and the snapshot.
         let commit_ts = now.latest.max(self.floor.next()).max(req.start_ts.next());
@@ -250,19 +241,11 @@ impl Adjudicator {
                 limit,
             });
         }
-        assert!(commit_ts > self.floor, "journal τ must strictly increase");
-        self.floor = commit_ts;
+        self.take_ts(commit_ts);
         for m in &req.mutations {
             self.window.record(&m.key, commit_ts);
         }
-        self.outcomes.insert(
-            req.txn_id,
-            Outcome {
-                commit_ts,
-                durable: false,
-            },
-        );
-        self.outcomes_by_ts.insert((commit_ts, req.txn_id));
+        self.record_outcome(req.txn_id, commit_ts);
         // 4. The record whose durable append is the commit point.
         let record = pb::Record {
             kind: Some(pb::record::Kind::Commit(pb::Commit {
@@ -273,6 +256,95 @@ impl Adjudicator {
             })),
         };
         CommitDecision::Append { commit_ts, record }
+    }
+
+    /// The recorded outcome of a committed transaction, as a decision for a retry.
+    pub(crate) fn known_outcome(&self, txn_id: TxnId) -> Option<CommitDecision> {
+        let outcome = self.outcomes.get(&txn_id)?;
+        Some(if outcome.durable {
+            CommitDecision::Verdict(Verdict::Committed {
+                commit_ts: outcome.commit_ts,
+            })
+        } else {
+            CommitDecision::InFlight {
+                commit_ts: outcome.commit_ts,
+            }
+        })
+    }
+
+    /// The request-independent checks of step 1: skew guard and horizon. Returns the
+    /// largest τ acceptable now.
+    pub(crate) fn admit(
+        &self,
+        now: TimeInterval,
+        start_ts: Timestamp,
+        retry: bool,
+    ) -> Result<Timestamp, CommitDecision> {
+        let limit = now.latest.saturating_add(self.config.max_skew);
+        if start_ts > limit {
+            return Err(CommitDecision::Unavailable(Unavailable::SkewGuard {
+                ts: start_ts,
+                limit,
+            }));
+        }
+        if start_ts < self.window.horizon() {
+            // A retry may have committed before its outcome was pruned with the window.
+            return Err(if retry {
+                CommitDecision::Unknown
+            } else {
+                CommitDecision::Verdict(Verdict::TooOld)
+            });
+        }
+        Ok(limit)
+    }
+
+    /// Step 2: a key written after `start_ts`, or prepared by another transaction.
+    pub(crate) fn conflict<'a>(
+        &self,
+        txn_id: TxnId,
+        start_ts: Timestamp,
+        keys: impl IntoIterator<Item = &'a Bytes>,
+    ) -> Option<Bytes> {
+        if self.config.planted_bug == Some(PlantedBug::SkipConflictCheck) {
+            return None;
+        }
+        keys.into_iter()
+            .find(|k| {
+                self.window.last_write(k).is_some_and(|ts| ts > start_ts)
+                    || self.pending.get(*k).is_some_and(|owner| *owner != txn_id)
+            })
+            .cloned()
+    }
+
+    /// Records a committed outcome (not yet durable) for idempotent retries.
+    pub(crate) fn record_outcome(&mut self, txn_id: TxnId, commit_ts: Timestamp) {
+        self.outcomes.insert(
+            txn_id,
+            Outcome {
+                commit_ts,
+                durable: false,
+            },
+        );
+        self.outcomes_by_ts.insert((commit_ts, txn_id));
+    }
+
+    /// Assigns `ts` to the next record of this journal: the critical section's one rule.
+    pub(crate) fn take_ts(&mut self, ts: Timestamp) -> Timestamp {
+        assert!(ts > self.floor, "journal τ must strictly increase");
+        self.floor = ts;
+        ts
+    }
+
+    pub(crate) fn record_write(&mut self, key: &Bytes, ts: Timestamp) {
+        self.window.record(key, ts);
+    }
+
+    pub(crate) fn raise_floor(&mut self, ts: Timestamp) {
+        self.floor = self.floor.max(ts);
+    }
+
+    pub(crate) fn max_skew(&self) -> Duration {
+        self.config.max_skew
     }
 
     /// The `Commit` record of `txn_id` is durable: retries now get `Committed`.

@@ -13,15 +13,22 @@
 //! checked against a forgotten past; retries by `TxnId` get the first outcome, or
 //! `Unknown` when it was forgotten — never a second commit.
 //!
+//! Cross-partition transactions (`cross.rs`): participants vote with durable `Prepared`
+//! records, the coordinator appends the whole transaction as one `Commit` in its own
+//! journal, participants record `Decided`; an undecided coordinator asked for `Status`
+//! decides abort for good.
+//!
 //! It is *not* I/O: it appends nothing and reads no clock; the embedded database and the
-//! services drive it. Not yet here: the cross-partition protocol (Prepare / `Prepared` /
-//! Decide / `Decided`) and recovery by replaying the journal.
+//! services drive it. Not yet here: recovery by replaying the journal, and resolution of
+//! undecided prepares through journal recovery when the coordinator is unreachable.
 //!
 //! Start at [`Adjudicator`] in `core.rs`; the window is in `window.rs`.
 
 mod core;
+mod cross;
 mod window;
 
 pub use crate::core::{
     Adjudicator, AdjudicatorConfig, CommitDecision, CommitRequest, PlantedBug, Unavailable, Verdict,
 };
+pub use crate::cross::{PrepareDecision, PrepareRequest, TxnStatus, Vote};

@@ -1,3 +1,4 @@
 //! Integration tests of the adjudicator (one test binary per crate, see BUILD.md).
 
+mod cross_oracle;
 mod si_oracle;
