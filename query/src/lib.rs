@@ -1,4 +1,4 @@
-//! # journaldb: the user-facing database (not yet built)
+//! # journaldb: the user-facing database (being built)
 //!
 //! This crate will hold the public API of ARCHITECTURE §2–§3 and §8: `Database::open(dir)`
 //! for embedded use and `Client::connect(url)` for a cluster, behind one trait; interactive
@@ -6,5 +6,12 @@
 //! read-your-writes; `transact` with backoff and a retry budget; time-travel reads; the
 //! typed `Error` with `is_retryable()` and `maybe_committed()`; and the `journaldb` binary.
 //!
-//! Today the building blocks exist in `journaldb-proto` (vocabulary, clocks, limits) and
-//! `journaldb-journal` (the durable log). Built in issue 4 ("Embedded transactional database").
+//! Here today: the public [`Error`] with its classification, and the [`retry`] policy
+//! (`RetryPolicy`, `RetryBudget`) that `transact` will use. The database itself is built in
+//! issue 4 ("Embedded transactional database") on `journaldb-journal`,
+//! `journaldb-adjudicator` and `journaldb-storage`.
+
+mod error;
+pub mod retry;
+
+pub use error::{Error, Result};

@@ -1,0 +1,117 @@
+//! The public [`Error`] of journaldb (ARCHITECTURE §8), classified for callers by
+//! [`Error::is_retryable`] (re-run the transaction) and [`Error::maybe_committed`] (the
+//! outcome is unknown: re-ask by `TxnId`, never re-run).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use journaldb_proto::LimitExceeded;
+
+/// Result alias for journaldb.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything a journaldb operation can fail with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Another transaction wrote `key` and committed after this one's snapshot.
+    #[error("conflict: another transaction wrote key {key:?} after this transaction's snapshot")]
+    Conflict {
+        /// One key written by both.
+        key: Bytes,
+    },
+    /// The snapshot is older than the conflict window or the retention window.
+    #[error("snapshot too old")]
+    SnapshotTooOld,
+    /// The commit may or may not have happened (e.g. a timeout on the commit path).
+    #[error("commit outcome unknown: the transaction may have committed")]
+    CommitUnknown,
+    /// Temporarily unable to serve; nothing changed.
+    #[error("unavailable: {reason}")]
+    Unavailable {
+        /// Why.
+        reason: String,
+        /// A hint for when to retry, if the server has one.
+        retry_after: Option<Duration>,
+    },
+    /// A read did not finish before its deadline (reads only; see `CommitUnknown`).
+    #[error("read timed out")]
+    Timeout,
+    /// A key, value or transaction exceeds a configured limit; nothing changed.
+    #[error(transparent)]
+    LimitExceeded(#[from] LimitExceeded),
+    /// The request is malformed or not allowed; nothing changed.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// Stored data is damaged.
+    #[error("corruption: {0}")]
+    Corruption(String),
+    /// An I/O error.
+    #[error("I/O error: {0}")]
+    Io(String),
+}
+
+impl Error {
+    /// Whether re-running the whole transaction may succeed: `Conflict`, `SnapshotTooOld`
+    /// and `Unavailable`. Never `CommitUnknown`: re-running a transaction that did commit
+    /// would apply it twice.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Conflict { .. } | Error::SnapshotTooOld | Error::Unavailable { .. } => true,
+            Error::CommitUnknown
+            | Error::Timeout
+            | Error::LimitExceeded(_)
+            | Error::InvalidArgument(_)
+            | Error::Corruption(_)
+            | Error::Io(_) => false,
+        }
+    }
+
+    /// Whether the transaction may have committed despite the error.
+    pub fn maybe_committed(&self) -> bool {
+        match self {
+            Error::CommitUnknown => true,
+            Error::Conflict { .. }
+            | Error::SnapshotTooOld
+            | Error::Unavailable { .. }
+            | Error::Timeout
+            | Error::LimitExceeded(_)
+            | Error::InvalidArgument(_)
+            | Error::Corruption(_)
+            | Error::Io(_) => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_definite_failures_are_retryable_and_only_commit_unknown_may_have_committed() {
+        let all = [
+            Error::Conflict {
+                key: Bytes::from_static(b"k"),
+            },
+            Error::SnapshotTooOld,
+            Error::CommitUnknown,
+            Error::Unavailable {
+                reason: "x".into(),
+                retry_after: None,
+            },
+            Error::Timeout,
+            Error::InvalidArgument("x".into()),
+            Error::Corruption("x".into()),
+            Error::Io("x".into()),
+        ];
+        let retryable: Vec<bool> = all.iter().map(Error::is_retryable).collect();
+        assert_eq!(
+            retryable,
+            [true, true, false, true, false, false, false, false]
+        );
+        for e in &all {
+            assert_eq!(e.maybe_committed(), matches!(e, Error::CommitUnknown));
+            assert!(!(e.is_retryable() && e.maybe_committed()), "{e}");
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! How `transact` retries (ARCHITECTURE §8): exponential backoff with full jitter, bounded
+//! attempts, and a shared retry token bucket — a retry takes a token, a success returns a
+//! fraction of one, and an empty bucket stops retrying so that an overloaded or
+//! contended database is not hammered by retry storms (the AWS SDKs' retry quota).
+//!
+//! Pure logic with the RNG passed in, so simulation replays it from the seed. It does not
+//! sleep or run transactions; `transact` does.
+
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use rand::Rng;
+
+/// Retry settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// Backoff cap of the first retry (default 1 ms).
+    pub base_backoff: Duration,
+    /// Largest backoff (default 1 s).
+    pub max_backoff: Duration,
+    /// Most attempts of one transaction, the first included (default 10).
+    pub max_attempts: u32,
+    /// Tokens the bucket holds when full (default 100).
+    pub bucket_capacity: f64,
+    /// Tokens a success returns (default 0.1: sustained, one retry per ten successes).
+    pub success_refill: f64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            base_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_secs(1),
+            max_attempts: 10,
+            bucket_capacity: 100.0,
+            success_refill: 0.1,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The sleep before retry number `retry` (1 for the first retry): uniform in
+    /// `[0, min(max_backoff, base_backoff × 2^(retry−1))]` ("full jitter").
+    pub fn backoff(&self, retry: u32, rng: &mut impl Rng) -> Duration {
+        let exp = retry.saturating_sub(1).min(30);
+        let cap = self
+            .base_backoff
+            .saturating_mul(1 << exp)
+            .min(self.max_backoff);
+        let nanos = u64::try_from(cap.as_nanos()).unwrap_or(u64::MAX);
+        Duration::from_nanos(rng.random_range(0..=nanos))
+    }
+}
+
+/// The retry token bucket, shared by every transaction of one database handle.
+#[derive(Debug)]
+pub struct RetryBudget {
+    tokens: Mutex<f64>,
+    capacity: f64,
+    refill: f64,
+}
+
+impl RetryBudget {
+    /// A full bucket for `policy`.
+    pub fn new(policy: &RetryPolicy) -> Self {
+        RetryBudget {
+            tokens: Mutex::new(policy.bucket_capacity),
+            capacity: policy.bucket_capacity,
+            refill: policy.success_refill,
+        }
+    }
+
+    /// Takes a token for a retry; `false` if the bucket is empty (do not retry).
+    pub fn try_take(&self) -> bool {
+        let mut tokens = self.tokens.lock();
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// A transaction succeeded: return a fraction of a token.
+    pub fn on_success(&self) {
+        let mut tokens = self.tokens.lock();
+        *tokens = (*tokens + self.refill).min(self.capacity);
+    }
+
+    /// Tokens now in the bucket.
+    pub fn tokens(&self) -> f64 {
+        *self.tokens.lock()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+
+    #[test]
+    fn backoff_is_jittered_under_an_exponential_cap() {
+        let policy = RetryPolicy::default();
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        for retry in 1..=20 {
+            let cap = Duration::from_millis(1 << (retry - 1).min(20)).min(Duration::from_secs(1));
+            let samples: Vec<Duration> =
+                (0..200).map(|_| policy.backoff(retry, &mut rng)).collect();
+            assert!(samples.iter().all(|d| *d <= cap), "retry {retry}");
+            assert!(
+                samples.iter().any(|d| *d < cap / 2),
+                "jittered, retry {retry}"
+            );
+        }
+        let again: Vec<_> = {
+            let mut rng = ChaCha8Rng::seed_from_u64(1);
+            (0..5).map(|_| policy.backoff(3, &mut rng)).collect()
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        assert_eq!(
+            again,
+            (0..5)
+                .map(|_| policy.backoff(3, &mut rng))
+                .collect::<Vec<_>>(),
+            "seeded"
+        );
+    }
+
+    #[test]
+    fn an_empty_bucket_stops_retries_until_successes_refill_it() {
+        let policy = RetryPolicy {
+            bucket_capacity: 3.0,
+            success_refill: 0.5,
+            ..RetryPolicy::default()
+        };
+        let budget = RetryBudget::new(&policy);
+        assert!(budget.try_take() && budget.try_take() && budget.try_take());
+        assert!(!budget.try_take());
+        budget.on_success();
+        assert!(!budget.try_take(), "half a token is not a retry");
+        budget.on_success();
+        assert!(budget.try_take());
+        for _ in 0..100 {
+            budget.on_success();
+        }
+        assert_eq!(budget.tokens(), 3.0, "capped at capacity");
+    }
+}
