@@ -94,6 +94,11 @@ impl Crossbar {
         }
     }
 
+    /// The journals this crossbar merges.
+    pub fn journals(&self) -> impl Iterator<Item = PartitionId> + '_ {
+        self.journals.keys().copied()
+    }
+
     /// The watermark: every record with τ ≤ this has been pushed, from every journal.
     pub fn watermark(&self) -> Timestamp {
         self.journals
@@ -183,7 +188,11 @@ impl Crossbar {
                 batch.applied.push((p, lsn));
             }
         }
-        (!batch.applied.is_empty()).then_some(batch)
+        if batch.applied.is_empty() {
+            return None;
+        }
+        batch.watermark = Some(watermark);
+        Some(batch)
     }
 }
 

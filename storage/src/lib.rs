@@ -11,18 +11,21 @@
 //! this crate never imports it) and only this crate links RocksDB.
 //!
 //! [`Crossbar`] merges the records of every journal and releases what lies at or below the
-//! watermark as atomic batches. Not yet here (issue 4): the storage node that tails the
-//! journals into it, reads that wait for the watermark, and garbage collection.
+//! watermark as atomic batches; [`StorageNode`] writes them and serves reads that wait for
+//! the watermark with a deadline, resuming after a restart from the stored positions.
+//! Not yet here (issue 4): tailing the journals into it, and garbage collection.
 
 mod crossbar;
 pub mod encoding;
 mod memory;
+mod node;
 #[cfg(feature = "rocksdb")]
 mod rocks;
 mod store;
 
 pub use crossbar::{Crossbar, CrossbarError};
 pub use memory::MemoryEngine;
+pub use node::StorageNode;
 #[cfg(feature = "rocksdb")]
 pub use rocks::RocksEngine;
 pub use store::{Engine, Error, Result, ScanPage, ScanRange, Version, VersionStore, WriteBatch};

@@ -31,13 +31,33 @@ pub enum Error {
     /// The request is malformed.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A read at `at` timed out waiting for the watermark (one journal is behind).
+    #[error("read at {at} timed out: the watermark is at {watermark}")]
+    WatermarkTimeout {
+        /// The read timestamp.
+        at: Timestamp,
+        /// The watermark when the deadline passed.
+        watermark: Timestamp,
+    },
+    /// The storage node was closed.
+    #[error("storage node is closed")]
+    Closed,
+    /// A journal record broke an invariant; nothing of it was applied.
+    #[error(transparent)]
+    Crossbar(#[from] crate::crossbar::CrossbarError),
 }
 
 impl Error {
-    /// Whether retrying may succeed. None of these: they need an operator or a fixed request.
+    /// Whether retrying may succeed: only a watermark timeout (the lagging journal may catch
+    /// up); the rest need an operator or a fixed request.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Io(_) | Error::Corruption(_) | Error::InvalidArgument(_) => false,
+            Error::WatermarkTimeout { .. } => true,
+            Error::Io(_)
+            | Error::Corruption(_)
+            | Error::InvalidArgument(_)
+            | Error::Closed
+            | Error::Crossbar(_) => false,
         }
     }
 }
@@ -61,6 +81,8 @@ pub struct WriteBatch {
     pub versions: Vec<Version>,
     /// New applied position of each journal this batch advances.
     pub applied: Vec<(PartitionId, Lsn)>,
+    /// The new watermark, if this batch advances it: every version ≤ it is now stored.
+    pub watermark: Option<Timestamp>,
 }
 
 /// A key range `[start, end)`; `end: None` is unbounded.
@@ -129,9 +151,18 @@ pub trait VersionStore: Send + Sync {
     ) -> Result<ScanPage>;
     /// The applied position of every journal written so far.
     fn applied(&self) -> Result<BTreeMap<PartitionId, Lsn>>;
+    /// The last watermark written (zero if none).
+    fn watermark(&self) -> Result<Timestamp>;
 }
 
 const APPLIED: &[u8] = b"applied/";
+const WATERMARK: &[u8] = b"watermark";
+
+fn watermark_key() -> Vec<u8> {
+    let mut k = vec![META_PREFIX];
+    k.extend_from_slice(WATERMARK);
+    k
+}
 
 fn applied_key(p: PartitionId) -> Vec<u8> {
     let mut k = vec![META_PREFIX];
@@ -169,6 +200,9 @@ impl<E: Engine> VersionStore for E {
         }
         for (p, lsn) in &batch.applied {
             pairs.push((applied_key(*p), lsn.get().to_be_bytes().to_vec()));
+        }
+        if let Some(w) = batch.watermark {
+            pairs.push((watermark_key(), w.as_nanos().to_be_bytes().to_vec()));
         }
         self.write_atomic(pairs)
     }
@@ -244,6 +278,19 @@ impl<E: Engine> VersionStore for E {
             };
         }
         Ok(ScanPage { rows, resume: None })
+    }
+
+    fn watermark(&self) -> Result<Timestamp> {
+        let key = watermark_key();
+        match self.seek_ge(&key)? {
+            Some((k, v)) if k == key => {
+                let nanos: [u8; 8] = v[..]
+                    .try_into()
+                    .map_err(|_| corrupt("malformed watermark", &k))?;
+                Ok(Timestamp::from_nanos(u64::from_be_bytes(nanos)))
+            }
+            _ => Ok(Timestamp::ZERO),
+        }
     }
 
     fn applied(&self) -> Result<BTreeMap<PartitionId, Lsn>> {

@@ -28,6 +28,7 @@ fn write(s: &dyn VersionStore, versions: Vec<Version>) {
     s.write(WriteBatch {
         versions,
         applied: vec![],
+        ..WriteBatch::default()
     })
     .unwrap();
 }
@@ -144,17 +145,30 @@ fn scans_page_through_a_range_in_both_directions(s: &dyn VersionStore) {
 
 fn applied_positions_are_written_with_the_data(s: &dyn VersionStore) {
     assert!(s.applied().unwrap().is_empty());
+    assert_eq!(s.watermark().unwrap(), Timestamp::ZERO);
+    s.write(WriteBatch {
+        watermark: Some(ts(77)),
+        ..WriteBatch::default()
+    })
+    .unwrap();
+    assert_eq!(s.watermark().unwrap(), ts(77));
+    assert!(
+        s.applied().unwrap().is_empty(),
+        "the watermark is not a journal position"
+    );
     s.write(WriteBatch {
         versions: vec![put(b"x", 5, "v")],
         applied: vec![
             (PartitionId::new(0), Lsn::new(7)),
             (PartitionId::new(3), Lsn::new(2)),
         ],
+        ..WriteBatch::default()
     })
     .unwrap();
     s.write(WriteBatch {
         versions: vec![],
         applied: vec![(PartitionId::new(0), Lsn::new(9))],
+        ..WriteBatch::default()
     })
     .unwrap();
     let applied = s.applied().unwrap();
@@ -190,6 +204,7 @@ fn rocksdb_reopens_with_its_data_and_positions() {
         s.write(WriteBatch {
             versions: vec![put(b"k", 1, "v")],
             applied: vec![(PartitionId::new(1), Lsn::new(42))],
+            ..WriteBatch::default()
         })
         .unwrap();
         s.flush().unwrap();

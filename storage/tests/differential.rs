@@ -98,6 +98,7 @@ fn run(seed: u64) {
                     s.write(WriteBatch {
                         versions: versions.clone(),
                         applied: vec![],
+                        ..WriteBatch::default()
                     })
                     .unwrap();
                 }

@@ -3,6 +3,7 @@
 mod conformance;
 mod crossbar;
 mod differential;
+mod node;
 
 use journaldb_storage::{MemoryEngine, RocksEngine, VersionStore};
 

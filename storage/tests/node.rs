@@ -1,0 +1,118 @@
+//! The storage node: reads wait for the watermark (or time out, retryably), and a restart
+//! resumes from the stored positions rather than the journals' start.
+
+use std::future::pending;
+use std::sync::Arc;
+use std::time::Duration;
+
+use journaldb_proto::{Lsn, Mutation, PartitionId, Timestamp, TxnId, pb};
+use journaldb_storage::{Error, MemoryEngine, RocksEngine, StorageNode};
+
+const A: PartitionId = PartitionId::new(0);
+const B: PartitionId = PartitionId::new(1);
+
+fn ts(n: u64) -> Timestamp {
+    Timestamp::from_nanos(n)
+}
+
+fn commit(t: u64, key: &str) -> pb::Record {
+    pb::Record {
+        kind: Some(pb::record::Kind::Commit(pb::Commit {
+            txn_id: Some(TxnId::new(u128::from(t)).into()),
+            commit_ts: t,
+            mutations: vec![Mutation::put(key.to_owned(), format!("v{t}")).into()],
+            participants: vec![],
+        })),
+    }
+}
+
+fn heartbeat(t: u64) -> pb::Record {
+    pb::Record {
+        kind: Some(pb::record::Kind::Heartbeat(pb::Heartbeat { ts: t })),
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn a_read_waits_until_every_journal_has_passed_its_timestamp() {
+    let rt = runtime();
+    let node = Arc::new(StorageNode::open(MemoryEngine::new(), &[A, B]).unwrap());
+    node.ingest(A, Lsn::new(1), &commit(10, "k")).unwrap();
+    let reader = {
+        let node = node.clone();
+        rt.spawn(async move { node.get(b"k", ts(10), pending()).await })
+    };
+    rt.block_on(tokio::task::yield_now());
+    assert!(!reader.is_finished(), "journal B has not passed τ10 yet");
+    node.ingest(B, Lsn::new(1), &heartbeat(11)).unwrap();
+    let value = rt.block_on(reader).unwrap().unwrap();
+    assert_eq!(value.as_deref(), Some(&b"v10"[..]));
+    assert_eq!(node.watermark(), ts(10));
+}
+
+#[test]
+fn a_read_past_the_watermark_times_out_retryably_and_close_ends_waits() {
+    let rt = runtime();
+    let node = StorageNode::open(MemoryEngine::new(), &[A]).unwrap();
+    node.ingest(A, Lsn::new(1), &heartbeat(5)).unwrap();
+    let err = rt
+        .block_on(async {
+            let deadline = tokio::time::sleep(Duration::from_millis(50));
+            node.get(b"k", ts(6), deadline).await
+        })
+        .unwrap_err();
+    assert!(matches!(err, Error::WatermarkTimeout { watermark, .. } if watermark == ts(5)));
+    assert!(err.is_retryable());
+    // At or below the watermark the read is immediate, even with an expired deadline.
+    assert_eq!(
+        rt.block_on(node.get(b"k", ts(5), std::future::ready(())))
+            .unwrap(),
+        None
+    );
+    node.close();
+    assert!(matches!(
+        rt.block_on(node.get(b"k", ts(6), pending())),
+        Err(Error::Closed)
+    ));
+}
+
+#[test]
+fn a_restarted_node_resumes_from_its_stored_positions() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let node = StorageNode::open(RocksEngine::open(dir.path()).unwrap(), &[A, B]).unwrap();
+        assert_eq!(node.resume_positions().unwrap()[&A], Lsn::FIRST);
+        for (i, t) in [10, 20, 30].into_iter().enumerate() {
+            node.ingest(A, Lsn::new(i as u64 + 1), &commit(t, "a"))
+                .unwrap();
+        }
+        node.ingest(B, Lsn::new(1), &heartbeat(25)).unwrap();
+        node.store().flush().unwrap();
+    }
+    let node = StorageNode::open(RocksEngine::open(dir.path()).unwrap(), &[A, B]).unwrap();
+    let resume = node.resume_positions().unwrap();
+    // Watermark min(30, 25) = 25: A's τ10 and τ20 and B's τ25 were applied; A's τ30 not.
+    assert_eq!((resume[&A], resume[&B]), (Lsn::new(3), Lsn::new(2)));
+    assert_eq!(node.watermark(), ts(25));
+    let v = rt
+        .block_on(node.get(b"a", ts(20), std::future::ready(())))
+        .unwrap();
+    assert_eq!(v.as_deref(), Some(&b"v20"[..]));
+    // Replaying from the resume positions continues the history.
+    node.ingest(A, Lsn::new(3), &commit(30, "a")).unwrap();
+    node.ingest(B, Lsn::new(2), &heartbeat(31)).unwrap();
+    let v = rt.block_on(node.get(b"a", ts(30), pending())).unwrap();
+    assert_eq!(v.as_deref(), Some(&b"v30"[..]));
+    // A record out of order is refused, not applied.
+    assert!(matches!(
+        node.ingest(A, Lsn::new(9), &heartbeat(40)),
+        Err(Error::Crossbar(_))
+    ));
+}
