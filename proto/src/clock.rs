@@ -166,6 +166,42 @@ impl Clock for SystemClock {
     }
 }
 
+/// The clock of an embedded database (ARCHITECTURE §2): one process, one clock for every
+/// role, so its error is zero. It starts at max(system time, `floor` + 1) — `floor` being
+/// the largest τ in the journals — and then advances with the monotonic clock, so after a
+/// restart it never runs behind an acknowledged commit, even if the system clock stepped
+/// back. Commit wait under it is a wait for the next nanosecond.
+#[derive(Debug)]
+pub struct EmbeddedClock {
+    start: Timestamp,
+    anchor: Instant,
+}
+
+impl EmbeddedClock {
+    /// A clock that will never answer `floor` or anything before it.
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the embedded clock reads the system's clocks once, at its start"
+    )]
+    pub fn new(floor: Timestamp) -> Self {
+        let system = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(duration_nanos)
+            .unwrap_or(0);
+        EmbeddedClock {
+            start: Timestamp::from_nanos(system).max(floor.next()),
+            anchor: Instant::now(),
+        }
+    }
+}
+
+impl Clock for EmbeddedClock {
+    fn now(&self) -> TimeInterval {
+        // `Instant` is monotonic, so this never goes backwards.
+        TimeInterval::exact(self.start.saturating_add(self.anchor.elapsed()))
+    }
+}
+
 /// A clock driven by hand, for tests: it answers `[t − error, t + error]` for the `t` and
 /// `error` last set, and never moves unless told to.
 #[derive(Debug, Default)]
@@ -237,6 +273,29 @@ mod tests {
         assert!(now.earliest <= sys.saturating_add(Duration::from_millis(5)));
         assert!(now.latest >= sys.saturating_sub(Duration::from_millis(5)));
         assert!(now.width() >= Duration::from_millis(10));
+    }
+
+    #[test]
+    fn the_embedded_clock_starts_after_the_floor_and_never_goes_back() {
+        let far_future = Timestamp::from_nanos(u64::MAX / 2);
+        let clock = EmbeddedClock::new(far_future);
+        let first = clock.now();
+        assert_eq!(first.width(), Duration::ZERO);
+        assert!(
+            first.earliest > far_future,
+            "a restart never runs behind the journal"
+        );
+        let mut prev = first;
+        for _ in 0..1_000 {
+            let now = clock.now();
+            assert!(now.latest >= prev.latest);
+            prev = now;
+        }
+        let fresh = EmbeddedClock::new(Timestamp::ZERO).now();
+        assert!(
+            fresh.latest < far_future,
+            "an empty journal starts at system time"
+        );
     }
 
     #[test]

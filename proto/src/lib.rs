@@ -10,7 +10,8 @@
 //! - [`mutation`]: [`Mutation`], one write of a transaction, and its wire conversion.
 //! - [`limits`]: [`Limits`], the size and age limits of ARCHITECTURE §8 with their defaults.
 //! - [`clock`]: the [`Clock`] trait with bounded-error [`TimeInterval`]s, the production
-//!   [`SystemClock`] and the hand-driven [`ManualClock`] for tests (ARCHITECTURE §2).
+//!   [`SystemClock`], the zero-error [`EmbeddedClock`] of one-process databases, and the
+//!   hand-driven [`ManualClock`] for tests (ARCHITECTURE §2).
 //!
 //! It is *not* a utility crate: it depends on no other journaldb crate, and protocol logic
 //! (the commit rule, the journal format, storage) lives in the role crates.
@@ -28,7 +29,7 @@ pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/journaldb.v1.rs"));
 }
 
-pub use clock::{Clock, ManualClock, SystemClock, SystemClockConfig, TimeInterval};
+pub use clock::{Clock, EmbeddedClock, ManualClock, SystemClock, SystemClockConfig, TimeInterval};
 pub use ids::{Epoch, Lsn, PartitionId, Timestamp, TxnId};
 pub use limits::{LimitExceeded, LimitKind, Limits};
 pub use mutation::{DecodeError, Mutation, MutationOp};
