@@ -208,6 +208,11 @@ impl Adjudicator {
         self.aborted.retain(|_, at| *at > h);
     }
 
+    /// Raises the horizon to at least `h` (never lowers it).
+    pub(crate) fn raise_horizon_to(&mut self, h: Timestamp) {
+        self.window.advance_horizon(h);
+    }
+
     /// Decides a commit request; see [`CommitDecision`] for what the caller does next.
     pub fn commit(&mut self, now: TimeInterval, req: &CommitRequest) -> CommitDecision {
         if self.stepped_down {

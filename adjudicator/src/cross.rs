@@ -219,6 +219,11 @@ impl Adjudicator {
         })
     }
 
+    /// Whether `key` is prepared by an undecided transaction here.
+    pub fn is_pending(&self, key: &[u8]) -> bool {
+        self.pending.contains_key(key)
+    }
+
     /// Undecided votes of this participant, for resolution by asking their coordinators.
     pub fn undecided(&self) -> impl Iterator<Item = (TxnId, &Vote)> {
         self.prepared.iter().map(|(id, v)| (*id, v))

@@ -19,16 +19,19 @@
 //! decides abort for good.
 //!
 //! It is *not* I/O: it appends nothing and reads no clock; the embedded database and the
-//! services drive it. Not yet here: recovery by replaying the journal, and resolution of
-//! undecided prepares through journal recovery when the coordinator is unreachable.
+//! services drive it. [`Adjudicator::replay`] rebuilds one from its journal (failover, or an
+//! embedded reopen). Not yet here: resolving undecided prepares through journal recovery
+//! when their coordinator is unreachable.
 //!
 //! Start at [`Adjudicator`] in `core.rs`; the window is in `window.rs`.
 
 mod core;
 mod cross;
+mod replay;
 mod window;
 
 pub use crate::core::{
     Adjudicator, AdjudicatorConfig, CommitDecision, CommitRequest, PlantedBug, Unavailable, Verdict,
 };
 pub use crate::cross::{PrepareDecision, PrepareRequest, TxnStatus, Vote};
+pub use crate::replay::{ReplayError, ReplayMode};

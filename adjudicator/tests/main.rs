@@ -1,4 +1,5 @@
 //! Integration tests of the adjudicator (one test binary per crate, see BUILD.md).
 
 mod cross_oracle;
+mod replay;
 mod si_oracle;

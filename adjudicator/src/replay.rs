@@ -1,0 +1,157 @@
+//! Rebuilding an adjudicator from its journal (ARCHITECTURE §4, "Failover" and "Embedded
+//! partitions"). The adjudicator's state is transient: everything it needs is in the
+//! records it appended.
+//!
+//! - [`ReplayMode::Failover`]: replay the last `max_txn_age` of the journal: `Commit`
+//!   records set `last_write` (for this partition's keys) and the outcomes of retries;
+//!   `Decided` records set `last_write`; `Prepared` records without a `Decided` stay
+//!   pending, to be resolved through their coordinators before serving. Only then is the
+//!   horizon computed from the clock.
+//! - [`ReplayMode::Embedded`]: a reopened embedded database has no transaction in flight,
+//!   so the conflict window is not rebuilt: the horizon is the floor (the last τ), and only
+//!   undecided `Prepared` records (after the last storage checkpoint) matter.
+//!
+//! It does not read the journal (the caller passes its records) nor resolve undecided votes.
+
+use journaldb_proto::{Mutation, PartitionId, TimeInterval, Timestamp, TxnId, pb};
+
+use crate::core::{Adjudicator, AdjudicatorConfig};
+use crate::cross::Vote;
+
+/// How much state to rebuild.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayMode {
+    /// Reopen of an embedded database: horizon = floor, window empty.
+    Embedded,
+    /// A new adjudicator taking over a journal at `now`: rebuild the window.
+    Failover {
+        /// The clock reading at which the new adjudicator starts serving.
+        now: TimeInterval,
+    },
+}
+
+/// A journal that cannot be replayed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplayError {
+    /// τ of a journal's records must strictly increase.
+    #[error("record {index} has τ {ts}, not after {previous}")]
+    TimestampOrder {
+        /// Position in the replayed sequence.
+        index: usize,
+        /// Its τ.
+        ts: Timestamp,
+        /// The previous τ.
+        previous: Timestamp,
+    },
+    /// A record lacks a required field.
+    #[error("record {index} is malformed: {reason}")]
+    Malformed {
+        /// Position in the replayed sequence.
+        index: usize,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl Adjudicator {
+    /// An adjudicator rebuilt from `records` (its journal's records in order, from the
+    /// start of the window to replay). `owns` says which keys belong to this partition:
+    /// a cross-partition `Commit` holds every participant's keys.
+    pub fn replay(
+        partition: PartitionId,
+        config: AdjudicatorConfig,
+        records: impl IntoIterator<Item = pb::Record>,
+        owns: impl Fn(&[u8]) -> bool,
+        mode: ReplayMode,
+    ) -> Result<Adjudicator, ReplayError> {
+        let mut adj = Adjudicator::new(partition, config, Timestamp::ZERO);
+        let rebuild_window = matches!(mode, ReplayMode::Failover { .. });
+        let mut floor = Timestamp::ZERO;
+        for (index, record) in records.into_iter().enumerate() {
+            let malformed = |reason: &str| ReplayError::Malformed {
+                index,
+                reason: reason.to_owned(),
+            };
+            let Some(kind) = record.kind.as_ref() else {
+                return Err(malformed("no record kind"));
+            };
+            if let Some(ts) = record.ts() {
+                if ts <= floor {
+                    return Err(ReplayError::TimestampOrder {
+                        index,
+                        ts,
+                        previous: floor,
+                    });
+                }
+                floor = ts;
+            }
+            match kind {
+                pb::record::Kind::Commit(c) => {
+                    let txn = txn_id(c.txn_id, &malformed)?;
+                    let ts = Timestamp::from_nanos(c.commit_ts);
+                    adj.record_outcome(txn, ts);
+                    adj.appended(txn);
+                    if rebuild_window {
+                        for m in &c.mutations {
+                            let m = Mutation::try_from(m.clone())
+                                .map_err(|e| malformed(&e.to_string()))?;
+                            if owns(&m.key) {
+                                adj.record_write(&m.key, ts);
+                            }
+                        }
+                    }
+                }
+                pb::record::Kind::Prepared(p) => {
+                    let txn = txn_id(p.txn_id, &malformed)?;
+                    for k in &p.keys {
+                        adj.pending.insert(k.clone(), txn);
+                    }
+                    adj.prepared.insert(
+                        txn,
+                        Vote {
+                            vote_ts: Timestamp::from_nanos(p.vote_ts),
+                            keys: p.keys.clone(),
+                            coordinator: PartitionId::new(p.coordinator),
+                        },
+                    );
+                }
+                pb::record::Kind::Decided(d) => {
+                    let txn = txn_id(d.txn_id, &malformed)?;
+                    let committed = match d.outcome {
+                        Some(pb::decided::Outcome::CommittedTs(ts)) => {
+                            Some(Timestamp::from_nanos(ts))
+                        }
+                        Some(pb::decided::Outcome::Aborted(_)) => None,
+                        None => return Err(malformed("Decided without an outcome")),
+                    };
+                    if let Some(vote) = adj.prepared.remove(&txn) {
+                        for k in &vote.keys {
+                            if adj.pending.get(k) == Some(&txn) {
+                                adj.pending.remove(k);
+                            }
+                            if let (true, Some(ts)) = (rebuild_window, committed) {
+                                adj.record_write(k, ts);
+                            }
+                        }
+                    }
+                }
+                pb::record::Kind::Heartbeat(_) | pb::record::Kind::EpochStart(_) => {}
+            }
+        }
+        adj.raise_floor(floor);
+        match mode {
+            ReplayMode::Embedded => adj.raise_horizon_to(floor),
+            ReplayMode::Failover { now } => adj.advance_horizon(now),
+        }
+        Ok(adj)
+    }
+}
+
+fn txn_id(
+    id: Option<pb::TxnId>,
+    malformed: &impl Fn(&str) -> ReplayError,
+) -> Result<TxnId, ReplayError> {
+    id.map(TxnId::from)
+        .ok_or_else(|| malformed("missing txn_id"))
+}
