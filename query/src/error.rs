@@ -83,6 +83,36 @@ impl Error {
     }
 }
 
+impl From<journaldb_journal::Error> for Error {
+    fn from(e: journaldb_journal::Error) -> Self {
+        use journaldb_journal::Error as J;
+        let msg = e.to_string();
+        match e {
+            J::Corruption { .. } | J::UnsupportedVersion { .. } => Error::Corruption(msg),
+            J::Locked { .. } | J::InvalidOptions(_) | J::RecordTooLarge { .. } => {
+                Error::InvalidArgument(msg)
+            }
+            _ => Error::Io(msg),
+        }
+    }
+}
+
+impl From<journaldb_storage::Error> for Error {
+    fn from(e: journaldb_storage::Error) -> Self {
+        use journaldb_storage::Error as S;
+        let msg = e.to_string();
+        match e {
+            S::WatermarkTimeout { .. } => Error::Unavailable {
+                reason: msg,
+                retry_after: None,
+            },
+            S::Corruption(_) | S::Crossbar(_) => Error::Corruption(msg),
+            S::InvalidArgument(_) => Error::InvalidArgument(msg),
+            _ => Error::Io(msg),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

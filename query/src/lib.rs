@@ -6,12 +6,14 @@
 //! read-your-writes; `transact` with backoff and a retry budget; time-travel reads; the
 //! typed `Error` with `is_retryable()` and `maybe_committed()`; and the `journaldb` binary.
 //!
-//! Here today: the public [`Error`] with its classification, and the [`retry`] policy
-//! (`RetryPolicy`, `RetryBudget`) that `transact` will use. The database itself is built in
+//! Here today: the public [`Error`] with its classification, the [`retry`] policy
+//! (`RetryPolicy`, `RetryBudget`) that `transact` will use, and the in-process [`tailer`]
+//! that feeds a storage node from a journal. The database itself is built in
 //! issue 4 ("Embedded transactional database") on `journaldb-journal`,
 //! `journaldb-adjudicator` and `journaldb-storage`.
 
 mod error;
 pub mod retry;
+pub mod tailer;
 
 pub use error::{Error, Result};
