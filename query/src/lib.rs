@@ -7,12 +7,15 @@
 //! typed `Error` with `is_retryable()` and `maybe_committed()`; and the `journaldb` binary.
 //!
 //! Here today: the public [`Error`] with its classification, the [`retry`] policy
-//! (`RetryPolicy`, `RetryBudget`) that `transact` will use, and the in-process [`tailer`]
-//! that feeds a storage node from a journal. The database itself is built in
+//! (`RetryPolicy`, `RetryBudget`) that `transact` will use, the in-process [`tailer`]
+//! that feeds a storage node from a journal, key [`partition`]ing, and the data
+//! directory's [`manifest`]. The database itself is built in
 //! issue 4 ("Embedded transactional database") on `journaldb-journal`,
 //! `journaldb-adjudicator` and `journaldb-storage`.
 
 mod error;
+pub mod manifest;
+pub mod partition;
 pub mod retry;
 pub mod tailer;
 
