@@ -21,8 +21,13 @@ use crate::cross::Vote;
 /// How much state to rebuild.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplayMode {
-    /// Reopen of an embedded database: horizon = floor, window empty.
-    Embedded,
+    /// Reopen of an embedded database: horizon = floor, window empty. Records before the
+    /// storage checkpoint are not replayed, so the caller passes the checkpoint's τ (the
+    /// storage watermark): the floor is at least that.
+    Embedded {
+        /// τ of the last storage checkpoint.
+        checkpoint_ts: Timestamp,
+    },
     /// A new adjudicator taking over a journal at `now`: rebuild the window.
     Failover {
         /// The clock reading at which the new adjudicator starts serving.
@@ -65,7 +70,11 @@ impl Adjudicator {
         owns: impl Fn(&[u8]) -> bool,
         mode: ReplayMode,
     ) -> Result<Adjudicator, ReplayError> {
-        let mut adj = Adjudicator::new(partition, config, Timestamp::ZERO);
+        let start = match mode {
+            ReplayMode::Embedded { checkpoint_ts } => checkpoint_ts,
+            ReplayMode::Failover { .. } => Timestamp::ZERO,
+        };
+        let mut adj = Adjudicator::new(partition, config, start);
         let rebuild_window = matches!(mode, ReplayMode::Failover { .. });
         let mut floor = Timestamp::ZERO;
         for (index, record) in records.into_iter().enumerate() {
@@ -141,7 +150,7 @@ impl Adjudicator {
         }
         adj.raise_floor(floor);
         match mode {
-            ReplayMode::Embedded => adj.raise_horizon_to(floor),
+            ReplayMode::Embedded { .. } => adj.raise_horizon_to(adj.floor()),
             ReplayMode::Failover { now } => adj.advance_horizon(now),
         }
         Ok(adj)

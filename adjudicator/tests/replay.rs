@@ -143,7 +143,9 @@ fn an_embedded_reopen_sets_the_horizon_to_the_floor() {
         AdjudicatorConfig::default(),
         log,
         owns,
-        ReplayMode::Embedded,
+        ReplayMode::Embedded {
+            checkpoint_ts: Timestamp::ZERO,
+        },
     )
     .unwrap();
     assert_eq!((a.floor(), a.horizon()), (live.floor(), live.floor()));
@@ -173,7 +175,9 @@ fn a_journal_out_of_order_or_malformed_is_refused() {
             AdjudicatorConfig::default(),
             log,
             owns,
-            ReplayMode::Embedded
+            ReplayMode::Embedded {
+                checkpoint_ts: Timestamp::ZERO
+            }
         ),
         Err(ReplayError::TimestampOrder { index: 1, .. })
     ));
@@ -195,4 +199,23 @@ fn a_journal_out_of_order_or_malformed_is_refused() {
         ),
         Err(ReplayError::Malformed { index: 0, .. })
     ));
+}
+
+#[test]
+fn an_embedded_reopen_never_starts_below_the_storage_checkpoint() {
+    let mut a = Adjudicator::replay(
+        PartitionId::new(0),
+        AdjudicatorConfig::default(),
+        Vec::new(),
+        owns,
+        ReplayMode::Embedded {
+            checkpoint_ts: ts(5_000),
+        },
+    )
+    .unwrap();
+    assert_eq!((a.floor(), a.horizon()), (ts(5_000), ts(5_000)));
+    assert_eq!(
+        a.commit(at(6_000), &commit_req(1, 4_999, &["a"])),
+        CommitDecision::Verdict(Verdict::TooOld)
+    );
 }
