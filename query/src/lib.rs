@@ -13,10 +13,12 @@
 //! issue 4 ("Embedded transactional database") on `journaldb-journal`,
 //! `journaldb-adjudicator` and `journaldb-storage`.
 
+mod database;
 mod error;
 pub mod manifest;
 pub mod partition;
 pub mod retry;
 pub mod tailer;
 
+pub use database::{CommitInfo, Database, Options, SyncMode, Transaction};
 pub use error::{Error, Result};

@@ -1,0 +1,3 @@
+//! Integration tests of the embedded database (one test binary per crate, see BUILD.md).
+
+mod embedded;
