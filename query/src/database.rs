@@ -27,7 +27,7 @@ use journaldb_journal::{Journal, JournalOptions};
 use journaldb_proto::{
     Clock, EmbeddedClock, Epoch, Limits, Lsn, Mutation, PartitionId, Timestamp, TxnId, pb,
 };
-use journaldb_storage::{RocksEngine, StorageNode, VersionStore};
+use journaldb_storage::{RocksEngine, ScanPage, ScanRange, StorageNode, VersionStore};
 use prost::Message;
 use rand::{Rng, RngCore, SeedableRng, TryRngCore};
 use rand_chacha::ChaCha8Rng;
@@ -500,6 +500,102 @@ impl Transaction {
         }
         self.db.read_barrier(self.start_ts).await?;
         Ok(self.db.node.store().get(key, self.start_ts)?)
+    }
+
+    /// At most `limit` visible rows of `range` as of the snapshot, with this transaction's
+    /// own writes merged in (its puts shown, its deletes hidden), ascending or descending,
+    /// and the rest of the range to resume from when the page is full.
+    pub async fn scan(&self, range: &ScanRange, limit: usize, reverse: bool) -> Result<ScanPage> {
+        if limit == 0 {
+            return Err(Error::InvalidArgument("scan limit must be positive".into()));
+        }
+        self.db.read_barrier(self.start_ts).await?;
+        let store = self.db.node.store();
+        let in_range = |k: &Bytes| {
+            k[..] >= range.start[..] && range.end.as_ref().is_none_or(|e| k[..] < e[..])
+        };
+        // Own writes in the range, in scan order.
+        let mut own: std::collections::VecDeque<(Bytes, Option<Bytes>)> = self
+            .writes
+            .iter()
+            .filter(|(k, _)| in_range(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if reverse {
+            own = own.into_iter().rev().collect();
+        }
+        // `a` comes before `b` in scan order.
+        let before = |a: &[u8], b: &[u8]| if reverse { a > b } else { a < b };
+        let mut rows = Vec::new();
+        let mut cursor = Some(range.clone());
+        while rows.len() < limit {
+            let (stored, resume) = match &cursor {
+                Some(r) => {
+                    let page = store.scan(r, self.start_ts, limit, reverse)?;
+                    (page.rows, page.resume)
+                }
+                None => (Vec::new(), None),
+            };
+            // Own writes up to the last stored key are placed; past it, only once storage
+            // is exhausted (there may be stored keys before them on the next page).
+            let boundary = resume.as_ref().and(stored.last().map(|(k, _)| k.clone()));
+            let mut stored = stored.into_iter().peekable();
+            loop {
+                let next_own = own
+                    .front()
+                    .filter(|(k, _)| boundary.as_ref().is_none_or(|b| !before(b, k)));
+                let take_own = match (stored.peek(), next_own) {
+                    (None, None) => break,
+                    (Some(_), None) => false,
+                    (None, Some(_)) => true,
+                    (Some((sk, _)), Some((ok, _))) => !before(sk, ok),
+                };
+                let (key, value) = if take_own {
+                    let (k, v) = own.pop_front().expect("peeked");
+                    if stored.peek().is_some_and(|(sk, _)| *sk == k) {
+                        stored.next(); // our write shadows the stored version
+                    }
+                    (k, v)
+                } else {
+                    let (k, v) = stored.next().expect("peeked");
+                    (k, Some(v))
+                };
+                if let Some(value) = value {
+                    rows.push((key, value));
+                    if rows.len() == limit {
+                        break;
+                    }
+                }
+            }
+            if rows.len() == limit {
+                break;
+            }
+            cursor = resume;
+            if cursor.is_none() && own.is_empty() {
+                break;
+            }
+        }
+        let resume = match rows.last() {
+            Some((last, _)) if rows.len() == limit => {
+                let rest = if reverse {
+                    ScanRange {
+                        start: range.start.clone(),
+                        end: Some(last.clone()),
+                    }
+                } else {
+                    let mut after = last.to_vec();
+                    after.push(0);
+                    ScanRange {
+                        start: Bytes::from(after),
+                        end: range.end.clone(),
+                    }
+                };
+                // Nothing may remain; the caller learns that from an empty next page.
+                Some(rest)
+            }
+            _ => None,
+        };
+        Ok(ScanPage { rows, resume })
     }
 
     /// Sets `key` to `value` when the transaction commits.

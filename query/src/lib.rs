@@ -22,3 +22,4 @@ pub mod tailer;
 
 pub use database::{CommitInfo, Database, Options, SyncMode, Transaction};
 pub use error::{Error, Result};
+pub use journaldb_storage::{ScanPage, ScanRange};

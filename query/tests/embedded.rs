@@ -181,3 +181,120 @@ fn bad_input_gets_a_typed_error_and_changes_nothing() {
         db.close().await.unwrap();
     });
 }
+
+#[test]
+fn scans_merge_own_writes_and_page_in_both_directions() {
+    use journaldb::ScanRange;
+    let rt = rt();
+    let dir = tempfile::tempdir().unwrap();
+    rt.block_on(async {
+        let db = Database::open_with(dir.path(), options(3)).await.unwrap();
+        let mut setup = db.begin();
+        for k in ["a", "b", "c", "d", "e", "f", "g"] {
+            setup.put(k, format!("{k}0")).unwrap();
+        }
+        setup.put("zz", "outside").unwrap();
+        setup.commit().await.unwrap();
+
+        let mut tx = db.begin();
+        tx.delete("c").unwrap();
+        tx.put("cc", "new").unwrap();
+        tx.put("e", "e1").unwrap();
+        tx.put("h", "h1").unwrap();
+        let range = ScanRange {
+            start: Bytes::from_static(b"a"),
+            end: Some(Bytes::from_static(b"z")),
+        };
+        let expect = [
+            "a=a0", "b=b0", "cc=new", "d=d0", "e=e1", "f=f0", "g=g0", "h=h1",
+        ];
+        for reverse in [false, true] {
+            for limit in [1, 2, 3, 100] {
+                let mut got = Vec::new();
+                let mut next = Some(range.clone());
+                while let Some(r) = next {
+                    let page = tx.scan(&r, limit, reverse).await.unwrap();
+                    assert!(page.rows.len() <= limit);
+                    got.extend(page.rows.iter().map(|(k, v)| {
+                        format!(
+                            "{}={}",
+                            String::from_utf8_lossy(k),
+                            String::from_utf8_lossy(v)
+                        )
+                    }));
+                    next = page.resume;
+                }
+                let mut want: Vec<String> = expect.iter().map(|s| s.to_string()).collect();
+                if reverse {
+                    want.reverse();
+                }
+                assert_eq!(got, want, "reverse {reverse} limit {limit}");
+            }
+        }
+        let prefix = tx.scan(&ScanRange::prefix(b"c"), 10, false).await.unwrap();
+        assert_eq!(
+            prefix.rows.len(),
+            1,
+            "c is deleted by this transaction, cc is new"
+        );
+        db.close().await.unwrap();
+    });
+}
+
+#[test]
+fn merged_scans_agree_with_a_model_on_random_data() {
+    use std::collections::BTreeMap;
+
+    use journaldb::ScanRange;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    let rt = rt();
+    let dir = tempfile::tempdir().unwrap();
+    rt.block_on(async {
+        let db = Database::open_with(dir.path(), options(2)).await.unwrap();
+        for seed in 0..40u64 {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let key = |rng: &mut ChaCha8Rng| format!("s{seed:02}/k{}", rng.random_range(0..12));
+            let mut model = BTreeMap::new();
+            let mut setup = db.begin();
+            for _ in 0..rng.random_range(0..10) {
+                let k = key(&mut rng);
+                setup.put(k.clone(), "stored").unwrap();
+                model.insert(k, "stored".to_string());
+            }
+            setup.commit().await.unwrap();
+            let mut tx = db.begin();
+            for _ in 0..rng.random_range(0..8) {
+                let k = key(&mut rng);
+                if rng.random_bool(0.5) {
+                    tx.delete(k.clone()).unwrap();
+                    model.remove(&k);
+                } else {
+                    tx.put(k.clone(), "own").unwrap();
+                    model.insert(k, "own".to_string());
+                }
+            }
+            let reverse = rng.random_bool(0.5);
+            let limit = rng.random_range(1..5);
+            let mut got = Vec::new();
+            let mut next = Some(ScanRange::prefix(format!("s{seed:02}/").as_bytes()));
+            while let Some(r) = next {
+                let page = tx.scan(&r, limit, reverse).await.unwrap();
+                got.extend(page.rows.iter().map(|(k, v)| {
+                    (
+                        String::from_utf8_lossy(k).into_owned(),
+                        String::from_utf8_lossy(v).into_owned(),
+                    )
+                }));
+                next = page.resume;
+            }
+            let mut want: Vec<(String, String)> = model.into_iter().collect();
+            if reverse {
+                want.reverse();
+            }
+            assert_eq!(got, want, "seed {seed} reverse {reverse} limit {limit}");
+        }
+        db.close().await.unwrap();
+    });
+}
