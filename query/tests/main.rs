@@ -1,3 +1,5 @@
 //! Integration tests of the embedded database (one test binary per crate, see BUILD.md).
 
+mod bank;
 mod embedded;
+mod isolation;
