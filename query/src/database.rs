@@ -27,7 +27,9 @@ use journaldb_journal::{Journal, JournalOptions};
 use journaldb_proto::{
     Clock, EmbeddedClock, Epoch, Limits, Lsn, Mutation, PartitionId, Timestamp, TxnId, pb,
 };
-use journaldb_storage::{RocksEngine, ScanPage, ScanRange, StorageNode, VersionStore};
+use journaldb_storage::{
+    Engine, MemoryEngine, RocksEngine, ScanPage, ScanRange, StorageNode, VersionStore,
+};
 use prost::Message;
 use rand::{Rng, RngCore, SeedableRng, TryRngCore};
 use rand_chacha::ChaCha8Rng;
@@ -66,6 +68,21 @@ pub struct Options {
     pub retry: RetryPolicy,
     /// Seed of transaction ids and retry jitter; `None` draws one from the OS.
     pub seed: Option<u64>,
+    /// Where the journals live: the real file system (default, `None`), or another
+    /// [`Disk`] — the crash-testing disk in tests, the simulated disk in simulation.
+    pub disk: Option<Arc<dyn Disk>>,
+    /// The storage engine.
+    pub storage: StorageEngine,
+}
+
+/// Which engine stores the versions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StorageEngine {
+    /// RocksDB in `<dir>/storage` (default).
+    #[default]
+    RocksDb,
+    /// In memory, rebuilt from the journals at every open (tests, simulation).
+    Memory,
 }
 
 impl Default for Options {
@@ -77,6 +94,8 @@ impl Default for Options {
             read_timeout: Duration::from_secs(5),
             retry: RetryPolicy::default(),
             seed: None,
+            disk: None,
+            storage: StorageEngine::RocksDb,
         }
     }
 }
@@ -99,7 +118,7 @@ struct Inner {
     options: Options,
     clock: EmbeddedClock,
     parts: Vec<Partition>,
-    node: Arc<StorageNode<RocksEngine>>,
+    node: Arc<StorageNode<Box<dyn Engine>>>,
     tailers: parking_lot::Mutex<Vec<JoinHandle<Result<()>>>>,
     rng: parking_lot::Mutex<ChaCha8Rng>,
     budget: RetryBudget,
@@ -187,9 +206,10 @@ impl Database {
     /// runtime: the storage feed runs as tasks on it.
     pub async fn open_with(dir: impl AsRef<Path>, options: Options) -> Result<Database> {
         let dir = dir.as_ref().to_path_buf();
-        let disk: Arc<dyn Disk> = match options.sync {
-            SyncMode::Fsync => Arc::new(RealDisk),
-            SyncMode::None => Arc::new(NoSync(RealDisk)),
+        let disk: Arc<dyn Disk> = match (&options.disk, options.sync) {
+            (Some(disk), _) => disk.clone(),
+            (None, SyncMode::Fsync) => Arc::new(RealDisk),
+            (None, SyncMode::None) => Arc::new(NoSync(RealDisk)),
         };
         disk.create_dir_all(&dir)
             .map_err(|e| Error::Io(format!("creating {}: {e}", dir.display())))?;
@@ -201,7 +221,10 @@ impl Database {
         })?;
         let manifest = Manifest::load_or_create(&*disk, &dir, options.partitions, 4)?;
         let ids: Vec<PartitionId> = (0..manifest.partitions).map(PartitionId::new).collect();
-        let engine = RocksEngine::open(&dir.join("storage"))?;
+        let engine: Box<dyn Engine> = match options.storage {
+            StorageEngine::RocksDb => Box::new(RocksEngine::open(&dir.join("storage"))?),
+            StorageEngine::Memory => Box::new(MemoryEngine::new()),
+        };
         let node = Arc::new(StorageNode::open(engine, &ids)?);
         let resume = node.resume_positions()?;
         let checkpoint_ts = node.watermark();

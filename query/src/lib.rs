@@ -20,6 +20,6 @@ pub mod partition;
 pub mod retry;
 pub mod tailer;
 
-pub use database::{CommitInfo, Database, Options, SyncMode, Transaction};
+pub use database::{CommitInfo, Database, Options, StorageEngine, SyncMode, Transaction};
 pub use error::{Error, Result};
 pub use journaldb_storage::{ScanPage, ScanRange};

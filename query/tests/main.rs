@@ -1,5 +1,6 @@
 //! Integration tests of the embedded database (one test binary per crate, see BUILD.md).
 
 mod bank;
+mod crash;
 mod embedded;
 mod isolation;

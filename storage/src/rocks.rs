@@ -38,11 +38,6 @@ impl RocksEngine {
         Ok(RocksEngine { db })
     }
 
-    /// Flushes memtables to SST files (a checkpoint: applied positions become durable).
-    pub fn flush(&self) -> Result<()> {
-        self.db.flush().map_err(io)
-    }
-
     fn seek(&self, key: &[u8], forward: bool) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
         let mut it = self.db.raw_iterator();
         if forward {
@@ -68,6 +63,11 @@ impl Engine for RocksEngine {
 
     fn seek_le(&self, key: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
         self.seek(key, false)
+    }
+
+    /// Flushes memtables to SST files (a checkpoint: applied positions become durable).
+    fn flush(&self) -> Result<()> {
+        self.db.flush().map_err(io)
     }
 
     fn write_atomic(&self, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<()> {

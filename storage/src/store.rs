@@ -131,6 +131,28 @@ pub trait Engine: Send + Sync {
     fn seek_le(&self, key: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>>;
     /// Writes every pair, all or nothing.
     fn write_atomic(&self, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<()>;
+    /// Makes everything written so far durable (a checkpoint). Nothing to do in memory.
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl Engine for Box<dyn Engine> {
+    fn seek_ge(&self, key: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        (**self).seek_ge(key)
+    }
+
+    fn seek_le(&self, key: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        (**self).seek_le(key)
+    }
+
+    fn write_atomic(&self, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<()> {
+        (**self).write_atomic(pairs)
+    }
+
+    fn flush(&self) -> Result<()> {
+        (**self).flush()
+    }
 }
 
 /// MVCC reads and writes, for every [`Engine`].

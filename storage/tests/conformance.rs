@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use journaldb_proto::{Lsn, PartitionId, Timestamp};
-use journaldb_storage::{ScanRange, Version, VersionStore, WriteBatch};
+use journaldb_storage::{Engine, ScanRange, Version, VersionStore, WriteBatch};
 
 fn ts(n: u64) -> Timestamp {
     Timestamp::from_nanos(n)

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use journaldb_proto::{Lsn, Mutation, PartitionId, Timestamp, TxnId, pb};
-use journaldb_storage::{Error, MemoryEngine, RocksEngine, StorageNode};
+use journaldb_storage::{Engine, Error, MemoryEngine, RocksEngine, StorageNode};
 
 const A: PartitionId = PartitionId::new(0);
 const B: PartitionId = PartitionId::new(1);
