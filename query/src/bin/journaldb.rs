@@ -1,0 +1,173 @@
+//! `journaldb`: the command-line interface to an embedded database.
+//!
+//! `journaldb --data DIR put KEY VALUE | get KEY | del KEY | scan … | stats`. Each command
+//! runs in its own transaction. Errors are one readable line on stderr and a non-zero exit
+//! code (1 for database errors and a missing key, 2 for usage errors).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use journaldb::{Database, ScanRange};
+use journaldb_proto::Timestamp;
+
+/// journaldb: a journal-backed transactional key-value store.
+#[derive(Parser, Debug)]
+#[command(name = "journaldb", version, about)]
+struct Cli {
+    /// Data directory of an embedded database (created if missing).
+    #[arg(long, value_name = "DIR")]
+    data: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Set KEY to VALUE (`-` reads the value from standard input, for large or binary values).
+    Put {
+        /// The key.
+        key: String,
+        /// The value, or `-` for standard input.
+        value: String,
+    },
+    /// Print the value of KEY (exit code 1 if it is not set).
+    Get {
+        /// The key.
+        key: String,
+    },
+    /// Delete KEY.
+    Del {
+        /// The key.
+        key: String,
+    },
+    /// Print keys and values of a prefix or range, one `key<TAB>value` per line.
+    Scan {
+        /// Every key starting with this (default: every key).
+        #[arg(long, conflicts_with_all = ["start", "end"])]
+        prefix: Option<String>,
+        /// First key of the range (inclusive).
+        #[arg(long)]
+        start: Option<String>,
+        /// End of the range (exclusive).
+        #[arg(long)]
+        end: Option<String>,
+        /// Most rows to print.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Descending order.
+        #[arg(long)]
+        reverse: bool,
+        /// Read as of this timestamp (nanoseconds since the Unix epoch).
+        #[arg(long, value_name = "TS")]
+        as_of: Option<u64>,
+    },
+    /// Print facts about the database.
+    Stats,
+}
+
+/// Bytes as text: UTF-8 as is, other bytes as `\xNN`.
+fn show(b: &[u8]) -> String {
+    match std::str::from_utf8(b) {
+        Ok(s) => s.to_owned(),
+        Err(_) => b
+            .iter()
+            .map(|&c| {
+                if c.is_ascii_graphic() || c == b' ' {
+                    (c as char).to_string()
+                } else {
+                    format!("\\x{c:02x}")
+                }
+            })
+            .collect(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("journaldb: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if cli.data.exists() && !cli.data.is_dir() {
+        anyhow::bail!("--data {} is a file, not a directory", cli.data.display());
+    }
+    let db = Database::open(&cli.data).await?;
+    let result = execute(&db, cli.command).await;
+    let closed = db.close().await;
+    let code = result?;
+    closed?;
+    Ok(code)
+}
+
+async fn execute(db: &Database, command: Command) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    match command {
+        Command::Put { key, value } => {
+            let value = if value == "-" {
+                let mut buf = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut buf)?;
+                Bytes::from(buf)
+            } else {
+                Bytes::from(value)
+            };
+            let mut tx = db.begin();
+            tx.put(key, value)?;
+            let info = tx.commit().await?;
+            writeln!(out, "committed at {}", info.commit_ts.as_nanos())?;
+        }
+        Command::Get { key } => {
+            let tx = db.begin();
+            match tx.get(key.as_bytes()).await? {
+                Some(v) => writeln!(out, "{}", show(&v))?,
+                None => {
+                    eprintln!("journaldb: key {key:?} not found");
+                    return Ok(ExitCode::from(1));
+                }
+            }
+        }
+        Command::Del { key } => {
+            let mut tx = db.begin();
+            tx.delete(key)?;
+            let info = tx.commit().await?;
+            writeln!(out, "committed at {}", info.commit_ts.as_nanos())?;
+        }
+        Command::Scan {
+            prefix,
+            start,
+            end,
+            limit,
+            reverse,
+            as_of,
+        } => {
+            let range = match (prefix, start) {
+                (Some(p), _) => ScanRange::prefix(p.as_bytes()),
+                (None, start) => ScanRange {
+                    start: Bytes::from(start.unwrap_or_default()),
+                    end: end.map(Bytes::from),
+                },
+            };
+            let tx = match as_of {
+                Some(ts) => db.snapshot_at(Timestamp::from_nanos(ts))?,
+                None => db.begin(),
+            };
+            let page = tx.scan(&range, limit.max(1), reverse).await?;
+            for (k, v) in page.rows {
+                writeln!(out, "{}\t{}", show(&k), show(&v))?;
+            }
+        }
+        Command::Stats => {
+            writeln!(out, "partitions\t{}", db.partitions())?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
