@@ -1,17 +1,21 @@
-//! # journaldb: the user-facing database (being built)
+//! # journaldb: the user-facing database
 //!
-//! This crate will hold the public API of ARCHITECTURE §2–§3 and §8: `Database::open(dir)`
-//! for embedded use and `Client::connect(url)` for a cluster, behind one trait; interactive
-//! snapshot-isolation transactions (`begin`, `get`, `scan`, `put`, `delete`, `commit`) with
-//! read-your-writes; `transact` with backoff and a retry budget; time-travel reads; the
-//! typed `Error` with `is_retryable()` and `maybe_committed()`; and the `journaldb` binary.
+//! The public API of ARCHITECTURE §2–§3 and §8. Today: the embedded [`Database`]
+//! (`Database::open(dir)`), interactive snapshot-isolation [`Transaction`]s (`get`, `scan`,
+//! `put`, `delete`, `commit`, `rollback`) with read-your-writes, `transact` with backoff and
+//! a retry budget, `snapshot_at` time travel, the typed [`Error`] with `is_retryable()` and
+//! `maybe_committed()`, and the `journaldb` binary (`src/bin/journaldb.rs`).
 //!
-//! Here today: the public [`Error`] with its classification, the [`retry`] policy
-//! (`RetryPolicy`, `RetryBudget`) that `transact` will use, the in-process [`tailer`]
-//! that feeds a storage node from a journal, key [`partition`]ing, and the data
-//! directory's [`manifest`]. The database itself is built in
-//! issue 4 ("Embedded transactional database") on `journaldb-journal`,
-//! `journaldb-adjudicator` and `journaldb-storage`.
+//! What it guarantees: strong snapshot isolation (a transaction that begins after a commit
+//! was acknowledged sees it; write-write conflicts abort; read-only transactions never
+//! abort), and an acknowledged commit survives a crash (`SyncMode::Fsync`).
+//!
+//! It is *not* the commit rule (`journaldb-adjudicator`), the log (`journaldb-journal`) or
+//! the version store (`journaldb-storage`): it wires them together in process. Not yet
+//! here: the cluster `Client`, automatic journal truncation, GC and retention.
+//!
+//! Start at [`Database`] (`database.rs`); the pieces it uses are [`partition`],
+//! [`manifest`], [`tailer`] and [`retry`].
 
 mod database;
 mod error;

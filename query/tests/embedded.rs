@@ -134,7 +134,22 @@ fn transact_retries_conflicts_until_every_increment_lands() {
     let rt = rt();
     let dir = tempfile::tempdir().unwrap();
     let total = rt.block_on(async {
-        let db = Database::open_with(dir.path(), options(2)).await.unwrap();
+        // Eight tasks on one key: far more contention than the default retry budget is
+        // sized for (it stops retry storms by design), so this test grants a larger one.
+        let retry = journaldb::retry::RetryPolicy {
+            max_attempts: 1_000,
+            bucket_capacity: 100_000.0,
+            ..Default::default()
+        };
+        let db = Database::open_with(
+            dir.path(),
+            Options {
+                retry,
+                ..options(2)
+            },
+        )
+        .await
+        .unwrap();
         let tasks: Vec<_> = (0..8)
             .map(|_| {
                 let db = db.clone();
@@ -295,6 +310,43 @@ fn merged_scans_agree_with_a_model_on_random_data() {
             }
             assert_eq!(got, want, "seed {seed} reverse {reverse} limit {limit}");
         }
+        db.close().await.unwrap();
+    });
+}
+
+#[test]
+fn an_empty_retry_budget_returns_the_conflict_instead_of_retrying() {
+    let rt = rt();
+    let dir = tempfile::tempdir().unwrap();
+    rt.block_on(async {
+        let retry = journaldb::retry::RetryPolicy {
+            bucket_capacity: 0.0,
+            ..Default::default()
+        };
+        let db = Database::open_with(
+            dir.path(),
+            Options {
+                retry,
+                ..options(1)
+            },
+        )
+        .await
+        .unwrap();
+        let mut attempts = 0;
+        let err = db
+            .transact(async |tx| {
+                attempts += 1;
+                tx.get("k").await?;
+                // Another writer commits k after our snapshot: a conflict every time.
+                let mut other = db.begin();
+                other.put("k", "theirs")?;
+                other.commit().await?;
+                tx.put("k", "mine")
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Conflict { .. }), "{err}");
+        assert_eq!(attempts, 1, "no token, no retry");
         db.close().await.unwrap();
     });
 }
