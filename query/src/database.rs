@@ -12,24 +12,16 @@
 //! Reads at τs first make every journal promise τs (a heartbeat if needed), then wait for
 //! the storage watermark, with a deadline.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use journaldb_adjudicator::{
-    Adjudicator, AdjudicatorConfig, CommitDecision, CommitRequest, PrepareDecision, PrepareRequest,
-    ReplayMode, TxnStatus, Unavailable, Verdict,
-};
+use journaldb_adjudicator::{Adjudicator, AdjudicatorConfig, ReplayMode, TxnStatus};
 use journaldb_journal::disk::{DirLock, Disk, RealDisk};
 use journaldb_journal::{Journal, JournalOptions};
-use journaldb_proto::{
-    Clock, EmbeddedClock, Epoch, Limits, Lsn, Mutation, PartitionId, Timestamp, TxnId, pb,
-};
-use journaldb_storage::{
-    Engine, MemoryEngine, RocksEngine, ScanPage, ScanRange, StorageNode, VersionStore,
-};
+use journaldb_proto::{Clock, EmbeddedClock, Limits, Lsn, PartitionId, Timestamp, TxnId, pb};
+use journaldb_storage::{Engine, MemoryEngine, RocksEngine, StorageNode};
 use prost::Message;
 use rand::{Rng, RngCore, SeedableRng, TryRngCore};
 use rand_chacha::ChaCha8Rng;
@@ -38,8 +30,10 @@ use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;
+use crate::nosync::NoSync;
 use crate::partition::partition_of;
 use crate::retry::{RetryBudget, RetryPolicy};
+use crate::transaction::Transaction;
 
 /// Whether commits wait for the journal's fsync.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -107,22 +101,22 @@ pub struct CommitInfo {
     pub commit_ts: Timestamp,
 }
 
-struct Partition {
-    journal: Arc<Journal>,
-    adj: AsyncMutex<Adjudicator>,
+pub(crate) struct Partition {
+    pub(crate) journal: Arc<Journal>,
+    pub(crate) adj: AsyncMutex<Adjudicator>,
 }
 
-struct Inner {
-    dir: PathBuf,
-    partitions: u32,
-    options: Options,
-    clock: EmbeddedClock,
-    parts: Vec<Partition>,
-    node: Arc<StorageNode<Box<dyn Engine>>>,
-    tailers: parking_lot::Mutex<Vec<JoinHandle<Result<()>>>>,
-    rng: parking_lot::Mutex<ChaCha8Rng>,
-    budget: RetryBudget,
-    _lock: DirLock,
+pub(crate) struct Inner {
+    pub(crate) dir: PathBuf,
+    pub(crate) partitions: u32,
+    pub(crate) options: Options,
+    pub(crate) clock: EmbeddedClock,
+    pub(crate) parts: Vec<Partition>,
+    pub(crate) node: Arc<StorageNode<Box<dyn Engine>>>,
+    pub(crate) tailers: parking_lot::Mutex<Vec<JoinHandle<Result<()>>>>,
+    pub(crate) rng: parking_lot::Mutex<ChaCha8Rng>,
+    pub(crate) budget: RetryBudget,
+    pub(crate) _lock: DirLock,
 }
 
 /// An embedded journaldb database. Cheap to clone; every clone is the same database.
@@ -140,59 +134,7 @@ impl std::fmt::Debug for Database {
     }
 }
 
-/// A disk whose fsyncs do nothing ([`SyncMode::None`]).
-#[derive(Debug)]
-struct NoSync(RealDisk);
-
-impl Disk for NoSync {
-    fn create_dir_all(&self, dir: &Path) -> std::io::Result<()> {
-        self.0.create_dir_all(dir)
-    }
-    fn list_dir(&self, dir: &Path) -> std::io::Result<Vec<String>> {
-        self.0.list_dir(dir)
-    }
-    fn create_new(
-        &self,
-        path: &Path,
-    ) -> std::io::Result<Arc<dyn journaldb_journal::disk::DiskFile>> {
-        Ok(Arc::new(NoSyncFile(self.0.create_new(path)?)))
-    }
-    fn open(&self, path: &Path) -> std::io::Result<Arc<dyn journaldb_journal::disk::DiskFile>> {
-        Ok(Arc::new(NoSyncFile(self.0.open(path)?)))
-    }
-    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
-        self.0.remove_file(path)
-    }
-    fn sync_dir(&self, _dir: &Path) -> std::io::Result<()> {
-        Ok(())
-    }
-    fn lock_dir(&self, dir: &Path) -> std::io::Result<DirLock> {
-        self.0.lock_dir(dir)
-    }
-}
-
-#[derive(Debug)]
-struct NoSyncFile(Arc<dyn journaldb_journal::disk::DiskFile>);
-
-impl journaldb_journal::disk::DiskFile for NoSyncFile {
-    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-        self.0.read_exact_at(buf, offset)
-    }
-    fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
-        self.0.write_all_at(buf, offset)
-    }
-    fn len(&self) -> std::io::Result<u64> {
-        self.0.len()
-    }
-    fn set_len(&self, len: u64) -> std::io::Result<()> {
-        self.0.set_len(len)
-    }
-    fn sync_data(&self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn encode(record: &pb::Record) -> Bytes {
+pub(crate) fn encode(record: &pb::Record) -> Bytes {
     Bytes::from(record.encode_to_vec())
 }
 
@@ -373,27 +315,21 @@ impl Database {
 }
 
 impl Inner {
-    fn transaction(self: &Arc<Self>, start_ts: Timestamp) -> Transaction {
+    pub(crate) fn transaction(self: &Arc<Self>, start_ts: Timestamp) -> Transaction {
         let txn_id = {
             let mut rng = self.rng.lock();
             TxnId::new((u128::from(rng.next_u64()) << 64) | u128::from(rng.random::<u64>()))
         };
-        Transaction {
-            db: self.clone(),
-            txn_id,
-            start_ts,
-            writes: BTreeMap::new(),
-            write_bytes: 0,
-        }
+        Transaction::new(self.clone(), txn_id, start_ts)
     }
 
-    fn part(&self, p: PartitionId) -> &Partition {
+    pub(crate) fn part(&self, p: PartitionId) -> &Partition {
         &self.parts[p.get() as usize]
     }
 
     /// Appends `record` to partition `p`'s journal while its adjudicator lock is held
     /// (the caller's critical section), then waits for durability without the lock.
-    async fn append_and_wait(
+    pub(crate) async fn append_and_wait(
         &self,
         p: PartitionId,
         adj: tokio::sync::MutexGuard<'_, Adjudicator>,
@@ -417,14 +353,14 @@ impl Inner {
     }
 
     /// Waits until `now().earliest > ts` (commit wait; nanoseconds with the embedded clock).
-    async fn commit_wait(&self, ts: Timestamp) {
+    pub(crate) async fn commit_wait(&self, ts: Timestamp) {
         while self.clock.now().earliest <= ts {
             tokio::task::yield_now().await;
         }
     }
 
     /// Makes every journal promise `ts` and waits until storage has everything ≤ `ts`.
-    async fn read_barrier(&self, ts: Timestamp) -> Result<()> {
+    pub(crate) async fn read_barrier(&self, ts: Timestamp) -> Result<()> {
         if self.node.watermark() < ts {
             for (i, part) in self.parts.iter().enumerate() {
                 let mut adj = part.adj.lock().await;
@@ -465,340 +401,5 @@ impl Inner {
             }
         }
         Ok(())
-    }
-}
-
-/// An interactive snapshot-isolation transaction. Reads see the snapshot at its start plus
-/// its own writes; writes are buffered until [`Transaction::commit`].
-pub struct Transaction {
-    db: Arc<Inner>,
-    txn_id: TxnId,
-    start_ts: Timestamp,
-    writes: BTreeMap<Bytes, Option<Bytes>>,
-    write_bytes: usize,
-}
-
-impl std::fmt::Debug for Transaction {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Transaction")
-            .field("txn_id", &self.txn_id)
-            .field("start_ts", &self.start_ts)
-            .field("writes", &self.writes.len())
-            .finish()
-    }
-}
-
-fn map_verdict(d: CommitDecision) -> Error {
-    match d {
-        CommitDecision::Verdict(Verdict::Conflict { key }) => Error::Conflict { key },
-        CommitDecision::Verdict(Verdict::TooOld) => Error::SnapshotTooOld,
-        CommitDecision::Unknown | CommitDecision::InFlight { .. } => Error::CommitUnknown,
-        CommitDecision::Unavailable(Unavailable::SteppedDown) => Error::Unavailable {
-            reason: "the partition's adjudicator stepped down after a journal failure; reopen the database".into(),
-            retry_after: None,
-        },
-        CommitDecision::Unavailable(u) => Error::Unavailable {
-            reason: format!("{u:?}"),
-            retry_after: None,
-        },
-        CommitDecision::Invalid(m) => Error::InvalidArgument(m),
-        CommitDecision::Verdict(Verdict::Committed { .. }) | CommitDecision::Append { .. } => {
-            Error::InvalidArgument("unexpected commit decision".into())
-        }
-    }
-}
-
-impl Transaction {
-    /// The snapshot this transaction reads at.
-    pub fn start_ts(&self) -> Timestamp {
-        self.start_ts
-    }
-
-    /// The value of `key`: this transaction's own write if any, else the snapshot's.
-    pub async fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Bytes>> {
-        let key = key.as_ref();
-        self.db.options.limits.check_key(key)?;
-        if let Some(w) = self.writes.get(key) {
-            return Ok(w.clone());
-        }
-        self.db.read_barrier(self.start_ts).await?;
-        Ok(self.db.node.store().get(key, self.start_ts)?)
-    }
-
-    /// At most `limit` visible rows of `range` as of the snapshot, with this transaction's
-    /// own writes merged in (its puts shown, its deletes hidden), ascending or descending,
-    /// and the rest of the range to resume from when the page is full.
-    pub async fn scan(&self, range: &ScanRange, limit: usize, reverse: bool) -> Result<ScanPage> {
-        if limit == 0 {
-            return Err(Error::InvalidArgument("scan limit must be positive".into()));
-        }
-        self.db.read_barrier(self.start_ts).await?;
-        let store = self.db.node.store();
-        let in_range = |k: &Bytes| {
-            k[..] >= range.start[..] && range.end.as_ref().is_none_or(|e| k[..] < e[..])
-        };
-        // Own writes in the range, in scan order.
-        let mut own: std::collections::VecDeque<(Bytes, Option<Bytes>)> = self
-            .writes
-            .iter()
-            .filter(|(k, _)| in_range(k))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        if reverse {
-            own = own.into_iter().rev().collect();
-        }
-        // `a` comes before `b` in scan order.
-        let before = |a: &[u8], b: &[u8]| if reverse { a > b } else { a < b };
-        let mut rows = Vec::new();
-        let mut cursor = Some(range.clone());
-        while rows.len() < limit {
-            let (stored, resume) = match &cursor {
-                Some(r) => {
-                    let page = store.scan(r, self.start_ts, limit, reverse)?;
-                    (page.rows, page.resume)
-                }
-                None => (Vec::new(), None),
-            };
-            // Own writes up to the last stored key are placed; past it, only once storage
-            // is exhausted (there may be stored keys before them on the next page).
-            let boundary = resume.as_ref().and(stored.last().map(|(k, _)| k.clone()));
-            let mut stored = stored.into_iter().peekable();
-            loop {
-                let next_own = own
-                    .front()
-                    .filter(|(k, _)| boundary.as_ref().is_none_or(|b| !before(b, k)));
-                let take_own = match (stored.peek(), next_own) {
-                    (None, None) => break,
-                    (Some(_), None) => false,
-                    (None, Some(_)) => true,
-                    (Some((sk, _)), Some((ok, _))) => !before(sk, ok),
-                };
-                let (key, value) = if take_own {
-                    let (k, v) = own.pop_front().expect("peeked");
-                    if stored.peek().is_some_and(|(sk, _)| *sk == k) {
-                        stored.next(); // our write shadows the stored version
-                    }
-                    (k, v)
-                } else {
-                    let (k, v) = stored.next().expect("peeked");
-                    (k, Some(v))
-                };
-                if let Some(value) = value {
-                    rows.push((key, value));
-                    if rows.len() == limit {
-                        break;
-                    }
-                }
-            }
-            if rows.len() == limit {
-                break;
-            }
-            cursor = resume;
-            if cursor.is_none() && own.is_empty() {
-                break;
-            }
-        }
-        let resume = match rows.last() {
-            Some((last, _)) if rows.len() == limit => {
-                let rest = if reverse {
-                    ScanRange {
-                        start: range.start.clone(),
-                        end: Some(last.clone()),
-                    }
-                } else {
-                    let mut after = last.to_vec();
-                    after.push(0);
-                    ScanRange {
-                        start: Bytes::from(after),
-                        end: range.end.clone(),
-                    }
-                };
-                // Nothing may remain; the caller learns that from an empty next page.
-                Some(rest)
-            }
-            _ => None,
-        };
-        Ok(ScanPage { rows, resume })
-    }
-
-    /// Sets `key` to `value` when the transaction commits.
-    pub fn put(&mut self, key: impl Into<Bytes>, value: impl Into<Bytes>) -> Result<()> {
-        let (key, value) = (key.into(), value.into());
-        self.db.options.limits.check_value(&value)?;
-        self.write(key, Some(value))
-    }
-
-    /// Deletes `key` when the transaction commits.
-    pub fn delete(&mut self, key: impl Into<Bytes>) -> Result<()> {
-        self.write(key.into(), None)
-    }
-
-    fn write(&mut self, key: Bytes, value: Option<Bytes>) -> Result<()> {
-        let limits = &self.db.options.limits;
-        limits.check_key(&key)?;
-        let added = key.len() + value.as_ref().map_or(0, Bytes::len);
-        let replaced = self
-            .writes
-            .get(&key)
-            .map_or(0, |v| key.len() + v.as_ref().map_or(0, Bytes::len));
-        let bytes = self.write_bytes - replaced + added;
-        Limits::check(
-            journaldb_proto::LimitKind::TxnBytes,
-            limits.max_txn_bytes,
-            bytes,
-        )?;
-        let count = self.writes.len() + usize::from(!self.writes.contains_key(&key));
-        Limits::check(
-            journaldb_proto::LimitKind::TxnMutations,
-            limits.max_txn_mutations,
-            count,
-        )?;
-        self.write_bytes = bytes;
-        self.writes.insert(key, value);
-        Ok(())
-    }
-
-    /// Discards the transaction's writes.
-    pub fn rollback(self) {}
-
-    /// Commits. A read-only transaction commits locally and never aborts.
-    pub async fn commit(self) -> Result<CommitInfo> {
-        if self.writes.is_empty() {
-            return Ok(CommitInfo {
-                commit_ts: self.start_ts,
-            });
-        }
-        let age = self
-            .db
-            .clock
-            .now()
-            .latest
-            .saturating_duration_since(self.start_ts);
-        if age > self.db.options.limits.max_txn_age {
-            return Err(Error::SnapshotTooOld);
-        }
-        let n = self.db.partitions;
-        let mut by_part: BTreeMap<PartitionId, Vec<Mutation>> = BTreeMap::new();
-        for (k, v) in &self.writes {
-            let m = match v {
-                Some(v) => Mutation::put(k.clone(), v.clone()),
-                None => Mutation::delete(k.clone()),
-            };
-            by_part.entry(partition_of(k, n)).or_default().push(m);
-        }
-        let commit_ts = if by_part.len() == 1 {
-            self.commit_single(by_part).await?
-        } else {
-            self.commit_cross(by_part).await?
-        };
-        self.db.commit_wait(commit_ts).await;
-        Ok(CommitInfo { commit_ts })
-    }
-
-    async fn commit_single(
-        &self,
-        by_part: BTreeMap<PartitionId, Vec<Mutation>>,
-    ) -> Result<Timestamp> {
-        let Some((p, mutations)) = by_part.into_iter().next() else {
-            return Err(Error::InvalidArgument("nothing to commit".into()));
-        };
-        let req = CommitRequest {
-            txn_id: self.txn_id,
-            start_ts: self.start_ts,
-            mutations,
-            retry: false,
-        };
-        let db = &self.db;
-        let mut adj = db.part(p).adj.lock().await;
-        match adj.commit(db.clock.now(), &req) {
-            CommitDecision::Append { commit_ts, record } => {
-                db.append_and_wait(p, adj, &record).await?;
-                db.part(p).adj.lock().await.appended(self.txn_id);
-                Ok(commit_ts)
-            }
-            other => Err(map_verdict(other)),
-        }
-    }
-
-    async fn commit_cross(
-        &self,
-        by_part: BTreeMap<PartitionId, Vec<Mutation>>,
-    ) -> Result<Timestamp> {
-        let db = &self.db;
-        // The coordinator owns the first key.
-        let coordinator = self
-            .writes
-            .keys()
-            .next()
-            .map(|k| partition_of(k, db.partitions))
-            .ok_or_else(|| Error::InvalidArgument("nothing to commit".into()))?;
-        let mut voted = Vec::new();
-        let mut votes = Vec::new();
-        for (&p, mutations) in &by_part {
-            let req = PrepareRequest {
-                txn_id: self.txn_id,
-                start_ts: self.start_ts,
-                keys: mutations.iter().map(|m| m.key.clone()).collect(),
-                coordinator,
-                coordinator_epoch: Epoch::default(),
-            };
-            let mut adj = db.part(p).adj.lock().await;
-            match adj.prepare(db.clock.now(), &req) {
-                PrepareDecision::Append { vote_ts, record } => {
-                    voted.push(p);
-                    if let Err(e) = db.append_and_wait(p, adj, &record).await {
-                        self.abort(&voted).await;
-                        return Err(e);
-                    }
-                    votes.push(vote_ts);
-                }
-                PrepareDecision::Voted { vote_ts } => votes.push(vote_ts),
-                PrepareDecision::Refused(d) => {
-                    drop(adj);
-                    self.abort(&voted).await;
-                    return Err(map_verdict(d));
-                }
-            }
-        }
-        let mutations: Vec<Mutation> = by_part.values().flatten().cloned().collect();
-        let participants: Vec<PartitionId> = by_part.keys().copied().collect();
-        let mut adj = db.part(coordinator).adj.lock().await;
-        let decision = adj.commit_prepared(
-            db.clock.now(),
-            self.txn_id,
-            self.start_ts,
-            &votes,
-            &mutations,
-            &participants,
-        );
-        let commit_ts = match decision {
-            CommitDecision::Append { commit_ts, record } => {
-                db.append_and_wait(coordinator, adj, &record).await?;
-                db.part(coordinator).adj.lock().await.appended(self.txn_id);
-                commit_ts
-            }
-            other => {
-                drop(adj);
-                self.abort(&voted).await;
-                return Err(map_verdict(other));
-            }
-        };
-        // Decide: participants learn τc and append `Decided` off the client's path.
-        for &p in &voted {
-            let mut adj = db.part(p).adj.lock().await;
-            if let Some(record) = adj.decide(self.txn_id, Some(commit_ts)) {
-                let _queued = db.part(p).journal.submit(encode(&record)).await;
-            }
-        }
-        Ok(commit_ts)
-    }
-
-    async fn abort(&self, voted: &[PartitionId]) {
-        for &p in voted {
-            let mut adj = self.db.part(p).adj.lock().await;
-            if let Some(record) = adj.decide(self.txn_id, None) {
-                let _queued = self.db.part(p).journal.submit(encode(&record)).await;
-            }
-        }
     }
 }

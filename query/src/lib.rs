@@ -20,10 +20,13 @@
 mod database;
 mod error;
 pub mod manifest;
+mod nosync;
 pub mod partition;
 pub mod retry;
 pub mod tailer;
+mod transaction;
 
-pub use database::{CommitInfo, Database, Options, StorageEngine, SyncMode, Transaction};
+pub use database::{CommitInfo, Database, Options, StorageEngine, SyncMode};
 pub use error::{Error, Result};
 pub use journaldb_storage::{ScanPage, ScanRange};
+pub use transaction::Transaction;

@@ -6,13 +6,7 @@
 use bytes::Bytes;
 use journaldb::{Database, Error, Options, ScanRange};
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
+use crate::rt;
 
 /// Runs `body` against a fresh database holding x=10, y=20.
 fn with_db(body: impl AsyncFnOnce(&Database)) {

@@ -5,3 +5,12 @@ mod cli;
 mod crash;
 mod embedded;
 mod isolation;
+
+/// A 2-worker multi-thread runtime with time and I/O, as the database expects.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}

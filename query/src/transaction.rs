@@ -1,0 +1,353 @@
+//! [`Transaction`]: buffered writes, reads at the snapshot merged with them, and the two
+//! commit paths (single-partition; cross-partition: prepare, one `Commit`, decide).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use journaldb_adjudicator::{
+    CommitDecision, CommitRequest, PrepareDecision, PrepareRequest, Unavailable, Verdict,
+};
+use journaldb_proto::{Clock, Epoch, LimitKind, Limits, Mutation, PartitionId, Timestamp, TxnId};
+use journaldb_storage::{ScanPage, ScanRange, VersionStore};
+
+use crate::database::{CommitInfo, Inner, encode};
+use crate::error::{Error, Result};
+use crate::partition::partition_of;
+
+/// An interactive snapshot-isolation transaction. Reads see the snapshot at its start plus
+/// its own writes; writes are buffered until [`Transaction::commit`].
+pub struct Transaction {
+    db: Arc<Inner>,
+    txn_id: TxnId,
+    start_ts: Timestamp,
+    writes: BTreeMap<Bytes, Option<Bytes>>,
+    write_bytes: usize,
+}
+
+impl std::fmt::Debug for Transaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transaction")
+            .field("txn_id", &self.txn_id)
+            .field("start_ts", &self.start_ts)
+            .field("writes", &self.writes.len())
+            .finish()
+    }
+}
+
+fn map_verdict(d: CommitDecision) -> Error {
+    match d {
+        CommitDecision::Verdict(Verdict::Conflict { key }) => Error::Conflict { key },
+        CommitDecision::Verdict(Verdict::TooOld) => Error::SnapshotTooOld,
+        CommitDecision::Unknown | CommitDecision::InFlight { .. } => Error::CommitUnknown,
+        CommitDecision::Unavailable(Unavailable::SteppedDown) => Error::Unavailable {
+            reason: "the partition's adjudicator stepped down after a journal failure; reopen the database".into(),
+            retry_after: None,
+        },
+        CommitDecision::Unavailable(u) => Error::Unavailable {
+            reason: format!("{u:?}"),
+            retry_after: None,
+        },
+        CommitDecision::Invalid(m) => Error::InvalidArgument(m),
+        CommitDecision::Verdict(Verdict::Committed { .. }) | CommitDecision::Append { .. } => {
+            Error::InvalidArgument("unexpected commit decision".into())
+        }
+    }
+}
+
+impl Transaction {
+    pub(crate) fn new(db: Arc<Inner>, txn_id: TxnId, start_ts: Timestamp) -> Self {
+        Transaction {
+            db,
+            txn_id,
+            start_ts,
+            writes: BTreeMap::new(),
+            write_bytes: 0,
+        }
+    }
+
+    /// The snapshot this transaction reads at.
+    pub fn start_ts(&self) -> Timestamp {
+        self.start_ts
+    }
+
+    /// The value of `key`: this transaction's own write if any, else the snapshot's.
+    pub async fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Bytes>> {
+        let key = key.as_ref();
+        self.db.options.limits.check_key(key)?;
+        if let Some(w) = self.writes.get(key) {
+            return Ok(w.clone());
+        }
+        self.db.read_barrier(self.start_ts).await?;
+        Ok(self.db.node.store().get(key, self.start_ts)?)
+    }
+
+    /// At most `limit` visible rows of `range` as of the snapshot, with this transaction's
+    /// own writes merged in (its puts shown, its deletes hidden), ascending or descending,
+    /// and the rest of the range to resume from when the page is full.
+    pub async fn scan(&self, range: &ScanRange, limit: usize, reverse: bool) -> Result<ScanPage> {
+        if limit == 0 {
+            return Err(Error::InvalidArgument("scan limit must be positive".into()));
+        }
+        self.db.read_barrier(self.start_ts).await?;
+        let store = self.db.node.store();
+        let in_range = |k: &Bytes| {
+            k[..] >= range.start[..] && range.end.as_ref().is_none_or(|e| k[..] < e[..])
+        };
+        // Own writes in the range, in scan order.
+        let mut own: VecDeque<(Bytes, Option<Bytes>)> = self
+            .writes
+            .iter()
+            .filter(|(k, _)| in_range(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if reverse {
+            own = own.into_iter().rev().collect();
+        }
+        // `a` comes before `b` in scan order.
+        let before = |a: &[u8], b: &[u8]| if reverse { a > b } else { a < b };
+        let mut rows = Vec::new();
+        let mut cursor = Some(range.clone());
+        while rows.len() < limit {
+            let (stored, resume) = match &cursor {
+                Some(r) => {
+                    let page = store.scan(r, self.start_ts, limit, reverse)?;
+                    (page.rows, page.resume)
+                }
+                None => (Vec::new(), None),
+            };
+            // Own writes up to the last stored key are placed; past it, only once storage
+            // is exhausted (there may be stored keys before them on the next page).
+            let boundary = resume.as_ref().and(stored.last().map(|(k, _)| k.clone()));
+            let mut stored = stored.into_iter().peekable();
+            loop {
+                let next_own = own
+                    .front()
+                    .filter(|(k, _)| boundary.as_ref().is_none_or(|b| !before(b, k)));
+                let take_own = match (stored.peek(), next_own) {
+                    (None, None) => break,
+                    (Some(_), None) => false,
+                    (None, Some(_)) => true,
+                    (Some((sk, _)), Some((ok, _))) => !before(sk, ok),
+                };
+                let (key, value) = if take_own {
+                    let (k, v) = own.pop_front().expect("peeked");
+                    if stored.peek().is_some_and(|(sk, _)| *sk == k) {
+                        stored.next(); // our write shadows the stored version
+                    }
+                    (k, v)
+                } else {
+                    let (k, v) = stored.next().expect("peeked");
+                    (k, Some(v))
+                };
+                if let Some(value) = value {
+                    rows.push((key, value));
+                    if rows.len() == limit {
+                        break;
+                    }
+                }
+            }
+            if rows.len() == limit {
+                break;
+            }
+            cursor = resume;
+            if cursor.is_none() && own.is_empty() {
+                break;
+            }
+        }
+        let resume = match rows.last() {
+            Some((last, _)) if rows.len() == limit => {
+                let rest = if reverse {
+                    ScanRange {
+                        start: range.start.clone(),
+                        end: Some(last.clone()),
+                    }
+                } else {
+                    let mut after = last.to_vec();
+                    after.push(0);
+                    ScanRange {
+                        start: Bytes::from(after),
+                        end: range.end.clone(),
+                    }
+                };
+                // Nothing may remain; the caller learns that from an empty next page.
+                Some(rest)
+            }
+            _ => None,
+        };
+        Ok(ScanPage { rows, resume })
+    }
+
+    /// Sets `key` to `value` when the transaction commits.
+    pub fn put(&mut self, key: impl Into<Bytes>, value: impl Into<Bytes>) -> Result<()> {
+        let (key, value) = (key.into(), value.into());
+        self.db.options.limits.check_value(&value)?;
+        self.write(key, Some(value))
+    }
+
+    /// Deletes `key` when the transaction commits.
+    pub fn delete(&mut self, key: impl Into<Bytes>) -> Result<()> {
+        self.write(key.into(), None)
+    }
+
+    fn write(&mut self, key: Bytes, value: Option<Bytes>) -> Result<()> {
+        let limits = &self.db.options.limits;
+        limits.check_key(&key)?;
+        let added = key.len() + value.as_ref().map_or(0, Bytes::len);
+        let replaced = self
+            .writes
+            .get(&key)
+            .map_or(0, |v| key.len() + v.as_ref().map_or(0, Bytes::len));
+        let bytes = self.write_bytes - replaced + added;
+        Limits::check(LimitKind::TxnBytes, limits.max_txn_bytes, bytes)?;
+        let count = self.writes.len() + usize::from(!self.writes.contains_key(&key));
+        Limits::check(LimitKind::TxnMutations, limits.max_txn_mutations, count)?;
+        self.write_bytes = bytes;
+        self.writes.insert(key, value);
+        Ok(())
+    }
+
+    /// Discards the transaction's writes.
+    pub fn rollback(self) {}
+
+    /// Commits. A read-only transaction commits locally and never aborts.
+    pub async fn commit(self) -> Result<CommitInfo> {
+        if self.writes.is_empty() {
+            return Ok(CommitInfo {
+                commit_ts: self.start_ts,
+            });
+        }
+        let age = self
+            .db
+            .clock
+            .now()
+            .latest
+            .saturating_duration_since(self.start_ts);
+        if age > self.db.options.limits.max_txn_age {
+            return Err(Error::SnapshotTooOld);
+        }
+        let n = self.db.partitions;
+        let mut by_part: BTreeMap<PartitionId, Vec<Mutation>> = BTreeMap::new();
+        for (k, v) in &self.writes {
+            let m = match v {
+                Some(v) => Mutation::put(k.clone(), v.clone()),
+                None => Mutation::delete(k.clone()),
+            };
+            by_part.entry(partition_of(k, n)).or_default().push(m);
+        }
+        let commit_ts = if by_part.len() == 1 {
+            self.commit_single(by_part).await?
+        } else {
+            self.commit_cross(by_part).await?
+        };
+        self.db.commit_wait(commit_ts).await;
+        Ok(CommitInfo { commit_ts })
+    }
+
+    async fn commit_single(
+        &self,
+        by_part: BTreeMap<PartitionId, Vec<Mutation>>,
+    ) -> Result<Timestamp> {
+        let Some((p, mutations)) = by_part.into_iter().next() else {
+            return Err(Error::InvalidArgument("nothing to commit".into()));
+        };
+        let req = CommitRequest {
+            txn_id: self.txn_id,
+            start_ts: self.start_ts,
+            mutations,
+            retry: false,
+        };
+        let db = &self.db;
+        let mut adj = db.part(p).adj.lock().await;
+        match adj.commit(db.clock.now(), &req) {
+            CommitDecision::Append { commit_ts, record } => {
+                db.append_and_wait(p, adj, &record).await?;
+                db.part(p).adj.lock().await.appended(self.txn_id);
+                Ok(commit_ts)
+            }
+            other => Err(map_verdict(other)),
+        }
+    }
+
+    async fn commit_cross(
+        &self,
+        by_part: BTreeMap<PartitionId, Vec<Mutation>>,
+    ) -> Result<Timestamp> {
+        let db = &self.db;
+        // The coordinator owns the first key.
+        let coordinator = self
+            .writes
+            .keys()
+            .next()
+            .map(|k| partition_of(k, db.partitions))
+            .ok_or_else(|| Error::InvalidArgument("nothing to commit".into()))?;
+        let mut voted = Vec::new();
+        let mut votes = Vec::new();
+        for (&p, mutations) in &by_part {
+            let req = PrepareRequest {
+                txn_id: self.txn_id,
+                start_ts: self.start_ts,
+                keys: mutations.iter().map(|m| m.key.clone()).collect(),
+                coordinator,
+                coordinator_epoch: Epoch::default(),
+            };
+            let mut adj = db.part(p).adj.lock().await;
+            match adj.prepare(db.clock.now(), &req) {
+                PrepareDecision::Append { vote_ts, record } => {
+                    voted.push(p);
+                    if let Err(e) = db.append_and_wait(p, adj, &record).await {
+                        self.abort(&voted).await;
+                        return Err(e);
+                    }
+                    votes.push(vote_ts);
+                }
+                PrepareDecision::Voted { vote_ts } => votes.push(vote_ts),
+                PrepareDecision::Refused(d) => {
+                    drop(adj);
+                    self.abort(&voted).await;
+                    return Err(map_verdict(d));
+                }
+            }
+        }
+        let mutations: Vec<Mutation> = by_part.values().flatten().cloned().collect();
+        let participants: Vec<PartitionId> = by_part.keys().copied().collect();
+        let mut adj = db.part(coordinator).adj.lock().await;
+        let decision = adj.commit_prepared(
+            db.clock.now(),
+            self.txn_id,
+            self.start_ts,
+            &votes,
+            &mutations,
+            &participants,
+        );
+        let commit_ts = match decision {
+            CommitDecision::Append { commit_ts, record } => {
+                db.append_and_wait(coordinator, adj, &record).await?;
+                db.part(coordinator).adj.lock().await.appended(self.txn_id);
+                commit_ts
+            }
+            other => {
+                drop(adj);
+                self.abort(&voted).await;
+                return Err(map_verdict(other));
+            }
+        };
+        // Decide: participants learn τc and append `Decided` off the client's path.
+        for &p in &voted {
+            let mut adj = db.part(p).adj.lock().await;
+            if let Some(record) = adj.decide(self.txn_id, Some(commit_ts)) {
+                let _queued = db.part(p).journal.submit(encode(&record)).await;
+            }
+        }
+        Ok(commit_ts)
+    }
+
+    async fn abort(&self, voted: &[PartitionId]) {
+        for &p in voted {
+            let mut adj = self.db.part(p).adj.lock().await;
+            if let Some(record) = adj.decide(self.txn_id, None) {
+                let _queued = self.db.part(p).journal.submit(encode(&record)).await;
+            }
+        }
+    }
+}
