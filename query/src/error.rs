@@ -67,6 +67,21 @@ impl Error {
         }
     }
 
+    /// The variant's name, stable for machine-readable output (`shell --json`).
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Error::Conflict { .. } => "Conflict",
+            Error::SnapshotTooOld => "SnapshotTooOld",
+            Error::CommitUnknown => "CommitUnknown",
+            Error::Unavailable { .. } => "Unavailable",
+            Error::Timeout => "Timeout",
+            Error::LimitExceeded(_) => "LimitExceeded",
+            Error::InvalidArgument(_) => "InvalidArgument",
+            Error::Corruption(_) => "Corruption",
+            Error::Io(_) => "Io",
+        }
+    }
+
     /// Whether the transaction may have committed despite the error.
     pub fn maybe_committed(&self) -> bool {
         match self {

@@ -162,3 +162,93 @@ fn a_corrupt_journal_is_refused_and_left_alone() {
     );
     assert_eq!(err.lines().count(), 1, "one readable line: {err}");
 }
+
+fn shell(data: &Path, args: &[&str], script: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_journaldb"))
+        .arg("--data")
+        .arg(data)
+        .arg("shell")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn shell_json_answers_every_command_with_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let big_key = "k".repeat(5000);
+    let script = format!(
+        "put a 1\nbegin\nget a\nput a 2\nget a\nscan a\ncommit\nget missing\nput {big_key} v\nbogus\ncommit\nrollback\n"
+    );
+    let o = shell(&data, &["--json"], &script);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect();
+    assert_eq!(lines.len(), 12, "one line per command");
+    assert!(
+        stdout(&o)
+            .lines()
+            .next()
+            .unwrap()
+            .starts_with("{\"ok\":true,\"commit_ts\":")
+    );
+    assert!(lines[0]["commit_ts"].as_u64().is_some());
+    assert_eq!(lines[1], serde_json::json!({"ok": true}));
+    assert_eq!(lines[2], serde_json::json!({"ok": true, "value": "1"}));
+    assert_eq!(
+        lines[4],
+        serde_json::json!({"ok": true, "value": "2"}),
+        "read your writes"
+    );
+    assert_eq!(
+        lines[5]["rows"][0],
+        serde_json::json!({"key": "a", "value": "2"})
+    );
+    assert!(lines[6]["commit_ts"].as_u64().unwrap() > lines[0]["commit_ts"].as_u64().unwrap());
+    assert_eq!(lines[7], serde_json::json!({"ok": true, "value": null}));
+    assert_eq!(
+        (&lines[8]["error"], &lines[8]["retryable"]),
+        (
+            &serde_json::json!("LimitExceeded"),
+            &serde_json::json!(false)
+        )
+    );
+    for l in &lines[9..] {
+        assert_eq!(l["ok"], serde_json::json!(false), "{l}");
+    }
+}
+
+#[test]
+fn shell_text_mode_reports_errors_and_keeps_going() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let o = shell(
+        &data,
+        &[],
+        "put x hello world\nget x\nbegin\nbegin\ndel x\ncommit\nget x\n",
+    );
+    assert!(o.status.success());
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("committed at "));
+    assert_eq!(lines[1], "hello world");
+    assert_eq!(lines[2], "ok");
+    assert!(lines[3].starts_with("error: a transaction is already open"));
+    assert_eq!(lines[4], "ok");
+    assert!(lines[5].starts_with("committed at "));
+    assert_eq!(lines[6], "(nil)");
+}

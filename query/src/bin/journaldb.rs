@@ -1,6 +1,6 @@
 //! `journaldb`: the command-line interface to an embedded database.
 //!
-//! `journaldb --data DIR put KEY VALUE | get KEY | del KEY | scan … | stats`. Each command
+//! `journaldb --data DIR put KEY VALUE | get KEY | del KEY | scan … | stats | shell [--json]`. Each command
 //! runs in its own transaction. Errors are one readable line on stderr and a non-zero exit
 //! code (1 for database errors and a missing key, 2 for usage errors).
 
@@ -12,6 +12,9 @@ use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use journaldb::{Database, ScanRange};
 use journaldb_proto::Timestamp;
+
+#[path = "journaldb/shell.rs"]
+mod shell;
 
 /// journaldb: a journal-backed transactional key-value store.
 #[derive(Parser, Debug)]
@@ -66,6 +69,12 @@ enum Command {
     },
     /// Print facts about the database.
     Stats,
+    /// An interactive session: begin, get, put, del, scan, commit, rollback (see --help).
+    Shell {
+        /// Answer every command with one line of JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Bytes as text: UTF-8 as is, other bytes as `\xNN`.
@@ -167,6 +176,10 @@ async fn execute(db: &Database, command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Stats => {
             writeln!(out, "partitions\t{}", db.partitions())?;
+        }
+        Command::Shell { json } => {
+            drop(out);
+            shell::run(db, json).await?;
         }
     }
     Ok(ExitCode::SUCCESS)
