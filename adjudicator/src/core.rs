@@ -252,14 +252,7 @@ impl Adjudicator {
         }
         self.record_outcome(req.txn_id, commit_ts);
         // 4. The record whose durable append is the commit point.
-        let record = pb::Record {
-            kind: Some(pb::record::Kind::Commit(pb::Commit {
-                txn_id: Some(req.txn_id.into()),
-                commit_ts: commit_ts.as_nanos(),
-                mutations: req.mutations.iter().cloned().map(Into::into).collect(),
-                participants: Vec::new(),
-            })),
-        };
+        let record = pb::Record::commit(req.txn_id, commit_ts, req.mutations.iter().cloned(), &[]);
         CommitDecision::Append { commit_ts, record }
     }
 
@@ -376,11 +369,7 @@ impl Adjudicator {
     pub fn heartbeat(&mut self, now: TimeInterval) -> pb::Record {
         let ts = now.latest.max(self.floor.next());
         self.floor = ts;
-        pb::Record {
-            kind: Some(pb::record::Kind::Heartbeat(pb::Heartbeat {
-                ts: ts.as_nanos(),
-            })),
-        }
+        pb::Record::heartbeat(ts)
     }
 
     /// Promises that this journal will hold no record with τ ≤ `ts` beyond those already
@@ -391,11 +380,7 @@ impl Adjudicator {
             return None;
         }
         self.floor = ts;
-        Some(pb::Record {
-            kind: Some(pb::record::Kind::Heartbeat(pb::Heartbeat {
-                ts: ts.as_nanos(),
-            })),
-        })
+        Some(pb::Record::heartbeat(ts))
     }
 }
 

@@ -162,14 +162,7 @@ impl Adjudicator {
         }
         self.take_ts(commit_ts);
         self.record_outcome(txn_id, commit_ts);
-        let record = pb::Record {
-            kind: Some(pb::record::Kind::Commit(pb::Commit {
-                txn_id: Some(txn_id.into()),
-                commit_ts: commit_ts.as_nanos(),
-                mutations: mutations.iter().cloned().map(Into::into).collect(),
-                participants: participants.iter().map(|p| p.get()).collect(),
-            })),
-        };
+        let record = pb::Record::commit(txn_id, commit_ts, mutations.iter().cloned(), participants);
         CommitDecision::Append { commit_ts, record }
     }
 

@@ -101,6 +101,33 @@ impl TryFrom<pb::Mutation> for Mutation {
 }
 
 impl pb::Record {
+    /// A `Commit` record: `mutations` committed at `commit_ts` by `txn_id`, with the other
+    /// `participants` of a cross-partition transaction (empty for a single partition).
+    pub fn commit(
+        txn_id: crate::TxnId,
+        commit_ts: crate::Timestamp,
+        mutations: impl IntoIterator<Item = Mutation>,
+        participants: &[crate::PartitionId],
+    ) -> Self {
+        pb::Record {
+            kind: Some(pb::record::Kind::Commit(pb::Commit {
+                txn_id: Some(txn_id.into()),
+                commit_ts: commit_ts.as_nanos(),
+                mutations: mutations.into_iter().map(Into::into).collect(),
+                participants: participants.iter().map(|p| p.get()).collect(),
+            })),
+        }
+    }
+
+    /// A `Heartbeat` record at `ts`.
+    pub fn heartbeat(ts: crate::Timestamp) -> Self {
+        pb::Record {
+            kind: Some(pb::record::Kind::Heartbeat(pb::Heartbeat {
+                ts: ts.as_nanos(),
+            })),
+        }
+    }
+
     /// The τ this record was assigned in its adjudicator's critical section, or `None`
     /// for records that carry none (`EpochStart`) or a malformed record without a kind.
     pub fn ts(&self) -> Option<crate::Timestamp> {

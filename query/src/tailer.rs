@@ -44,20 +44,16 @@ mod tests {
     }
 
     fn commit(ts: u64, key: &str) -> Bytes {
-        encode(pb::Record {
-            kind: Some(pb::record::Kind::Commit(pb::Commit {
-                txn_id: Some(TxnId::new(u128::from(ts)).into()),
-                commit_ts: ts,
-                mutations: vec![Mutation::put(key.to_owned(), format!("v{ts}")).into()],
-                participants: vec![],
-            })),
-        })
+        encode(pb::Record::commit(
+            TxnId::new(u128::from(ts)),
+            Timestamp::from_nanos(ts),
+            [Mutation::put(key.to_owned(), format!("v{ts}"))],
+            &[],
+        ))
     }
 
     fn heartbeat(ts: u64) -> Bytes {
-        encode(pb::Record {
-            kind: Some(pb::record::Kind::Heartbeat(pb::Heartbeat { ts })),
-        })
+        encode(pb::Record::heartbeat(Timestamp::from_nanos(ts)))
     }
 
     #[test]

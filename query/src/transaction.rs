@@ -333,19 +333,20 @@ impl Transaction {
             }
         };
         // Decide: participants learn τc and append `Decided` off the client's path.
-        for &p in &voted {
-            let mut adj = db.part(p).adj.lock().await;
-            if let Some(record) = adj.decide(self.txn_id, Some(commit_ts)) {
-                let _queued = db.part(p).journal.submit(encode(&record)).await;
-            }
-        }
+        self.decide(&voted, Some(commit_ts)).await;
         Ok(commit_ts)
     }
 
     async fn abort(&self, voted: &[PartitionId]) {
+        self.decide(voted, None).await;
+    }
+
+    /// Tells every participant that voted the outcome (τc, or `None` for abort) and queues
+    /// its `Decided` record without waiting for it to be durable.
+    async fn decide(&self, voted: &[PartitionId], outcome: Option<Timestamp>) {
         for &p in voted {
             let mut adj = self.db.part(p).adj.lock().await;
-            if let Some(record) = adj.decide(self.txn_id, None) {
+            if let Some(record) = adj.decide(self.txn_id, outcome) {
                 let _queued = self.db.part(p).journal.submit(encode(&record)).await;
             }
         }

@@ -204,20 +204,16 @@ mod tests {
     use super::*;
 
     fn commit(ts: u64, key: &str) -> pb::Record {
-        pb::Record {
-            kind: Some(pb::record::Kind::Commit(pb::Commit {
-                txn_id: Some(TxnId::new(u128::from(ts)).into()),
-                commit_ts: ts,
-                mutations: vec![Mutation::put(key.to_owned(), format!("v{ts}")).into()],
-                participants: vec![],
-            })),
-        }
+        pb::Record::commit(
+            TxnId::new(u128::from(ts)),
+            Timestamp::from_nanos(ts),
+            [Mutation::put(key.to_owned(), format!("v{ts}"))],
+            &[],
+        )
     }
 
     fn heartbeat(ts: u64) -> pb::Record {
-        pb::Record {
-            kind: Some(pb::record::Kind::Heartbeat(pb::Heartbeat { ts })),
-        }
+        pb::Record::heartbeat(Timestamp::from_nanos(ts))
     }
 
     const A: PartitionId = PartitionId::new(0);

@@ -16,20 +16,16 @@ fn ts(n: u64) -> Timestamp {
 }
 
 fn commit(t: u64, key: &str) -> pb::Record {
-    pb::Record {
-        kind: Some(pb::record::Kind::Commit(pb::Commit {
-            txn_id: Some(TxnId::new(u128::from(t)).into()),
-            commit_ts: t,
-            mutations: vec![Mutation::put(key.to_owned(), format!("v{t}")).into()],
-            participants: vec![],
-        })),
-    }
+    pb::Record::commit(
+        TxnId::new(u128::from(t)),
+        Timestamp::from_nanos(t),
+        [Mutation::put(key.to_owned(), format!("v{t}"))],
+        &[],
+    )
 }
 
 fn heartbeat(t: u64) -> pb::Record {
-    pb::Record {
-        kind: Some(pb::record::Kind::Heartbeat(pb::Heartbeat { ts: t })),
-    }
+    pb::Record::heartbeat(Timestamp::from_nanos(t))
 }
 
 fn runtime() -> tokio::runtime::Runtime {
