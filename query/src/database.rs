@@ -11,9 +11,17 @@
 //! in the coordinator's journal, `Decided` on each participant (not waited for).
 //! Reads at τs first make every journal promise τs (a heartbeat if needed), then wait for
 //! the storage watermark, with a deadline.
+//!
+//! Maintenance, every [`Options::checkpoint_interval`]: the adjudicators forget conflicts
+//! older than the longest transaction; idle journals get a heartbeat so the watermark
+//! moves; storage raises its garbage-collection horizon to
+//! `min(now − retention, watermark)` and checkpoints (a RocksDB flush: data and applied
+//! positions become durable together); and each journal drops the segments below the
+//! newest checkpoint whose records are all older than the retention window (§5).
 
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,13 +29,14 @@ use journaldb_adjudicator::{Adjudicator, AdjudicatorConfig, ReplayMode, TxnStatu
 use journaldb_journal::disk::{DirLock, Disk, RealDisk};
 use journaldb_journal::{Journal, JournalOptions};
 use journaldb_proto::{Clock, EmbeddedClock, Limits, Lsn, PartitionId, Timestamp, TxnId, pb};
-use journaldb_storage::{Engine, MemoryEngine, RocksEngine, StorageNode};
+use journaldb_storage::{Checkpoint, Engine, MemoryEngine, RocksEngine, StorageNode, VersionStore};
 use prost::Message;
 use rand::{Rng, RngCore, SeedableRng, TryRngCore};
 use rand_chacha::ChaCha8Rng;
 use tokio::sync::Mutex as AsyncMutex;
 use tokio::task::JoinHandle;
 
+use crate::closable::Closable;
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;
 use crate::nosync::NoSync;
@@ -67,6 +76,14 @@ pub struct Options {
     pub disk: Option<Arc<dyn Disk>>,
     /// The storage engine.
     pub storage: StorageEngine,
+    /// How far back `snapshot_at` can read (and how long journal records are kept after
+    /// storage has them). At least `limits.max_txn_age`; default 5 minutes.
+    pub retention: Duration,
+    /// How often storage checkpoints, collects garbage and lets the journals truncate.
+    /// Bounds the journal replayed after a crash. Default 10 s.
+    pub checkpoint_interval: Duration,
+    /// Settings of every partition's journal (segment size, batching, record limit).
+    pub journal: JournalOptions,
 }
 
 /// Which engine stores the versions.
@@ -90,8 +107,33 @@ impl Default for Options {
             seed: None,
             disk: None,
             storage: StorageEngine::RocksDb,
+            retention: Duration::from_secs(5 * 60),
+            checkpoint_interval: Duration::from_secs(10),
+            journal: JournalOptions::default(),
         }
     }
+}
+
+/// A snapshot of the database's state, for operators (`journaldb stats`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stats {
+    /// One entry per partition, in order.
+    pub journals: Vec<JournalStats>,
+    /// Storage holds every version ≤ this.
+    pub watermark: Timestamp,
+    /// Snapshots below this are gone.
+    pub gc_horizon: Timestamp,
+}
+
+/// The state of one partition's journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JournalStats {
+    /// The first record still held (earlier ones were truncated).
+    pub first_lsn: Lsn,
+    /// The position the next record gets.
+    pub end_lsn: Lsn,
+    /// Segment files.
+    pub segments: usize,
 }
 
 /// What a successful commit reports.
@@ -112,11 +154,15 @@ pub(crate) struct Inner {
     pub(crate) options: Options,
     pub(crate) clock: EmbeddedClock,
     pub(crate) parts: Vec<Partition>,
-    pub(crate) node: Arc<StorageNode<Box<dyn Engine>>>,
+    pub(crate) node: Arc<StorageNode<Closable>>,
     pub(crate) tailers: parking_lot::Mutex<Vec<JoinHandle<Result<()>>>>,
+    maintenance: parking_lot::Mutex<Option<JoinHandle<()>>>,
+    /// The first error of a maintenance round, reported by `close`.
+    maintenance_error: parking_lot::Mutex<Option<Error>>,
     pub(crate) rng: parking_lot::Mutex<ChaCha8Rng>,
     pub(crate) budget: RetryBudget,
-    pub(crate) _lock: DirLock,
+    /// Released by `close` (or when the last clone is dropped).
+    lock: parking_lot::Mutex<Option<DirLock>>,
 }
 
 /// An embedded journaldb database. Cheap to clone; every clone is the same database.
@@ -148,6 +194,17 @@ impl Database {
     /// runtime: the storage feed runs as tasks on it.
     pub async fn open_with(dir: impl AsRef<Path>, options: Options) -> Result<Database> {
         let dir = dir.as_ref().to_path_buf();
+        if options.retention < options.limits.max_txn_age {
+            return Err(Error::InvalidArgument(format!(
+                "retention ({:?}) must be at least the longest transaction ({:?})",
+                options.retention, options.limits.max_txn_age
+            )));
+        }
+        if options.checkpoint_interval.is_zero() {
+            return Err(Error::InvalidArgument(
+                "checkpoint interval must be positive".into(),
+            ));
+        }
         let disk: Arc<dyn Disk> = match (&options.disk, options.sync) {
             (Some(disk), _) => disk.clone(),
             (None, SyncMode::Fsync) => Arc::new(RealDisk),
@@ -167,9 +224,21 @@ impl Database {
             StorageEngine::RocksDb => Box::new(RocksEngine::open(&dir.join("storage"))?),
             StorageEngine::Memory => Box::new(MemoryEngine::new()),
         };
-        let node = Arc::new(StorageNode::open(engine, &ids)?);
+        let node = Arc::new(StorageNode::open(Closable::new(engine), &ids)?);
         let resume = node.resume_positions()?;
         let checkpoint_ts = node.watermark();
+        // What is on disk at open is a checkpoint (RocksDB's WAL is off).
+        let opened_at = node.store().is_durable().then(|| -> Result<Checkpoint> {
+            Ok(Checkpoint {
+                applied: node.store().applied()?,
+                watermark: checkpoint_ts,
+                gc_horizon: node.gc_horizon(),
+            })
+        });
+        let adjudicator = AdjudicatorConfig {
+            max_txn_age: options.limits.max_txn_age,
+            ..AdjudicatorConfig::default()
+        };
 
         let mut parts = Vec::new();
         let mut floor = checkpoint_ts;
@@ -177,7 +246,7 @@ impl Database {
             let journal = Arc::new(Journal::open_on(
                 disk.clone(),
                 dir.join(format!("journal-{}", p.get())),
-                JournalOptions::default(),
+                options.journal.clone(),
             )?);
             let from = resume.get(&p).copied().unwrap_or(Lsn::FIRST);
             let mut records = Vec::new();
@@ -190,7 +259,7 @@ impl Database {
             let n = manifest.partitions;
             let adj = Adjudicator::replay(
                 p,
-                AdjudicatorConfig::default(),
+                adjudicator.clone(),
                 records,
                 |key| partition_of(key, n) == p,
                 ReplayMode::Embedded { checkpoint_ts },
@@ -214,11 +283,13 @@ impl Database {
             clock: EmbeddedClock::new(floor),
             node: node.clone(),
             tailers: parking_lot::Mutex::new(Vec::new()),
+            maintenance: parking_lot::Mutex::new(None),
+            maintenance_error: parking_lot::Mutex::new(None),
             rng: parking_lot::Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
             budget: RetryBudget::new(&options.retry),
             options,
             parts,
-            _lock: lock,
+            lock: parking_lot::Mutex::new(Some(lock)),
         });
         inner.resolve_undecided().await?;
         for (&p, part) in ids.iter().zip(&inner.parts) {
@@ -230,6 +301,9 @@ impl Database {
                 );
             inner.tailers.lock().push(feed);
         }
+        let history: VecDeque<Checkpoint> = opened_at.transpose()?.into_iter().collect();
+        let task = tokio::spawn(maintain(Arc::downgrade(&inner), history));
+        *inner.maintenance.lock() = Some(task);
         Ok(Database { inner })
     }
 
@@ -239,13 +313,44 @@ impl Database {
         self.inner.transaction(start_ts)
     }
 
-    /// A read-only view as of `ts` (time travel). Reads below the retention horizon
-    /// fail with `SnapshotTooOld` once garbage collection exists; today every version is kept.
+    /// A read-only view as of `ts` (time travel), for any `ts` within the retention window
+    /// ([`Options::retention`]). Older snapshots fail with `SnapshotTooOld`: here if the
+    /// garbage-collection horizon has already passed `ts`, else at the first read after it
+    /// does.
     pub fn snapshot_at(&self, ts: Timestamp) -> Result<Transaction> {
         if ts > self.inner.clock.now().latest {
             return Err(Error::InvalidArgument(format!("{ts} is in the future")));
         }
+        if ts < self.inner.node.gc_horizon() {
+            return Err(Error::SnapshotTooOld);
+        }
         Ok(self.inner.transaction(ts))
+    }
+
+    /// Runs a maintenance round now (see the module docs) and then compacts storage
+    /// completely, so garbage below the horizon is gone from disk. Blocks the calling
+    /// task while RocksDB compacts.
+    pub async fn compact(&self) -> Result<()> {
+        self.inner.maintain_once(&mut VecDeque::new()).await?;
+        Ok(self.inner.node.store().compact()?)
+    }
+
+    /// Journal positions, watermark and garbage-collection horizon.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            journals: self
+                .inner
+                .parts
+                .iter()
+                .map(|p| JournalStats {
+                    first_lsn: p.journal.first_lsn(),
+                    end_lsn: p.journal.durable_end(),
+                    segments: p.journal.segment_count(),
+                })
+                .collect(),
+            watermark: self.inner.node.watermark(),
+            gc_horizon: self.inner.node.gc_horizon(),
+        }
     }
 
     /// Runs `f` in a transaction and commits it, re-running it on retryable errors
@@ -287,10 +392,20 @@ impl Database {
         self.inner.partitions
     }
 
-    /// Closes the database: stops the journals (waiting for queued appends) and the storage
-    /// feed, flushes storage, and releases the directory lock once every clone is dropped.
+    /// Closes the database: stops maintenance, the journals (waiting for queued appends)
+    /// and the storage feed, flushes and closes storage, and releases the directory lock —
+    /// the directory can be opened again at once, even while clones of this handle exist
+    /// (they fail from then on). Closing twice is harmless.
     pub async fn close(&self) -> Result<()> {
-        let mut first_error = None;
+        if self.inner.lock.lock().is_none() {
+            return Ok(()); // closed before
+        }
+        let maintenance = self.inner.maintenance.lock().take();
+        if let Some(task) = maintenance {
+            task.abort();
+            let _ = task.await; // cancelled, or finished; its errors are kept below
+        }
+        let mut first_error = self.inner.maintenance_error.lock().take();
         for part in &self.inner.parts {
             if let Err(e) = part.journal.close() {
                 first_error.get_or_insert(Error::from(e));
@@ -308,13 +423,60 @@ impl Database {
                 }
             }
         }
-        self.inner.node.store().flush()?;
+        if let Err(e) = self.inner.node.store().flush() {
+            first_error.get_or_insert(e.into());
+        }
         self.inner.node.close();
+        self.inner.node.store().shut();
+        drop(self.inner.lock.lock().take());
         first_error.map_or(Ok(()), Err)
     }
 }
 
+/// The maintenance loop: a round every checkpoint interval while the database is open.
+async fn maintain(inner: Weak<Inner>, mut history: VecDeque<Checkpoint>) {
+    let Some(interval) = inner.upgrade().map(|i| i.options.checkpoint_interval) else {
+        return;
+    };
+    loop {
+        tokio::time::sleep(interval).await;
+        let Some(inner) = inner.upgrade() else { return };
+        if let Err(e) = inner.maintain_once(&mut history).await {
+            inner.maintenance_error.lock().get_or_insert(e);
+        }
+    }
+}
+
 impl Inner {
+    /// One maintenance round (see the module docs). `history` holds the checkpoints not yet
+    /// old enough to truncate to, oldest first.
+    async fn maintain_once(&self, history: &mut VecDeque<Checkpoint>) -> Result<()> {
+        let now = self.clock.now();
+        for part in &self.parts {
+            part.adj.lock().await.advance_horizon(now);
+        }
+        // The watermark moves only as every journal does: an idle one gets a heartbeat.
+        self.promise_all(now.earliest).await?;
+        let cutoff = now.earliest.saturating_sub(self.options.retention);
+        let checkpoint = self.node.checkpoint(cutoff)?;
+        if !self.node.store().is_durable() {
+            return Ok(()); // the journals are the only copy: keep them whole
+        }
+        history.push_back(checkpoint);
+        // Every record below a checkpoint's positions has τ ≤ its watermark.
+        while history.get(1).is_some_and(|next| next.watermark < cutoff) {
+            history.pop_front();
+        }
+        let Some(old) = history.front().filter(|c| c.watermark < cutoff) else {
+            return Ok(());
+        };
+        let applied: &BTreeMap<PartitionId, Lsn> = &old.applied;
+        for (p, lsn) in applied {
+            self.part(*p).journal.truncate_prefix(lsn.next())?;
+        }
+        Ok(())
+    }
+
     pub(crate) fn transaction(self: &Arc<Self>, start_ts: Timestamp) -> Transaction {
         let txn_id = {
             let mut rng = self.rng.lock();
@@ -359,21 +521,28 @@ impl Inner {
         }
     }
 
+    /// Makes every journal promise `ts`: a durable heartbeat where nothing at or after `ts`
+    /// was appended yet.
+    async fn promise_all(&self, ts: Timestamp) -> Result<()> {
+        for (i, part) in self.parts.iter().enumerate() {
+            let mut adj = part.adj.lock().await;
+            if let Some(record) = adj.promise(ts) {
+                let p = PartitionId::new(i as u32);
+                self.append_and_wait(p, adj, &record)
+                    .await
+                    .map_err(|_| Error::Unavailable {
+                        reason: format!("{p}: journal append failed"),
+                        retry_after: None,
+                    })?;
+            }
+        }
+        Ok(())
+    }
+
     /// Makes every journal promise `ts` and waits until storage has everything ≤ `ts`.
     pub(crate) async fn read_barrier(&self, ts: Timestamp) -> Result<()> {
         if self.node.watermark() < ts {
-            for (i, part) in self.parts.iter().enumerate() {
-                let mut adj = part.adj.lock().await;
-                if let Some(record) = adj.promise(ts) {
-                    let p = PartitionId::new(i as u32);
-                    self.append_and_wait(p, adj, &record).await.map_err(|_| {
-                        Error::Unavailable {
-                            reason: format!("{p}: journal append failed"),
-                            retry_after: None,
-                        }
-                    })?;
-                }
-            }
+            self.promise_all(ts).await?;
         }
         let deadline = tokio::time::sleep(self.options.read_timeout);
         Ok(self.node.wait_for(ts, deadline).await?)

@@ -121,6 +121,7 @@ impl From<journaldb_storage::Error> for Error {
                 reason: msg,
                 retry_after: None,
             },
+            S::SnapshotTooOld { .. } => Error::SnapshotTooOld,
             S::Corruption(_) | S::Crossbar(_) => Error::Corruption(msg),
             S::InvalidArgument(_) => Error::InvalidArgument(msg),
             _ => Error::Io(msg),

@@ -11,12 +11,14 @@
 //! abort), and an acknowledged commit survives a crash (`SyncMode::Fsync`).
 //!
 //! It is *not* the commit rule (`journaldb-adjudicator`), the log (`journaldb-journal`) or
-//! the version store (`journaldb-storage`): it wires them together in process. Not yet
-//! here: the cluster `Client`, automatic journal truncation, GC and retention.
+//! the version store (`journaldb-storage`): it wires them together in process, with the
+//! maintenance that keeps it bounded (checkpoints, garbage collection below the retention
+//! window, journal truncation). Not yet here: the cluster `Client`.
 //!
 //! Start at [`Database`] (`database.rs`); the pieces it uses are [`partition`],
 //! [`manifest`], [`tailer`] and [`retry`].
 
+mod closable;
 mod database;
 mod error;
 pub mod manifest;
@@ -26,7 +28,8 @@ pub mod retry;
 pub mod tailer;
 mod transaction;
 
-pub use database::{CommitInfo, Database, Options, StorageEngine, SyncMode};
+pub use database::{CommitInfo, Database, JournalStats, Options, Stats, StorageEngine, SyncMode};
 pub use error::{Error, Result};
+pub use journaldb_journal::JournalOptions;
 pub use journaldb_storage::{ScanPage, ScanRange};
 pub use transaction::Transaction;

@@ -4,7 +4,7 @@
 
 use journaldb_journal::Journal;
 use journaldb_proto::{Lsn, PartitionId, pb};
-use journaldb_storage::{StorageNode, VersionStore};
+use journaldb_storage::{Engine, StorageNode};
 use prost::Message;
 
 use crate::error::{Error, Result};
@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 /// Feeds `journal`'s records from `from` into `node` as journal `partition` until the
 /// journal is closed. A record that does not decode, or breaks an ordering invariant, stops
 /// the feed with [`Error::Corruption`]: nothing after it is applied.
-pub async fn tail_into<S: VersionStore>(
+pub async fn tail_into<S: Engine>(
     journal: &Journal,
     partition: PartitionId,
     from: Lsn,

@@ -79,7 +79,8 @@ impl Transaction {
             return Ok(w.clone());
         }
         self.db.read_barrier(self.start_ts).await?;
-        Ok(self.db.node.store().get(key, self.start_ts)?)
+        let at = self.start_ts;
+        Ok(self.db.node.read_at(at, |s| s.get(key, at))?)
     }
 
     /// At most `limit` visible rows of `range` as of the snapshot, with this transaction's
@@ -90,7 +91,7 @@ impl Transaction {
             return Err(Error::InvalidArgument("scan limit must be positive".into()));
         }
         self.db.read_barrier(self.start_ts).await?;
-        let store = self.db.node.store();
+        let node = &self.db.node;
         let in_range = |k: &Bytes| {
             k[..] >= range.start[..] && range.end.as_ref().is_none_or(|e| k[..] < e[..])
         };
@@ -111,7 +112,8 @@ impl Transaction {
         while rows.len() < limit {
             let (stored, resume) = match &cursor {
                 Some(r) => {
-                    let page = store.scan(r, self.start_ts, limit, reverse)?;
+                    let at = self.start_ts;
+                    let page = node.read_at(at, |s| s.scan(r, at, limit, reverse))?;
                     (page.rows, page.resume)
                 }
                 None => (Vec::new(), None),

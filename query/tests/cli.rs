@@ -60,7 +60,19 @@ fn put_get_del_and_scan_work_across_invocations() {
     assert_eq!(gone.status.code(), Some(1));
     assert!(stderr(&gone).contains("not found"));
     let stats = journaldb(&data, &["stats"]);
-    assert_eq!(stdout(&stats), "partitions\t4\n");
+    let stats = stdout(&stats);
+    let lines: Vec<&str> = stats.lines().collect();
+    assert_eq!(lines[0], "partitions\t4");
+    assert!(lines[1].starts_with("watermark\t"), "{stats}");
+    assert_eq!(
+        lines[2], "gc_horizon\t0",
+        "nothing is older than the retention window"
+    );
+    assert_eq!(lines.len(), 3 + 4, "one line per journal: {stats}");
+    assert!(
+        lines[3].starts_with("journal-0\tfirst_lsn 1\tend_lsn "),
+        "{stats}"
+    );
 }
 
 #[test]

@@ -5,6 +5,7 @@ mod cli;
 mod crash;
 mod embedded;
 mod isolation;
+mod maintenance;
 
 /// A 2-worker multi-thread runtime with time and I/O, as the database expects.
 pub fn rt() -> tokio::runtime::Runtime {

@@ -13,10 +13,13 @@
 //! [`Crossbar`] merges the records of every journal and releases what lies at or below the
 //! watermark as atomic batches; [`StorageNode`] writes them and serves reads that wait for
 //! the watermark with a deadline, resuming after a restart from the stored positions.
-//! Not yet here (issue 4): tailing the journals into it, and garbage collection.
+//! Garbage collection ([`gc`]) keeps what reads at or above the horizon need; the node
+//! refuses reads below it. Tailing the journals into a node is the caller's (the transport
+//! differs between embedded and cluster).
 
 mod crossbar;
 pub mod encoding;
+pub mod gc;
 mod memory;
 mod node;
 #[cfg(feature = "rocksdb")]
@@ -25,7 +28,7 @@ mod store;
 
 pub use crossbar::{Crossbar, CrossbarError};
 pub use memory::MemoryEngine;
-pub use node::StorageNode;
+pub use node::{Checkpoint, StorageNode};
 #[cfg(feature = "rocksdb")]
 pub use rocks::RocksEngine;
 pub use store::{Engine, Error, Result, ScanPage, ScanRange, Version, VersionStore, WriteBatch};

@@ -3,8 +3,10 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
+use journaldb_proto::Timestamp;
 use parking_lot::RwLock;
 
+use crate::gc::GcPass;
 use crate::store::{Engine, Result};
 
 /// An ordered map in memory. Nothing survives the process; in simulation it is rebuilt
@@ -18,6 +20,16 @@ impl MemoryEngine {
     /// An empty engine.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Entries stored (versions and metadata), to observe garbage collection.
+    pub fn len(&self) -> usize {
+        self.map.read().len()
+    }
+
+    /// Whether nothing is stored.
+    pub fn is_empty(&self) -> bool {
+        self.map.read().is_empty()
     }
 }
 
@@ -37,6 +49,17 @@ impl Engine for MemoryEngine {
     fn write_atomic(&self, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<()> {
         let mut map = self.map.write();
         map.extend(pairs);
+        Ok(())
+    }
+
+    fn is_durable(&self) -> bool {
+        false
+    }
+
+    /// One complete pass over the whole map (it sees every version of every key).
+    fn collect_garbage(&self, horizon: Timestamp) -> Result<()> {
+        let mut pass = GcPass::new(horizon, true);
+        self.map.write().retain(|k, v| pass.keep(k, v));
         Ok(())
     }
 }

@@ -6,11 +6,17 @@
 //! restart resumes from [`StorageNode::resume_positions`], not from the journals' start.
 //! A read at τ waits until the watermark reaches τ, or its deadline passes
 //! ([`Error::WatermarkTimeout`], retryable) — it never returns an incomplete answer.
-//! It does not own tailing (transport differs between embedded and cluster) or GC.
+//! Reads below the garbage-collection horizon fail with [`Error::SnapshotTooOld`]; the
+//! horizon is checked before and after each read, so a read that overlapped a raise of the
+//! horizon (and so maybe a compaction below it) is refused rather than answered wrongly.
+//! [`StorageNode::checkpoint`] raises the horizon, makes the store durable and lets the engine
+//! collect garbage. It does not own tailing (transport differs between embedded and cluster)
+//! or deciding when to checkpoint.
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::Poll;
 
 use bytes::Bytes;
@@ -19,7 +25,7 @@ use journaldb_sync::DurablePoint;
 use parking_lot::Mutex;
 
 use crate::crossbar::Crossbar;
-use crate::store::{Error, Result, ScanPage, ScanRange, VersionStore};
+use crate::store::{Engine, Error, Result, ScanPage, ScanRange, VersionStore};
 
 /// A version store kept up to date from the journals.
 pub struct StorageNode<S> {
@@ -27,6 +33,19 @@ pub struct StorageNode<S> {
     crossbar: Mutex<Crossbar>,
     /// `end() − 1` is the watermark in nanoseconds: "durable" here means "complete".
     watermark: DurablePoint,
+    /// Reads below this (nanoseconds) are refused; only raised.
+    gc_horizon: AtomicU64,
+}
+
+/// What [`StorageNode::checkpoint`] made durable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Every record of each journal up to this position is stored durably.
+    pub applied: BTreeMap<PartitionId, Lsn>,
+    /// Every version ≤ this is stored (so every record above was at or below it).
+    pub watermark: Timestamp,
+    /// The garbage-collection horizon now in force.
+    pub gc_horizon: Timestamp,
 }
 
 impl<S> std::fmt::Debug for StorageNode<S> {
@@ -37,12 +56,14 @@ impl<S> std::fmt::Debug for StorageNode<S> {
     }
 }
 
-impl<S: VersionStore> StorageNode<S> {
+impl<S: Engine> StorageNode<S> {
     /// A node over `store` for `journals`, resuming from the positions and watermark
     /// stored in it.
     pub fn open(store: S, journals: &[PartitionId]) -> Result<Self> {
         let applied = store.applied()?;
         let watermark = store.watermark()?;
+        let gc_horizon = store.gc_horizon()?;
+        store.collect_garbage(gc_horizon)?;
         let crossbar = Crossbar::new(
             journals
                 .iter()
@@ -53,6 +74,7 @@ impl<S: VersionStore> StorageNode<S> {
             store,
             crossbar: Mutex::new(crossbar),
             watermark: DurablePoint::new(watermark.as_nanos().saturating_add(1)),
+            gc_horizon: AtomicU64::new(gc_horizon.as_nanos()),
         })
     }
 
@@ -107,6 +129,51 @@ impl<S: VersionStore> StorageNode<S> {
         .await
     }
 
+    /// Reads below this fail with [`Error::SnapshotTooOld`].
+    pub fn gc_horizon(&self) -> Timestamp {
+        Timestamp::from_nanos(self.gc_horizon.load(Ordering::Acquire))
+    }
+
+    fn check_horizon(&self, at: Timestamp) -> Result<()> {
+        let horizon = self.gc_horizon();
+        if at < horizon {
+            return Err(Error::SnapshotTooOld { at, horizon });
+        }
+        Ok(())
+    }
+
+    /// Runs `read` (a read of the store as of `at`, after the caller waited for the
+    /// watermark) unless the horizon is, or rises during it, above `at`.
+    pub fn read_at<T>(&self, at: Timestamp, read: impl FnOnce(&S) -> Result<T>) -> Result<T> {
+        self.check_horizon(at)?;
+        let out = read(&self.store)?;
+        self.check_horizon(at)?;
+        Ok(out)
+    }
+
+    /// A checkpoint: raises the garbage-collection horizon to `horizon` (clamped to the
+    /// watermark; never lowered), makes it and everything stored so far durable, and only
+    /// then lets the engine collect below it. Returns what is now durable. Blocks while the
+    /// engine flushes.
+    pub fn checkpoint(&self, horizon: Timestamp) -> Result<Checkpoint> {
+        let (applied, watermark) = {
+            let _writes = self.crossbar.lock();
+            (self.store.applied()?, self.store.watermark()?)
+        };
+        let horizon = horizon.min(watermark).max(self.gc_horizon());
+        // Refuse new reads below it first; reads in progress re-check when they finish.
+        self.gc_horizon
+            .fetch_max(horizon.as_nanos(), Ordering::AcqRel);
+        self.store.write_gc_horizon(horizon)?;
+        self.store.flush()?;
+        self.store.collect_garbage(horizon)?;
+        Ok(Checkpoint {
+            applied,
+            watermark,
+            gc_horizon: horizon,
+        })
+    }
+
     /// `key` as of `at`, once the watermark reaches `at`.
     pub async fn get(
         &self,
@@ -114,8 +181,9 @@ impl<S: VersionStore> StorageNode<S> {
         at: Timestamp,
         deadline: impl Future<Output = ()>,
     ) -> Result<Option<Bytes>> {
+        self.check_horizon(at)?;
         self.wait_for(at, deadline).await?;
-        self.store.get(key, at)
+        self.read_at(at, |s| s.get(key, at))
     }
 
     /// A scan page as of `at`, once the watermark reaches `at`.
@@ -127,8 +195,9 @@ impl<S: VersionStore> StorageNode<S> {
         reverse: bool,
         deadline: impl Future<Output = ()>,
     ) -> Result<ScanPage> {
+        self.check_horizon(at)?;
         self.wait_for(at, deadline).await?;
-        self.store.scan(range, at, limit, reverse)
+        self.read_at(at, |s| s.scan(range, at, limit, reverse))
     }
 
     /// Stops serving: waiting reads fail with [`Error::Closed`].

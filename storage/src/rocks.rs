@@ -4,16 +4,63 @@
 //! memtable only, flushes are atomic, and after a crash the data and the applied positions
 //! (written in the same batch, same column family) agree; replay from the journal from those
 //! positions fills in the rest. Nothing here fsyncs.
+//!
+//! Garbage collection runs as a compaction filter ([`crate::gc::GcPass`] per compaction
+//! run, reading the horizon when the run starts). A run sees every version of a key only if
+//! it is a full compaction with one subcompaction — the RocksDB default kept here — so only
+//! then do tombstones at or below the horizon go.
 
+use std::ffi::CStr;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use rocksdb::{DB, Options, WriteBatch, WriteOptions};
+use journaldb_proto::Timestamp;
+use rocksdb::compaction_filter::{CompactionFilter, Decision};
+use rocksdb::compaction_filter_factory::{CompactionFilterContext, CompactionFilterFactory};
+use rocksdb::{BottommostLevelCompaction, CompactOptions, DB, Options, WriteBatch, WriteOptions};
 
+use crate::gc::GcPass;
 use crate::store::{Engine, Error, Result};
 
 /// A RocksDB database used as an ordered map.
 pub struct RocksEngine {
     db: DB,
+    /// The horizon compactions collect below, in nanoseconds.
+    horizon: Arc<AtomicU64>,
+}
+
+struct GcFilterFactory {
+    horizon: Arc<AtomicU64>,
+}
+
+struct GcFilter(GcPass);
+
+impl CompactionFilterFactory for GcFilterFactory {
+    type Filter = GcFilter;
+
+    fn create(&mut self, context: CompactionFilterContext) -> GcFilter {
+        let horizon = Timestamp::from_nanos(self.horizon.load(Ordering::Acquire));
+        GcFilter(GcPass::new(horizon, context.is_full_compaction))
+    }
+
+    fn name(&self) -> &CStr {
+        c"journaldb-gc"
+    }
+}
+
+impl CompactionFilter for GcFilter {
+    fn filter(&mut self, _level: u32, key: &[u8], value: &[u8]) -> Decision {
+        if self.0.keep(key, value) {
+            Decision::Keep
+        } else {
+            Decision::Remove
+        }
+    }
+
+    fn name(&self) -> &CStr {
+        c"journaldb-gc"
+    }
 }
 
 impl std::fmt::Debug for RocksEngine {
@@ -34,8 +81,14 @@ impl RocksEngine {
         let mut options = Options::default();
         options.create_if_missing(true);
         options.set_atomic_flush(true);
+        // One subcompaction per run (the default, stated because GC relies on it).
+        options.set_max_subcompactions(1);
+        let horizon = Arc::new(AtomicU64::new(0));
+        options.set_compaction_filter_factory(GcFilterFactory {
+            horizon: horizon.clone(),
+        });
         let db = DB::open(&options, path).map_err(io)?;
-        Ok(RocksEngine { db })
+        Ok(RocksEngine { db, horizon })
     }
 
     fn seek(&self, key: &[u8], forward: bool) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
@@ -68,6 +121,25 @@ impl Engine for RocksEngine {
     /// Flushes memtables to SST files (a checkpoint: applied positions become durable).
     fn flush(&self) -> Result<()> {
         self.db.flush().map_err(io)
+    }
+
+    fn is_durable(&self) -> bool {
+        true
+    }
+
+    /// Publishes the horizon to compactions that start from now on.
+    fn collect_garbage(&self, horizon: Timestamp) -> Result<()> {
+        self.horizon.fetch_max(horizon.as_nanos(), Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// A manual compaction of the whole key space down to the bottommost level.
+    fn compact(&self) -> Result<()> {
+        let mut options = CompactOptions::default();
+        options.set_bottommost_level_compaction(BottommostLevelCompaction::Force);
+        self.db
+            .compact_range_opt(None::<&[u8]>, None::<&[u8]>, &options);
+        Ok(())
     }
 
     fn write_atomic(&self, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<()> {

@@ -3,7 +3,8 @@
 //! The MVCC logic (visibility, scans, continuations) is written once, here, on top of an
 //! [`Engine`]: an ordered byte map with atomic batch writes and two seeks. Every engine
 //! therefore answers identically by construction; the conformance suite checks each anyway.
-//! This module does not own the crossbar, watermark or GC: those come with the storage node.
+//! Garbage collection is decided by [`crate::gc::GcPass`] and run by each engine in its own
+//! way ([`Engine::collect_garbage`]); refusing reads below the horizon is the storage node's.
 
 use std::collections::BTreeMap;
 
@@ -42,17 +43,26 @@ pub enum Error {
     /// The storage node was closed.
     #[error("storage node is closed")]
     Closed,
+    /// A read below the garbage-collection horizon: the versions it needs may be gone.
+    #[error("snapshot {at} is older than the garbage-collection horizon {horizon}")]
+    SnapshotTooOld {
+        /// The read timestamp.
+        at: Timestamp,
+        /// The horizon.
+        horizon: Timestamp,
+    },
     /// A journal record broke an invariant; nothing of it was applied.
     #[error(transparent)]
     Crossbar(#[from] crate::crossbar::CrossbarError),
 }
 
 impl Error {
-    /// Whether retrying may succeed: only a watermark timeout (the lagging journal may catch
-    /// up); the rest need an operator or a fixed request.
+    /// Whether retrying may succeed: a watermark timeout (the lagging journal may catch
+    /// up) or a too-old snapshot (retry at a newer one); the rest need an operator or a
+    /// fixed request.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::WatermarkTimeout { .. } => true,
+            Error::WatermarkTimeout { .. } | Error::SnapshotTooOld { .. } => true,
             Error::Io(_)
             | Error::Corruption(_)
             | Error::InvalidArgument(_)
@@ -135,6 +145,17 @@ pub trait Engine: Send + Sync {
     fn flush(&self) -> Result<()> {
         Ok(())
     }
+    /// Whether [`Engine::flush`] makes data survive a restart (false in memory).
+    fn is_durable(&self) -> bool;
+    /// Lets the engine drop versions hidden below `horizon` by the rules of
+    /// [`crate::gc`]: at once (memory) or as it compacts (RocksDB). The caller has already
+    /// made reads below `horizon` fail, and never lowers it.
+    fn collect_garbage(&self, horizon: Timestamp) -> Result<()>;
+    /// Compacts everything now, so garbage and tombstones below the horizon are gone
+    /// (a full pass). Nothing more to do in memory.
+    fn compact(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 impl Engine for Box<dyn Engine> {
@@ -152,6 +173,18 @@ impl Engine for Box<dyn Engine> {
 
     fn flush(&self) -> Result<()> {
         (**self).flush()
+    }
+
+    fn is_durable(&self) -> bool {
+        (**self).is_durable()
+    }
+
+    fn collect_garbage(&self, horizon: Timestamp) -> Result<()> {
+        (**self).collect_garbage(horizon)
+    }
+
+    fn compact(&self) -> Result<()> {
+        (**self).compact()
     }
 }
 
@@ -175,15 +208,38 @@ pub trait VersionStore: Send + Sync {
     fn applied(&self) -> Result<BTreeMap<PartitionId, Lsn>>;
     /// The last watermark written (zero if none).
     fn watermark(&self) -> Result<Timestamp>;
+    /// Records the garbage-collection horizon (durable at the next flush).
+    fn write_gc_horizon(&self, horizon: Timestamp) -> Result<()>;
+    /// The last garbage-collection horizon written (zero if none).
+    fn gc_horizon(&self) -> Result<Timestamp>;
 }
 
 const APPLIED: &[u8] = b"applied/";
 const WATERMARK: &[u8] = b"watermark";
+const GC_HORIZON: &[u8] = b"gc-horizon";
+
+fn meta_key(name: &[u8]) -> Vec<u8> {
+    let mut k = vec![META_PREFIX];
+    k.extend_from_slice(name);
+    k
+}
 
 fn watermark_key() -> Vec<u8> {
-    let mut k = vec![META_PREFIX];
-    k.extend_from_slice(WATERMARK);
-    k
+    meta_key(WATERMARK)
+}
+
+/// The timestamp stored under the meta key `name`, zero if absent.
+fn read_ts<E: Engine + ?Sized>(e: &E, name: &[u8]) -> Result<Timestamp> {
+    let key = meta_key(name);
+    match e.seek_ge(&key)? {
+        Some((k, v)) if k == key => {
+            let nanos: [u8; 8] = v[..]
+                .try_into()
+                .map_err(|_| corrupt("malformed timestamp", &k))?;
+            Ok(Timestamp::from_nanos(u64::from_be_bytes(nanos)))
+        }
+        _ => Ok(Timestamp::ZERO),
+    }
 }
 
 fn applied_key(p: PartitionId) -> Vec<u8> {
@@ -303,16 +359,18 @@ impl<E: Engine> VersionStore for E {
     }
 
     fn watermark(&self) -> Result<Timestamp> {
-        let key = watermark_key();
-        match self.seek_ge(&key)? {
-            Some((k, v)) if k == key => {
-                let nanos: [u8; 8] = v[..]
-                    .try_into()
-                    .map_err(|_| corrupt("malformed watermark", &k))?;
-                Ok(Timestamp::from_nanos(u64::from_be_bytes(nanos)))
-            }
-            _ => Ok(Timestamp::ZERO),
-        }
+        read_ts(self, WATERMARK)
+    }
+
+    fn write_gc_horizon(&self, horizon: Timestamp) -> Result<()> {
+        self.write_atomic(vec![(
+            meta_key(GC_HORIZON),
+            horizon.as_nanos().to_be_bytes().to_vec(),
+        )])
+    }
+
+    fn gc_horizon(&self) -> Result<Timestamp> {
+        read_ts(self, GC_HORIZON)
     }
 
     fn applied(&self) -> Result<BTreeMap<PartitionId, Lsn>> {

@@ -1,12 +1,14 @@
 //! Differential property test: random writes, gets and scans on both engines and on a
 //! model computed from the definition (newest version ≤ τ), with keys that are prefixes of
-//! each other. Cases: `STORAGE_DIFF_CASES` (default 200); one: `STORAGE_DIFF_SEED=<seed>`.
+//! each other, and garbage collection at a rising horizon (with RocksDB flushes and
+//! compactions in between): reads at or above the horizon must not notice it. As in a
+//! storage node, versions written after a horizon was set lie above it. Cases: `STORAGE_DIFF_CASES` (default 200); one: `STORAGE_DIFF_SEED=<seed>`.
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use journaldb_proto::Timestamp;
-use journaldb_storage::{ScanRange, Version, VersionStore, WriteBatch};
+use journaldb_storage::{Engine, ScanRange, Version, VersionStore, WriteBatch};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -75,15 +77,26 @@ fn pick(rng: &mut ChaCha8Rng) -> &'static [u8] {
 fn run(seed: u64) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let (mem, rocks) = (crate::memory(), crate::rocks());
-    let stores: [&dyn VersionStore; 2] = [&*mem.store, &*rocks.store];
+    let stores = [&mem.store, &rocks.store];
     let mut model = Model::default();
+    let mut horizon = 0;
     for _ in 0..60 {
-        match rng.random_range(0..3) {
+        match rng.random_range(0..4) {
+            3 => {
+                horizon = rng.random_range(horizon..horizon + 20);
+                for s in stores {
+                    s.collect_garbage(Timestamp::from_nanos(horizon)).unwrap();
+                }
+                rocks.store.flush().unwrap();
+                if rng.random_bool(0.3) {
+                    rocks.store.compact().unwrap();
+                }
+            }
             0 => {
                 let mut versions = Vec::new();
                 for _ in 0..rng.random_range(1..4) {
                     let k = pick(&mut rng);
-                    let t = Timestamp::from_nanos(rng.random_range(1..50));
+                    let t = Timestamp::from_nanos(rng.random_range(horizon + 1..horizon + 50));
                     let value = rng
                         .random_bool(0.8)
                         .then(|| Bytes::from(format!("{}", rng.random_range(0..1000))));
@@ -105,7 +118,7 @@ fn run(seed: u64) {
             }
             1 => {
                 let k = pick(&mut rng);
-                let at = Timestamp::from_nanos(rng.random_range(0..55));
+                let at = Timestamp::from_nanos(rng.random_range(horizon..horizon + 55));
                 let expect = model.get(k, at);
                 for s in stores {
                     assert_eq!(
@@ -127,7 +140,7 @@ fn run(seed: u64) {
                             .then(|| Bytes::copy_from_slice(a.max(b))),
                     }
                 };
-                let at = Timestamp::from_nanos(rng.random_range(0..55));
+                let at = Timestamp::from_nanos(rng.random_range(horizon..horizon + 55));
                 let reverse = rng.random_bool(0.5);
                 let limit = rng.random_range(1..5);
                 let expect = model.scan(&range, at, reverse);

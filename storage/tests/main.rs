@@ -5,12 +5,12 @@ mod crossbar;
 mod differential;
 mod node;
 
-use journaldb_storage::{MemoryEngine, RocksEngine, VersionStore};
+use journaldb_storage::{Engine, MemoryEngine, RocksEngine};
 
 /// A store under test, and whatever keeps it alive (a temp dir).
 pub struct Subject {
     /// The store.
-    pub store: Box<dyn VersionStore>,
+    pub store: Box<dyn Engine>,
     _dir: Option<tempfile::TempDir>,
 }
 

@@ -176,6 +176,18 @@ async fn execute(db: &Database, command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Stats => {
             writeln!(out, "partitions\t{}", db.partitions())?;
+            let stats = db.stats();
+            writeln!(out, "watermark\t{}", stats.watermark.as_nanos())?;
+            writeln!(out, "gc_horizon\t{}", stats.gc_horizon.as_nanos())?;
+            for (p, j) in stats.journals.iter().enumerate() {
+                writeln!(
+                    out,
+                    "journal-{p}\tfirst_lsn {}\tend_lsn {}\tsegments {}",
+                    j.first_lsn.get(),
+                    j.end_lsn.get(),
+                    j.segments
+                )?;
+            }
         }
         Command::Shell { json } => {
             drop(out);
