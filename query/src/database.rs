@@ -355,7 +355,11 @@ impl Database {
 
     /// Runs `f` in a transaction and commits it, re-running it on retryable errors
     /// (conflicts, too-old snapshots, unavailability) with full-jitter backoff, while
-    /// the retry budget allows. Other errors — `CommitUnknown` among them — are returned.
+    /// the retry budget allows. After `CommitUnknown` it asks the coordinator for the
+    /// transaction's outcome by its id: committed is success, aborted is re-run, and if the
+    /// outcome cannot be learned (the journal failed mid-append) `CommitUnknown` is
+    /// returned — never a second run of a transaction that may have committed. Other
+    /// errors are returned.
     pub async fn transact<T>(
         &self,
         mut f: impl AsyncFnMut(&mut Transaction) -> Result<T>,
@@ -365,7 +369,15 @@ impl Database {
         loop {
             let mut tx = self.begin();
             let outcome = match f(&mut tx).await {
-                Ok(value) => tx.commit().await.map(|_| value),
+                Ok(value) => {
+                    let (txn_id, coordinator) = (tx.txn_id(), tx.coordinator());
+                    match (tx.commit().await, coordinator) {
+                        (Err(Error::CommitUnknown), Some(c)) => {
+                            self.inner.outcome(txn_id, c).await.map(|_| value)
+                        }
+                        (result, _) => result.map(|_| value),
+                    }
+                }
                 Err(e) => Err(e),
             };
             match outcome {
@@ -514,6 +526,29 @@ impl Inner {
         Ok(())
     }
 
+    /// The outcome of `txn_id` as its coordinator knows it: `Ok(τc)` if it committed,
+    /// `Unavailable` (retryable) if it never will, `CommitUnknown` if it cannot tell — its
+    /// journal failed, so the record may or may not be durable until a reopen recovers it.
+    /// Asking decides an undecided transaction aborted for good.
+    pub(crate) async fn outcome(
+        &self,
+        txn_id: TxnId,
+        coordinator: PartitionId,
+    ) -> Result<Timestamp> {
+        let mut adj = self.part(coordinator).adj.lock().await;
+        if adj.is_stepped_down() {
+            return Err(Error::CommitUnknown);
+        }
+        match adj.status(txn_id) {
+            TxnStatus::Committed(ts) => Ok(ts),
+            TxnStatus::Aborted => Err(Error::Unavailable {
+                reason: format!("{txn_id} did not commit: a journal append failed"),
+                retry_after: None,
+            }),
+            TxnStatus::InFlight => Err(Error::CommitUnknown),
+        }
+    }
+
     /// Waits until `now().earliest > ts` (commit wait; nanoseconds with the embedded clock).
     pub(crate) async fn commit_wait(&self, ts: Timestamp) {
         while self.clock.now().earliest <= ts {
@@ -570,5 +605,37 @@ impl Inner {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_outcome_of_a_transaction_can_be_asked_by_its_id() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        rt.block_on(async {
+            let options = Options {
+                storage: StorageEngine::Memory,
+                seed: Some(1),
+                ..Options::default()
+            };
+            let db = Database::open_with(dir.path(), options).await.unwrap();
+            let mut tx = db.begin();
+            tx.put("k", "v").unwrap();
+            let (id, coordinator) = (tx.txn_id(), tx.coordinator().unwrap());
+            let committed = tx.commit().await.unwrap().commit_ts;
+            assert_eq!(db.inner.outcome(id, coordinator).await.unwrap(), committed);
+            let never = TxnId::new(12345);
+            let err = db.inner.outcome(never, coordinator).await.unwrap_err();
+            assert!(matches!(err, Error::Unavailable { .. }), "{err}");
+            db.close().await.unwrap();
+        });
     }
 }

@@ -71,6 +71,19 @@ impl Transaction {
         self.start_ts
     }
 
+    /// This transaction's id: its commit is idempotent by it, and its outcome can be asked
+    /// by it after `CommitUnknown`.
+    pub fn txn_id(&self) -> TxnId {
+        self.txn_id
+    }
+
+    /// The partition whose adjudicator decides this transaction's commit (and keeps its
+    /// outcome): the one owning its first written key. `None` for a read-only transaction.
+    pub(crate) fn coordinator(&self) -> Option<PartitionId> {
+        let first = self.writes.keys().next()?;
+        Some(partition_of(first, self.db.partitions))
+    }
+
     /// The value of `key`: this transaction's own write if any, else the snapshot's.
     pub async fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Bytes>> {
         let key = key.as_ref();
@@ -276,12 +289,8 @@ impl Transaction {
         by_part: BTreeMap<PartitionId, Vec<Mutation>>,
     ) -> Result<Timestamp> {
         let db = &self.db;
-        // The coordinator owns the first key.
         let coordinator = self
-            .writes
-            .keys()
-            .next()
-            .map(|k| partition_of(k, db.partitions))
+            .coordinator()
             .ok_or_else(|| Error::InvalidArgument("nothing to commit".into()))?;
         let mut voted = Vec::new();
         let mut votes = Vec::new();
@@ -297,9 +306,13 @@ impl Transaction {
             match adj.prepare(db.clock.now(), &req) {
                 PrepareDecision::Append { vote_ts, record } => {
                     voted.push(p);
-                    if let Err(e) = db.append_and_wait(p, adj, &record).await {
+                    if db.append_and_wait(p, adj, &record).await.is_err() {
+                        // No `Commit` can exist without every vote: this is a definite abort.
                         self.abort(&voted).await;
-                        return Err(e);
+                        return Err(Error::Unavailable {
+                            reason: format!("{p}: journal append failed; nothing was committed"),
+                            retry_after: None,
+                        });
                     }
                     votes.push(vote_ts);
                 }

@@ -2,6 +2,7 @@
 
 mod bank;
 mod cli;
+mod commit_unknown;
 mod crash;
 mod embedded;
 mod isolation;
