@@ -360,20 +360,35 @@ impl Database {
     /// outcome cannot be learned (the journal failed mid-append) `CommitUnknown` is
     /// returned — never a second run of a transaction that may have committed. Other
     /// errors are returned.
-    pub async fn transact<T>(
-        &self,
+    ///
+    /// The returned future borrows nothing from `self`, so it can be spawned; in a spawned
+    /// task, give the closure its own copies of what it uses (`async move |tx| …`): an async
+    /// closure that borrows from its surroundings makes a future rustc cannot yet prove
+    /// `Send`.
+    pub fn transact<T, F>(&self, f: F) -> impl Future<Output = Result<T>> + use<T, F>
+    where
+        F: AsyncFnMut(&mut Transaction) -> Result<T>,
+    {
+        // An owned handle, so the future borrows nothing from the caller (spawnable).
+        let db = self.clone();
+        async move { db.transact_owned(f).await }
+    }
+
+    async fn transact_owned<T>(
+        self,
         mut f: impl AsyncFnMut(&mut Transaction) -> Result<T>,
     ) -> Result<T> {
-        let policy = &self.inner.options.retry;
+        let inner = self.inner.clone();
+        let policy = inner.options.retry.clone();
         let mut attempt = 1;
         loop {
-            let mut tx = self.begin();
+            let mut tx = inner.transaction(inner.clock.now().latest);
             let outcome = match f(&mut tx).await {
                 Ok(value) => {
                     let (txn_id, coordinator) = (tx.txn_id(), tx.coordinator());
                     match (tx.commit().await, coordinator) {
                         (Err(Error::CommitUnknown), Some(c)) => {
-                            self.inner.outcome(txn_id, c).await.map(|_| value)
+                            inner.outcome(txn_id, c).await.map(|_| value)
                         }
                         (result, _) => result.map(|_| value),
                     }
@@ -382,15 +397,15 @@ impl Database {
             };
             match outcome {
                 Ok(value) => {
-                    self.inner.budget.on_success();
+                    inner.budget.on_success();
                     return Ok(value);
                 }
                 Err(e)
                     if e.is_retryable()
                         && attempt < policy.max_attempts
-                        && self.inner.budget.try_take() =>
+                        && inner.budget.try_take() =>
                 {
-                    let pause = policy.backoff(attempt, &mut *self.inner.rng.lock());
+                    let pause = policy.backoff(attempt, &mut *inner.rng.lock());
                     tokio::time::sleep(pause).await;
                     attempt += 1;
                 }

@@ -7,6 +7,7 @@ mod crash;
 mod embedded;
 mod isolation;
 mod maintenance;
+mod sigkill;
 
 /// A 2-worker multi-thread runtime with time and I/O, as the database expects.
 pub fn rt() -> tokio::runtime::Runtime {
