@@ -21,13 +21,14 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
 use journaldb_adjudicator::{Adjudicator, AdjudicatorConfig, ReplayMode, TxnStatus};
 use journaldb_journal::disk::{DirLock, Disk, RealDisk};
-use journaldb_journal::{Journal, JournalOptions};
+use journaldb_journal::{Journal, JournalOptions, Submitted};
 use journaldb_proto::{Clock, EmbeddedClock, Limits, Lsn, PartitionId, Timestamp, TxnId, pb};
 use journaldb_storage::{Checkpoint, Engine, MemoryEngine, RocksEngine, StorageNode, VersionStore};
 use prost::Message;
@@ -160,6 +161,8 @@ pub(crate) struct Inner {
     /// The first error of a maintenance round, reported by `close`.
     maintenance_error: parking_lot::Mutex<Option<Error>>,
     pub(crate) rng: parking_lot::Mutex<ChaCha8Rng>,
+    /// The newest acknowledged commit τ, in nanoseconds: a floor for new snapshots.
+    acknowledged: AtomicU64,
     pub(crate) budget: RetryBudget,
     /// Released by `close` (or when the last clone is dropped).
     lock: parking_lot::Mutex<Option<DirLock>>,
@@ -286,6 +289,8 @@ impl Database {
             maintenance: parking_lot::Mutex::new(None),
             maintenance_error: parking_lot::Mutex::new(None),
             rng: parking_lot::Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
+            // Anything in the journals may have been acknowledged before a crash.
+            acknowledged: AtomicU64::new(floor.as_nanos()),
             budget: RetryBudget::new(&options.retry),
             options,
             parts,
@@ -309,8 +314,7 @@ impl Database {
 
     /// Begins a transaction reading at now.
     pub fn begin(&self) -> Transaction {
-        let start_ts = self.inner.clock.now().latest;
-        self.inner.transaction(start_ts)
+        self.inner.transaction(self.inner.start_ts())
     }
 
     /// A read-only view as of `ts` (time travel), for any `ts` within the retention window
@@ -382,7 +386,7 @@ impl Database {
         let policy = inner.options.retry.clone();
         let mut attempt = 1;
         loop {
-            let mut tx = inner.transaction(inner.clock.now().latest);
+            let mut tx = inner.transaction(inner.start_ts());
             let outcome = match f(&mut tx).await {
                 Ok(value) => {
                     let (txn_id, coordinator) = (tx.txn_id(), tx.coordinator());
@@ -521,19 +525,35 @@ impl Inner {
     pub(crate) async fn append_and_wait(
         &self,
         p: PartitionId,
-        adj: tokio::sync::MutexGuard<'_, Adjudicator>,
+        mut adj: tokio::sync::MutexGuard<'_, Adjudicator>,
         record: &pb::Record,
     ) -> Result<()> {
-        let mut adj = adj;
-        let journal = &self.part(p).journal;
-        let submitted = match journal.submit(encode(record)).await {
-            Ok(s) => s,
-            Err(_) => {
-                adj.append_failed();
-                return Err(Error::CommitUnknown);
-            }
-        };
+        let submitted = self.submit(p, &mut adj, record).await?;
         drop(adj);
+        self.wait_durable(p, submitted).await
+    }
+
+    /// Queues `record` on partition `p`'s journal; `adj` (its adjudicator, locked by the
+    /// caller) steps down if the journal refuses.
+    async fn submit(
+        &self,
+        p: PartitionId,
+        adj: &mut Adjudicator,
+        record: &pb::Record,
+    ) -> Result<Submitted<'_>> {
+        self.part(p)
+            .journal
+            .submit(encode(record))
+            .await
+            .map_err(|_| {
+                adj.append_failed();
+                Error::CommitUnknown
+            })
+    }
+
+    /// Waits until a queued record is durable; partition `p`'s adjudicator steps down if
+    /// it cannot be.
+    async fn wait_durable(&self, p: PartitionId, submitted: Submitted<'_>) -> Result<()> {
         if submitted.durable().await.is_err() {
             self.part(p).adj.lock().await.append_failed();
             return Err(Error::CommitUnknown);
@@ -564,27 +584,71 @@ impl Inner {
         }
     }
 
-    /// Waits until `now().earliest > ts` (commit wait; nanoseconds with the embedded clock).
-    pub(crate) async fn commit_wait(&self, ts: Timestamp) {
+    /// What happens between a commit's durability and its acknowledgement: commit wait
+    /// (`now().earliest > ts`; nanoseconds with the embedded clock), then — best effort,
+    /// bounded by the read timeout — until storage's watermark reaches `ts`, so that the
+    /// next [`Inner::start_ts`] (usually the watermark) needs no wait to see it. Then `ts`
+    /// becomes a lower bound for every later start timestamp: real-time order holds even if
+    /// storage lags.
+    pub(crate) async fn acknowledge(&self, ts: Timestamp) {
         while self.clock.now().earliest <= ts {
             tokio::task::yield_now().await;
         }
+        if self.node.watermark() < ts && self.promise_all(ts).await.is_ok() {
+            // In slices, to give up at once if a journal fails (storage then cannot pass it).
+            let slice = Duration::from_millis(10);
+            let slices = self.options.read_timeout.as_millis() / slice.as_millis();
+            for _ in 0..slices {
+                let waited = self.node.wait_for(ts, tokio::time::sleep(slice)).await;
+                let lagging = matches!(
+                    waited,
+                    Err(journaldb_storage::Error::WatermarkTimeout { .. })
+                );
+                if !lagging || self.parts.iter().any(|p| p.journal.is_poisoned()) {
+                    break;
+                }
+            }
+        }
+        self.acknowledged.fetch_max(ts.as_nanos(), Ordering::AcqRel);
+    }
+
+    /// The snapshot of a new transaction: every commit acknowledged so far is at or below
+    /// it. Storage's watermark when it is that recent (reads then wait for nothing), else
+    /// the newest acknowledged τ; `now` if either is older than half the longest
+    /// transaction (an idle database), so the snapshot cannot become too old while read.
+    pub(crate) fn start_ts(&self) -> Timestamp {
+        let acknowledged = Timestamp::from_nanos(self.acknowledged.load(Ordering::Acquire));
+        let ts = self.node.watermark().max(acknowledged);
+        let now = self.clock.now().latest;
+        if now.saturating_duration_since(ts) > self.options.limits.max_txn_age / 2 {
+            return now;
+        }
+        ts
     }
 
     /// Makes every journal promise `ts`: a durable heartbeat where nothing at or after `ts`
-    /// was appended yet.
+    /// was appended yet. The heartbeats are queued on every journal first, then awaited.
     async fn promise_all(&self, ts: Timestamp) -> Result<()> {
+        let unavailable = |p: PartitionId| Error::Unavailable {
+            reason: format!("{p}: journal append failed"),
+            retry_after: None,
+        };
+        let mut queued = Vec::new();
         for (i, part) in self.parts.iter().enumerate() {
+            let p = PartitionId::new(i as u32);
             let mut adj = part.adj.lock().await;
             if let Some(record) = adj.promise(ts) {
-                let p = PartitionId::new(i as u32);
-                self.append_and_wait(p, adj, &record)
+                let submitted = self
+                    .submit(p, &mut adj, &record)
                     .await
-                    .map_err(|_| Error::Unavailable {
-                        reason: format!("{p}: journal append failed"),
-                        retry_after: None,
-                    })?;
+                    .map_err(|_| unavailable(p))?;
+                queued.push((p, submitted));
             }
+        }
+        for (p, submitted) in queued {
+            self.wait_durable(p, submitted)
+                .await
+                .map_err(|_| unavailable(p))?;
         }
         Ok(())
     }

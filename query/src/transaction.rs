@@ -255,7 +255,7 @@ impl Transaction {
         } else {
             self.commit_cross(by_part).await?
         };
-        self.db.commit_wait(commit_ts).await;
+        self.db.acknowledge(commit_ts).await;
         Ok(CommitInfo { commit_ts })
     }
 
