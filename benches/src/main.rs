@@ -2,7 +2,9 @@
 //!
 //! Speed targets are checked here, never in tests. Each command measures journaldb and a
 //! baseline on the same machine in the same run, so results are read as ratios.
-//! `journaldb-bench journal` measures the durable journal against raw `fdatasync`.
+//! `journaldb-bench journal` measures the durable journal against raw `fdatasync`;
+//! `journaldb-bench embedded` the embedded database against RocksDB's
+//! `OptimisticTransactionDB`.
 //!
 //! Build with optimized workspace crates (dependencies are always optimized):
 //! `CARGO_PROFILE_DEV_OPT_LEVEL=3 cargo run -p journaldb-bench -- journal`.
@@ -12,6 +14,7 @@
     reason = "benchmarks measure wall-clock time and run their own threads"
 )]
 
+mod embedded;
 mod journal;
 mod report;
 
@@ -29,10 +32,18 @@ struct Cli {
 enum Command {
     /// Durable appends/s and append latency of the journal against raw fdatasync.
     Journal(journal::Args),
+    /// Transactions, point reads and reopen time of the embedded database against
+    /// RocksDB's OptimisticTransactionDB (sync = true).
+    Embedded(embedded::Args),
+    /// The child process of `embedded`'s reopen measurement (writes until killed).
+    #[command(hide = true)]
+    EmbeddedHistory(embedded::HistoryArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Journal(args) => journal::run(args),
+        Command::Embedded(args) => embedded::run(args),
+        Command::EmbeddedHistory(args) => embedded::history(args),
     }
 }

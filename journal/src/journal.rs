@@ -239,6 +239,12 @@ impl Journal {
         self.shared.segments.read()[0].first_lsn
     }
 
+    /// The Lsn the next submitted record gets: every record below it has been handed out
+    /// (queued, maybe not yet durable).
+    pub fn submitted_end(&self) -> Lsn {
+        Lsn::new(self.shared.batcher.next_seq())
+    }
+
     /// Every record below this Lsn is durable; the next append gets at least this Lsn.
     pub fn durable_end(&self) -> Lsn {
         Lsn::new(self.shared.durable.end())

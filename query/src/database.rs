@@ -385,8 +385,17 @@ impl Database {
         let inner = self.inner.clone();
         let policy = inner.options.retry.clone();
         let mut attempt = 1;
+        let mut fresh = false;
         loop {
-            let mut tx = inner.transaction(inner.start_ts());
+            // After a conflict, the retry reads at `now`, which includes the conflicting
+            // write (it committed at or below our old τc < now): reads then wait for it to
+            // be applied instead of conflicting with it again.
+            let start_ts = if fresh {
+                inner.clock.now().latest
+            } else {
+                inner.start_ts()
+            };
+            let mut tx = inner.transaction(start_ts);
             let outcome = match f(&mut tx).await {
                 Ok(value) => {
                     let (txn_id, coordinator) = (tx.txn_id(), tx.coordinator());
@@ -409,6 +418,7 @@ impl Database {
                         && attempt < policy.max_attempts
                         && inner.budget.try_take() =>
                 {
+                    fresh = matches!(e, Error::Conflict { .. } | Error::SnapshotTooOld);
                     let pause = policy.backoff(attempt, &mut *inner.rng.lock());
                     tokio::time::sleep(pause).await;
                     attempt += 1;
@@ -626,29 +636,19 @@ impl Inner {
         ts
     }
 
-    /// Makes every journal promise `ts`: a durable heartbeat where nothing at or after `ts`
-    /// was appended yet. The heartbeats are queued on every journal first, then awaited.
+    /// Makes every journal promise `ts` to storage: no record with τ ≤ `ts` beyond those
+    /// already handed out. In memory — a heartbeat without a write or fsync: the storage
+    /// node is in this process, and after a crash every new τ lies above everything
+    /// storage was promised (the clock restarts above the stored watermark).
     async fn promise_all(&self, ts: Timestamp) -> Result<()> {
-        let unavailable = |p: PartitionId| Error::Unavailable {
-            reason: format!("{p}: journal append failed"),
-            retry_after: None,
-        };
-        let mut queued = Vec::new();
         for (i, part) in self.parts.iter().enumerate() {
             let p = PartitionId::new(i as u32);
+            // Under the adjudicator's lock, nothing else is being handed out.
             let mut adj = part.adj.lock().await;
-            if let Some(record) = adj.promise(ts) {
-                let submitted = self
-                    .submit(p, &mut adj, &record)
-                    .await
-                    .map_err(|_| unavailable(p))?;
-                queued.push((p, submitted));
+            if adj.promise(ts).is_some() {
+                let through = Lsn::new(part.journal.submitted_end().get().saturating_sub(1));
+                self.node.promise(p, through, ts)?;
             }
-        }
-        for (p, submitted) in queued {
-            self.wait_durable(p, submitted)
-                .await
-                .map_err(|_| unavailable(p))?;
         }
         Ok(())
     }

@@ -4,6 +4,11 @@
 //! once every journal has shown a record past τ, no record ≤ τ can still arrive: reads at
 //! τ ≤ watermark are complete.
 //!
+//! A journal's writer can also *promise* τ in memory ([`Crossbar::promise`]): "no record
+//! with τ ≤ ts after Lsn `through`". Once the records up to `through` are pushed, the journal
+//! counts as having shown τ ts — a heartbeat without a write, for a storage node in the same
+//! process as the writer (embedded mode), whose promise cannot outlive it.
+//!
 //! Sans-IO: callers push records they tailed and write the batches it returns. It checks
 //! both invariants it relies on — dense Lsns and strictly increasing τ per journal — and
 //! reports a violation as an error rather than apply a wrong history. It does not own
@@ -64,12 +69,29 @@ struct Queue {
     next_lsn: Lsn,
     /// Records not yet released: (τ, Lsn, versions).
     pending: VecDeque<(Timestamp, Lsn, Vec<Version>)>,
+    /// Promises waiting for their records: (through, τ), in order of both.
+    promises: VecDeque<(Lsn, Timestamp)>,
+}
+
+impl Queue {
+    /// Counts the promises whose records have all been pushed.
+    fn keep_promises(&mut self) {
+        while let Some(&(through, ts)) = self.promises.front() {
+            if through >= self.next_lsn {
+                break;
+            }
+            self.newest = self.newest.max(ts);
+            self.promises.pop_front();
+        }
+    }
 }
 
 /// Merges journals by τ up to the watermark.
 #[derive(Debug)]
 pub struct Crossbar {
     journals: BTreeMap<PartitionId, Queue>,
+    /// The watermark of the last batch released.
+    released: Timestamp,
 }
 
 impl Crossbar {
@@ -87,10 +109,12 @@ impl Crossbar {
                         newest: applied_ts,
                         next_lsn: applied.next(),
                         pending: VecDeque::new(),
+                        promises: VecDeque::new(),
                     };
                     (p, queue)
                 })
                 .collect(),
+            released: applied_ts,
         }
     }
 
@@ -167,11 +191,33 @@ impl Crossbar {
         q.newest = ts;
         q.next_lsn = lsn.next();
         q.pending.push_back((ts, lsn, versions));
+        q.keep_promises();
+        Ok(())
+    }
+
+    /// `journal`'s writer promises that after Lsn `through` it holds no record with τ ≤
+    /// `ts` (it raised its floor to `ts` having handed out Lsns up to `through`). Records
+    /// pushed later with τ ≤ `ts` are refused as out of order.
+    pub fn promise(
+        &mut self,
+        journal: PartitionId,
+        through: Lsn,
+        ts: Timestamp,
+    ) -> Result<(), CrossbarError> {
+        let q = self
+            .journals
+            .get_mut(&journal)
+            .ok_or(CrossbarError::UnknownJournal(journal))?;
+        if q.promises.back().is_none_or(|&(_, last)| last < ts) {
+            q.promises.push_back((through, ts));
+        }
+        q.keep_promises();
         Ok(())
     }
 
     /// Releases every pushed record with τ ≤ the watermark, as one batch with the new
-    /// applied position of each journal it advances; `None` if there is nothing to release.
+    /// applied position of each journal it advances and the watermark; `None` if neither
+    /// records nor the watermark moved.
     pub fn drain(&mut self) -> Option<WriteBatch> {
         let watermark = self.watermark();
         let mut batch = WriteBatch::default();
@@ -188,9 +234,10 @@ impl Crossbar {
                 batch.applied.push((p, lsn));
             }
         }
-        if batch.applied.is_empty() {
+        if batch.applied.is_empty() && watermark <= self.released {
             return None;
         }
+        self.released = self.released.max(watermark);
         batch.watermark = Some(watermark);
         Some(batch)
     }
@@ -237,6 +284,41 @@ mod tests {
         assert_eq!(batch.versions[0].value, Some(Bytes::from_static(b"v30")));
         assert_eq!(batch.applied, vec![(A, Lsn::new(2))]);
         assert_eq!(x.watermark(), Timestamp::from_nanos(30));
+    }
+
+    #[test]
+    fn a_promise_counts_once_the_records_before_it_are_pushed() {
+        let mut x = Crossbar::new([(A, Lsn::ZERO), (B, Lsn::ZERO)], Timestamp::ZERO);
+        x.push(A, Lsn::new(1), &commit(10, "a")).unwrap();
+        x.push(A, Lsn::new(2), &commit(60, "a")).unwrap();
+        // B handed out Lsns 1 and 2 (not yet pushed), then promised 50.
+        x.promise(B, Lsn::new(2), Timestamp::from_nanos(50))
+            .unwrap();
+        assert_eq!(
+            x.watermark(),
+            Timestamp::ZERO,
+            "B's records up to 2 are not here"
+        );
+        x.push(B, Lsn::new(1), &commit(20, "b")).unwrap();
+        assert_eq!(x.watermark(), Timestamp::from_nanos(20));
+        x.push(B, Lsn::new(2), &commit(30, "b")).unwrap();
+        assert_eq!(x.watermark(), Timestamp::from_nanos(50));
+        let batch = x.drain().unwrap();
+        let ts: Vec<u64> = batch.versions.iter().map(|v| v.ts.as_nanos()).collect();
+        assert_eq!(ts, vec![10, 20, 30], "60 is above the watermark");
+        assert_eq!(batch.watermark, Some(Timestamp::from_nanos(50)));
+        // A promise alone moves the watermark: a batch with no versions says so.
+        x.promise(B, Lsn::new(2), Timestamp::from_nanos(70))
+            .unwrap();
+        let batch = x.drain().unwrap();
+        assert_eq!(batch.watermark, Some(Timestamp::from_nanos(60)));
+        assert_eq!(batch.applied, vec![(A, Lsn::new(2))]);
+        assert!(x.drain().is_none(), "nothing moved since");
+        // Having promised 70, B's next record must be after it.
+        assert!(matches!(
+            x.push(B, Lsn::new(3), &commit(65, "b")),
+            Err(CrossbarError::TimestampOrder { .. })
+        ));
     }
 
     #[test]

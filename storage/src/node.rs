@@ -97,9 +97,22 @@ impl<S: Engine> StorageNode<S> {
     pub fn ingest(&self, journal: PartitionId, lsn: Lsn, record: &pb::Record) -> Result<()> {
         let mut crossbar = self.crossbar.lock();
         crossbar.push(journal, lsn, record)?;
+        self.release(&mut crossbar)
+    }
+
+    /// An in-memory promise of `journal`'s writer in this process (see [`Crossbar::promise`]):
+    /// no record with τ ≤ `ts` after Lsn `through`.
+    pub fn promise(&self, journal: PartitionId, through: Lsn, ts: Timestamp) -> Result<()> {
+        let mut crossbar = self.crossbar.lock();
+        crossbar.promise(journal, through, ts)?;
+        self.release(&mut crossbar)
+    }
+
+    /// Writes what the watermark releases. Called under the crossbar lock, so batches reach
+    /// the store in order.
+    fn release(&self, crossbar: &mut Crossbar) -> Result<()> {
         if let Some(batch) = crossbar.drain() {
             let watermark = batch.watermark.unwrap_or(Timestamp::ZERO);
-            // Written under the crossbar lock: batches reach the store in order.
             self.store.write(batch)?;
             let end = watermark.as_nanos().saturating_add(1);
             if end > self.watermark.end() {
