@@ -59,6 +59,9 @@ pub struct Args {
     /// History sizes (MB) for the reopen-after-SIGKILL measurement.
     #[arg(long, value_delimiter = ',', default_value = "100,1000")]
     history_mb: Vec<u64>,
+    /// Partitions of the journaldb database.
+    #[arg(long, default_value_t = 1)]
+    partitions: u32,
     /// Skip the reopen measurement.
     #[arg(long)]
     no_reopen: bool,
@@ -141,15 +144,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("creating {}", args.dir.display()))?;
     println!(
-        "embedded benchmark: dir {}, {} keys, {} B values, {:.1} s per point, {} cores",
+        "embedded benchmark: dir {}, {} partitions, {} keys, {} B values, {:.1} s per point, {} cores",
         args.dir.display(),
+        args.partitions,
         args.keys,
         args.value_bytes,
         args.seconds,
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     let rt = runtime()?;
-    let db = rt.block_on(Database::open(args.dir.join("journaldb")))?;
+    let options = Options {
+        partitions: Some(args.partitions),
+        ..Options::default()
+    };
+    let db = rt.block_on(Database::open_with(args.dir.join("journaldb"), options))?;
     let rocks = Arc::new(open_rocks(&args.dir.join("rocksdb"))?);
     let loaded = Instant::now();
     rt.block_on(load_journaldb(&db, args.keys, args.value_bytes))?;

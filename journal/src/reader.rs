@@ -147,6 +147,12 @@ impl Tail {
         self.reader.position()
     }
 
+    /// The next record if it is durable already; `Ok(None)` otherwise (never waits). For
+    /// taking the rest of a batch after [`Tail::next`].
+    pub fn try_next(&mut self) -> Result<Option<(Lsn, Bytes)>> {
+        self.reader.next_record()
+    }
+
     /// The next record, waiting until it is durable. `Ok(None)` once the journal closed
     /// and every durable record was yielded; [`Error::Poisoned`] if it failed.
     pub async fn next(&mut self) -> Result<Option<(Lsn, Bytes)>> {

@@ -59,8 +59,11 @@ pub enum SyncMode {
 /// Settings of an embedded database.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Partitions (adjudicators with a journal each). Fixed at creation: `None` means 4 for
-    /// a new database and the stored count for an existing one.
+    /// Partitions (adjudicators with a journal each). Fixed at creation: `None` means 1 for
+    /// a new database and the stored count for an existing one. On one disk one journal
+    /// is fastest — its group commit batches every concurrent commit into one fsync, where
+    /// N journals pay N fsyncs (docs/BENCHMARKS.md); more partitions spread adjudication
+    /// and exercise the cross-partition protocol a cluster uses.
     pub partitions: Option<u32>,
     /// Durability of commits.
     pub sync: SyncMode,
@@ -221,7 +224,7 @@ impl Database {
             }
             _ => Error::Io(format!("locking {}: {e}", dir.display())),
         })?;
-        let manifest = Manifest::load_or_create(&*disk, &dir, options.partitions, 4)?;
+        let manifest = Manifest::load_or_create(&*disk, &dir, options.partitions, 1)?;
         let ids: Vec<PartitionId> = (0..manifest.partitions).map(PartitionId::new).collect();
         let engine: Box<dyn Engine> = match options.storage {
             StorageEngine::RocksDb => Box::new(RocksEngine::open(&dir.join("storage"))?),

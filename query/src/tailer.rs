@@ -18,15 +18,29 @@ pub async fn tail_into<S: Engine>(
     from: Lsn,
     node: &StorageNode<S>,
 ) -> Result<()> {
+    let decode = |lsn: Lsn, payload: bytes::Bytes| {
+        pb::Record::decode(payload)
+            .map_err(|e| Error::Corruption(format!("{partition}, {lsn}: undecodable record: {e}")))
+    };
     let mut tail = journal.tail(from)?;
+    let mut records = Vec::new();
     while let Some((lsn, payload)) = tail.next().await? {
-        let record = pb::Record::decode(payload).map_err(|e| {
-            Error::Corruption(format!("{partition}, {lsn}: undecodable record: {e}"))
-        })?;
-        node.ingest(partition, lsn, &record)?;
+        // Everything already durable goes to storage in one write.
+        records.push((lsn, decode(lsn, payload)?));
+        while records.len() < MAX_INGEST {
+            let Some((lsn, payload)) = tail.try_next()? else {
+                break;
+            };
+            records.push((lsn, decode(lsn, payload)?));
+        }
+        node.ingest_many(partition, records.iter().map(|(lsn, r)| (*lsn, r)))?;
+        records.clear();
     }
     Ok(())
 }
+
+/// Most records handed to storage in one write.
+const MAX_INGEST: usize = 1024;
 
 #[cfg(test)]
 mod tests {

@@ -62,13 +62,13 @@ fn put_get_del_and_scan_work_across_invocations() {
     let stats = journaldb(&data, &["stats"]);
     let stats = stdout(&stats);
     let lines: Vec<&str> = stats.lines().collect();
-    assert_eq!(lines[0], "partitions\t4");
+    assert_eq!(lines[0], "partitions\t1");
     assert!(lines[1].starts_with("watermark\t"), "{stats}");
     assert_eq!(
         lines[2], "gc_horizon\t0",
         "nothing is older than the retention window"
     );
-    assert_eq!(lines.len(), 3 + 4, "one line per journal: {stats}");
+    assert_eq!(lines.len(), 3 + 1, "one line per journal: {stats}");
     assert!(
         lines[3].starts_with("journal-0\tfirst_lsn 1\tend_lsn "),
         "{stats}"
@@ -149,8 +149,16 @@ fn a_corrupt_journal_is_refused_and_left_alone() {
     }
     // Damage an early batch in every journal that has more than one: mid-log corruption.
     let mut damaged = 0;
-    for p in 0..4 {
-        let dir = data.join(format!("journal-{p}"));
+    let journals = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("journal-")
+        });
+    for dir in journals {
         let seg = std::fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().path())

@@ -95,9 +95,27 @@ impl<S: Engine> StorageNode<S> {
 
     /// Feeds the next record of `journal`; writes what the watermark releases.
     pub fn ingest(&self, journal: PartitionId, lsn: Lsn, record: &pb::Record) -> Result<()> {
+        self.ingest_many(journal, [(lsn, record)])
+    }
+
+    /// Feeds the next records of `journal`, in Lsn order, then writes what the watermark
+    /// releases in one batch (one engine write however many records).
+    pub fn ingest_many<'a>(
+        &self,
+        journal: PartitionId,
+        records: impl IntoIterator<Item = (Lsn, &'a pb::Record)>,
+    ) -> Result<()> {
         let mut crossbar = self.crossbar.lock();
-        crossbar.push(journal, lsn, record)?;
-        self.release(&mut crossbar)
+        let mut pushed = Ok(());
+        for (lsn, record) in records {
+            pushed = crossbar.push(journal, lsn, record);
+            if pushed.is_err() {
+                break;
+            }
+        }
+        // Records before a bad one are applied; the error stops the feed after them.
+        self.release(&mut crossbar)?;
+        Ok(pushed?)
     }
 
     /// An in-memory promise of `journal`'s writer in this process (see [`Crossbar::promise`]):

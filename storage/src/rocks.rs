@@ -9,6 +9,11 @@
 //! run, reading the horizon when the run starts). A run sees every version of a key only if
 //! it is a full compaction with one subcompaction — the RocksDB default kept here — so only
 //! then do tombstones at or below the horizon go.
+//!
+//! Reads reuse iterators: creating a RocksDB iterator costs more than the seek it serves
+//! (it references every memtable and file), while refreshing one whose files have not
+//! changed only moves its sequence number. Idle iterators in the pool pin the files of
+//! their version until refreshed; flushes and compactions empty the pool.
 
 use std::ffi::CStr;
 use std::path::Path;
@@ -16,16 +21,34 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use journaldb_proto::Timestamp;
+use parking_lot::Mutex;
 use rocksdb::compaction_filter::{CompactionFilter, Decision};
 use rocksdb::compaction_filter_factory::{CompactionFilterContext, CompactionFilterFactory};
-use rocksdb::{BottommostLevelCompaction, CompactOptions, DB, Options, WriteBatch, WriteOptions};
+use rocksdb::{
+    BottommostLevelCompaction, CompactOptions, DB, DBRawIterator, Options, WriteBatch, WriteOptions,
+};
 
 use crate::gc::GcPass;
 use crate::store::{Engine, Error, Result};
 
+/// Idle iterators of the database that owns them.
+struct IteratorPool<'db>(Mutex<Vec<DBRawIterator<'db>>>);
+
+/// Most idle iterators kept.
+const POOL_SIZE: usize = 64;
+
+self_cell::self_cell!(
+    /// The database and its pool of idle iterators (which borrow it).
+    struct DbWithIterators {
+        owner: DB,
+        #[not_covariant]
+        dependent: IteratorPool,
+    }
+);
+
 /// A RocksDB database used as an ordered map.
 pub struct RocksEngine {
-    db: DB,
+    db: DbWithIterators,
     /// The horizon compactions collect below, in nanoseconds.
     horizon: Arc<AtomicU64>,
 }
@@ -66,7 +89,7 @@ impl CompactionFilter for GcFilter {
 impl std::fmt::Debug for RocksEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RocksEngine")
-            .field("path", &self.db.path())
+            .field("path", &self.db.borrow_owner().path())
             .finish()
     }
 }
@@ -88,24 +111,42 @@ impl RocksEngine {
             horizon: horizon.clone(),
         });
         let db = DB::open(&options, path).map_err(io)?;
+        let db = DbWithIterators::new(db, |_| IteratorPool(Mutex::new(Vec::new())));
         Ok(RocksEngine { db, horizon })
     }
 
     fn seek(&self, key: &[u8], forward: bool) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
-        let mut it = self.db.raw_iterator();
-        if forward {
-            it.seek(key);
-        } else {
-            it.seek_for_prev(key);
-        }
-        if it.valid() {
-            let (Some(k), Some(v)) = (it.key(), it.value()) else {
-                return Ok(None);
+        self.db.with_dependent(|db, pool| {
+            let pooled = pool.0.lock().pop();
+            let mut it = match pooled {
+                // A refreshed iterator sees everything written so far, as a new one would.
+                Some(mut it) => {
+                    it.refresh().map_err(io)?;
+                    it
+                }
+                None => db.raw_iterator(),
             };
-            return Ok(Some((k.to_vec(), v.to_vec())));
-        }
-        it.status().map_err(io)?;
-        Ok(None)
+            if forward {
+                it.seek(key);
+            } else {
+                it.seek_for_prev(key);
+            }
+            let found = match (it.valid(), it.key(), it.value()) {
+                (true, Some(k), Some(v)) => Some((k.to_vec(), v.to_vec())),
+                _ => None,
+            };
+            it.status().map_err(io)?;
+            let mut idle = pool.0.lock();
+            if idle.len() < POOL_SIZE {
+                idle.push(it);
+            }
+            Ok(found)
+        })
+    }
+
+    /// Drops the idle iterators, releasing the files they pin.
+    fn empty_pool(&self) {
+        self.db.with_dependent(|_, pool| pool.0.lock().clear());
     }
 }
 
@@ -120,7 +161,9 @@ impl Engine for RocksEngine {
 
     /// Flushes memtables to SST files (a checkpoint: applied positions become durable).
     fn flush(&self) -> Result<()> {
-        self.db.flush().map_err(io)
+        self.db.borrow_owner().flush().map_err(io)?;
+        self.empty_pool();
+        Ok(())
     }
 
     fn is_durable(&self) -> bool {
@@ -138,7 +181,9 @@ impl Engine for RocksEngine {
         let mut options = CompactOptions::default();
         options.set_bottommost_level_compaction(BottommostLevelCompaction::Force);
         self.db
+            .borrow_owner()
             .compact_range_opt(None::<&[u8]>, None::<&[u8]>, &options);
+        self.empty_pool();
         Ok(())
     }
 
@@ -149,6 +194,9 @@ impl Engine for RocksEngine {
         }
         let mut options = WriteOptions::default();
         options.disable_wal(true);
-        self.db.write_opt(batch, &options).map_err(io)
+        self.db
+            .borrow_owner()
+            .write_opt(batch, &options)
+            .map_err(io)
     }
 }
