@@ -84,8 +84,11 @@ pub struct Options {
     /// storage has them). At least `limits.max_txn_age`; default 5 minutes.
     pub retention: Duration,
     /// How often storage checkpoints, collects garbage and lets the journals truncate.
-    /// Bounds the journal replayed after a crash. Default 10 s.
+    /// Default 10 s.
     pub checkpoint_interval: Duration,
+    /// A checkpoint also happens once the journals have grown by this many bytes since the
+    /// last one, which bounds what a reopen after a crash replays. Default 16 MiB.
+    pub checkpoint_bytes: u64,
     /// Settings of every partition's journal (segment size, batching, record limit).
     pub journal: JournalOptions,
 }
@@ -113,6 +116,7 @@ impl Default for Options {
             storage: StorageEngine::RocksDb,
             retention: Duration::from_secs(5 * 60),
             checkpoint_interval: Duration::from_secs(10),
+            checkpoint_bytes: 16 << 20,
             journal: JournalOptions::default(),
         }
     }
@@ -477,14 +481,29 @@ impl Database {
     }
 }
 
-/// The maintenance loop: a round every checkpoint interval while the database is open.
+/// The maintenance loop: a round every checkpoint interval, or sooner once the journals
+/// grew by the checkpoint bytes, while the database is open.
 async fn maintain(inner: Weak<Inner>, mut history: VecDeque<Checkpoint>) {
-    let Some(interval) = inner.upgrade().map(|i| i.options.checkpoint_interval) else {
+    let Some((interval, bytes)) = inner
+        .upgrade()
+        .map(|i| (i.options.checkpoint_interval, i.options.checkpoint_bytes))
+    else {
         return;
     };
+    let tick = interval.min(Duration::from_millis(100));
+    let mut last_round = tokio::time::Instant::now();
+    let mut written_at_last_round = 0;
     loop {
-        tokio::time::sleep(interval).await;
+        tokio::time::sleep(tick).await;
         let Some(inner) = inner.upgrade() else { return };
+        let written: u64 = inner.parts.iter().map(|p| p.journal.stats().bytes).sum();
+        let due = last_round.elapsed() >= interval
+            || written.saturating_sub(written_at_last_round) >= bytes;
+        if !due {
+            continue;
+        }
+        last_round = tokio::time::Instant::now();
+        written_at_last_round = written;
         if let Err(e) = inner.maintain_once(&mut history).await {
             inner.maintenance_error.lock().get_or_insert(e);
         }

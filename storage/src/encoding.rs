@@ -49,6 +49,16 @@ pub fn after_all_versions(key: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The part of a version key naming its user key (`key_prefix` of it): everything but
+/// the τ. `None` for anything that is not shaped like a version key. Engines use it for
+/// prefix filters: all versions of one key share it.
+pub fn version_prefix(k: &[u8]) -> Option<&[u8]> {
+    if k.first() != Some(&DATA_PREFIX) || k.len() < 1 + 2 + TS_BYTES {
+        return None;
+    }
+    Some(&k[..k.len() - TS_BYTES])
+}
+
 /// Splits a version key into user key and τ; `None` if it is not one.
 pub fn decode_version_key(k: &[u8]) -> Option<(Vec<u8>, Timestamp)> {
     let (&first, rest) = k.split_first()?;

@@ -15,7 +15,7 @@
 
 use journaldb_proto::Timestamp;
 
-use crate::encoding::DATA_PREFIX;
+use crate::encoding::version_prefix;
 
 const TS_BYTES: usize = 8;
 
@@ -42,11 +42,10 @@ impl GcPass {
     /// Whether to keep the entry `(key, value)`; entries must come in ascending key order.
     /// Anything that is not a well-formed version is kept.
     pub fn keep(&mut self, key: &[u8], value: &[u8]) -> bool {
-        if key.first() != Some(&DATA_PREFIX) || key.len() < 1 + 2 + TS_BYTES {
+        let Some(prefix) = version_prefix(key) else {
             return true;
-        }
-        let (prefix, ts) = key.split_at(key.len() - TS_BYTES);
-        let Ok(ts) = <[u8; TS_BYTES]>::try_from(ts) else {
+        };
+        let Ok(ts) = <[u8; TS_BYTES]>::try_from(&key[prefix.len()..]) else {
             return true;
         };
         if Timestamp::from_nanos(!u64::from_be_bytes(ts)) > self.horizon {
@@ -144,6 +143,6 @@ mod tests {
     fn metadata_and_malformed_keys_are_kept() {
         let mut pass = GcPass::new(Timestamp::from_nanos(u64::MAX), true);
         assert!(pass.keep(&[0x00, b'w'], &[1, 2]));
-        assert!(pass.keep(&[DATA_PREFIX, 1], &[0]));
+        assert!(pass.keep(&[crate::encoding::DATA_PREFIX, 1], &[0]));
     }
 }

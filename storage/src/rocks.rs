@@ -10,6 +10,9 @@
 //! it is a full compaction with one subcompaction — the RocksDB default kept here — so only
 //! then do tombstones at or below the horizon go.
 //!
+//! Point reads use a prefix bloom filter on the user-key part of version keys
+//! ([`crate::encoding::version_prefix`]), so a read skips every file without a version of
+//! its key, as a RocksDB `get` does with whole-key filters; scans seek in total order.
 //! Reads reuse iterators: creating a RocksDB iterator costs more than the seek it serves
 //! (it references every memtable and file), while refreshing one whose files have not
 //! changed only moves its sequence number. Idle iterators in the pool pin the files of
@@ -25,14 +28,38 @@ use parking_lot::Mutex;
 use rocksdb::compaction_filter::{CompactionFilter, Decision};
 use rocksdb::compaction_filter_factory::{CompactionFilterContext, CompactionFilterFactory};
 use rocksdb::{
-    BottommostLevelCompaction, CompactOptions, DB, DBRawIterator, Options, WriteBatch, WriteOptions,
+    BlockBasedOptions, BottommostLevelCompaction, CompactOptions, DB, DBRawIterator, Options,
+    ReadOptions, SliceTransform, WriteBatch, WriteOptions,
 };
 
 use crate::gc::GcPass;
 use crate::store::{Engine, Error, Result};
 
-/// Idle iterators of the database that owns them.
-struct IteratorPool<'db>(Mutex<Vec<DBRawIterator<'db>>>);
+/// Idle iterators of the database that owns them: for point reads (prefix mode) and for
+/// scans (total order).
+struct IteratorPool<'db> {
+    point: Mutex<Vec<DBRawIterator<'db>>>,
+    ordered: Mutex<Vec<DBRawIterator<'db>>>,
+}
+
+/// Which kind of iterator a seek needs.
+#[derive(Clone, Copy)]
+enum Seek {
+    /// Within one user key's versions, first at or after the target.
+    Version,
+    /// First at or after the target, in total order.
+    Forward,
+    /// Last at or before the target, in total order.
+    Backward,
+}
+
+fn version_prefix(key: &[u8]) -> &[u8] {
+    crate::encoding::version_prefix(key).unwrap_or(key)
+}
+
+fn is_version_key(key: &[u8]) -> bool {
+    crate::encoding::version_prefix(key).is_some()
+}
 
 /// Most idle iterators kept.
 const POOL_SIZE: usize = 64;
@@ -110,33 +137,56 @@ impl RocksEngine {
         options.set_compaction_filter_factory(GcFilterFactory {
             horizon: horizon.clone(),
         });
+        options.set_prefix_extractor(SliceTransform::create(
+            "journaldb-version-prefix",
+            version_prefix,
+            Some(is_version_key),
+        ));
+        options.set_memtable_prefix_bloom_ratio(0.1);
+        let mut table = BlockBasedOptions::default();
+        table.set_bloom_filter(10.0, false);
+        table.set_whole_key_filtering(false); // versions are only ever sought by prefix
+        options.set_block_based_table_factory(&table);
         let db = DB::open(&options, path).map_err(io)?;
-        let db = DbWithIterators::new(db, |_| IteratorPool(Mutex::new(Vec::new())));
+        let db = DbWithIterators::new(db, |_| IteratorPool {
+            point: Mutex::new(Vec::new()),
+            ordered: Mutex::new(Vec::new()),
+        });
         Ok(RocksEngine { db, horizon })
     }
 
-    fn seek(&self, key: &[u8], forward: bool) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+    fn seek(&self, key: &[u8], how: Seek) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
         self.db.with_dependent(|db, pool| {
-            let pooled = pool.0.lock().pop();
+            let idle = match how {
+                Seek::Version => &pool.point,
+                Seek::Forward | Seek::Backward => &pool.ordered,
+            };
+            let pooled = idle.lock().pop();
             let mut it = match pooled {
                 // A refreshed iterator sees everything written so far, as a new one would.
                 Some(mut it) => {
                     it.refresh().map_err(io)?;
                     it
                 }
-                None => db.raw_iterator(),
+                None => {
+                    let mut read = ReadOptions::default();
+                    match how {
+                        Seek::Version => read.set_prefix_same_as_start(true),
+                        Seek::Forward | Seek::Backward => read.set_total_order_seek(true),
+                    }
+                    db.raw_iterator_opt(read)
+                }
             };
-            if forward {
-                it.seek(key);
-            } else {
-                it.seek_for_prev(key);
+            match how {
+                Seek::Version | Seek::Forward => it.seek(key),
+                Seek::Backward => it.seek_for_prev(key),
             }
             let found = match (it.valid(), it.key(), it.value()) {
                 (true, Some(k), Some(v)) => Some((k.to_vec(), v.to_vec())),
                 _ => None,
             };
             it.status().map_err(io)?;
-            let mut idle = pool.0.lock();
+            let mut idle = idle.lock();
             if idle.len() < POOL_SIZE {
                 idle.push(it);
             }
@@ -146,17 +196,30 @@ impl RocksEngine {
 
     /// Drops the idle iterators, releasing the files they pin.
     fn empty_pool(&self) {
-        self.db.with_dependent(|_, pool| pool.0.lock().clear());
+        self.db.with_dependent(|_, pool| {
+            pool.point.lock().clear();
+            pool.ordered.lock().clear();
+        });
     }
 }
 
 impl Engine for RocksEngine {
     fn seek_ge(&self, key: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
-        self.seek(key, true)
+        self.seek(key, Seek::Forward)
     }
 
     fn seek_le(&self, key: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
-        self.seek(key, false)
+        self.seek(key, Seek::Backward)
+    }
+
+    fn seek_version(&self, key: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        if !is_version_key(key) {
+            return Err(Error::InvalidArgument(format!(
+                "{key:02x?} is not a version key"
+            )));
+        }
+        // prefix_same_as_start: the iterator ends where the key's versions do.
+        self.seek(key, Seek::Version)
     }
 
     /// Flushes memtables to SST files (a checkpoint: applied positions become durable).

@@ -139,6 +139,15 @@ pub trait Engine: Send + Sync {
     fn seek_ge(&self, key: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>>;
     /// The last entry with key ≤ `key`.
     fn seek_le(&self, key: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>>;
+    /// The first entry ≥ the version key `key` that is a version of the same user key
+    /// ([`crate::encoding::version_prefix`]): the newest version at or below its τ. An
+    /// engine may answer it with prefix filters, skipping files without that key.
+    fn seek_version(&self, key: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        let prefix = crate::encoding::version_prefix(key);
+        Ok(self
+            .seek_ge(key)?
+            .filter(|(k, _)| prefix.is_some() && crate::encoding::version_prefix(k) == prefix))
+    }
     /// Writes every pair, all or nothing.
     fn write_atomic(&self, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<()>;
     /// Makes everything written so far durable (a checkpoint). Nothing to do in memory.
@@ -165,6 +174,10 @@ impl Engine for Box<dyn Engine> {
 
     fn seek_le(&self, key: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
         (**self).seek_le(key)
+    }
+
+    fn seek_version(&self, key: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        (**self).seek_version(key)
     }
 
     fn write_atomic(&self, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<()> {
@@ -255,19 +268,12 @@ fn corrupt(what: &str, key: &[u8]) -> Error {
 
 /// The visible version of the user key `key` as of `at`: `Some(None)` for a tombstone.
 fn visible<E: Engine + ?Sized>(e: &E, key: &[u8], at: Timestamp) -> Result<Option<Option<Bytes>>> {
-    let Some((k, v)) = e.seek_ge(&version_key(key, at))? else {
+    let Some((k, v)) = e.seek_version(&version_key(key, at))? else {
         return Ok(None);
     };
-    match decode_version_key(&k) {
-        Some((found, _)) if found == key => decode_value(&v)
-            .map(Some)
-            .map_err(|_| corrupt("malformed version value", &k)),
-        Some(_) => Ok(None),
-        None if k.first() == Some(&crate::encoding::DATA_PREFIX) => {
-            Err(corrupt("malformed version key", &k))
-        }
-        None => Ok(None),
-    }
+    decode_value(&v)
+        .map(Some)
+        .map_err(|_| corrupt("malformed version value", &k))
 }
 
 impl<E: Engine> VersionStore for E {
