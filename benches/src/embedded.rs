@@ -62,6 +62,9 @@ pub struct Args {
     /// Partitions of the journaldb database.
     #[arg(long, default_value_t = 1)]
     partitions: u32,
+    /// Measure journaldb only (no RocksDB baseline, no ratios): for profiling.
+    #[arg(long)]
+    only_journaldb: bool,
     /// Skip the reopen measurement.
     #[arg(long)]
     no_reopen: bool,
@@ -178,7 +181,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
     let mut checks = Vec::new();
     for &tasks in &args.tasks {
-        let baseline = rocks_rmw(&rocks, tasks, args.keys, args.value_bytes, duration)?;
         let ours = rt.block_on(journaldb_rmw(
             &db,
             tasks,
@@ -186,6 +188,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             args.value_bytes,
             duration,
         ))?;
+        if args.only_journaldb {
+            println!("{}", ours.line("journaldb", tasks, None));
+            continue;
+        }
+        let baseline = rocks_rmw(&rocks, tasks, args.keys, args.value_bytes, duration)?;
         println!("{}", baseline.line("RocksDB", tasks, None));
         println!("{}", ours.line("journaldb", tasks, Some(&baseline)));
         let ratio = ours.rate() / baseline.rate();
@@ -203,6 +210,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "engine", "tasks", "reads/s", "", "p50 µs", "p99 µs", "ratio"
     );
     for tasks in [1, 8] {
+        if args.only_journaldb {
+            break;
+        }
         let baseline = rocks_reads(&rocks, tasks, args.keys, duration)?;
         let ours = rt.block_on(journaldb_reads(&db, tasks, args.keys, duration))?;
         println!("{}", baseline.line("RocksDB", tasks, None));
