@@ -228,7 +228,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if !args.no_reopen {
         println!();
         println!("reopen after SIGKILL mid-load (open + first read); after the history is");
-        println!("written, {REOPEN_ROUNDS} rounds of: kill, reopen (timed), write 16 MB more;");
+        println!(
+            "written, {REOPEN_ROUNDS} rounds of: 4 MB more, kill 0.2 s later mid-load, reopen (timed);"
+        );
         println!("the median round counts:");
         println!(
             "{:>12} {:>12} {:>12} {:>10} {:>22}",
@@ -241,7 +243,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let mut rounds = Vec::new();
             let (mut journal, mut storage) = (0, 0);
             for round in 0..REOPEN_ROUNDS {
-                let write = if round == 0 { mb } else { 16 };
+                let write = if round == 0 { mb } else { 4 };
                 let (elapsed, j, s) = reopen_after_sigkill(&dir, write)?;
                 (journal, storage) = (j, s);
                 rounds.push(elapsed.as_secs_f64() * 1e3);
@@ -524,7 +526,7 @@ fn bytes_under(dir: &Path, part: &str) -> u64 {
 }
 
 /// Reopen measurements per history size.
-const REOPEN_ROUNDS: usize = 5;
+const REOPEN_ROUNDS: usize = 15;
 
 /// Spawns the history writer on `dir`, kills it with SIGKILL once it wrote `mb` MB more
 /// (plus a moment of further load), and times the reopen. Returns (reopen time, journal
@@ -548,7 +550,7 @@ fn reopen_after_sigkill(dir: &Path, mb: u64) -> anyhow::Result<(Duration, u64, u
             _ => bail!("the history writer stopped before writing {mb} MB"),
         }
     }
-    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(Duration::from_millis(200));
     child.kill()?; // SIGKILL
     child.wait()?;
     let journal = bytes_under(dir, "journal-");

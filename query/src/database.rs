@@ -117,7 +117,11 @@ impl Default for Options {
             retention: Duration::from_secs(5 * 60),
             checkpoint_interval: Duration::from_secs(10),
             checkpoint_bytes: 16 << 20,
-            journal: JournalOptions::default(),
+            // 16 MiB segments: a reopen scans the last one whole, so this bounds it.
+            journal: JournalOptions {
+                segment_bytes: 16 << 20,
+                ..JournalOptions::default()
+            },
         }
     }
 }

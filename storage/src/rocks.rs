@@ -131,6 +131,10 @@ impl RocksEngine {
         let mut options = Options::default();
         options.create_if_missing(true);
         options.set_atomic_flush(true);
+        // Open SST files when first read rather than all at open, without reading their
+        // stats: the open then costs the same for any data size.
+        options.set_max_open_files(4096);
+        options.set_skip_stats_update_on_db_open(true);
         // One subcompaction per run (the default, stated because GC relies on it).
         options.set_max_subcompactions(1);
         let horizon = Arc::new(AtomicU64::new(0));
