@@ -104,6 +104,15 @@ pub fn encode_value(value: Option<&[u8]>) -> Vec<u8> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MalformedValue;
 
+/// Decodes a version's value, taking ownership of the stored bytes to avoid a copy.
+pub fn decode_value_owned(v: Vec<u8>) -> Result<Option<Bytes>, MalformedValue> {
+    match v.first() {
+        Some(1) => Ok(Some(Bytes::from(v).slice(1..))),
+        Some(0) if v.len() == 1 => Ok(None),
+        _ => Err(MalformedValue),
+    }
+}
+
 /// Decodes a version's value: `Ok(None)` for a tombstone.
 pub fn decode_value(v: &[u8]) -> Result<Option<Bytes>, MalformedValue> {
     match v.split_first() {

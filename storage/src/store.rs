@@ -12,8 +12,8 @@ use bytes::Bytes;
 use journaldb_proto::{Lsn, PartitionId, Timestamp};
 
 use crate::encoding::{
-    META_PREFIX, after_all_versions, decode_value, decode_version_key, encode_value, key_prefix,
-    version_key,
+    META_PREFIX, after_all_versions, decode_value_owned, decode_version_key, encode_value,
+    key_prefix, version_key,
 };
 
 /// Result alias for storage.
@@ -271,7 +271,7 @@ fn visible<E: Engine + ?Sized>(e: &E, key: &[u8], at: Timestamp) -> Result<Optio
     let Some((k, v)) = e.seek_version(&version_key(key, at))? else {
         return Ok(None);
     };
-    decode_value(&v)
+    decode_value_owned(v)
         .map(Some)
         .map_err(|_| corrupt("malformed version value", &k))
 }
