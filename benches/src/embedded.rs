@@ -90,16 +90,23 @@ struct Point {
 }
 
 impl Point {
+    fn new() -> Point {
+        Point {
+            ops: 0,
+            aborts: 0,
+            elapsed: Duration::ZERO,
+            latency: histogram(),
+        }
+    }
+
     fn rate(&self) -> f64 {
         self.ops as f64 / self.elapsed.as_secs_f64()
     }
 
     fn merge(points: Vec<Point>, elapsed: Duration) -> Point {
         let mut out = Point {
-            ops: 0,
-            aborts: 0,
             elapsed,
-            latency: histogram(),
+            ..Point::new()
         };
         for p in points {
             out.ops += p.ops;
@@ -315,40 +322,32 @@ fn two_keys(rng: &mut ChaCha8Rng, keys: u64) -> (Vec<u8>, Vec<u8>) {
     (key(a), key(b))
 }
 
-async fn journaldb_rmw(
-    db: &Database,
+/// Runs `op` in a loop on `tasks` tokio tasks for `duration`. Each call does one
+/// operation, timed, with the task's RNG (passed by value: an async closure that borrowed
+/// it would not be `Send`) and returns the RNG and how many attempts were aborted.
+async fn on_tasks<F, Fut>(
     tasks: usize,
-    keys: u64,
-    value_bytes: usize,
     duration: Duration,
-) -> anyhow::Result<Point> {
+    seed: u64,
+    op: F,
+) -> anyhow::Result<Point>
+where
+    F: Fn(ChaCha8Rng) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<(ChaCha8Rng, u64), Error>> + Send,
+{
     let start = Instant::now();
-    let handles: Vec<_> = (0..tasks)
+    let handles: Vec<_> = (0..tasks as u64)
         .map(|t| {
-            let db = db.clone();
+            let op = op.clone();
             tokio::spawn(async move {
-                let mut rng = ChaCha8Rng::seed_from_u64(100 + t as u64);
-                let mut p = Point {
-                    ops: 0,
-                    aborts: 0,
-                    elapsed: Duration::ZERO,
-                    latency: histogram(),
-                };
+                let mut rng = ChaCha8Rng::seed_from_u64(seed + t);
+                let mut p = Point::new();
                 while start.elapsed() < duration {
-                    let (a, b) = two_keys(&mut rng, keys);
-                    let v = value(&mut rng, value_bytes);
                     let began = Instant::now();
-                    let attempts = Arc::new(AtomicU64::new(0));
-                    let counter = attempts.clone();
-                    db.transact(async move |tx| {
-                        counter.fetch_add(1, Ordering::Relaxed);
-                        let _x = tx.get(&a).await?;
-                        let _y = tx.get(&b).await?;
-                        tx.put(a.clone(), v.clone())
-                    })
-                    .await?;
-                    p.aborts += attempts.load(Ordering::Relaxed) - 1;
+                    let (next, aborts) = op(rng).await?;
+                    rng = next;
                     record(&mut p.latency, began.elapsed());
+                    p.aborts += aborts;
                     p.ops += 1;
                 }
                 Ok::<Point, Error>(p)
@@ -362,51 +361,21 @@ async fn journaldb_rmw(
     Ok(Point::merge(points, start.elapsed()))
 }
 
-fn rocks_rmw(
-    db: &Arc<Rocks>,
-    tasks: usize,
-    keys: u64,
-    value_bytes: usize,
-    duration: Duration,
-) -> anyhow::Result<Point> {
+/// [`on_tasks`] on OS threads, for RocksDB's blocking API.
+fn on_threads<F>(tasks: usize, duration: Duration, seed: u64, op: F) -> anyhow::Result<Point>
+where
+    F: Fn(&mut ChaCha8Rng) -> anyhow::Result<u64> + Clone + Send + 'static,
+{
     let start = Instant::now();
-    let threads: Vec<_> = (0..tasks)
+    let threads: Vec<_> = (0..tasks as u64)
         .map(|t| {
-            let db = db.clone();
+            let op = op.clone();
             std::thread::spawn(move || -> anyhow::Result<Point> {
-                let mut rng = ChaCha8Rng::seed_from_u64(100 + t as u64);
-                let mut write = WriteOptions::default();
-                write.set_sync(true);
-                let mut txn_options = OptimisticTransactionOptions::default();
-                txn_options.set_snapshot(true);
-                let mut p = Point {
-                    ops: 0,
-                    aborts: 0,
-                    elapsed: Duration::ZERO,
-                    latency: histogram(),
-                };
+                let mut rng = ChaCha8Rng::seed_from_u64(seed + t);
+                let mut p = Point::new();
                 while start.elapsed() < duration {
-                    let (a, b) = two_keys(&mut rng, keys);
-                    let v = value(&mut rng, value_bytes);
                     let began = Instant::now();
-                    loop {
-                        let txn = db.transaction_opt(&write, &txn_options);
-                        let snapshot = txn.snapshot();
-                        let mut read = ReadOptions::default();
-                        read.set_snapshot(&snapshot);
-                        let _x = txn.get_opt(&a, &read)?;
-                        let _y = txn.get_opt(&b, &read)?;
-                        txn.put(&a, &v)?;
-                        drop(read);
-                        drop(snapshot);
-                        match txn.commit() {
-                            Ok(()) => break,
-                            Err(e) if matches!(e.kind(), ErrorKind::Busy | ErrorKind::TryAgain) => {
-                                p.aborts += 1
-                            }
-                            Err(e) => return Err(e.into()),
-                        }
-                    }
+                    p.aborts += op(&mut rng)?;
                     record(&mut p.latency, began.elapsed());
                     p.ops += 1;
                 }
@@ -424,24 +393,83 @@ fn rocks_rmw(
     Ok(Point::merge(points, start.elapsed()))
 }
 
+async fn journaldb_rmw(
+    db: &Database,
+    tasks: usize,
+    keys: u64,
+    value_bytes: usize,
+    duration: Duration,
+) -> anyhow::Result<Point> {
+    let db = db.clone();
+    on_tasks(tasks, duration, 100, move |mut rng| {
+        let db = db.clone();
+        async move {
+            let (a, b) = two_keys(&mut rng, keys);
+            let v = value(&mut rng, value_bytes);
+            let attempts = Arc::new(AtomicU64::new(0));
+            let counter = attempts.clone();
+            db.transact(async move |tx| {
+                counter.fetch_add(1, Ordering::Relaxed);
+                let _x = tx.get(&a).await?;
+                let _y = tx.get(&b).await?;
+                tx.put(a.clone(), v.clone())
+            })
+            .await?;
+            Ok((rng, attempts.load(Ordering::Relaxed) - 1))
+        }
+    })
+    .await
+}
+
+fn rocks_rmw(
+    db: &Arc<Rocks>,
+    tasks: usize,
+    keys: u64,
+    value_bytes: usize,
+    duration: Duration,
+) -> anyhow::Result<Point> {
+    let db = db.clone();
+    on_threads(tasks, duration, 100, move |rng| {
+        let mut write = WriteOptions::default();
+        write.set_sync(true);
+        let mut txn_options = OptimisticTransactionOptions::default();
+        txn_options.set_snapshot(true);
+        let (a, b) = two_keys(rng, keys);
+        let v = value(rng, value_bytes);
+        let mut aborts = 0;
+        loop {
+            let txn = db.transaction_opt(&write, &txn_options);
+            let snapshot = txn.snapshot();
+            let mut read = ReadOptions::default();
+            read.set_snapshot(&snapshot);
+            let _x = txn.get_opt(&a, &read)?;
+            let _y = txn.get_opt(&b, &read)?;
+            txn.put(&a, &v)?;
+            drop(read);
+            drop(snapshot);
+            match txn.commit() {
+                Ok(()) => return Ok(aborts),
+                Err(e) if matches!(e.kind(), ErrorKind::Busy | ErrorKind::TryAgain) => aborts += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    })
+}
+
 async fn journaldb_reads(
     db: &Database,
     tasks: usize,
     keys: u64,
     duration: Duration,
 ) -> anyhow::Result<Point> {
+    // Not `on_tasks`: a read is ~3 µs, so the loop stays free of per-read clones.
     let start = Instant::now();
-    let handles: Vec<_> = (0..tasks)
+    let handles: Vec<_> = (0..tasks as u64)
         .map(|t| {
             let db = db.clone();
             tokio::spawn(async move {
-                let mut rng = ChaCha8Rng::seed_from_u64(200 + t as u64);
-                let mut p = Point {
-                    ops: 0,
-                    aborts: 0,
-                    elapsed: Duration::ZERO,
-                    latency: histogram(),
-                };
+                let mut rng = ChaCha8Rng::seed_from_u64(200 + t);
+                let mut p = Point::new();
                 while start.elapsed() < duration {
                     let k = key(rng.random_range(0..keys));
                     let began = Instant::now();
@@ -469,40 +497,14 @@ fn rocks_reads(
     keys: u64,
     duration: Duration,
 ) -> anyhow::Result<Point> {
-    let start = Instant::now();
-    let threads: Vec<_> = (0..tasks)
-        .map(|t| {
-            let db = db.clone();
-            std::thread::spawn(move || -> anyhow::Result<Point> {
-                let mut rng = ChaCha8Rng::seed_from_u64(200 + t as u64);
-                let mut p = Point {
-                    ops: 0,
-                    aborts: 0,
-                    elapsed: Duration::ZERO,
-                    latency: histogram(),
-                };
-                while start.elapsed() < duration {
-                    let k = key(rng.random_range(0..keys));
-                    let began = Instant::now();
-                    let got = db.get(&k)?;
-                    record(&mut p.latency, began.elapsed());
-                    if got.is_none() {
-                        bail!("a loaded key is missing");
-                    }
-                    p.ops += 1;
-                }
-                Ok(p)
-            })
-        })
-        .collect();
-    let mut points = Vec::new();
-    for t in threads {
-        points.push(
-            t.join()
-                .map_err(|_| anyhow::anyhow!("a RocksDB thread panicked"))??,
-        );
-    }
-    Ok(Point::merge(points, start.elapsed()))
+    let db = db.clone();
+    on_threads(tasks, duration, 200, move |rng| {
+        let k = key(rng.random_range(0..keys));
+        match db.get(&k)? {
+            Some(_) => Ok(0),
+            None => bail!("a loaded key is missing"),
+        }
+    })
 }
 
 /// Bytes of the files under `dir` whose path contains `part`.
