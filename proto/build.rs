@@ -1,8 +1,11 @@
 //! Compiles `proto/**/*.proto` with protox (pure Rust, no protoc) and generates prost
-//! messages (and, once services exist, tonic stubs) with tonic-prost-build.
+//! messages and tonic service stubs (servers and clients) with tonic-prost-build.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/journaldb/v1/records.proto"];
+    let protos = [
+        "proto/journaldb/v1/records.proto",
+        "proto/journaldb/v1/services.proto",
+    ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }

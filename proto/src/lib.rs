@@ -3,8 +3,10 @@
 //! This crate holds what crosses a boundary between roles, and nothing that decides anything:
 //!
 //! - [`pb`]: the protobuf messages generated from `proto/journaldb/v1/*.proto` — the journal
-//!   records (`Commit`, `Prepared`, `Decided`, `Heartbeat`, `EpochStart`) and, later, the gRPC
-//!   services. Wire types live here and only here.
+//!   records (`Commit`, `Prepared`, `Decided`, `Heartbeat`, `EpochStart`) and the gRPC
+//!   services of a cluster (storage, journal, adjudicator, cluster topology), servers and
+//!   clients. Wire types live here and only here.
+//! - [`status`]: how a journaldb error kind travels in a gRPC status.
 //! - [`ids`]: newtypes for ordered quantities — [`Timestamp`], [`Lsn`], [`Epoch`], [`TxnId`],
 //!   [`PartitionId`]. A bare `u64` never means a timestamp or a position in an API.
 //! - [`mutation`]: [`Mutation`], one write of a transaction, and its wire conversion.
@@ -22,6 +24,7 @@ pub mod clock;
 pub mod ids;
 pub mod limits;
 pub mod mutation;
+pub mod status;
 
 /// Messages generated from the `.proto` files by prost (see `build.rs`).
 #[allow(missing_docs, clippy::all, clippy::pedantic)]

@@ -13,6 +13,7 @@
 //! [`Crossbar`] merges the records of every journal and releases what lies at or below the
 //! watermark as atomic batches; [`StorageNode`] writes them and serves reads that wait for
 //! the watermark with a deadline, resuming after a restart from the stored positions.
+//! [`service::StorageServer`] serves a node over gRPC (`StorageService`).
 //! Garbage collection ([`gc`]) keeps what reads at or above the horizon need; the node
 //! refuses reads below it. Tailing the journals into a node is the caller's (the transport
 //! differs between embedded and cluster).
@@ -24,6 +25,7 @@ mod memory;
 mod node;
 #[cfg(feature = "rocksdb")]
 mod rocks;
+pub mod service;
 mod store;
 
 pub use crossbar::{Crossbar, CrossbarError};

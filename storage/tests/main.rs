@@ -4,6 +4,7 @@ mod conformance;
 mod crossbar;
 mod differential;
 mod node;
+mod service;
 
 use journaldb_storage::{Engine, MemoryEngine, RocksEngine};
 

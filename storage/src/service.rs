@@ -1,0 +1,176 @@
+//! [`StorageServer`]: the `StorageService` gRPC service (ARCHITECTURE §6, §9) over a
+//! [`StorageNode`] — `Get`, `Scan` with limit, reverse, continuation and pushed-down
+//! keys-only / count-only, and `Watermark`.
+//!
+//! A read waits for the watermark up to the server's read timeout (the client's gRPC
+//! deadline may end it sooner) and then fails `Unavailable`; reads below the
+//! garbage-collection horizon fail `SnapshotTooOld`. Bad requests (oversized keys, a zero or
+//! oversized page, a range that ends before it starts) get `InvalidArgument` or
+//! `LimitExceeded` and touch nothing. Error kinds travel as [`journaldb_proto::status`]
+//! describes. It does not own transport setup (addresses, TLS, message sizes): the node
+//! binary builds the tonic server.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use journaldb_proto::pb::storage_service_server::StorageService;
+use journaldb_proto::status::ErrorKind;
+use journaldb_proto::{Limits, Timestamp, pb};
+use tonic::{Request, Response, Status};
+
+use crate::node::StorageNode;
+use crate::store::{Engine, Error, ScanRange};
+
+/// Most rows one `Scan` page may ask for.
+pub const MAX_SCAN_LIMIT: u32 = 10_000;
+
+/// Settings of a [`StorageServer`].
+#[derive(Debug, Clone)]
+pub struct StorageServerConfig {
+    /// How long a read waits for the watermark before `Unavailable`.
+    pub read_timeout: Duration,
+    /// Key size limit (ARCHITECTURE §8).
+    pub limits: Limits,
+}
+
+impl Default for StorageServerConfig {
+    fn default() -> Self {
+        StorageServerConfig {
+            read_timeout: Duration::from_secs(5),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// The storage role's gRPC service.
+pub struct StorageServer<S> {
+    node: Arc<StorageNode<S>>,
+    config: StorageServerConfig,
+}
+
+impl<S> std::fmt::Debug for StorageServer<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StorageServer")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> StorageServer<S> {
+    /// A service reading from `node`.
+    pub fn new(node: Arc<StorageNode<S>>, config: StorageServerConfig) -> Self {
+        StorageServer { node, config }
+    }
+}
+
+/// The status a storage error travels as.
+pub fn to_status(e: Error) -> Status {
+    let kind = match &e {
+        Error::WatermarkTimeout { .. } | Error::Closed => ErrorKind::Unavailable,
+        Error::SnapshotTooOld { .. } => ErrorKind::SnapshotTooOld,
+        Error::InvalidArgument(_) => ErrorKind::InvalidArgument,
+        Error::Corruption(_) | Error::Crossbar(_) => ErrorKind::Corruption,
+        Error::Io(_) => ErrorKind::Io,
+    };
+    kind.status(e.to_string())
+}
+
+impl<S: Engine> StorageServer<S> {
+    fn check_key(&self, what: &str, key: &[u8]) -> Result<(), Status> {
+        self.config
+            .limits
+            .check_key(key)
+            .map_err(|e| ErrorKind::LimitExceeded.status(format!("{what}: {e}")))
+    }
+
+    fn deadline(&self) -> tokio::time::Sleep {
+        tokio::time::sleep(self.config.read_timeout)
+    }
+}
+
+#[tonic::async_trait]
+impl<S: Engine + 'static> StorageService for StorageServer<S> {
+    async fn get(
+        &self,
+        request: Request<pb::GetRequest>,
+    ) -> Result<Response<pb::GetReply>, Status> {
+        let req = request.into_inner();
+        self.check_key("key", &req.key)?;
+        let at = Timestamp::from_nanos(req.at);
+        let value = self
+            .node
+            .get(&req.key, at, self.deadline())
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::GetReply { value }))
+    }
+
+    async fn scan(
+        &self,
+        request: Request<pb::ScanRequest>,
+    ) -> Result<Response<pb::ScanReply>, Status> {
+        let req = request.into_inner();
+        let range = req
+            .range
+            .ok_or_else(|| ErrorKind::InvalidArgument.status("scan without a range"))?;
+        self.check_key("range start", &range.start)?;
+        if let Some(end) = &range.end {
+            self.check_key("range end", end)?;
+            if end[..] < range.start[..] {
+                return Err(ErrorKind::InvalidArgument.status("range ends before it starts"));
+            }
+        }
+        if req.limit == 0 || req.limit > MAX_SCAN_LIMIT {
+            return Err(ErrorKind::InvalidArgument.status(format!(
+                "scan limit {} is not between 1 and {MAX_SCAN_LIMIT}",
+                req.limit
+            )));
+        }
+        let range = ScanRange {
+            start: range.start,
+            end: range.end,
+        };
+        let page = self
+            .node
+            .scan(
+                &range,
+                Timestamp::from_nanos(req.at),
+                req.limit as usize,
+                req.reverse,
+                self.deadline(),
+            )
+            .await
+            .map_err(to_status)?;
+        let count = page.rows.len() as u64;
+        let rows = if req.count_only {
+            Vec::new()
+        } else {
+            page.rows
+                .into_iter()
+                .map(|(key, value)| pb::KeyValue {
+                    key,
+                    value: if req.keys_only { Bytes::new() } else { value },
+                })
+                .collect()
+        };
+        Ok(Response::new(pb::ScanReply {
+            rows,
+            count,
+            resume: page.resume.map(|r| pb::KeyRange {
+                start: r.start,
+                end: r.end,
+            }),
+        }))
+    }
+
+    async fn watermark(
+        &self,
+        _request: Request<pb::WatermarkRequest>,
+    ) -> Result<Response<pb::WatermarkReply>, Status> {
+        Ok(Response::new(pb::WatermarkReply {
+            watermark: self.node.watermark().as_nanos(),
+            gc_horizon: self.node.gc_horizon().as_nanos(),
+        }))
+    }
+}
