@@ -18,8 +18,10 @@
 //! journal, participants record `Decided`; an undecided coordinator asked for `Status`
 //! decides abort for good.
 //!
-//! It is *not* I/O: it appends nothing and reads no clock; the embedded database and the
-//! services drive it. [`Adjudicator::replay`] rebuilds one from its journal (failover, or an
+//! The state machine is *not* I/O: it appends nothing and reads no clock. [`Partition`]
+//! (`partition.rs`) is the one place that does the I/O around it — the critical section
+//! with its journal append, durability, step-down — for the embedded database and the
+//! gRPC service alike. [`Adjudicator::replay`] rebuilds one from its journal (failover, or an
 //! embedded reopen). Not yet here: resolving undecided prepares through journal recovery
 //! when their coordinator is unreachable.
 //!
@@ -27,6 +29,7 @@
 
 mod core;
 mod cross;
+mod partition;
 mod replay;
 mod window;
 
@@ -34,4 +37,5 @@ pub use crate::core::{
     Adjudicator, AdjudicatorConfig, CommitDecision, CommitRequest, PlantedBug, Unavailable, Verdict,
 };
 pub use crate::cross::{PrepareDecision, PrepareRequest, TxnStatus, Vote};
+pub use crate::partition::{Partition, Refusal};
 pub use crate::replay::{ReplayError, ReplayMode};

@@ -25,16 +25,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use bytes::Bytes;
-use journaldb_adjudicator::{Adjudicator, AdjudicatorConfig, ReplayMode, TxnStatus};
+use journaldb_adjudicator::{Adjudicator, AdjudicatorConfig, Partition, ReplayMode, TxnStatus};
 use journaldb_journal::disk::{DirLock, Disk, RealDisk};
-use journaldb_journal::{Journal, JournalOptions, Submitted};
+use journaldb_journal::{Journal, JournalOptions};
 use journaldb_proto::{Clock, EmbeddedClock, Limits, Lsn, PartitionId, Timestamp, TxnId, pb};
 use journaldb_storage::{Checkpoint, Engine, MemoryEngine, RocksEngine, StorageNode, VersionStore};
 use prost::Message;
 use rand::{Rng, RngCore, SeedableRng, TryRngCore};
 use rand_chacha::ChaCha8Rng;
-use tokio::sync::Mutex as AsyncMutex;
 use tokio::task::JoinHandle;
 
 use crate::closable::Closable;
@@ -155,11 +153,6 @@ pub struct CommitInfo {
     pub commit_ts: Timestamp,
 }
 
-pub(crate) struct Partition {
-    pub(crate) journal: Arc<Journal>,
-    pub(crate) adj: AsyncMutex<Adjudicator>,
-}
-
 pub(crate) struct Inner {
     pub(crate) dir: PathBuf,
     pub(crate) partitions: u32,
@@ -192,10 +185,6 @@ impl std::fmt::Debug for Database {
             .field("partitions", &self.inner.partitions)
             .finish_non_exhaustive()
     }
-}
-
-pub(crate) fn encode(record: &pb::Record) -> Bytes {
-    Bytes::from(record.encode_to_vec())
 }
 
 impl Database {
@@ -280,10 +269,7 @@ impl Database {
             )
             .map_err(|e| Error::Corruption(format!("{p}: {e}")))?;
             floor = floor.max(adj.floor());
-            parts.push(Partition {
-                journal,
-                adj: AsyncMutex::new(adj),
-            });
+            parts.push(Partition::new(p, adj, journal));
         }
         let seed = match options.seed {
             Some(seed) => seed,
@@ -309,7 +295,7 @@ impl Database {
         });
         inner.resolve_undecided().await?;
         for (&p, part) in ids.iter().zip(&inner.parts) {
-            let (journal, node) = (part.journal.clone(), node.clone());
+            let (journal, node) = (part.journal().clone(), node.clone());
             let from = resume.get(&p).copied().unwrap_or(Lsn::FIRST);
             let feed =
                 tokio::spawn(
@@ -358,9 +344,9 @@ impl Database {
                 .parts
                 .iter()
                 .map(|p| JournalStats {
-                    first_lsn: p.journal.first_lsn(),
-                    end_lsn: p.journal.durable_end(),
-                    segments: p.journal.segment_count(),
+                    first_lsn: p.journal().first_lsn(),
+                    end_lsn: p.journal().durable_end(),
+                    segments: p.journal().segment_count(),
                 })
                 .collect(),
             watermark: self.inner.node.watermark(),
@@ -459,7 +445,7 @@ impl Database {
         }
         let mut first_error = self.inner.maintenance_error.lock().take();
         for part in &self.inner.parts {
-            if let Err(e) = part.journal.close() {
+            if let Err(e) = part.journal().close() {
                 first_error.get_or_insert(Error::from(e));
             }
         }
@@ -500,7 +486,7 @@ async fn maintain(inner: Weak<Inner>, mut history: VecDeque<Checkpoint>) {
     loop {
         tokio::time::sleep(tick).await;
         let Some(inner) = inner.upgrade() else { return };
-        let written: u64 = inner.parts.iter().map(|p| p.journal.stats().bytes).sum();
+        let written: u64 = inner.parts.iter().map(|p| p.journal().stats().bytes).sum();
         let due = last_round.elapsed() >= interval
             || written.saturating_sub(written_at_last_round) >= bytes;
         if !due {
@@ -520,7 +506,7 @@ impl Inner {
     async fn maintain_once(&self, history: &mut VecDeque<Checkpoint>) -> Result<()> {
         let now = self.clock.now();
         for part in &self.parts {
-            part.adj.lock().await.advance_horizon(now);
+            part.adjudicator().await.advance_horizon(now);
         }
         // The watermark moves only as every journal does: an idle one gets a heartbeat.
         self.promise_all(now.earliest).await?;
@@ -539,7 +525,7 @@ impl Inner {
         };
         let applied: &BTreeMap<PartitionId, Lsn> = &old.applied;
         for (p, lsn) in applied {
-            self.part(*p).journal.truncate_prefix(lsn.next())?;
+            self.part(*p).journal().truncate_prefix(lsn.next())?;
         }
         Ok(())
     }
@@ -556,47 +542,6 @@ impl Inner {
         &self.parts[p.get() as usize]
     }
 
-    /// Appends `record` to partition `p`'s journal while its adjudicator lock is held
-    /// (the caller's critical section), then waits for durability without the lock.
-    pub(crate) async fn append_and_wait(
-        &self,
-        p: PartitionId,
-        mut adj: tokio::sync::MutexGuard<'_, Adjudicator>,
-        record: &pb::Record,
-    ) -> Result<()> {
-        let submitted = self.submit(p, &mut adj, record).await?;
-        drop(adj);
-        self.wait_durable(p, submitted).await
-    }
-
-    /// Queues `record` on partition `p`'s journal; `adj` (its adjudicator, locked by the
-    /// caller) steps down if the journal refuses.
-    async fn submit(
-        &self,
-        p: PartitionId,
-        adj: &mut Adjudicator,
-        record: &pb::Record,
-    ) -> Result<Submitted<'_>> {
-        self.part(p)
-            .journal
-            .submit(encode(record))
-            .await
-            .map_err(|_| {
-                adj.append_failed();
-                Error::CommitUnknown
-            })
-    }
-
-    /// Waits until a queued record is durable; partition `p`'s adjudicator steps down if
-    /// it cannot be.
-    async fn wait_durable(&self, p: PartitionId, submitted: Submitted<'_>) -> Result<()> {
-        if submitted.durable().await.is_err() {
-            self.part(p).adj.lock().await.append_failed();
-            return Err(Error::CommitUnknown);
-        }
-        Ok(())
-    }
-
     /// The outcome of `txn_id` as its coordinator knows it: `Ok(τc)` if it committed,
     /// `Unavailable` (retryable) if it never will, `CommitUnknown` if it cannot tell — its
     /// journal failed, so the record may or may not be durable until a reopen recovers it.
@@ -606,17 +551,14 @@ impl Inner {
         txn_id: TxnId,
         coordinator: PartitionId,
     ) -> Result<Timestamp> {
-        let mut adj = self.part(coordinator).adj.lock().await;
-        if adj.is_stepped_down() {
-            return Err(Error::CommitUnknown);
-        }
-        match adj.status(txn_id) {
-            TxnStatus::Committed(ts) => Ok(ts),
-            TxnStatus::Aborted => Err(Error::Unavailable {
+        match self.part(coordinator).status(txn_id).await {
+            Some(TxnStatus::Committed(ts)) => Ok(ts),
+            Some(TxnStatus::Aborted) => Err(Error::Unavailable {
                 reason: format!("{txn_id} did not commit: a journal append failed"),
                 retry_after: None,
             }),
-            TxnStatus::InFlight => Err(Error::CommitUnknown),
+            // Stepped down (the journal failed mid-append), or still appending.
+            None | Some(TxnStatus::InFlight) => Err(Error::CommitUnknown),
         }
     }
 
@@ -640,7 +582,7 @@ impl Inner {
                     waited,
                     Err(journaldb_storage::Error::WatermarkTimeout { .. })
                 );
-                if !lagging || self.parts.iter().any(|p| p.journal.is_poisoned()) {
+                if !lagging || self.parts.iter().any(|p| p.journal().is_poisoned()) {
                     break;
                 }
             }
@@ -667,13 +609,9 @@ impl Inner {
     /// node is in this process, and after a crash every new τ lies above everything
     /// storage was promised (the clock restarts above the stored watermark).
     async fn promise_all(&self, ts: Timestamp) -> Result<()> {
-        for (i, part) in self.parts.iter().enumerate() {
-            let p = PartitionId::new(i as u32);
-            // Under the adjudicator's lock, nothing else is being handed out.
-            let mut adj = part.adj.lock().await;
-            if adj.promise(ts).is_some() {
-                let through = Lsn::new(part.journal.submitted_end().get().saturating_sub(1));
-                self.node.promise(p, through, ts)?;
+        for part in &self.parts {
+            if let Some(through) = part.promise(ts).await {
+                self.node.promise(part.id(), through, ts)?;
             }
         }
         Ok(())
@@ -691,23 +629,23 @@ impl Inner {
 
     /// Resolves votes left undecided by a crash: every coordinator is local, so ask it.
     async fn resolve_undecided(&self) -> Result<()> {
-        for (i, part) in self.parts.iter().enumerate() {
+        for part in &self.parts {
             let undecided: Vec<(TxnId, PartitionId)> = {
-                let adj = part.adj.lock().await;
+                let adj = part.adjudicator().await;
                 adj.undecided().map(|(id, v)| (id, v.coordinator)).collect()
             };
             for (txn, coordinator) in undecided {
-                let status = self.part(coordinator).adj.lock().await.status(txn);
-                let outcome = match status {
-                    TxnStatus::Committed(ts) => Some(ts),
-                    TxnStatus::Aborted => None,
-                    TxnStatus::InFlight => unreachable!("nothing is in flight while opening"),
+                let outcome = match self.part(coordinator).status(txn).await {
+                    Some(TxnStatus::Committed(ts)) => Some(ts),
+                    Some(TxnStatus::Aborted) => None,
+                    Some(TxnStatus::InFlight) => {
+                        unreachable!("nothing is in flight while opening")
+                    }
+                    None => return Err(Error::CommitUnknown),
                 };
-                let mut adj = part.adj.lock().await;
-                if let Some(record) = adj.decide(txn, outcome) {
-                    self.append_and_wait(PartitionId::new(i as u32), adj, &record)
-                        .await?;
-                }
+                part.decide(txn, outcome, true)
+                    .await
+                    .map_err(crate::transaction::refusal)?;
             }
         }
         Ok(())

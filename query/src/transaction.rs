@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use journaldb_adjudicator::{
-    CommitDecision, CommitRequest, PrepareDecision, PrepareRequest, Unavailable, Verdict,
+    CommitDecision, CommitRequest, PrepareRequest, Refusal, Unavailable, Verdict,
 };
 use journaldb_proto::{Clock, Epoch, LimitKind, Limits, Mutation, PartitionId, Timestamp, TxnId};
 use journaldb_storage::{ScanPage, ScanRange, VersionStore};
 
-use crate::database::{CommitInfo, Inner, encode};
+use crate::database::{CommitInfo, Inner};
 use crate::error::{Error, Result};
 use crate::partition::partition_of;
 
@@ -32,6 +32,14 @@ impl std::fmt::Debug for Transaction {
             .field("start_ts", &self.start_ts)
             .field("writes", &self.writes.len())
             .finish()
+    }
+}
+
+/// The error a refused [`journaldb_adjudicator::Partition`] call becomes.
+pub(crate) fn refusal(r: Refusal) -> Error {
+    match r {
+        Refusal::Decision(d) => map_verdict(d),
+        Refusal::AppendFailed => Error::CommitUnknown,
     }
 }
 
@@ -273,15 +281,10 @@ impl Transaction {
             retry: false,
         };
         let db = &self.db;
-        let mut adj = db.part(p).adj.lock().await;
-        match adj.commit(db.clock.now(), &req) {
-            CommitDecision::Append { commit_ts, record } => {
-                db.append_and_wait(p, adj, &record).await?;
-                db.part(p).adj.lock().await.appended(self.txn_id);
-                Ok(commit_ts)
-            }
-            other => Err(map_verdict(other)),
-        }
+        db.part(p)
+            .commit(db.clock.now(), &req)
+            .await
+            .map_err(refusal)
     }
 
     async fn commit_cross(
@@ -302,23 +305,22 @@ impl Transaction {
                 coordinator,
                 coordinator_epoch: Epoch::default(),
             };
-            let mut adj = db.part(p).adj.lock().await;
-            match adj.prepare(db.clock.now(), &req) {
-                PrepareDecision::Append { vote_ts, record } => {
+            match db.part(p).prepare(db.clock.now(), &req).await {
+                Ok(vote_ts) => {
                     voted.push(p);
-                    if db.append_and_wait(p, adj, &record).await.is_err() {
-                        // No `Commit` can exist without every vote: this is a definite abort.
-                        self.abort(&voted).await;
-                        return Err(Error::Unavailable {
-                            reason: format!("{p}: journal append failed; nothing was committed"),
-                            retry_after: None,
-                        });
-                    }
                     votes.push(vote_ts);
                 }
-                PrepareDecision::Voted { vote_ts } => votes.push(vote_ts),
-                PrepareDecision::Refused(d) => {
-                    drop(adj);
+                Err(Refusal::AppendFailed) => {
+                    // The vote may be in the journal: decide it. No `Commit` can exist
+                    // without every vote, so this is a definite abort.
+                    voted.push(p);
+                    self.abort(&voted).await;
+                    return Err(Error::Unavailable {
+                        reason: format!("{p}: journal append failed; nothing was committed"),
+                        retry_after: None,
+                    });
+                }
+                Err(Refusal::Decision(d)) => {
                     self.abort(&voted).await;
                     return Err(map_verdict(d));
                 }
@@ -326,25 +328,24 @@ impl Transaction {
         }
         let mutations: Vec<Mutation> = by_part.values().flatten().cloned().collect();
         let participants: Vec<PartitionId> = by_part.keys().copied().collect();
-        let mut adj = db.part(coordinator).adj.lock().await;
-        let decision = adj.commit_prepared(
-            db.clock.now(),
-            self.txn_id,
-            self.start_ts,
-            &votes,
-            &mutations,
-            &participants,
-        );
-        let commit_ts = match decision {
-            CommitDecision::Append { commit_ts, record } => {
-                db.append_and_wait(coordinator, adj, &record).await?;
-                db.part(coordinator).adj.lock().await.appended(self.txn_id);
-                commit_ts
-            }
-            other => {
-                drop(adj);
+        let committed = db
+            .part(coordinator)
+            .commit_prepared(
+                db.clock.now(),
+                self.txn_id,
+                self.start_ts,
+                &votes,
+                &mutations,
+                &participants,
+            )
+            .await;
+        let commit_ts = match committed {
+            Ok(commit_ts) => commit_ts,
+            // The `Commit` may be durable: the outcome is unknown, decide nothing.
+            Err(Refusal::AppendFailed) => return Err(Error::CommitUnknown),
+            Err(Refusal::Decision(d)) => {
                 self.abort(&voted).await;
-                return Err(map_verdict(other));
+                return Err(map_verdict(d));
             }
         };
         // Decide: participants learn τc and append `Decided` off the client's path.
@@ -360,10 +361,8 @@ impl Transaction {
     /// its `Decided` record without waiting for it to be durable.
     async fn decide(&self, voted: &[PartitionId], outcome: Option<Timestamp>) {
         for &p in voted {
-            let mut adj = self.db.part(p).adj.lock().await;
-            if let Some(record) = adj.decide(self.txn_id, outcome) {
-                let _queued = self.db.part(p).journal.submit(encode(&record)).await;
-            }
+            // A failure steps that participant down; its vote is resolved at reopen.
+            let _queued = self.db.part(p).decide(self.txn_id, outcome, false).await;
         }
     }
 }

@@ -1,0 +1,219 @@
+//! [`Partition`]: one adjudicator with its journal, doing the I/O the state machine leaves
+//! to its caller (ARCHITECTURE §4, §5). The critical section — decide, then queue the record
+//! on the journal — runs under one lock, so journal order is τ order; durability is awaited
+//! outside it. A failed append makes the adjudicator step down: nothing it decides after
+//! that can be trusted until a reopen (or failover) recovers the journal.
+//!
+//! The embedded database calls a `Partition` directly; the `AdjudicatorService` serves the
+//! same methods over gRPC, so the commit path is written once. It does not choose τs,
+//! route keys to partitions or drive the cross-partition protocol across partitions: the
+//! transaction (client side) does.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use journaldb_journal::{Journal, Submitted};
+use journaldb_proto::{Lsn, Mutation, PartitionId, TimeInterval, Timestamp, TxnId, pb};
+use prost::Message;
+use tokio::sync::{Mutex, MutexGuard};
+
+use crate::core::{Adjudicator, CommitDecision, CommitRequest, Verdict};
+use crate::cross::{PrepareDecision, PrepareRequest, TxnStatus};
+
+/// Why a [`Partition`] call did not commit (or vote).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Refusal {
+    /// The adjudicator's decision: a conflict, a too-old snapshot, unavailability, an
+    /// unknown outcome, an invalid request (never `Append` or `Committed`).
+    Decision(CommitDecision),
+    /// The journal failed while appending: the record may or may not be durable. The
+    /// adjudicator has stepped down.
+    AppendFailed,
+}
+
+/// One partition: its adjudicator and its journal.
+pub struct Partition {
+    id: PartitionId,
+    adj: Mutex<Adjudicator>,
+    journal: Arc<Journal>,
+}
+
+impl std::fmt::Debug for Partition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Partition")
+            .field("id", &self.id)
+            .field("journal", &self.journal.dir())
+            .finish_non_exhaustive()
+    }
+}
+
+fn encode(record: &pb::Record) -> Bytes {
+    Bytes::from(record.encode_to_vec())
+}
+
+impl Partition {
+    /// Partition `id`, decided by `adj` (typically [`Adjudicator::replay`]ed from `journal`).
+    pub fn new(id: PartitionId, adj: Adjudicator, journal: Arc<Journal>) -> Self {
+        Partition {
+            id,
+            adj: Mutex::new(adj),
+            journal,
+        }
+    }
+
+    /// The partition's id.
+    pub fn id(&self) -> PartitionId {
+        self.id
+    }
+
+    /// The partition's journal.
+    pub fn journal(&self) -> &Arc<Journal> {
+        &self.journal
+    }
+
+    /// The adjudicator itself, locked: for inspection and maintenance
+    /// ([`Adjudicator::advance_horizon`]). Appending while holding it is this module's job.
+    pub async fn adjudicator(&self) -> MutexGuard<'_, Adjudicator> {
+        self.adj.lock().await
+    }
+
+    /// Queues `record` while `adj` (this partition's adjudicator) is locked; the adjudicator
+    /// steps down if the journal refuses.
+    async fn submit(
+        &self,
+        adj: &mut Adjudicator,
+        record: &pb::Record,
+    ) -> Result<Submitted<'_>, Refusal> {
+        self.journal.submit(encode(record)).await.map_err(|_| {
+            adj.append_failed();
+            Refusal::AppendFailed
+        })
+    }
+
+    /// Waits until a queued record is durable; the adjudicator steps down if it cannot be.
+    async fn durable(&self, submitted: Submitted<'_>) -> Result<Lsn, Refusal> {
+        match submitted.durable().await {
+            Ok(lsn) => Ok(lsn),
+            Err(_) => {
+                self.adj.lock().await.append_failed();
+                Err(Refusal::AppendFailed)
+            }
+        }
+    }
+
+    /// Appends `record` decided under `adj` and waits until it is durable (without the lock).
+    async fn append(
+        &self,
+        mut adj: MutexGuard<'_, Adjudicator>,
+        record: &pb::Record,
+    ) -> Result<Lsn, Refusal> {
+        let submitted = self.submit(&mut adj, record).await?;
+        drop(adj);
+        self.durable(submitted).await
+    }
+
+    /// A single-partition commit: τc once the `Commit` record is durable (the commit point).
+    /// A retry of a committed transaction reports its τc again.
+    pub async fn commit(
+        &self,
+        now: TimeInterval,
+        req: &CommitRequest,
+    ) -> Result<Timestamp, Refusal> {
+        let mut adj = self.adj.lock().await;
+        match adj.commit(now, req) {
+            CommitDecision::Append { commit_ts, record } => {
+                self.append(adj, &record).await?;
+                self.adj.lock().await.appended(req.txn_id);
+                Ok(commit_ts)
+            }
+            CommitDecision::Verdict(Verdict::Committed { commit_ts }) => Ok(commit_ts),
+            other => Err(Refusal::Decision(other)),
+        }
+    }
+
+    /// Participant: votes on a cross-partition transaction; the vote τ once its `Prepared`
+    /// record is durable (or at once, for a vote already cast).
+    pub async fn prepare(
+        &self,
+        now: TimeInterval,
+        req: &PrepareRequest,
+    ) -> Result<Timestamp, Refusal> {
+        let mut adj = self.adj.lock().await;
+        match adj.prepare(now, req) {
+            PrepareDecision::Append { vote_ts, record } => {
+                self.append(adj, &record).await?;
+                Ok(vote_ts)
+            }
+            PrepareDecision::Voted { vote_ts } => Ok(vote_ts),
+            PrepareDecision::Refused(d) => Err(Refusal::Decision(d)),
+        }
+    }
+
+    /// Coordinator: appends the one `Commit` of a cross-partition transaction whose
+    /// participants all voted; τc once it is durable.
+    pub async fn commit_prepared(
+        &self,
+        now: TimeInterval,
+        txn_id: TxnId,
+        start_ts: Timestamp,
+        votes: &[Timestamp],
+        mutations: &[Mutation],
+        participants: &[PartitionId],
+    ) -> Result<Timestamp, Refusal> {
+        let mut adj = self.adj.lock().await;
+        match adj.commit_prepared(now, txn_id, start_ts, votes, mutations, participants) {
+            CommitDecision::Append { commit_ts, record } => {
+                self.append(adj, &record).await?;
+                self.adj.lock().await.appended(txn_id);
+                Ok(commit_ts)
+            }
+            CommitDecision::Verdict(Verdict::Committed { commit_ts }) => Ok(commit_ts),
+            other => Err(Refusal::Decision(other)),
+        }
+    }
+
+    /// Participant: records the outcome of a transaction it voted for and queues its
+    /// `Decided` record. With `wait`, returns once that record is durable; without, once it
+    /// is queued (the decision is already in force in memory). Nothing to do if it holds no
+    /// undecided vote for `txn_id`.
+    pub async fn decide(
+        &self,
+        txn_id: TxnId,
+        outcome: Option<Timestamp>,
+        wait: bool,
+    ) -> Result<(), Refusal> {
+        let mut adj = self.adj.lock().await;
+        let Some(record) = adj.decide(txn_id, outcome) else {
+            return Ok(());
+        };
+        let submitted = self.submit(&mut adj, &record).await?;
+        drop(adj);
+        if wait {
+            self.durable(submitted).await?;
+        }
+        Ok(())
+    }
+
+    /// Coordinator: the fate of `txn_id`; an undecided one is decided aborted for good.
+    /// `None` if this adjudicator stepped down and cannot know.
+    pub async fn status(&self, txn_id: TxnId) -> Option<TxnStatus> {
+        let mut adj = self.adj.lock().await;
+        if adj.is_stepped_down() {
+            return None;
+        }
+        Some(adj.status(txn_id))
+    }
+
+    /// Promises, in memory, that no record with τ ≤ `ts` will follow those handed out so
+    /// far. Returns the last Lsn handed out when the promise raised the floor — what a
+    /// storage node in the same process needs to count the promise — and `None` if the
+    /// journal already held (or was about to hold) a record at or above `ts`.
+    pub async fn promise(&self, ts: Timestamp) -> Option<Lsn> {
+        let mut adj = self.adj.lock().await;
+        adj.promise(ts)?;
+        // Under the lock nothing else is being handed out.
+        Some(Lsn::new(
+            self.journal.submitted_end().get().saturating_sub(1),
+        ))
+    }
+}
