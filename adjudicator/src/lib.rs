@@ -21,7 +21,7 @@
 //! The state machine is *not* I/O: it appends nothing and reads no clock. [`Partition`]
 //! (`partition.rs`) is the one place that does the I/O around it — the critical section
 //! with its journal append, durability, step-down — for the embedded database and the
-//! gRPC service alike. [`Adjudicator::replay`] rebuilds one from its journal (failover, or an
+//! gRPC service alike; [`service::AdjudicatorServer`] serves partitions over gRPC. [`Adjudicator::replay`] rebuilds one from its journal (failover, or an
 //! embedded reopen). Not yet here: resolving undecided prepares through journal recovery
 //! when their coordinator is unreachable.
 //!
@@ -31,6 +31,7 @@ mod core;
 mod cross;
 mod partition;
 mod replay;
+pub mod service;
 mod window;
 
 pub use crate::core::{

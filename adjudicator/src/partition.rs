@@ -204,6 +204,24 @@ impl Partition {
         Some(adj.status(txn_id))
     }
 
+    /// Promises, durably, that no record with τ ≤ `ts` will follow those appended so far:
+    /// appends a `Heartbeat` at `ts` if the floor had to move (for storage replicas in other
+    /// processes, which learn it from the journal). Returns the floor afterwards.
+    pub async fn promise_durable(&self, ts: Timestamp) -> Result<Timestamp, Refusal> {
+        let mut adj = self.adj.lock().await;
+        if adj.is_stepped_down() {
+            return Err(Refusal::AppendFailed);
+        }
+        match adj.promise(ts) {
+            Some(record) => {
+                let floor = adj.floor();
+                self.append(adj, &record).await?;
+                Ok(floor)
+            }
+            None => Ok(adj.floor()),
+        }
+    }
+
     /// Promises, in memory, that no record with τ ≤ `ts` will follow those handed out so
     /// far. Returns the last Lsn handed out when the promise raised the floor — what a
     /// storage node in the same process needs to count the promise — and `None` if the

@@ -2,4 +2,5 @@
 
 mod cross_oracle;
 mod replay;
+mod service;
 mod si_oracle;

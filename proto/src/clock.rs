@@ -132,6 +132,13 @@ impl Default for SystemClock {
     }
 }
 
+/// A shared clock is a clock (one clock for several roles of a process).
+impl<C: Clock> Clock for std::sync::Arc<C> {
+    fn now(&self) -> TimeInterval {
+        (**self).now()
+    }
+}
+
 impl Clock for SystemClock {
     #[allow(
         clippy::disallowed_methods,

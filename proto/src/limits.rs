@@ -96,6 +96,26 @@ impl Limits {
     pub fn check_value(&self, value: &[u8]) -> Result<(), LimitExceeded> {
         Self::check(LimitKind::ValueBytes, self.max_value_bytes, value.len())
     }
+
+    /// Checks a whole write set: every key and value, the mutation count and the total
+    /// bytes (keys plus values).
+    pub fn check_write_set(&self, mutations: &[crate::Mutation]) -> Result<(), LimitExceeded> {
+        Self::check(
+            LimitKind::TxnMutations,
+            self.max_txn_mutations,
+            mutations.len(),
+        )?;
+        let mut bytes = 0;
+        for m in mutations {
+            self.check_key(&m.key)?;
+            bytes += m.key.len();
+            if let crate::MutationOp::Put(v) = &m.op {
+                self.check_value(v)?;
+                bytes += v.len();
+            }
+        }
+        Self::check(LimitKind::TxnBytes, self.max_txn_bytes, bytes)
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,253 @@
+//! [`AdjudicatorServer`]: the `AdjudicatorService` gRPC service (ARCHITECTURE §4, §9) over
+//! this node's [`Partition`]s — the same calls the embedded database makes in process.
+//!
+//! Verdicts are replies (`committed_ts`, `conflict`, `snapshot_too_old`); everything else is
+//! a status whose `journaldb-error` metadata names the kind: an unknown partition or a
+//! malformed request is `InvalidArgument`, an oversized write set `LimitExceeded`, a step-down
+//! or skew `Unavailable`, and a journal failure mid-append `CommitUnknown` (the client
+//! re-asks with `Status`, by txn id — commits are idempotent by it). It does not check the
+//! topology version yet (there is no topology service to compare with).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use journaldb_proto::pb::adjudicator_service_server::AdjudicatorService;
+use journaldb_proto::status::ErrorKind;
+use journaldb_proto::{Clock, Epoch, Limits, Mutation, PartitionId, Timestamp, TxnId, pb};
+use tonic::{Request, Response, Status};
+
+use crate::core::{CommitDecision, CommitRequest, Verdict};
+use crate::cross::{PrepareRequest, TxnStatus};
+use crate::partition::{Partition, Refusal};
+
+/// The adjudicator role's gRPC service.
+pub struct AdjudicatorServer<C> {
+    partitions: BTreeMap<PartitionId, Arc<Partition>>,
+    clock: C,
+    limits: Limits,
+}
+
+impl<C> std::fmt::Debug for AdjudicatorServer<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdjudicatorServer")
+            .field("partitions", &self.partitions.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C: Clock> AdjudicatorServer<C> {
+    /// A service deciding for `partitions`, reading time from `clock`.
+    pub fn new(
+        partitions: impl IntoIterator<Item = Arc<Partition>>,
+        clock: C,
+        limits: Limits,
+    ) -> Self {
+        AdjudicatorServer {
+            partitions: partitions.into_iter().map(|p| (p.id(), p)).collect(),
+            clock,
+            limits,
+        }
+    }
+
+    fn partition(&self, id: u32) -> Result<&Arc<Partition>, Status> {
+        self.partitions.get(&PartitionId::new(id)).ok_or_else(|| {
+            ErrorKind::InvalidArgument.status(format!("partition {id} is not served here"))
+        })
+    }
+
+    fn mutations(&self, wire: Vec<pb::Mutation>) -> Result<Vec<Mutation>, Status> {
+        let mutations = wire
+            .into_iter()
+            .map(Mutation::try_from)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ErrorKind::InvalidArgument.status(format!("mutation: {e}")))?;
+        if mutations.is_empty() {
+            return Err(ErrorKind::InvalidArgument.status("no mutations"));
+        }
+        self.limits
+            .check_write_set(&mutations)
+            .map_err(|e| ErrorKind::LimitExceeded.status(e.to_string()))?;
+        Ok(mutations)
+    }
+}
+
+fn txn_id(wire: Option<pb::TxnId>) -> Result<TxnId, Status> {
+    wire.map(TxnId::from)
+        .ok_or_else(|| ErrorKind::InvalidArgument.status("missing txn_id"))
+}
+
+/// The status of a refusal that is not a verdict.
+fn refusal_status(r: Refusal) -> Status {
+    match r {
+        Refusal::AppendFailed => ErrorKind::CommitUnknown
+            .status("the journal failed while appending; the outcome is unknown until recovery"),
+        Refusal::Decision(CommitDecision::Unavailable(u)) => {
+            ErrorKind::Unavailable.status(format!("{u:?}"))
+        }
+        Refusal::Decision(CommitDecision::Unknown | CommitDecision::InFlight { .. }) => {
+            ErrorKind::CommitUnknown.status("the outcome of this transaction is not known here")
+        }
+        Refusal::Decision(CommitDecision::Invalid(m)) => ErrorKind::InvalidArgument.status(m),
+        Refusal::Decision(other) => {
+            ErrorKind::InvalidArgument.status(format!("unexpected decision {other:?}"))
+        }
+    }
+}
+
+/// A commit outcome as a reply: verdicts are values; the rest are statuses.
+fn commit_reply(result: Result<Timestamp, Refusal>) -> Result<Response<pb::CommitReply>, Status> {
+    use pb::commit_reply::Outcome;
+    let outcome = match result {
+        Ok(ts) => Outcome::CommittedTs(ts.as_nanos()),
+        Err(Refusal::Decision(CommitDecision::Verdict(Verdict::Conflict { key }))) => {
+            Outcome::Conflict(pb::Conflict { key })
+        }
+        Err(Refusal::Decision(CommitDecision::Verdict(Verdict::TooOld))) => {
+            Outcome::SnapshotTooOld(pb::Aborted {})
+        }
+        Err(r) => return Err(refusal_status(r)),
+    };
+    Ok(Response::new(pb::CommitReply {
+        outcome: Some(outcome),
+    }))
+}
+
+#[tonic::async_trait]
+impl<C: Clock + Send + Sync + 'static> AdjudicatorService for AdjudicatorServer<C> {
+    async fn commit(
+        &self,
+        request: Request<pb::CommitRequest>,
+    ) -> Result<Response<pb::CommitReply>, Status> {
+        let req = request.into_inner();
+        let part = self.partition(req.partition)?;
+        let req = CommitRequest {
+            txn_id: txn_id(req.txn_id)?,
+            start_ts: Timestamp::from_nanos(req.start_ts),
+            mutations: self.mutations(req.mutations)?,
+            retry: req.retry,
+        };
+        commit_reply(part.commit(self.clock.now(), &req).await)
+    }
+
+    async fn prepare(
+        &self,
+        request: Request<pb::PrepareRequest>,
+    ) -> Result<Response<pb::PrepareReply>, Status> {
+        use pb::prepare_reply::Vote;
+        let req = request.into_inner();
+        let part = self.partition(req.partition)?;
+        for key in &req.keys {
+            self.limits
+                .check_key(key)
+                .map_err(|e| ErrorKind::LimitExceeded.status(e.to_string()))?;
+        }
+        let prepare = PrepareRequest {
+            txn_id: txn_id(req.txn_id)?,
+            start_ts: Timestamp::from_nanos(req.start_ts),
+            keys: req.keys,
+            coordinator: PartitionId::new(req.coordinator),
+            coordinator_epoch: req.coordinator_epoch.map(Epoch::from).unwrap_or_default(),
+        };
+        let vote = match part.prepare(self.clock.now(), &prepare).await {
+            Ok(ts) => Vote::VoteTs(ts.as_nanos()),
+            Err(Refusal::Decision(CommitDecision::Verdict(Verdict::Conflict { key }))) => {
+                Vote::Conflict(pb::Conflict { key })
+            }
+            Err(Refusal::Decision(CommitDecision::Verdict(Verdict::TooOld))) => {
+                Vote::SnapshotTooOld(pb::Aborted {})
+            }
+            Err(r) => return Err(refusal_status(r)),
+        };
+        Ok(Response::new(pb::PrepareReply { vote: Some(vote) }))
+    }
+
+    async fn commit_prepared(
+        &self,
+        request: Request<pb::CommitPreparedRequest>,
+    ) -> Result<Response<pb::CommitReply>, Status> {
+        let req = request.into_inner();
+        let part = self.partition(req.partition)?;
+        let votes: Vec<Timestamp> = req
+            .votes
+            .iter()
+            .map(|&v| Timestamp::from_nanos(v))
+            .collect();
+        let participants: Vec<PartitionId> = req
+            .participants
+            .iter()
+            .map(|&p| PartitionId::new(p))
+            .collect();
+        if votes.len() != participants.len() {
+            return Err(ErrorKind::InvalidArgument.status(format!(
+                "{} votes for {} participants",
+                votes.len(),
+                participants.len()
+            )));
+        }
+        let result = part
+            .commit_prepared(
+                self.clock.now(),
+                txn_id(req.txn_id)?,
+                Timestamp::from_nanos(req.start_ts),
+                &votes,
+                &self.mutations(req.mutations)?,
+                &participants,
+            )
+            .await;
+        commit_reply(result)
+    }
+
+    async fn decide(
+        &self,
+        request: Request<pb::DecideRequest>,
+    ) -> Result<Response<pb::DecideReply>, Status> {
+        use pb::decide_request::Outcome;
+        let req = request.into_inner();
+        let part = self.partition(req.partition)?;
+        let outcome = match req.outcome {
+            Some(Outcome::CommittedTs(ts)) => Some(Timestamp::from_nanos(ts)),
+            Some(Outcome::Aborted(_)) => None,
+            None => return Err(ErrorKind::InvalidArgument.status("missing outcome")),
+        };
+        part.decide(txn_id(req.txn_id)?, outcome, true)
+            .await
+            .map_err(refusal_status)?;
+        Ok(Response::new(pb::DecideReply {}))
+    }
+
+    async fn status(
+        &self,
+        request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusReply>, Status> {
+        use pb::status_reply::Status as S;
+        let req = request.into_inner();
+        let part = self.partition(req.partition)?;
+        let status = match part.status(txn_id(req.txn_id)?).await {
+            Some(TxnStatus::Committed(ts)) => S::CommittedTs(ts.as_nanos()),
+            Some(TxnStatus::Aborted) => S::Aborted(pb::Aborted {}),
+            Some(TxnStatus::InFlight) => S::InFlight(pb::Aborted {}),
+            None => {
+                return Err(ErrorKind::Unavailable
+                    .status("this adjudicator stepped down; its journal must be recovered"));
+            }
+        };
+        Ok(Response::new(pb::StatusReply {
+            status: Some(status),
+        }))
+    }
+
+    async fn promise(
+        &self,
+        request: Request<pb::PromiseRequest>,
+    ) -> Result<Response<pb::PromiseReply>, Status> {
+        let req = request.into_inner();
+        let part = self.partition(req.partition)?;
+        let floor = part
+            .promise_durable(Timestamp::from_nanos(req.ts))
+            .await
+            .map_err(|_| ErrorKind::Unavailable.status("the journal failed; stepped down"))?;
+        Ok(Response::new(pb::PromiseReply {
+            floor: floor.as_nanos(),
+        }))
+    }
+}
