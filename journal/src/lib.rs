@@ -14,8 +14,10 @@
 //! - **Fail-stop**: after a failed write or fsync the journal is poisoned ([`Error::Poisoned`]).
 //! - **One process**: a directory lock refuses a second opener ([`Error::Locked`]).
 //!
+//! [`service::JournalServer`] serves journals to other nodes over gRPC (`Read`, `Tail`).
+//!
 //! It is *not* a record decoder (payloads are opaque bytes; `journaldb-proto` defines
-//! them), and not replicated. Its one thread is the flusher.
+//! them), and not replicated yet. Its one thread is the flusher.
 //!
 //! Start reading at [`Journal`] (`journal.rs`), then `writer.rs` for the commit path and
 //! `format.rs` for the bytes on disk. [`disk::CrashDisk`] is the crash-testing disk.
@@ -27,6 +29,7 @@ mod journal;
 mod options;
 mod reader;
 mod segment;
+pub mod service;
 mod writer;
 
 pub use error::{Error, Result};

@@ -5,4 +5,5 @@ mod crash;
 mod lock;
 mod poison;
 mod recovery;
+mod service;
 mod tail;

@@ -1,0 +1,188 @@
+//! [`JournalServer`]: the `JournalService` gRPC service (ARCHITECTURE §5, §9) over this
+//! node's journals: `Read` (a bounded page of durable records from a position) and `Tail`
+//! (a stream of every durable record from a position, once, in order) — what storage
+//! replicas on other nodes follow.
+//!
+//! `Append` and `Seal` belong to journal replication, where a writer streams batches to
+//! replicas under epochs; until that exists each journal has one replica written by the
+//! adjudicator on its own node, and both answer `Unimplemented` (with the kind
+//! `Unavailable`) rather than accept writes that would bypass the adjudicator.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use journaldb_proto::pb::journal_service_server::JournalService;
+use journaldb_proto::status::ErrorKind;
+use journaldb_proto::{Lsn, PartitionId, pb};
+use tokio::sync::mpsc;
+use tonic::{Code, Request, Response, Status};
+
+use crate::error::Error;
+use crate::journal::Journal;
+
+/// Most records one `Read` page or `Tail` message carries.
+pub const MAX_RECORDS_PER_REPLY: u32 = 4096;
+/// Most payload bytes one `Read` page or `Tail` message carries (at least one record is
+/// always sent, however large).
+pub const MAX_BYTES_PER_REPLY: u64 = 4 << 20;
+
+/// The journal role's gRPC service.
+#[derive(Debug)]
+pub struct JournalServer {
+    journals: BTreeMap<PartitionId, Arc<Journal>>,
+}
+
+impl JournalServer {
+    /// A service for `journals`.
+    pub fn new(journals: impl IntoIterator<Item = (PartitionId, Arc<Journal>)>) -> Self {
+        JournalServer {
+            journals: journals.into_iter().collect(),
+        }
+    }
+
+    fn journal(&self, partition: u32) -> Result<&Arc<Journal>, Status> {
+        self.journals
+            .get(&PartitionId::new(partition))
+            .ok_or_else(|| {
+                ErrorKind::InvalidArgument.status(format!("journal {partition} is not served here"))
+            })
+    }
+}
+
+/// The status a journal error travels as.
+pub fn to_status(e: Error) -> Status {
+    let kind = match &e {
+        Error::Poisoned { .. } | Error::Closed | Error::Locked { .. } => ErrorKind::Unavailable,
+        Error::Corruption { .. } | Error::UnsupportedVersion { .. } => ErrorKind::Corruption,
+        Error::Truncated { .. } | Error::RecordTooLarge { .. } | Error::InvalidOptions(_) => {
+            ErrorKind::InvalidArgument
+        }
+        Error::Io { .. } => ErrorKind::Io,
+    };
+    kind.status(e.to_string())
+}
+
+fn unimplemented(what: &str) -> Status {
+    let mut status = Status::new(
+        Code::Unimplemented,
+        format!("{what} serves journal replication, which this node does not run yet"),
+    );
+    status.metadata_mut().insert(
+        journaldb_proto::status::ERROR_KIND,
+        tonic::metadata::MetadataValue::from_static(ErrorKind::Unavailable.name()),
+    );
+    status
+}
+
+/// Takes durable records from `reader` up to the page limits; `first` is the first one's
+/// Lsn. Never waits.
+fn page(
+    reader: &mut crate::reader::Reader,
+    max_records: u32,
+    max_bytes: u64,
+) -> Result<(Lsn, Vec<bytes::Bytes>), Error> {
+    let first = crate::reader::Reader::position(reader);
+    let mut records = Vec::new();
+    let mut bytes = 0u64;
+    while records.len() < max_records as usize && (records.is_empty() || bytes < max_bytes) {
+        let Some((_, payload)) = reader.next_record()? else {
+            break;
+        };
+        bytes += payload.len() as u64;
+        records.push(payload);
+    }
+    Ok((first, records))
+}
+
+#[tonic::async_trait]
+impl JournalService for JournalServer {
+    async fn append(
+        &self,
+        _request: Request<pb::AppendRequest>,
+    ) -> Result<Response<pb::AppendReply>, Status> {
+        Err(unimplemented("Append"))
+    }
+
+    async fn read(
+        &self,
+        request: Request<pb::ReadRequest>,
+    ) -> Result<Response<pb::ReadReply>, Status> {
+        let req = request.into_inner();
+        let journal = self.journal(req.partition)?;
+        let max_records = match req.max_records {
+            0 => MAX_RECORDS_PER_REPLY,
+            n => n.min(MAX_RECORDS_PER_REPLY),
+        };
+        let max_bytes = match req.max_bytes {
+            0 => MAX_BYTES_PER_REPLY,
+            n => n.min(MAX_BYTES_PER_REPLY),
+        };
+        let mut reader = journal
+            .read_from(Lsn::new(req.from_lsn))
+            .map_err(to_status)?;
+        let (first, records) = page(&mut reader, max_records, max_bytes).map_err(to_status)?;
+        Ok(Response::new(pb::ReadReply {
+            first_lsn: first.get(),
+            records,
+            durable_end: journal.durable_end().get(),
+        }))
+    }
+
+    type TailStream = tokio_stream::wrappers::ReceiverStream<Result<pb::TailReply, Status>>;
+
+    async fn tail(
+        &self,
+        request: Request<pb::TailRequest>,
+    ) -> Result<Response<Self::TailStream>, Status> {
+        let req = request.into_inner();
+        let journal = self.journal(req.partition)?.clone();
+        let mut tail = journal.tail(Lsn::new(req.from_lsn)).map_err(to_status)?;
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            loop {
+                // Wait for one record, then send it with everything else already durable.
+                let first = match tail.next().await {
+                    Ok(Some(record)) => record,
+                    Ok(None) => return, // the journal closed: the stream ends
+                    Err(e) => {
+                        let _ = tx.send(Err(to_status(e))).await;
+                        return;
+                    }
+                };
+                let (first_lsn, mut records) = (first.0, vec![first.1]);
+                let mut bytes = records[0].len() as u64;
+                while records.len() < MAX_RECORDS_PER_REPLY as usize && bytes < MAX_BYTES_PER_REPLY
+                {
+                    match tail.try_next() {
+                        Ok(Some((_, payload))) => {
+                            bytes += payload.len() as u64;
+                            records.push(payload);
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            let _ = tx.send(Err(to_status(e))).await;
+                            return;
+                        }
+                    }
+                }
+                let reply = pb::TailReply {
+                    first_lsn: first_lsn.get(),
+                    records,
+                };
+                if tx.send(Ok(reply)).await.is_err() {
+                    return; // the client went away
+                }
+            }
+        });
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            rx,
+        )))
+    }
+
+    async fn seal(
+        &self,
+        _request: Request<pb::SealRequest>,
+    ) -> Result<Response<pb::SealReply>, Status> {
+        Err(unimplemented("Seal"))
+    }
+}
