@@ -123,6 +123,12 @@ impl Crossbar {
         self.journals.keys().copied()
     }
 
+    /// The Lsn the next record of `journal` must have (`None` for a journal not merged
+    /// here): where a feed that restarts must continue.
+    pub fn next_lsn(&self, journal: PartitionId) -> Option<Lsn> {
+        self.journals.get(&journal).map(|q| q.next_lsn)
+    }
+
     /// The watermark: every record with τ ≤ this has been pushed, from every journal.
     pub fn watermark(&self) -> Timestamp {
         self.journals

@@ -88,6 +88,12 @@ impl<S: Engine> StorageNode<S> {
             .collect())
     }
 
+    /// The Lsn `journal`'s feed must push next (after records pushed but not yet applied);
+    /// `None` for a journal this node does not merge.
+    pub fn next_lsn(&self, journal: PartitionId) -> Option<Lsn> {
+        self.crossbar.lock().next_lsn(journal)
+    }
+
     /// Every version with τ ≤ this is stored.
     pub fn watermark(&self) -> Timestamp {
         Timestamp::from_nanos(self.watermark.end().saturating_sub(1))

@@ -3,6 +3,7 @@
 mod conformance;
 mod crossbar;
 mod differential;
+mod follow;
 mod node;
 mod service;
 

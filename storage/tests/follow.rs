@@ -1,0 +1,109 @@
+//! A storage node follows a journal on another "node" over gRPC: it applies what the
+//! journal holds, keeps up with new records, and resumes exactly where it stopped when the
+//! journal's server goes away and comes back on the same address.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use journaldb_journal::service::JournalServer;
+use journaldb_journal::{Journal, JournalOptions};
+use journaldb_proto::pb::journal_service_client::JournalServiceClient;
+use journaldb_proto::pb::journal_service_server::JournalServiceServer;
+use journaldb_proto::{Mutation, PartitionId, Timestamp, TxnId, pb};
+use journaldb_storage::follow::follow;
+use journaldb_storage::{MemoryEngine, StorageNode};
+use prost::Message;
+use tokio::task::JoinHandle;
+use tonic::transport::Endpoint;
+
+const P: PartitionId = PartitionId::new(0);
+
+fn commit(t: u64) -> Bytes {
+    let record = pb::Record::commit(
+        TxnId::new(u128::from(t)),
+        Timestamp::from_nanos(t),
+        [Mutation::put(format!("k{t}"), format!("v{t}"))],
+        &[],
+    );
+    Bytes::from(record.encode_to_vec())
+}
+
+/// Serves `journal` on `addr` (reusing the address after a previous server there).
+fn serve(journal: Arc<Journal>, addr: SocketAddr) -> JoinHandle<()> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_reuseaddr(true).unwrap();
+    socket.bind(addr).unwrap();
+    let listener = socket.listen(64).unwrap();
+    let service = JournalServer::new([(P, journal)]);
+    tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .add_service(JournalServiceServer::new(service))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .await;
+    })
+}
+
+async fn sees(node: &StorageNode<MemoryEngine>, t: u64) {
+    let deadline = tokio::time::sleep(Duration::from_secs(10));
+    let got = node
+        .get(
+            format!("k{t}").as_bytes(),
+            Timestamp::from_nanos(t),
+            deadline,
+        )
+        .await
+        .unwrap();
+    assert_eq!(got, Some(Bytes::from(format!("v{t}"))), "record at {t}");
+}
+
+#[test]
+fn a_storage_node_follows_a_remote_journal_across_a_server_restart() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    rt.block_on(async {
+        let journal = Arc::new(Journal::open(dir.path(), JournalOptions::default()).unwrap());
+        for t in 1..=5 {
+            journal.append(commit(t)).await.unwrap();
+        }
+        let addr = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            probe.local_addr().unwrap()
+        };
+        let server = serve(journal.clone(), addr);
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_timeout(Duration::from_secs(1))
+            .connect_lazy();
+        let node = Arc::new(StorageNode::open(MemoryEngine::new(), &[P]).unwrap());
+        let feed = tokio::spawn(follow(
+            JournalServiceClient::new(channel),
+            P,
+            node.clone(),
+            Duration::from_millis(20),
+        ));
+        sees(&node, 5).await;
+        journal.append(commit(6)).await.unwrap();
+        sees(&node, 6).await;
+
+        // The journal's server goes away; records keep coming; it comes back.
+        server.abort();
+        let _ = server.await;
+        for t in 7..=9 {
+            journal.append(commit(t)).await.unwrap();
+        }
+        let server = serve(journal.clone(), addr);
+        sees(&node, 9).await;
+        for t in 1..=9 {
+            sees(&node, t).await;
+        }
+        journal.close().unwrap();
+        feed.await.unwrap().unwrap();
+        server.abort();
+    });
+}
