@@ -19,6 +19,7 @@
 //! [`manifest`], [`tailer`] and [`retry`].
 
 mod closable;
+pub mod cluster;
 mod database;
 mod error;
 pub mod manifest;

@@ -2,6 +2,7 @@
 
 mod bank;
 mod cli;
+mod cluster;
 mod commit_unknown;
 mod crash;
 mod embedded;

@@ -1,0 +1,259 @@
+//! [`NodeConfig`]: what `journaldb serve --config node.toml` reads — this node's name, its
+//! data directory, and the cluster's static map: the nodes, their addresses, which
+//! partitions (adjudicator + journal) each runs, and which are storage replicas.
+//!
+//! Every node of a cluster gets the same `[[nodes]]` list; `node = "…"` names itself in it.
+//! Everything is checked before anything binds a port or touches the disk, and every
+//! problem is reported at once.
+//!
+//! ```toml
+//! node = "n1"
+//! data_dir = "./cluster/n1"
+//! partitions = 2
+//!
+//! [[nodes]]
+//! name = "n1"
+//! listen = "127.0.0.1:7001"
+//! partitions = [0]
+//! storage = true
+//!
+//! [[nodes]]
+//! name = "n2"
+//! listen = "127.0.0.1:7002"
+//! partitions = [1]
+//! storage = true
+//! ```
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// A node's configuration file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's name in `nodes`.
+    pub node: String,
+    /// Where this node keeps its journals and storage.
+    pub data_dir: PathBuf,
+    /// Partitions of the cluster (fixed at creation).
+    pub partitions: u32,
+    /// Version of the partition map; bumped whenever it changes.
+    #[serde(default = "one")]
+    pub topology_version: u64,
+    /// Every node of the cluster.
+    pub nodes: Vec<NodeEntry>,
+}
+
+fn one() -> u64 {
+    1
+}
+
+/// One node of the cluster map.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeEntry {
+    /// Unique name.
+    pub name: String,
+    /// Address to bind, e.g. `127.0.0.1:7001`.
+    pub listen: String,
+    /// How clients and peers reach it; default `http://<listen>`.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// Partitions whose adjudicator and journal it runs.
+    #[serde(default)]
+    pub partitions: Vec<u32>,
+    /// Whether it is a storage replica (of the whole key space).
+    #[serde(default)]
+    pub storage: bool,
+}
+
+impl NodeEntry {
+    /// The URL peers and clients use.
+    pub fn url(&self) -> String {
+        self.address
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen))
+    }
+}
+
+/// A configuration that cannot be used: every problem found, one per line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration {path}:\n  {}", .problems.join("\n  "))]
+pub struct ConfigError {
+    /// The file.
+    pub path: String,
+    /// What is wrong.
+    pub problems: Vec<String>,
+}
+
+impl NodeConfig {
+    /// Reads and checks `path`.
+    pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let err = |problems: Vec<String>| ConfigError {
+            path: path.display().to_string(),
+            problems,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| err(vec![e.to_string()]))?;
+        let config: NodeConfig =
+            toml::from_str(&text).map_err(|e| err(vec![e.to_string().trim().to_owned()]))?;
+        config.check().map_err(err)?;
+        Ok(config)
+    }
+
+    /// Every problem with this configuration (empty: usable).
+    pub fn check(&self) -> Result<(), Vec<String>> {
+        let mut problems = Vec::new();
+        if self.partitions == 0 {
+            problems.push("partitions must be at least 1".to_owned());
+        }
+        let mut names = BTreeSet::new();
+        let mut owners = vec![Vec::new(); self.partitions as usize];
+        for n in &self.nodes {
+            if !names.insert(n.name.as_str()) {
+                problems.push(format!("node {:?} is listed twice", n.name));
+            }
+            if n.listen.parse::<SocketAddr>().is_err() {
+                problems.push(format!(
+                    "node {:?}: listen {:?} is not an address like 127.0.0.1:7001",
+                    n.name, n.listen
+                ));
+            }
+            if let Some(a) = &n.address
+                && !(a.starts_with("http://") || a.starts_with("https://"))
+            {
+                problems.push(format!(
+                    "node {:?}: address {a:?} is not an http(s) URL",
+                    n.name
+                ));
+            }
+            for &p in &n.partitions {
+                match owners.get_mut(p as usize) {
+                    Some(o) => o.push(n.name.as_str()),
+                    None => problems.push(format!(
+                        "node {:?}: partition {p} does not exist (partitions = {})",
+                        n.name, self.partitions
+                    )),
+                }
+            }
+        }
+        for (p, o) in owners.iter().enumerate() {
+            match o.len() {
+                0 => problems.push(format!("partition {p} has no node")),
+                1 => {}
+                _ => problems.push(format!(
+                    "partition {p} is on several nodes: {}",
+                    o.join(", ")
+                )),
+            }
+        }
+        if !self.nodes.iter().any(|n| n.storage) {
+            problems.push("no node is a storage replica".to_owned());
+        }
+        if !names.contains(self.node.as_str()) {
+            problems.push(format!(
+                "node {:?} (this node) is not in [[nodes]]",
+                self.node
+            ));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// This node's entry.
+    pub fn me(&self) -> &NodeEntry {
+        self.nodes
+            .iter()
+            .find(|n| n.name == self.node)
+            .expect("checked: this node is listed")
+    }
+
+    /// The node running partition `p`.
+    pub fn owner(&self, p: u32) -> &NodeEntry {
+        self.nodes
+            .iter()
+            .find(|n| n.partitions.contains(&p))
+            .expect("checked: every partition has a node")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<(), Vec<String>> {
+        let config: NodeConfig = toml::from_str(text).map_err(|e| vec![e.to_string()])?;
+        config.check()
+    }
+
+    const GOOD: &str = r#"
+        node = "n1"
+        data_dir = "/tmp/n1"
+        partitions = 2
+        [[nodes]]
+        name = "n1"
+        listen = "127.0.0.1:7001"
+        partitions = [0]
+        storage = true
+        [[nodes]]
+        name = "n2"
+        listen = "127.0.0.1:7002"
+        address = "http://10.0.0.2:7002"
+        partitions = [1]
+    "#;
+
+    #[test]
+    fn a_good_configuration_passes_and_answers_who_runs_what() {
+        assert_eq!(parse(GOOD), Ok(()));
+        let config: NodeConfig = toml::from_str(GOOD).unwrap();
+        assert_eq!(config.me().url(), "http://127.0.0.1:7001");
+        assert_eq!(config.owner(1).url(), "http://10.0.0.2:7002");
+        assert_eq!(config.topology_version, 1);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let bad = r#"
+            node = "n9"
+            data_dir = "/tmp/x"
+            partitions = 3
+            [[nodes]]
+            name = "n1"
+            listen = "localhost"
+            partitions = [0, 5]
+            [[nodes]]
+            name = "n1"
+            listen = "127.0.0.1:7002"
+            address = "10.0.0.2:7002"
+            partitions = [0]
+        "#;
+        let problems = parse(bad).unwrap_err();
+        let all = problems.join("\n");
+        for expected in [
+            "listed twice",
+            "not an address",
+            "not an http(s) URL",
+            "partition 5 does not exist",
+            "partition 0 is on several nodes",
+            "partition 1 has no node",
+            "partition 2 has no node",
+            "no node is a storage replica",
+            "\"n9\" (this node) is not in",
+        ] {
+            assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
+        }
+    }
+
+    #[test]
+    fn unknown_fields_and_missing_fields_are_refused() {
+        let unknown = GOOD.replace("partitions = 2", "partitions = 2\nshards = 4");
+        assert!(parse(&unknown).unwrap_err()[0].contains("unknown field"));
+        let missing = GOOD.replace("data_dir = \"/tmp/n1\"", "");
+        assert!(parse(&missing).unwrap_err()[0].contains("data_dir"));
+    }
+}

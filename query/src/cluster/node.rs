@@ -1,0 +1,244 @@
+//! [`ClusterNode`]: one node of a cluster, running the roles its [`NodeConfig`] names on one
+//! gRPC listener — `JournalService` and `AdjudicatorService` for its partitions,
+//! `StorageService` if it is a storage replica (fed from every partition's journal over
+//! `Tail`, wherever that journal lives), `ClusterService` (the static topology) and the
+//! standard `grpc.health.v1.Health` service.
+//!
+//! Each of its partitions' adjudicators is rebuilt from its journal at start
+//! (`ReplayMode::Failover`) and appends a heartbeat whenever its journal has been idle for
+//! the heartbeat interval, so storage watermarks everywhere keep moving. Time comes from
+//! the bounded-error [`SystemClock`]. Not yet here: TLS, resolving a cross-partition
+//! prepare whose coordinator is on another node after a crash, and checking the topology
+//! version of requests.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use journaldb_adjudicator::service::AdjudicatorServer;
+use journaldb_adjudicator::{Adjudicator, AdjudicatorConfig, Partition, ReplayMode};
+use journaldb_journal::service::JournalServer;
+use journaldb_journal::{Journal, JournalOptions};
+use journaldb_proto::pb::adjudicator_service_server::AdjudicatorServiceServer;
+use journaldb_proto::pb::cluster_service_server::{ClusterService, ClusterServiceServer};
+use journaldb_proto::pb::journal_service_client::JournalServiceClient;
+use journaldb_proto::pb::journal_service_server::JournalServiceServer;
+use journaldb_proto::pb::storage_service_server::StorageServiceServer;
+use journaldb_proto::{Clock, Limits, PartitionId, SystemClock, pb};
+use journaldb_storage::service::{StorageServer, StorageServerConfig};
+use journaldb_storage::{Engine, RocksEngine, StorageNode};
+use prost::Message;
+use tokio::task::JoinHandle;
+use tonic::transport::Endpoint;
+use tonic::{Request, Response, Status};
+
+use super::config::NodeConfig;
+use crate::error::{Error, Result};
+use crate::partition::partition_of;
+
+/// How often an idle journal gets a heartbeat.
+const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(20);
+/// Pause before a storage feed reconnects to a journal.
+const FEED_RETRY: Duration = Duration::from_millis(100);
+
+/// A running node. Dropping it does not stop it: call [`ClusterNode::shutdown`].
+pub struct ClusterNode {
+    server: JoinHandle<std::result::Result<(), tonic::transport::Error>>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    tasks: Vec<JoinHandle<()>>,
+    journals: Vec<Arc<Journal>>,
+    addr: std::net::SocketAddr,
+}
+
+impl std::fmt::Debug for ClusterNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterNode")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Topology(pb::GetTopologyReply);
+
+#[tonic::async_trait]
+impl ClusterService for Topology {
+    async fn get_topology(
+        &self,
+        _request: Request<pb::GetTopologyRequest>,
+    ) -> std::result::Result<Response<pb::GetTopologyReply>, Status> {
+        Ok(Response::new(self.0.clone()))
+    }
+}
+
+fn topology(config: &NodeConfig) -> pb::GetTopologyReply {
+    pb::GetTopologyReply {
+        version: config.topology_version,
+        partitions: config.partitions,
+        placements: (0..config.partitions)
+            .map(|p| {
+                let url = config.owner(p).url();
+                pb::PartitionPlacement {
+                    partition: p,
+                    adjudicator: url.clone(),
+                    journal: url,
+                }
+            })
+            .collect(),
+        storage: config
+            .nodes
+            .iter()
+            .filter(|n| n.storage)
+            .map(|n| pb::StorageReplica {
+                address: n.url(),
+                range: Some(pb::KeyRange::default()),
+            })
+            .collect(),
+    }
+}
+
+fn open_partition(config: &NodeConfig, p: u32, clock: &SystemClock) -> Result<Arc<Partition>> {
+    let id = PartitionId::new(p);
+    let journal = Arc::new(Journal::open(
+        config.data_dir.join(format!("journal-{p}")),
+        JournalOptions::default(),
+    )?);
+    let mut records = Vec::new();
+    for item in journal.read_from(journal.first_lsn())? {
+        let (lsn, payload) = item?;
+        records.push(
+            pb::Record::decode(payload)
+                .map_err(|e| Error::Corruption(format!("{id}, {lsn}: undecodable record: {e}")))?,
+        );
+    }
+    let n = config.partitions;
+    let adj = Adjudicator::replay(
+        id,
+        AdjudicatorConfig::default(),
+        records,
+        |key| partition_of(key, n) == id,
+        ReplayMode::Failover { now: clock.now() },
+    )
+    .map_err(|e| Error::Corruption(format!("{id}: {e}")))?;
+    Ok(Arc::new(Partition::new(id, adj, journal)))
+}
+
+impl ClusterNode {
+    /// Starts the node on `listener` (bound by the caller: `serve` binds the configured
+    /// address; tests bind port 0).
+    pub async fn start(
+        config: NodeConfig,
+        listener: tokio::net::TcpListener,
+    ) -> Result<ClusterNode> {
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::Io(format!("listener address: {e}")))?;
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| Error::Io(format!("creating {}: {e}", config.data_dir.display())))?;
+        let clock = Arc::new(SystemClock::new());
+        let me = config.me().clone();
+        let mut partitions = Vec::new();
+        for &p in &me.partitions {
+            partitions.push(open_partition(&config, p, &clock)?);
+        }
+        let mut tasks = Vec::new();
+        for part in &partitions {
+            let (part, clock) = (part.clone(), clock.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
+                loop {
+                    tick.tick().await;
+                    if part.promise_durable(clock.now().earliest).await.is_err() {
+                        return; // stepped down: nothing more to promise
+                    }
+                }
+            }));
+        }
+
+        let (reporter, health) = tonic_health::server::health_reporter();
+        let mut router = tonic::transport::Server::builder()
+            .add_service(health)
+            .add_service(ClusterServiceServer::new(Topology(topology(&config))))
+            .add_service(JournalServiceServer::new(JournalServer::new(
+                partitions.iter().map(|p| (p.id(), p.journal().clone())),
+            )))
+            .add_service(AdjudicatorServiceServer::new(AdjudicatorServer::new(
+                partitions.clone(),
+                clock.clone(),
+                Limits::default(),
+            )));
+        if me.storage {
+            let ids: Vec<PartitionId> = (0..config.partitions).map(PartitionId::new).collect();
+            let engine: Box<dyn Engine> =
+                Box::new(RocksEngine::open(&config.data_dir.join("storage"))?);
+            let node = Arc::new(StorageNode::open(engine, &ids)?);
+            for &p in &ids {
+                let url = config.owner(p.get()).url();
+                let channel = Endpoint::from_shared(url.clone())
+                    .map_err(|e| Error::InvalidArgument(format!("{url}: {e}")))?
+                    .connect_timeout(Duration::from_secs(1))
+                    .http2_keep_alive_interval(Duration::from_secs(5))
+                    .keep_alive_timeout(Duration::from_secs(5))
+                    .keep_alive_while_idle(true)
+                    .connect_lazy();
+                let node = node.clone();
+                tasks.push(tokio::spawn(async move {
+                    let client = JournalServiceClient::new(channel);
+                    // Ends when the journal closes; an invariant break stops it (the node
+                    // then serves reads only up to its watermark, never a wrong history).
+                    let _ = journaldb_storage::follow::follow(client, p, node, FEED_RETRY).await;
+                }));
+            }
+            router = router.add_service(StorageServiceServer::new(StorageServer::new(
+                node,
+                StorageServerConfig::default(),
+            )));
+        }
+        reporter
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
+
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async move {
+            let _ = stopped.await;
+        }));
+        Ok(ClusterNode {
+            server,
+            stop,
+            tasks,
+            journals: partitions.iter().map(|p| p.journal().clone()).collect(),
+            addr,
+        })
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting requests, stops heartbeats and feeds, closes the journals (waiting
+    /// for queued appends; their Tail streams end) and waits for in-flight requests.
+    pub async fn shutdown(self) -> Result<()> {
+        let _ = self.stop.send(());
+        for t in &self.tasks {
+            t.abort();
+        }
+        // Closing the journals ends their Tail streams, so the server can drain.
+        let mut first_error = None;
+        for j in &self.journals {
+            if let Err(e) = j.close() {
+                first_error.get_or_insert(Error::from(e));
+            }
+        }
+        let served = self.server.await;
+        match served {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                first_error.get_or_insert(Error::Io(format!("server: {e}")));
+            }
+            Err(e) => {
+                first_error.get_or_insert(Error::Io(format!("server task: {e}")));
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}

@@ -1,0 +1,148 @@
+//! Two cluster nodes in one process, each on its own 127.0.0.1 port with its own data
+//! directory: node 1 runs partition 0, node 2 partition 1, both are storage replicas
+//! following both journals over gRPC. A commit decided by one node's adjudicator is read
+//! from both nodes' storage; the topology, health and configuration errors are checked.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use journaldb::cluster::{ClusterNode, NodeConfig, NodeEntry};
+use journaldb::partition::partition_of;
+use journaldb_proto::pb::adjudicator_service_client::AdjudicatorServiceClient;
+use journaldb_proto::pb::cluster_service_client::ClusterServiceClient;
+use journaldb_proto::pb::storage_service_client::StorageServiceClient;
+use journaldb_proto::pb::{self, commit_reply};
+use journaldb_proto::{Clock, Mutation, SystemClock, TxnId};
+
+use crate::rt;
+
+fn config(dir: &std::path::Path, me: &str, addrs: [std::net::SocketAddr; 2]) -> NodeConfig {
+    NodeConfig {
+        node: me.to_owned(),
+        data_dir: dir.join(me),
+        partitions: 2,
+        topology_version: 1,
+        nodes: (0..2)
+            .map(|i| NodeEntry {
+                name: format!("n{}", i + 1),
+                listen: addrs[i].to_string(),
+                address: None,
+                partitions: vec![i as u32],
+                storage: true,
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn a_commit_on_one_node_is_read_from_every_storage_replica() {
+    let rt = rt();
+    let dir = tempfile::tempdir().unwrap();
+    rt.block_on(async {
+        let l1 = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let l2 = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addrs = [l1.local_addr().unwrap(), l2.local_addr().unwrap()];
+        let n1 = ClusterNode::start(config(dir.path(), "n1", addrs), l1)
+            .await
+            .unwrap();
+        let n2 = ClusterNode::start(config(dir.path(), "n2", addrs), l2)
+            .await
+            .unwrap();
+        let url = |i: usize| format!("http://{}", addrs[i]);
+
+        let topology = ClusterServiceClient::connect(url(0))
+            .await
+            .unwrap()
+            .get_topology(pb::GetTopologyRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(topology.partitions, 2);
+        assert_eq!(topology.placements[1].adjudicator, url(1));
+        assert_eq!(topology.storage.len(), 2);
+
+        let key = "user/42";
+        let p = partition_of(key.as_bytes(), 2).get() as usize;
+        let clock = SystemClock::new();
+        let mut adjudicator = AdjudicatorServiceClient::connect(url(p)).await.unwrap();
+        let reply = adjudicator
+            .commit(pb::CommitRequest {
+                partition: p as u32,
+                txn_id: Some(TxnId::new(1).into()),
+                start_ts: clock.now().latest.as_nanos(),
+                mutations: vec![Mutation::put(key.to_owned(), "ada".to_owned()).into()],
+                retry: false,
+                topology_version: 1,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let Some(commit_reply::Outcome::CommittedTs(ts)) = reply.outcome else {
+            panic!("{reply:?}");
+        };
+        for i in 0..2 {
+            let mut storage = StorageServiceClient::connect(url(i)).await.unwrap();
+            let got = storage
+                .get(pb::GetRequest {
+                    key: Bytes::from(key),
+                    at: ts,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(got.value.as_deref(), Some(&b"ada"[..]), "node {}", i + 1);
+            let before = storage
+                .get(pb::GetRequest {
+                    key: Bytes::from(key),
+                    at: ts - 1,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(before.value, None);
+        }
+
+        let channel = tonic::transport::Endpoint::from_shared(url(1))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+        let status = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            status.status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        );
+
+        tokio::time::timeout(Duration::from_secs(10), async {
+            n1.shutdown().await.unwrap();
+            n2.shutdown().await.unwrap();
+        })
+        .await
+        .expect("shutdown finishes");
+    });
+}
+
+#[test]
+fn a_bad_configuration_file_is_refused_with_every_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.toml");
+    std::fs::write(
+        &path,
+        "node = \"n1\"\ndata_dir = \"x\"\npartitions = 2\n[[nodes]]\nname = \"n1\"\nlisten = \"nowhere\"\npartitions = [0]\n",
+    )
+    .unwrap();
+    let err = NodeConfig::load(&path).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("node.toml"), "{text}");
+    assert!(text.contains("not an address"), "{text}");
+    assert!(text.contains("partition 1 has no node"), "{text}");
+    assert!(text.contains("no node is a storage replica"), "{text}");
+    assert!(NodeConfig::load(&dir.path().join("missing.toml")).is_err());
+}
