@@ -8,6 +8,7 @@ mod crash;
 mod embedded;
 mod isolation;
 mod maintenance;
+mod serve;
 mod sigkill;
 
 /// A 2-worker multi-thread runtime with time and I/O, as the database expects.

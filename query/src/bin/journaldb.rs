@@ -20,9 +20,10 @@ mod shell;
 #[derive(Parser, Debug)]
 #[command(name = "journaldb", version, about)]
 struct Cli {
-    /// Data directory of an embedded database (created if missing).
+    /// Data directory of an embedded database (created if missing). Every command but
+    /// `serve` needs it.
     #[arg(long, value_name = "DIR")]
-    data: PathBuf,
+    data: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -75,6 +76,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run a cluster node: the roles its configuration names, until SIGTERM or ctrl-c.
+    Serve {
+        /// The node's configuration (TOML; see docs/CLUSTER.md).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
 }
 
 /// Bytes as text: UTF-8 as is, other bytes as `\xNN`.
@@ -107,10 +114,17 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    if cli.data.exists() && !cli.data.is_dir() {
-        anyhow::bail!("--data {} is a file, not a directory", cli.data.display());
+    if let Command::Serve { config } = &cli.command {
+        return serve(config).await;
     }
-    let db = Database::open(&cli.data).await?;
+    let Some(data) = cli.data else {
+        eprintln!("journaldb: --data DIR is required for this command");
+        return Ok(ExitCode::from(2));
+    };
+    if data.exists() && !data.is_dir() {
+        anyhow::bail!("--data {} is a file, not a directory", data.display());
+    }
+    let db = Database::open(&data).await?;
     let result = execute(&db, cli.command).await;
     let closed = db.close().await;
     let code = result?;
@@ -193,6 +207,29 @@ async fn execute(db: &Database, command: Command) -> anyhow::Result<ExitCode> {
             drop(out);
             shell::run(db, json).await?;
         }
+        Command::Serve { .. } => unreachable!("handled before opening a database"),
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `journaldb serve`: checks the configuration, binds, serves until SIGTERM or ctrl-c, then
+/// shuts down gracefully.
+async fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let config = journaldb::cluster::NodeConfig::load(path)?;
+    let listen = config.me().listen.clone();
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("binding {listen}: {e}"))?;
+    let name = config.node.clone();
+    let node = journaldb::cluster::ClusterNode::start(config, listener).await?;
+    println!("journaldb node {name} serving on {}", node.addr());
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        biased;
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    println!("journaldb node {name} shutting down");
+    node.shutdown().await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -36,7 +36,7 @@ use serde::Deserialize;
 pub struct NodeConfig {
     /// This node's name in `nodes`.
     pub node: String,
-    /// Where this node keeps its journals and storage.
+    /// Where this node keeps its journals and storage (relative to the file's directory).
     pub data_dir: PathBuf,
     /// Partitions of the cluster (fixed at creation).
     pub partitions: u32,
@@ -97,9 +97,15 @@ impl NodeConfig {
             problems,
         };
         let text = std::fs::read_to_string(path).map_err(|e| err(vec![e.to_string()]))?;
-        let config: NodeConfig =
+        let mut config: NodeConfig =
             toml::from_str(&text).map_err(|e| err(vec![e.to_string().trim().to_owned()]))?;
         config.check().map_err(err)?;
+        // A relative data directory is relative to the configuration file.
+        if config.data_dir.is_relative()
+            && let Some(base) = path.parent()
+        {
+            config.data_dir = base.join(&config.data_dir);
+        }
         Ok(config)
     }
 
