@@ -31,16 +31,16 @@ use journaldb_journal::{Journal, JournalOptions};
 use journaldb_proto::{Clock, EmbeddedClock, Limits, Lsn, PartitionId, Timestamp, TxnId, pb};
 use journaldb_storage::{Checkpoint, Engine, MemoryEngine, RocksEngine, StorageNode, VersionStore};
 use prost::Message;
-use rand::{Rng, RngCore, SeedableRng, TryRngCore};
-use rand_chacha::ChaCha8Rng;
+use rand::TryRngCore;
 use tokio::task::JoinHandle;
 
+use crate::backend::{Backend, RetryState};
 use crate::closable::Closable;
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;
 use crate::nosync::NoSync;
 use crate::partition::partition_of;
-use crate::retry::{RetryBudget, RetryPolicy};
+use crate::retry::RetryPolicy;
 use crate::transaction::Transaction;
 
 /// Whether commits wait for the journal's fsync.
@@ -164,10 +164,10 @@ pub(crate) struct Inner {
     maintenance: parking_lot::Mutex<Option<JoinHandle<()>>>,
     /// The first error of a maintenance round, reported by `close`.
     maintenance_error: parking_lot::Mutex<Option<Error>>,
-    pub(crate) rng: parking_lot::Mutex<ChaCha8Rng>,
     /// The newest acknowledged commit τ, in nanoseconds: a floor for new snapshots.
     acknowledged: AtomicU64,
-    pub(crate) budget: RetryBudget,
+    /// Retry policy, budget and the seeded RNG of transaction ids and jitter.
+    pub(crate) retry: RetryState,
     /// Released by `close` (or when the last clone is dropped).
     lock: parking_lot::Mutex<Option<DirLock>>,
 }
@@ -285,10 +285,9 @@ impl Database {
             tailers: parking_lot::Mutex::new(Vec::new()),
             maintenance: parking_lot::Mutex::new(None),
             maintenance_error: parking_lot::Mutex::new(None),
-            rng: parking_lot::Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
             // Anything in the journals may have been acknowledged before a crash.
             acknowledged: AtomicU64::new(floor.as_nanos()),
-            budget: RetryBudget::new(&options.retry),
+            retry: RetryState::new(options.retry.clone(), seed),
             options,
             parts,
             lock: parking_lot::Mutex::new(Some(lock)),
@@ -311,7 +310,7 @@ impl Database {
 
     /// Begins a transaction reading at now.
     pub fn begin(&self) -> Transaction {
-        self.inner.transaction(self.inner.start_ts())
+        self.backend().transaction(self.inner.start_ts())
     }
 
     /// A read-only view as of `ts` (time travel), for any `ts` within the retention window
@@ -325,7 +324,7 @@ impl Database {
         if ts < self.inner.node.gc_horizon() {
             return Err(Error::SnapshotTooOld);
         }
-        Ok(self.inner.transaction(ts))
+        Ok(self.backend().transaction(ts))
     }
 
     /// Runs a maintenance round now (see the module docs) and then compacts storage
@@ -371,58 +370,11 @@ impl Database {
         F: AsyncFnMut(&mut Transaction) -> Result<T>,
     {
         // An owned handle, so the future borrows nothing from the caller (spawnable).
-        let db = self.clone();
-        async move { db.transact_owned(f).await }
+        crate::backend::transact(self.backend(), f)
     }
 
-    async fn transact_owned<T>(
-        self,
-        mut f: impl AsyncFnMut(&mut Transaction) -> Result<T>,
-    ) -> Result<T> {
-        let inner = self.inner.clone();
-        let policy = inner.options.retry.clone();
-        let mut attempt = 1;
-        let mut fresh = false;
-        loop {
-            // After a conflict, the retry reads at `now`, which includes the conflicting
-            // write (it committed at or below our old τc < now): reads then wait for it to
-            // be applied instead of conflicting with it again.
-            let start_ts = if fresh {
-                inner.clock.now().latest
-            } else {
-                inner.start_ts()
-            };
-            let mut tx = inner.transaction(start_ts);
-            let outcome = match f(&mut tx).await {
-                Ok(value) => {
-                    let (txn_id, coordinator) = (tx.txn_id(), tx.coordinator());
-                    match (tx.commit().await, coordinator) {
-                        (Err(Error::CommitUnknown), Some(c)) => {
-                            inner.outcome(txn_id, c).await.map(|_| value)
-                        }
-                        (result, _) => result.map(|_| value),
-                    }
-                }
-                Err(e) => Err(e),
-            };
-            match outcome {
-                Ok(value) => {
-                    inner.budget.on_success();
-                    return Ok(value);
-                }
-                Err(e)
-                    if e.is_retryable()
-                        && attempt < policy.max_attempts
-                        && inner.budget.try_take() =>
-                {
-                    fresh = matches!(e, Error::Conflict { .. } | Error::SnapshotTooOld);
-                    let pause = policy.backoff(attempt, &mut *inner.rng.lock());
-                    tokio::time::sleep(pause).await;
-                    attempt += 1;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+    fn backend(&self) -> Backend {
+        Backend::Embedded(self.inner.clone())
     }
 
     /// The partition count.
@@ -530,36 +482,8 @@ impl Inner {
         Ok(())
     }
 
-    pub(crate) fn transaction(self: &Arc<Self>, start_ts: Timestamp) -> Transaction {
-        let txn_id = {
-            let mut rng = self.rng.lock();
-            TxnId::new((u128::from(rng.next_u64()) << 64) | u128::from(rng.random::<u64>()))
-        };
-        Transaction::new(self.clone(), txn_id, start_ts)
-    }
-
     pub(crate) fn part(&self, p: PartitionId) -> &Partition {
         &self.parts[p.get() as usize]
-    }
-
-    /// The outcome of `txn_id` as its coordinator knows it: `Ok(τc)` if it committed,
-    /// `Unavailable` (retryable) if it never will, `CommitUnknown` if it cannot tell — its
-    /// journal failed, so the record may or may not be durable until a reopen recovers it.
-    /// Asking decides an undecided transaction aborted for good.
-    pub(crate) async fn outcome(
-        &self,
-        txn_id: TxnId,
-        coordinator: PartitionId,
-    ) -> Result<Timestamp> {
-        match self.part(coordinator).status(txn_id).await {
-            Some(TxnStatus::Committed(ts)) => Ok(ts),
-            Some(TxnStatus::Aborted) => Err(Error::Unavailable {
-                reason: format!("{txn_id} did not commit: a journal append failed"),
-                retry_after: None,
-            }),
-            // Stepped down (the journal failed mid-append), or still appending.
-            None | Some(TxnStatus::InFlight) => Err(Error::CommitUnknown),
-        }
     }
 
     /// What happens between a commit's durability and its acknowledgement: commit wait
@@ -675,9 +599,12 @@ mod tests {
             tx.put("k", "v").unwrap();
             let (id, coordinator) = (tx.txn_id(), tx.coordinator().unwrap());
             let committed = tx.commit().await.unwrap().commit_ts;
-            assert_eq!(db.inner.outcome(id, coordinator).await.unwrap(), committed);
+            assert_eq!(
+                db.backend().outcome(id, coordinator).await.unwrap(),
+                committed
+            );
             let never = TxnId::new(12345);
-            let err = db.inner.outcome(never, coordinator).await.unwrap_err();
+            let err = db.backend().outcome(never, coordinator).await.unwrap_err();
             assert!(matches!(err, Error::Unavailable { .. }), "{err}");
             db.close().await.unwrap();
         });

@@ -18,6 +18,7 @@
 //! Start at [`Database`] (`database.rs`); the pieces it uses are [`partition`],
 //! [`manifest`], [`tailer`] and [`retry`].
 
+mod backend;
 mod closable;
 pub mod cluster;
 mod database;
@@ -29,6 +30,7 @@ pub mod retry;
 pub mod tailer;
 mod transaction;
 
+pub use cluster::{Client, ClientOptions};
 pub use database::{CommitInfo, Database, JournalStats, Options, Stats, StorageEngine, SyncMode};
 pub use error::{Error, Result};
 pub use journaldb_journal::JournalOptions;

@@ -2,23 +2,23 @@
 //! commit paths (single-partition; cross-partition: prepare, one `Commit`, decide).
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
 
 use bytes::Bytes;
 use journaldb_adjudicator::{
     CommitDecision, CommitRequest, PrepareRequest, Refusal, Unavailable, Verdict,
 };
-use journaldb_proto::{Clock, Epoch, LimitKind, Limits, Mutation, PartitionId, Timestamp, TxnId};
-use journaldb_storage::{ScanPage, ScanRange, VersionStore};
+use journaldb_proto::{Epoch, LimitKind, Limits, Mutation, PartitionId, Timestamp, TxnId};
+use journaldb_storage::{ScanPage, ScanRange};
 
-use crate::database::{CommitInfo, Inner};
+use crate::backend::Backend;
+use crate::database::CommitInfo;
 use crate::error::{Error, Result};
 use crate::partition::partition_of;
 
 /// An interactive snapshot-isolation transaction. Reads see the snapshot at its start plus
 /// its own writes; writes are buffered until [`Transaction::commit`].
 pub struct Transaction {
-    db: Arc<Inner>,
+    backend: Backend,
     txn_id: TxnId,
     start_ts: Timestamp,
     writes: BTreeMap<Bytes, Option<Bytes>>,
@@ -64,9 +64,9 @@ fn map_verdict(d: CommitDecision) -> Error {
 }
 
 impl Transaction {
-    pub(crate) fn new(db: Arc<Inner>, txn_id: TxnId, start_ts: Timestamp) -> Self {
+    pub(crate) fn new(backend: Backend, txn_id: TxnId, start_ts: Timestamp) -> Self {
         Transaction {
-            db,
+            backend,
             txn_id,
             start_ts,
             writes: BTreeMap::new(),
@@ -89,19 +89,17 @@ impl Transaction {
     /// outcome): the one owning its first written key. `None` for a read-only transaction.
     pub(crate) fn coordinator(&self) -> Option<PartitionId> {
         let first = self.writes.keys().next()?;
-        Some(partition_of(first, self.db.partitions))
+        Some(partition_of(first, self.backend.partitions()))
     }
 
     /// The value of `key`: this transaction's own write if any, else the snapshot's.
     pub async fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Bytes>> {
         let key = key.as_ref();
-        self.db.options.limits.check_key(key)?;
+        self.backend.limits().check_key(key)?;
         if let Some(w) = self.writes.get(key) {
             return Ok(w.clone());
         }
-        self.db.read_barrier(self.start_ts).await?;
-        let at = self.start_ts;
-        Ok(self.db.node.read_at(at, |s| s.get(key, at))?)
+        self.backend.get(key, self.start_ts).await
     }
 
     /// At most `limit` visible rows of `range` as of the snapshot, with this transaction's
@@ -111,8 +109,6 @@ impl Transaction {
         if limit == 0 {
             return Err(Error::InvalidArgument("scan limit must be positive".into()));
         }
-        self.db.read_barrier(self.start_ts).await?;
-        let node = &self.db.node;
         let in_range = |k: &Bytes| {
             k[..] >= range.start[..] && range.end.as_ref().is_none_or(|e| k[..] < e[..])
         };
@@ -133,8 +129,7 @@ impl Transaction {
         while rows.len() < limit {
             let (stored, resume) = match &cursor {
                 Some(r) => {
-                    let at = self.start_ts;
-                    let page = node.read_at(at, |s| s.scan(r, at, limit, reverse))?;
+                    let page = self.backend.scan(r, self.start_ts, limit, reverse).await?;
                     (page.rows, page.resume)
                 }
                 None => (Vec::new(), None),
@@ -204,7 +199,7 @@ impl Transaction {
     /// Sets `key` to `value` when the transaction commits.
     pub fn put(&mut self, key: impl Into<Bytes>, value: impl Into<Bytes>) -> Result<()> {
         let (key, value) = (key.into(), value.into());
-        self.db.options.limits.check_value(&value)?;
+        self.backend.limits().check_value(&value)?;
         self.write(key, Some(value))
     }
 
@@ -214,7 +209,7 @@ impl Transaction {
     }
 
     fn write(&mut self, key: Bytes, value: Option<Bytes>) -> Result<()> {
-        let limits = &self.db.options.limits;
+        let limits = self.backend.limits();
         limits.check_key(&key)?;
         let added = key.len() + value.as_ref().map_or(0, Bytes::len);
         let replaced = self
@@ -241,15 +236,14 @@ impl Transaction {
             });
         }
         let age = self
-            .db
-            .clock
+            .backend
             .now()
             .latest
             .saturating_duration_since(self.start_ts);
-        if age > self.db.options.limits.max_txn_age {
+        if age > self.backend.limits().max_txn_age {
             return Err(Error::SnapshotTooOld);
         }
-        let n = self.db.partitions;
+        let n = self.backend.partitions();
         let mut by_part: BTreeMap<PartitionId, Vec<Mutation>> = BTreeMap::new();
         for (k, v) in &self.writes {
             let m = match v {
@@ -263,7 +257,7 @@ impl Transaction {
         } else {
             self.commit_cross(by_part).await?
         };
-        self.db.acknowledge(commit_ts).await;
+        self.backend.acknowledge(commit_ts).await;
         Ok(CommitInfo { commit_ts })
     }
 
@@ -280,18 +274,13 @@ impl Transaction {
             mutations,
             retry: false,
         };
-        let db = &self.db;
-        db.part(p)
-            .commit(db.clock.now(), &req)
-            .await
-            .map_err(refusal)
+        self.backend.commit(p, &req).await
     }
 
     async fn commit_cross(
         &self,
         by_part: BTreeMap<PartitionId, Vec<Mutation>>,
     ) -> Result<Timestamp> {
-        let db = &self.db;
         let coordinator = self
             .coordinator()
             .ok_or_else(|| Error::InvalidArgument("nothing to commit".into()))?;
@@ -305,33 +294,33 @@ impl Transaction {
                 coordinator,
                 coordinator_epoch: Epoch::default(),
             };
-            match db.part(p).prepare(db.clock.now(), &req).await {
+            match self.backend.prepare(p, &req).await {
                 Ok(vote_ts) => {
                     voted.push(p);
                     votes.push(vote_ts);
                 }
-                Err(Refusal::AppendFailed) => {
+                Err(e) if e.maybe_committed() => {
                     // The vote may be in the journal: decide it. No `Commit` can exist
                     // without every vote, so this is a definite abort.
                     voted.push(p);
                     self.abort(&voted).await;
                     return Err(Error::Unavailable {
-                        reason: format!("{p}: journal append failed; nothing was committed"),
+                        reason: format!("{p}: the vote's append failed; nothing was committed"),
                         retry_after: None,
                     });
                 }
-                Err(Refusal::Decision(d)) => {
+                Err(e) => {
                     self.abort(&voted).await;
-                    return Err(map_verdict(d));
+                    return Err(e);
                 }
             }
         }
         let mutations: Vec<Mutation> = by_part.values().flatten().cloned().collect();
         let participants: Vec<PartitionId> = by_part.keys().copied().collect();
-        let committed = db
-            .part(coordinator)
+        let committed = self
+            .backend
             .commit_prepared(
-                db.clock.now(),
+                coordinator,
                 self.txn_id,
                 self.start_ts,
                 &votes,
@@ -342,10 +331,10 @@ impl Transaction {
         let commit_ts = match committed {
             Ok(commit_ts) => commit_ts,
             // The `Commit` may be durable: the outcome is unknown, decide nothing.
-            Err(Refusal::AppendFailed) => return Err(Error::CommitUnknown),
-            Err(Refusal::Decision(d)) => {
+            Err(e) if e.maybe_committed() => return Err(e),
+            Err(e) => {
                 self.abort(&voted).await;
-                return Err(map_verdict(d));
+                return Err(e);
             }
         };
         // Decide: participants learn τc and append `Decided` off the client's path.
@@ -361,8 +350,9 @@ impl Transaction {
     /// its `Decided` record without waiting for it to be durable.
     async fn decide(&self, voted: &[PartitionId], outcome: Option<Timestamp>) {
         for &p in voted {
-            // A failure steps that participant down; its vote is resolved at reopen.
-            let _queued = self.db.part(p).decide(self.txn_id, outcome, false).await;
+            // Best effort: an undelivered decision is resolved when the participant
+            // recovers (it asks the coordinator).
+            self.backend.decide(p, self.txn_id, outcome).await;
         }
     }
 }

@@ -1,9 +1,11 @@
 //! Running journaldb as a cluster (issue 5, in progress): a node's configuration
-//! ([`config`]) and a running node with its gRPC services ([`node`]). The client side — one
-//! API for embedded and cluster — comes next.
+//! ([`config`]), a running node with its gRPC services ([`node`]), and the [`Client`]
+//! with the embedded database's transaction API ([`client`]).
 
+pub mod client;
 pub mod config;
 pub mod node;
 
+pub use client::{Client, ClientOptions};
 pub use config::{ConfigError, NodeConfig, NodeEntry};
 pub use node::ClusterNode;

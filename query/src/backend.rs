@@ -1,0 +1,276 @@
+//! [`Backend`]: what a [`Transaction`] runs against — the roles in this process
+//! (embedded [`crate::Database`]) or a cluster over gRPC ([`crate::Client`]). The
+//! transaction logic (read-your-writes, the single- and cross-partition commit protocols,
+//! `transact`'s retries and outcome questions) is written once, in `transaction.rs` and here,
+//! on top of these calls (ARCHITECTURE §9: the protocol logic is not written twice).
+//!
+//! Errors come back already as the public [`Error`]: a call that may have written
+//! something returns `CommitUnknown` (the transaction then re-asks by txn id or decides the
+//! vote), everything else is definite.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use journaldb_adjudicator::{CommitRequest, PrepareRequest, TxnStatus};
+use journaldb_proto::{Clock, Limits, Mutation, PartitionId, TimeInterval, Timestamp, TxnId};
+use journaldb_storage::{ScanPage, ScanRange, VersionStore};
+use parking_lot::Mutex;
+use rand::{Rng, RngCore};
+use rand_chacha::ChaCha8Rng;
+
+use crate::cluster::client::Remote;
+use crate::database::Inner;
+use crate::error::{Error, Result};
+use crate::retry::{RetryBudget, RetryPolicy};
+use crate::transaction::Transaction;
+
+/// The roles a transaction talks to.
+#[derive(Clone)]
+pub(crate) enum Backend {
+    /// In this process.
+    Embedded(Arc<Inner>),
+    /// A cluster, over gRPC.
+    Cluster(Arc<Remote>),
+}
+
+/// What retrying needs, the same for both backends.
+pub(crate) struct RetryState {
+    pub(crate) policy: RetryPolicy,
+    pub(crate) budget: RetryBudget,
+    pub(crate) rng: Mutex<ChaCha8Rng>,
+}
+
+impl RetryState {
+    pub(crate) fn new(policy: RetryPolicy, seed: u64) -> Self {
+        RetryState {
+            budget: RetryBudget::new(&policy),
+            policy,
+            rng: Mutex::new(rand::SeedableRng::seed_from_u64(seed)),
+        }
+    }
+
+    /// A fresh transaction id from the seeded RNG.
+    pub(crate) fn txn_id(&self) -> TxnId {
+        let mut rng = self.rng.lock();
+        TxnId::new((u128::from(rng.next_u64()) << 64) | u128::from(rng.random::<u64>()))
+    }
+}
+
+impl Backend {
+    pub(crate) fn limits(&self) -> &Limits {
+        match self {
+            Backend::Embedded(db) => &db.options.limits,
+            Backend::Cluster(c) => &c.limits,
+        }
+    }
+
+    pub(crate) fn partitions(&self) -> u32 {
+        match self {
+            Backend::Embedded(db) => db.partitions,
+            Backend::Cluster(c) => c.partitions,
+        }
+    }
+
+    pub(crate) fn now(&self) -> TimeInterval {
+        match self {
+            Backend::Embedded(db) => db.clock.now(),
+            Backend::Cluster(c) => c.clock.now(),
+        }
+    }
+
+    fn retry(&self) -> &RetryState {
+        match self {
+            Backend::Embedded(db) => &db.retry,
+            Backend::Cluster(c) => &c.retry,
+        }
+    }
+
+    /// The snapshot of a new transaction: every commit acknowledged before is visible.
+    pub(crate) fn start_ts(&self) -> Timestamp {
+        match self {
+            Backend::Embedded(db) => db.start_ts(),
+            Backend::Cluster(c) => c.start_ts(),
+        }
+    }
+
+    /// A new transaction at `start_ts`.
+    pub(crate) fn transaction(&self, start_ts: Timestamp) -> Transaction {
+        Transaction::new(self.clone(), self.retry().txn_id(), start_ts)
+    }
+
+    pub(crate) async fn get(&self, key: &[u8], at: Timestamp) -> Result<Option<Bytes>> {
+        match self {
+            Backend::Embedded(db) => {
+                db.read_barrier(at).await?;
+                Ok(db.node.read_at(at, |s| s.get(key, at))?)
+            }
+            Backend::Cluster(c) => c.get(key, at).await,
+        }
+    }
+
+    pub(crate) async fn scan(
+        &self,
+        range: &ScanRange,
+        at: Timestamp,
+        limit: usize,
+        reverse: bool,
+    ) -> Result<ScanPage> {
+        match self {
+            Backend::Embedded(db) => {
+                db.read_barrier(at).await?;
+                Ok(db.node.read_at(at, |s| s.scan(range, at, limit, reverse))?)
+            }
+            Backend::Cluster(c) => c.scan(range, at, limit, reverse).await,
+        }
+    }
+
+    pub(crate) async fn commit(&self, p: PartitionId, req: &CommitRequest) -> Result<Timestamp> {
+        match self {
+            Backend::Embedded(db) => db
+                .part(p)
+                .commit(db.clock.now(), req)
+                .await
+                .map_err(crate::transaction::refusal),
+            Backend::Cluster(c) => c.commit(p, req).await,
+        }
+    }
+
+    pub(crate) async fn prepare(&self, p: PartitionId, req: &PrepareRequest) -> Result<Timestamp> {
+        match self {
+            Backend::Embedded(db) => db
+                .part(p)
+                .prepare(db.clock.now(), req)
+                .await
+                .map_err(crate::transaction::refusal),
+            Backend::Cluster(c) => c.prepare(p, req).await,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn commit_prepared(
+        &self,
+        p: PartitionId,
+        txn_id: TxnId,
+        start_ts: Timestamp,
+        votes: &[Timestamp],
+        mutations: &[Mutation],
+        participants: &[PartitionId],
+    ) -> Result<Timestamp> {
+        match self {
+            Backend::Embedded(db) => db
+                .part(p)
+                .commit_prepared(
+                    db.clock.now(),
+                    txn_id,
+                    start_ts,
+                    votes,
+                    mutations,
+                    participants,
+                )
+                .await
+                .map_err(crate::transaction::refusal),
+            Backend::Cluster(c) => {
+                c.commit_prepared(p, txn_id, start_ts, votes, mutations, participants)
+                    .await
+            }
+        }
+    }
+
+    /// Tells participant `p` the outcome; best effort (a failed decision is resolved when
+    /// the participant recovers).
+    pub(crate) async fn decide(&self, p: PartitionId, txn_id: TxnId, outcome: Option<Timestamp>) {
+        match self {
+            Backend::Embedded(db) => {
+                let _queued = db.part(p).decide(txn_id, outcome, false).await;
+            }
+            Backend::Cluster(c) => c.decide(p, txn_id, outcome).await,
+        }
+    }
+
+    /// Between a commit's durability and its acknowledgement (commit wait, visibility).
+    pub(crate) async fn acknowledge(&self, ts: Timestamp) {
+        match self {
+            Backend::Embedded(db) => db.acknowledge(ts).await,
+            Backend::Cluster(c) => c.acknowledge(ts).await,
+        }
+    }
+
+    /// The coordinator's answer about `txn_id`: `None` if it cannot know.
+    async fn status(&self, coordinator: PartitionId, txn_id: TxnId) -> Result<Option<TxnStatus>> {
+        match self {
+            Backend::Embedded(db) => Ok(db.part(coordinator).status(txn_id).await),
+            Backend::Cluster(c) => c.status(coordinator, txn_id).await,
+        }
+    }
+
+    /// The outcome of `txn_id` after `CommitUnknown`: `Ok(τc)` if it committed,
+    /// `Unavailable` (retryable) if it never will, `CommitUnknown` if it cannot be learned.
+    /// Asking decides an undecided transaction aborted for good.
+    pub(crate) async fn outcome(
+        &self,
+        txn_id: TxnId,
+        coordinator: PartitionId,
+    ) -> Result<Timestamp> {
+        match self.status(coordinator, txn_id).await? {
+            Some(TxnStatus::Committed(ts)) => Ok(ts),
+            Some(TxnStatus::Aborted) => Err(Error::Unavailable {
+                reason: format!("{txn_id} did not commit"),
+                retry_after: None,
+            }),
+            None | Some(TxnStatus::InFlight) => Err(Error::CommitUnknown),
+        }
+    }
+}
+
+/// `transact` for both backends: runs `f` in a transaction and commits it, re-running it on
+/// retryable errors with full-jitter backoff while the retry budget allows; after
+/// `CommitUnknown`, asks the coordinator by txn id and never re-runs a transaction that may
+/// have committed.
+pub(crate) async fn transact<T>(
+    backend: Backend,
+    mut f: impl AsyncFnMut(&mut Transaction) -> Result<T>,
+) -> Result<T> {
+    let mut attempt = 1;
+    let mut fresh = false;
+    loop {
+        // After a conflict, the retry reads at `now`, which includes the conflicting
+        // write (it committed at or below our old τc < now): reads then wait for it to
+        // be applied instead of conflicting with it again.
+        let start_ts = if fresh {
+            backend.now().latest
+        } else {
+            backend.start_ts()
+        };
+        let mut tx = backend.transaction(start_ts);
+        let outcome = match f(&mut tx).await {
+            Ok(value) => {
+                let (txn_id, coordinator) = (tx.txn_id(), tx.coordinator());
+                match (tx.commit().await, coordinator) {
+                    (Err(Error::CommitUnknown), Some(c)) => {
+                        backend.outcome(txn_id, c).await.map(|_| value)
+                    }
+                    (result, _) => result.map(|_| value),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        let retry = backend.retry();
+        match outcome {
+            Ok(value) => {
+                retry.budget.on_success();
+                return Ok(value);
+            }
+            Err(e)
+                if e.is_retryable()
+                    && attempt < retry.policy.max_attempts
+                    && retry.budget.try_take() =>
+            {
+                fresh = matches!(e, Error::Conflict { .. } | Error::SnapshotTooOld);
+                let pause = retry.policy.backoff(attempt, &mut *retry.rng.lock());
+                tokio::time::sleep(pause).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}

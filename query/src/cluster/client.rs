@@ -1,0 +1,446 @@
+//! [`Client`]: the same transaction API as the embedded [`crate::Database`], against a
+//! cluster over gRPC (ARCHITECTURE §3, §9). `Client::connect(url)` asks any node for the
+//! topology, then sends commits to the adjudicator of each partition and reads to a storage
+//! replica, failing over to the next replica when one is unreachable or lagging.
+//!
+//! Network hygiene: every channel has a connect timeout, HTTP/2 keep-alive (also while
+//! idle) and reconnects by itself; every request has a deadline. A commit whose reply is
+//! lost is `CommitUnknown`, and `transact` re-asks the coordinator by txn id (commits are
+//! idempotent by it). Real-time order: a transaction reads at `now().latest` of the
+//! bounded-error clock and a commit is acknowledged only after commit wait
+//! (`now().earliest > τc`). Not yet here: refreshing a stale topology, TLS.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use journaldb_adjudicator::{CommitRequest, PrepareRequest, TxnStatus};
+use journaldb_proto::pb::adjudicator_service_client::AdjudicatorServiceClient;
+use journaldb_proto::pb::cluster_service_client::ClusterServiceClient;
+use journaldb_proto::pb::storage_service_client::StorageServiceClient;
+use journaldb_proto::pb::{self, commit_reply, prepare_reply, status_reply};
+use journaldb_proto::status::ErrorKind;
+use journaldb_proto::{Clock, Limits, Mutation, PartitionId, SystemClock, Timestamp, TxnId};
+use journaldb_storage::{ScanPage, ScanRange};
+use rand::TryRngCore;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::backend::{Backend, RetryState};
+use crate::error::{Error, Result};
+use crate::retry::RetryPolicy;
+use crate::transaction::Transaction;
+
+/// Settings of a [`Client`].
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Deadline of every request (reads wait up to this for a replica's watermark).
+    pub request_timeout: Duration,
+    /// Deadline for opening a connection.
+    pub connect_timeout: Duration,
+    /// Limits checked before anything is sent.
+    pub limits: Limits,
+    /// How `transact` retries.
+    pub retry: RetryPolicy,
+    /// Seed of transaction ids and jitter; `None` draws one from the OS.
+    pub seed: Option<u64>,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            request_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(2),
+            limits: Limits::default(),
+            retry: RetryPolicy::default(),
+            seed: None,
+        }
+    }
+}
+
+/// The cluster as a [`Backend`] sees it.
+pub(crate) struct Remote {
+    pub(crate) partitions: u32,
+    pub(crate) limits: Limits,
+    pub(crate) clock: SystemClock,
+    pub(crate) retry: RetryState,
+    topology_version: u64,
+    /// Indexed by partition.
+    adjudicators: Vec<AdjudicatorServiceClient<Channel>>,
+    storage: Vec<StorageServiceClient<Channel>>,
+    /// The replica reads start at; moves on when one fails.
+    preferred: AtomicUsize,
+}
+
+/// A journaldb cluster, used like an embedded database. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    remote: Arc<Remote>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("partitions", &self.remote.partitions)
+            .field("storage_replicas", &self.remote.storage.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn channel(url: &str, options: &ClientOptions) -> Result<Channel> {
+    Ok(Endpoint::from_shared(url.to_owned())
+        .map_err(|e| Error::InvalidArgument(format!("{url}: {e}")))?
+        .connect_timeout(options.connect_timeout)
+        .timeout(options.request_timeout)
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true)
+        .connect_lazy())
+}
+
+/// The error a status becomes. On the commit path a status without a journaldb kind (the
+/// connection broke, the deadline passed) means the request may have been applied.
+fn from_status(status: tonic::Status, commit_path: bool) -> Error {
+    let message = status.message().to_owned();
+    match ErrorKind::of(&status) {
+        Some(ErrorKind::Conflict) => Error::Conflict { key: Bytes::new() },
+        Some(ErrorKind::SnapshotTooOld) => Error::SnapshotTooOld,
+        Some(ErrorKind::CommitUnknown) => Error::CommitUnknown,
+        Some(ErrorKind::Unavailable) => Error::Unavailable {
+            reason: message,
+            retry_after: None,
+        },
+        Some(ErrorKind::Timeout) => Error::Timeout,
+        Some(ErrorKind::LimitExceeded | ErrorKind::InvalidArgument) => {
+            Error::InvalidArgument(message)
+        }
+        Some(ErrorKind::Corruption) => Error::Corruption(message),
+        Some(ErrorKind::Io) => Error::Io(message),
+        None if commit_path => Error::CommitUnknown,
+        None if status.code() == tonic::Code::DeadlineExceeded => Error::Timeout,
+        None => Error::Unavailable {
+            reason: format!("{}: {message}", status.code()),
+            retry_after: None,
+        },
+    }
+}
+
+fn missing(what: &str) -> Error {
+    Error::Corruption(format!("the server's reply has no {what}"))
+}
+
+impl Client {
+    /// Connects to the cluster that the node at `url` (e.g. `http://127.0.0.1:7001`)
+    /// belongs to.
+    pub async fn connect(url: &str) -> Result<Client> {
+        Self::connect_with(url, ClientOptions::default()).await
+    }
+
+    /// [`Client::connect`] with options.
+    pub async fn connect_with(url: &str, options: ClientOptions) -> Result<Client> {
+        let topology = ClusterServiceClient::new(channel(url, &options)?)
+            .get_topology(pb::GetTopologyRequest {})
+            .await
+            .map_err(|s| from_status(s, false))?
+            .into_inner();
+        let mut placements = topology.placements;
+        placements.sort_by_key(|p| p.partition);
+        if placements.len() != topology.partitions as usize
+            || placements
+                .iter()
+                .enumerate()
+                .any(|(i, p)| p.partition as usize != i)
+        {
+            return Err(Error::Corruption(format!(
+                "{url}: the topology does not place every one of {} partitions once",
+                topology.partitions
+            )));
+        }
+        if topology.storage.is_empty() {
+            return Err(Error::Corruption(format!(
+                "{url}: the topology has no storage replica"
+            )));
+        }
+        let adjudicators = placements
+            .iter()
+            .map(|p| channel(&p.adjudicator, &options).map(AdjudicatorServiceClient::new))
+            .collect::<Result<Vec<_>>>()?;
+        let storage = topology
+            .storage
+            .iter()
+            .map(|s| channel(&s.address, &options).map(StorageServiceClient::new))
+            .collect::<Result<Vec<_>>>()?;
+        let seed = match options.seed {
+            Some(seed) => seed,
+            None => rand::rngs::OsRng
+                .try_next_u64()
+                .map_err(|e| Error::Io(format!("reading OS entropy for the seed: {e}")))?,
+        };
+        Ok(Client {
+            remote: Arc::new(Remote {
+                partitions: topology.partitions,
+                limits: options.limits.clone(),
+                clock: SystemClock::new(),
+                retry: RetryState::new(options.retry.clone(), seed),
+                topology_version: topology.version,
+                adjudicators,
+                storage,
+                preferred: AtomicUsize::new(0),
+            }),
+        })
+    }
+
+    fn backend(&self) -> Backend {
+        Backend::Cluster(self.remote.clone())
+    }
+
+    /// Begins a transaction reading at now.
+    pub fn begin(&self) -> Transaction {
+        let backend = self.backend();
+        backend.transaction(backend.start_ts())
+    }
+
+    /// A read-only view as of `ts`, within the cluster's retention window.
+    pub fn snapshot_at(&self, ts: Timestamp) -> Result<Transaction> {
+        if ts > self.remote.clock.now().latest {
+            return Err(Error::InvalidArgument(format!("{ts} is in the future")));
+        }
+        Ok(self.backend().transaction(ts))
+    }
+
+    /// Runs `f` in a transaction and commits it, exactly as
+    /// [`crate::Database::transact`] does.
+    pub fn transact<T, F>(&self, f: F) -> impl Future<Output = Result<T>> + use<T, F>
+    where
+        F: AsyncFnMut(&mut Transaction) -> Result<T>,
+    {
+        crate::backend::transact(self.backend(), f)
+    }
+
+    /// The partition count of the cluster.
+    pub fn partitions(&self) -> u32 {
+        self.remote.partitions
+    }
+}
+
+impl Remote {
+    pub(crate) fn start_ts(&self) -> Timestamp {
+        self.clock.now().latest
+    }
+
+    fn adjudicator(&self, p: PartitionId) -> Result<AdjudicatorServiceClient<Channel>> {
+        self.adjudicators
+            .get(p.get() as usize)
+            .cloned()
+            .ok_or_else(|| Error::InvalidArgument(format!("{p} is not in the topology")))
+    }
+
+    /// Runs a read on each storage replica in turn, from the preferred one, until one
+    /// answers; a replica that fails with a retryable error (unreachable, lagging) is
+    /// skipped and the next one becomes preferred.
+    async fn read<T, F, Fut>(&self, read: F) -> Result<T>
+    where
+        F: Fn(StorageServiceClient<Channel>) -> Fut,
+        Fut: Future<Output = std::result::Result<T, tonic::Status>>,
+    {
+        let n = self.storage.len();
+        let first = self.preferred.load(Ordering::Relaxed);
+        let mut last = None;
+        for i in 0..n {
+            let r = (first + i) % n;
+            match read(self.storage[r].clone()).await {
+                Ok(value) => {
+                    self.preferred.store(r, Ordering::Relaxed);
+                    return Ok(value);
+                }
+                Err(status) => {
+                    let e = from_status(status, false);
+                    if !e.is_retryable() && !matches!(e, Error::Timeout) {
+                        return Err(e);
+                    }
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| missing("storage replica")))
+    }
+
+    pub(crate) async fn get(&self, key: &[u8], at: Timestamp) -> Result<Option<Bytes>> {
+        let key = Bytes::copy_from_slice(key);
+        self.read(|mut s| {
+            let req = pb::GetRequest {
+                key: key.clone(),
+                at: at.as_nanos(),
+            };
+            async move { s.get(req).await.map(|r| r.into_inner().value) }
+        })
+        .await
+    }
+
+    pub(crate) async fn scan(
+        &self,
+        range: &ScanRange,
+        at: Timestamp,
+        limit: usize,
+        reverse: bool,
+    ) -> Result<ScanPage> {
+        let limit = u32::try_from(limit.min(journaldb_storage::service::MAX_SCAN_LIMIT as usize))
+            .unwrap_or(journaldb_storage::service::MAX_SCAN_LIMIT);
+        let reply = self
+            .read(|mut s| {
+                let req = pb::ScanRequest {
+                    range: Some(pb::KeyRange {
+                        start: range.start.clone(),
+                        end: range.end.clone(),
+                    }),
+                    at: at.as_nanos(),
+                    limit,
+                    reverse,
+                    keys_only: false,
+                    count_only: false,
+                };
+                async move { s.scan(req).await.map(tonic::Response::into_inner) }
+            })
+            .await?;
+        Ok(ScanPage {
+            rows: reply
+                .rows
+                .into_iter()
+                .map(|kv| (kv.key, kv.value))
+                .collect(),
+            resume: reply.resume.map(|r| ScanRange {
+                start: r.start,
+                end: r.end,
+            }),
+        })
+    }
+
+    pub(crate) async fn commit(&self, p: PartitionId, req: &CommitRequest) -> Result<Timestamp> {
+        let request = pb::CommitRequest {
+            partition: p.get(),
+            txn_id: Some(req.txn_id.into()),
+            start_ts: req.start_ts.as_nanos(),
+            mutations: req.mutations.iter().cloned().map(Into::into).collect(),
+            retry: req.retry,
+            topology_version: self.topology_version,
+        };
+        let reply = self
+            .adjudicator(p)?
+            .commit(request)
+            .await
+            .map_err(|s| from_status(s, true))?
+            .into_inner();
+        commit_outcome(reply)
+    }
+
+    pub(crate) async fn prepare(&self, p: PartitionId, req: &PrepareRequest) -> Result<Timestamp> {
+        let request = pb::PrepareRequest {
+            partition: p.get(),
+            txn_id: Some(req.txn_id.into()),
+            start_ts: req.start_ts.as_nanos(),
+            keys: req.keys.clone(),
+            coordinator: req.coordinator.get(),
+            coordinator_epoch: Some(req.coordinator_epoch.into()),
+            topology_version: self.topology_version,
+        };
+        let reply = self
+            .adjudicator(p)?
+            .prepare(request)
+            .await
+            .map_err(|s| from_status(s, true))?
+            .into_inner();
+        match reply.vote {
+            Some(prepare_reply::Vote::VoteTs(ts)) => Ok(Timestamp::from_nanos(ts)),
+            Some(prepare_reply::Vote::Conflict(c)) => Err(Error::Conflict { key: c.key }),
+            Some(prepare_reply::Vote::SnapshotTooOld(_)) => Err(Error::SnapshotTooOld),
+            None => Err(missing("vote")),
+        }
+    }
+
+    pub(crate) async fn commit_prepared(
+        &self,
+        p: PartitionId,
+        txn_id: TxnId,
+        start_ts: Timestamp,
+        votes: &[Timestamp],
+        mutations: &[Mutation],
+        participants: &[PartitionId],
+    ) -> Result<Timestamp> {
+        let request = pb::CommitPreparedRequest {
+            partition: p.get(),
+            txn_id: Some(txn_id.into()),
+            start_ts: start_ts.as_nanos(),
+            votes: votes.iter().map(|v| v.as_nanos()).collect(),
+            mutations: mutations.iter().cloned().map(Into::into).collect(),
+            participants: participants.iter().map(|p| p.get()).collect(),
+            topology_version: self.topology_version,
+        };
+        let reply = self
+            .adjudicator(p)?
+            .commit_prepared(request)
+            .await
+            .map_err(|s| from_status(s, true))?
+            .into_inner();
+        commit_outcome(reply)
+    }
+
+    pub(crate) async fn decide(&self, p: PartitionId, txn_id: TxnId, outcome: Option<Timestamp>) {
+        let outcome = match outcome {
+            Some(ts) => pb::decide_request::Outcome::CommittedTs(ts.as_nanos()),
+            None => pb::decide_request::Outcome::Aborted(pb::Aborted {}),
+        };
+        if let Ok(mut adjudicator) = self.adjudicator(p) {
+            let request = pb::DecideRequest {
+                partition: p.get(),
+                txn_id: Some(txn_id.into()),
+                outcome: Some(outcome),
+            };
+            // Best effort: an undelivered decision is resolved when the participant asks.
+            let _ = adjudicator.decide(request).await;
+        }
+    }
+
+    pub(crate) async fn status(&self, p: PartitionId, txn_id: TxnId) -> Result<Option<TxnStatus>> {
+        let reply = self
+            .adjudicator(p)?
+            .status(pb::StatusRequest {
+                partition: p.get(),
+                txn_id: Some(txn_id.into()),
+            })
+            .await;
+        match reply {
+            Ok(reply) => Ok(match reply.into_inner().status {
+                Some(status_reply::Status::CommittedTs(ts)) => {
+                    Some(TxnStatus::Committed(Timestamp::from_nanos(ts)))
+                }
+                Some(status_reply::Status::Aborted(_)) => Some(TxnStatus::Aborted),
+                Some(status_reply::Status::InFlight(_)) => Some(TxnStatus::InFlight),
+                None => None,
+            }),
+            // The coordinator cannot be asked now: the outcome stays unknown.
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Commit wait: until `now().earliest > ts`, so a transaction anywhere that begins
+    /// after the acknowledgement reads at a later τ.
+    pub(crate) async fn acknowledge(&self, ts: Timestamp) {
+        loop {
+            let now = self.clock.now().earliest;
+            if now > ts {
+                return;
+            }
+            let left = ts.saturating_duration_since(now);
+            tokio::time::sleep(left.max(Duration::from_micros(50))).await;
+        }
+    }
+}
+
+fn commit_outcome(reply: pb::CommitReply) -> Result<Timestamp> {
+    match reply.outcome {
+        Some(commit_reply::Outcome::CommittedTs(ts)) => Ok(Timestamp::from_nanos(ts)),
+        Some(commit_reply::Outcome::Conflict(c)) => Err(Error::Conflict { key: c.key }),
+        Some(commit_reply::Outcome::SnapshotTooOld(_)) => Err(Error::SnapshotTooOld),
+        None => Err(missing("outcome")),
+    }
+}
