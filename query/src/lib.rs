@@ -27,6 +27,7 @@ pub mod manifest;
 mod nosync;
 pub mod partition;
 pub mod retry;
+mod store;
 pub mod tailer;
 mod transaction;
 
@@ -35,4 +36,5 @@ pub use database::{CommitInfo, Database, JournalStats, Options, Stats, StorageEn
 pub use error::{Error, Result};
 pub use journaldb_journal::JournalOptions;
 pub use journaldb_storage::{ScanPage, ScanRange};
+pub use store::Store;
 pub use transaction::Transaction;

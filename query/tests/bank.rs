@@ -1,12 +1,13 @@
 //! The concurrent bank test: 4 partitions, 16 accounts, 64 tasks moving money at random
 //! while read-only audits at random times check the total. Audits must always see the same
 //! total and never abort; the run must have had both conflicts and cross-partition commits.
+//! It runs unchanged on an embedded database and on a local 3-node cluster.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use journaldb::partition::partition_of;
-use journaldb::{Database, Error, Options};
+use journaldb::{Database, Error, Options, Store};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -21,22 +22,34 @@ fn account(i: u64) -> String {
 
 #[test]
 fn transfers_keep_the_total_and_audits_never_abort() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let conflicts = Arc::new(AtomicU64::new(0));
-    let cross = Arc::new(AtomicU64::new(0));
-    let audits = Arc::new(AtomicU64::new(0));
-    rt.block_on(async {
+    crate::rt().block_on(async {
         let options = Options {
             partitions: Some(4),
             seed: Some(42),
             ..Options::default()
         };
         let db = Database::open_with(dir.path(), options).await.unwrap();
+        bank(db.clone()).await;
+        db.close().await.unwrap();
+    });
+}
+
+#[test]
+fn transfers_keep_the_total_and_audits_never_abort_on_a_cluster() {
+    crate::rt().block_on(async {
+        let cluster = crate::local_cluster::LocalCluster::start(3, 4, 2).await;
+        bank(cluster.client.clone()).await;
+        cluster.stop().await;
+    });
+}
+
+async fn bank<S: Store + Clone + 'static>(db: S) {
+    let conflicts = Arc::new(AtomicU64::new(0));
+    let cross = Arc::new(AtomicU64::new(0));
+    let audits = Arc::new(AtomicU64::new(0));
+    let partitions = db.partitions();
+    {
         let mut setup = db.begin();
         for i in 0..ACCOUNTS {
             setup.put(account(i), INITIAL.to_string()).unwrap();
@@ -67,8 +80,8 @@ fn transfers_keep_the_total_and_audits_never_abort() {
                             Err(e) => panic!("transfer failed: {e}"),
                         }
                     }
-                    if partition_of(account(from).as_bytes(), 4)
-                        != partition_of(account(to).as_bytes(), 4)
+                    if partition_of(account(from).as_bytes(), partitions)
+                        != partition_of(account(to).as_bytes(), partitions)
                     {
                         cross.fetch_add(1, Ordering::Relaxed);
                     }
@@ -79,8 +92,7 @@ fn transfers_keep_the_total_and_audits_never_abort() {
             task.await.unwrap();
         }
         audit(&db).await;
-        db.close().await.unwrap();
-    });
+    }
     assert!(
         conflicts.load(Ordering::Relaxed) > 0,
         "the workload must contend"
@@ -92,7 +104,7 @@ fn transfers_keep_the_total_and_audits_never_abort() {
     assert!(audits.load(Ordering::Relaxed) > 0);
 }
 
-async fn transfer(db: &Database, from: u64, to: u64, amount: i64) -> Result<(), Error> {
+async fn transfer(db: &impl Store, from: u64, to: u64, amount: i64) -> Result<(), Error> {
     let mut tx = db.begin();
     let balance = |v: Option<bytes::Bytes>| -> i64 {
         std::str::from_utf8(&v.expect("accounts exist"))
@@ -108,7 +120,7 @@ async fn transfer(db: &Database, from: u64, to: u64, amount: i64) -> Result<(), 
 }
 
 /// A read-only transaction: it must see the initial total and commit without error.
-async fn audit(db: &Database) {
+async fn audit(db: &impl Store) {
     let tx = db.begin();
     let range = journaldb::ScanRange::prefix(b"account/");
     let rows = tx

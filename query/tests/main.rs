@@ -7,6 +7,7 @@ mod commit_unknown;
 mod crash;
 mod embedded;
 mod isolation;
+mod local_cluster;
 mod maintenance;
 mod serve;
 mod sigkill;
