@@ -121,6 +121,47 @@ fn two_node_processes_serve_a_commit_and_stop_on_sigterm() {
             .into_inner();
         assert_eq!(got.value.as_deref(), Some(&b"shipped"[..]));
     });
+    // The CLI against the cluster: write through one node, read through the other.
+    let cli = |url: &str, args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_journaldb"))
+            .arg("--cluster")
+            .arg(url)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let put = cli(&url(0), &["put", "greeting", "hello"]);
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    let get = cli(&url(1), &["get", "greeting"]);
+    assert_eq!(String::from_utf8_lossy(&get.stdout), "hello\n");
+    let missing = cli(&url(1), &["get", "nothing"]);
+    assert_eq!(missing.status.code(), Some(1));
+    let mut shell = Command::new(env!("CARGO_BIN_EXE_journaldb"))
+        .args(["--cluster", &url(1), "shell", "--json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        shell.stdin.as_mut().unwrap(),
+        b"begin\nget greeting\nput greeting hi\ncommit\nget greeting\n",
+    )
+    .unwrap();
+    let out = shell.wait_with_output().unwrap();
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(lines[1], r#"{"ok":true,"value":"hello"}"#, "{lines:?}");
+    assert!(
+        lines[3].starts_with(r#"{"ok":true,"commit_ts":"#),
+        "{lines:?}"
+    );
+    assert_eq!(lines[4], r#"{"ok":true,"value":"hi"}"#, "{lines:?}");
     for mut node in processes {
         let pid = node.0.id().to_string();
         assert!(

@@ -1,8 +1,10 @@
-//! `journaldb`: the command-line interface to an embedded database.
+//! The `journaldb` command line.
 //!
-//! `journaldb --data DIR put KEY VALUE | get KEY | del KEY | scan … | stats | shell [--json]`. Each command
-//! runs in its own transaction. Errors are one readable line on stderr and a non-zero exit
-//! code (1 for database errors and a missing key, 2 for usage errors).
+//! `journaldb (--data DIR | --cluster URL) put KEY VALUE | get KEY | del KEY | scan … | stats |
+//! shell [--json]` and `journaldb serve --config node.toml`. Each command runs in its own
+//! transaction, on an embedded database in DIR or on the cluster a node at URL belongs to.
+//! Errors are one readable line on stderr and a non-zero exit code (1 for database errors
+//! and a missing key, 2 for usage errors).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -10,7 +12,7 @@ use std::process::ExitCode;
 
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
-use journaldb::{Database, ScanRange};
+use journaldb::{Database, ScanRange, Store};
 use journaldb_proto::Timestamp;
 
 #[path = "journaldb/shell.rs"]
@@ -21,9 +23,12 @@ mod shell;
 #[command(name = "journaldb", version, about)]
 struct Cli {
     /// Data directory of an embedded database (created if missing). Every command but
-    /// `serve` needs it.
-    #[arg(long, value_name = "DIR")]
+    /// `serve` needs it or `--cluster`.
+    #[arg(long, value_name = "DIR", conflicts_with = "cluster")]
     data: Option<PathBuf>,
+    /// A node of a running cluster (e.g. http://127.0.0.1:7001), instead of `--data`.
+    #[arg(long, value_name = "URL")]
+    cluster: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -117,22 +122,32 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Serve { config } = &cli.command {
         return serve(config).await;
     }
+    if let Some(url) = &cli.cluster {
+        let client = journaldb::Client::connect(url).await?;
+        return execute(&client, None, cli.command).await;
+    }
     let Some(data) = cli.data else {
-        eprintln!("journaldb: --data DIR is required for this command");
+        eprintln!("journaldb: --data DIR or --cluster URL is required for this command");
         return Ok(ExitCode::from(2));
     };
     if data.exists() && !data.is_dir() {
         anyhow::bail!("--data {} is a file, not a directory", data.display());
     }
     let db = Database::open(&data).await?;
-    let result = execute(&db, cli.command).await;
+    let result = execute(&db, Some(&db), cli.command).await;
     let closed = db.close().await;
     let code = result?;
     closed?;
     Ok(code)
 }
 
-async fn execute(db: &Database, command: Command) -> anyhow::Result<ExitCode> {
+/// Runs one command on `db`; `embedded` is the same database when it is local (for
+/// `stats`, which reports its journals and storage).
+async fn execute(
+    db: &dyn Store,
+    embedded: Option<&Database>,
+    command: Command,
+) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     match command {
         Command::Put { key, value } => {
@@ -190,6 +205,9 @@ async fn execute(db: &Database, command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Stats => {
             writeln!(out, "partitions\t{}", db.partitions())?;
+            let Some(db) = embedded else {
+                return Ok(ExitCode::SUCCESS); // a cluster: per-node stats are its nodes'
+            };
             let stats = db.stats();
             writeln!(out, "watermark\t{}", stats.watermark.as_nanos())?;
             writeln!(out, "gc_horizon\t{}", stats.gc_horizon.as_nanos())?;

@@ -10,7 +10,7 @@ use std::io::{BufRead, Write};
 
 use base64::Engine as _;
 use bytes::Bytes;
-use journaldb::{Database, Error, ScanRange, Transaction};
+use journaldb::{Error, ScanRange, Store, Transaction};
 use serde_json::{Value, json};
 
 /// One answer to one command.
@@ -96,7 +96,7 @@ impl Reply {
 }
 
 /// Runs the session until end of input or `exit`.
-pub async fn run(db: &Database, json: bool) -> anyhow::Result<()> {
+pub async fn run(db: &dyn Store, json: bool) -> anyhow::Result<()> {
     let mut tx: Option<Transaction> = None;
     let stdin = std::io::stdin();
     let mut out = std::io::stdout().lock();
@@ -121,7 +121,7 @@ pub async fn run(db: &Database, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn execute(db: &Database, tx: &mut Option<Transaction>, line: &str) -> Reply {
+async fn execute(db: &dyn Store, tx: &mut Option<Transaction>, line: &str) -> Reply {
     let (cmd, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
     let rest = rest.trim();
     let key_value = || {
@@ -186,7 +186,7 @@ async fn execute(db: &Database, tx: &mut Option<Transaction>, line: &str) -> Rep
 
 /// Applies a write to the open transaction, or in a transaction of its own.
 async fn write(
-    db: &Database,
+    db: &dyn Store,
     tx: &mut Option<Transaction>,
     apply: impl FnOnce(&mut Transaction) -> journaldb::Result<()>,
 ) -> Reply {
