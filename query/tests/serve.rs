@@ -200,3 +200,73 @@ fn a_bad_configuration_is_refused_before_binding() {
     );
     assert!(!dir.path().join("d").exists(), "nothing was created");
 }
+
+#[test]
+fn cluster_start_status_and_stop_run_a_local_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster_dir = dir.path().join("cluster");
+    let journaldb = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_journaldb"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let dir_arg = cluster_dir.to_str().unwrap();
+    let started = journaldb(&["cluster", "start", "--nodes", "3", "--dir", dir_arg]);
+    let text = String::from_utf8_lossy(&started.stdout).into_owned();
+    // Whatever happens next, the nodes must not outlive the test.
+    struct Stop<'a>(&'a str);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new(env!("CARGO_BIN_EXE_journaldb"))
+                .args(["cluster", "stop", "--dir", self.0])
+                .output();
+        }
+    }
+    let _stop = Stop(dir_arg);
+    assert!(
+        started.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    let url = text
+        .lines()
+        .find_map(|l| l.strip_prefix("client address: "))
+        .expect("the client address is printed")
+        .to_owned();
+    assert!(
+        text.contains("3 nodes, 3 partitions, 2 storage replicas"),
+        "{text}"
+    );
+    let status = journaldb(&["cluster", "status", "--dir", dir_arg]);
+    assert!(status.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&status.stdout)
+            .matches("serving")
+            .count(),
+        3
+    );
+
+    assert!(
+        journaldb(&["--cluster", &url, "put", "k", "v"])
+            .status
+            .success()
+    );
+    let got = journaldb(&["--cluster", &url, "get", "k"]);
+    assert_eq!(String::from_utf8_lossy(&got.stdout), "v\n");
+    let again = journaldb(&["cluster", "start", "--nodes", "3", "--dir", dir_arg]);
+    assert_eq!(
+        again.status.code(),
+        Some(1),
+        "a running cluster is not started twice"
+    );
+
+    let stopped = journaldb(&["cluster", "stop", "--dir", dir_arg]);
+    assert!(stopped.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&stopped.stdout),
+        "stopped 3 nodes\n"
+    );
+    let status = journaldb(&["cluster", "status", "--dir", dir_arg]);
+    assert_eq!(status.status.code(), Some(1));
+}

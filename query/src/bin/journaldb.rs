@@ -1,7 +1,8 @@
 //! The `journaldb` command line.
 //!
 //! `journaldb (--data DIR | --cluster URL) put KEY VALUE | get KEY | del KEY | scan … | stats |
-//! shell [--json]` and `journaldb serve --config node.toml`. Each command runs in its own
+//! shell [--json]`, `journaldb serve --config node.toml`, and
+//! `journaldb cluster start | stop | status [--dir DIR]` (a local cluster). Each command runs in its own
 //! transaction, on an embedded database in DIR or on the cluster a node at URL belongs to.
 //! Errors are one readable line on stderr and a non-zero exit code (1 for database errors
 //! and a missing key, 2 for usage errors).
@@ -15,6 +16,8 @@ use clap::{Parser, Subcommand};
 use journaldb::{Database, ScanRange, Store};
 use journaldb_proto::Timestamp;
 
+#[path = "journaldb/launcher.rs"]
+mod launcher;
 #[path = "journaldb/shell.rs"]
 mod shell;
 
@@ -81,11 +84,44 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A local cluster on this machine, for trying journaldb out.
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterAction,
+    },
     /// Run a cluster node: the roles its configuration names, until SIGTERM or ctrl-c.
     Serve {
         /// The node's configuration (TOML; see docs/CLUSTER.md).
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ClusterAction {
+    /// Start N node processes on 127.0.0.1 and wait until all are healthy.
+    Start {
+        /// How many nodes.
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// How many partitions (default: one per node).
+        #[arg(long)]
+        partitions: Option<u32>,
+        /// Where the nodes' configurations, data and logs go.
+        #[arg(long, default_value = "./cluster")]
+        dir: PathBuf,
+    },
+    /// Stop the cluster in DIR (SIGTERM, then wait).
+    Stop {
+        /// The cluster's directory.
+        #[arg(long, default_value = "./cluster")]
+        dir: PathBuf,
+    },
+    /// Health of each node of the cluster in DIR (exit code 1 if one is down).
+    Status {
+        /// The cluster's directory.
+        #[arg(long, default_value = "./cluster")]
+        dir: PathBuf,
     },
 }
 
@@ -119,8 +155,28 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    if let Command::Serve { config } = &cli.command {
-        return serve(config).await;
+    match &cli.command {
+        Command::Serve { config } => return serve(config).await,
+        Command::Cluster { action } => {
+            return match action {
+                ClusterAction::Start {
+                    nodes,
+                    partitions,
+                    dir,
+                } => launcher::start(*nodes, *partitions, dir)
+                    .await
+                    .map(|()| ExitCode::SUCCESS),
+                ClusterAction::Stop { dir } => {
+                    launcher::stop(dir).await.map(|()| ExitCode::SUCCESS)
+                }
+                ClusterAction::Status { dir } => Ok(if launcher::status(dir).await? {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                }),
+            };
+        }
+        _ => {}
     }
     if let Some(url) = &cli.cluster {
         let client = journaldb::Client::connect(url).await?;
@@ -225,7 +281,9 @@ async fn execute(
             drop(out);
             shell::run(db, json).await?;
         }
-        Command::Serve { .. } => unreachable!("handled before opening a database"),
+        Command::Serve { .. } | Command::Cluster { .. } => {
+            unreachable!("handled before opening a database")
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,259 @@
+//! `journaldb cluster start | stop | status`: a local cluster on one machine for trying
+//! journaldb out. `start` writes one configuration per node under DIR (partitions spread
+//! round-robin, the first two nodes storage replicas), spawns `journaldb serve` for each
+//! with its log in DIR, waits until every node answers its health check, and prints the
+//! address to give `--cluster`. `stop` sends SIGTERM to each node and waits for it to exit;
+//! `status` checks each node's health.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use journaldb::cluster::{NodeConfig, NodeEntry};
+
+/// Storage replicas of a launched cluster (of the whole key space).
+const STORAGE_REPLICAS: usize = 2;
+
+fn config_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.toml"))
+}
+
+fn pid_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.pid"))
+}
+
+/// The node names of the cluster in `dir`, from its configuration files.
+fn node_names(dir: &Path) -> anyhow::Result<Vec<String>> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_suffix(".toml").map(str::to_owned)
+        })
+        .collect();
+    names.sort();
+    if names.is_empty() {
+        bail!(
+            "{} holds no cluster (no node configuration files)",
+            dir.display()
+        );
+    }
+    Ok(names)
+}
+
+fn alive(pid: &str) -> bool {
+    Command::new("kill")
+        .args(["-0", pid])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+async fn healthy(url: &str) -> bool {
+    let Ok(endpoint) = tonic::transport::Endpoint::from_shared(url.to_owned()) else {
+        return false;
+    };
+    let Ok(channel) = endpoint
+        .connect_timeout(Duration::from_millis(500))
+        .timeout(Duration::from_secs(1))
+        .connect()
+        .await
+    else {
+        return false;
+    };
+    let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+    let check = tonic_health::pb::HealthCheckRequest {
+        service: String::new(),
+    };
+    client.check(check).await.is_ok_and(|r| {
+        r.into_inner().status
+            == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    })
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// `cluster start`: a fresh cluster, or the stopped one in `dir` again (with its own map:
+/// its data is laid out by it).
+pub async fn start(nodes: usize, partitions: Option<u32>, dir: &Path) -> anyhow::Result<()> {
+    if nodes == 0 {
+        bail!("--nodes must be at least 1");
+    }
+    let partitions = partitions.unwrap_or(nodes as u32);
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let existing = node_names(dir).ok();
+    if let Some(names) = &existing {
+        for name in names {
+            if let Ok(pid) = std::fs::read_to_string(pid_path(dir, name))
+                && alive(pid.trim())
+            {
+                bail!(
+                    "{} already runs a cluster (node {name}, pid {})",
+                    dir.display(),
+                    pid.trim()
+                );
+            }
+        }
+    }
+    let entries: Vec<NodeEntry> = match existing {
+        Some(names) => {
+            let first = NodeConfig::load(&config_path(dir, &names[0]))?;
+            if first.nodes.len() != nodes || first.partitions != partitions {
+                bail!(
+                    "{} holds a cluster of {} nodes and {} partitions; start it with those, or use another --dir",
+                    dir.display(),
+                    first.nodes.len(),
+                    first.partitions
+                );
+            }
+            first.nodes
+        }
+        None => fresh_map(nodes, partitions)?,
+    };
+    for e in &entries {
+        spawn(dir, partitions, e, &entries)?;
+    }
+    for _ in 0..300 {
+        let mut up = 0;
+        for e in &entries {
+            if healthy(&e.url()).await {
+                up += 1;
+            }
+        }
+        if up == entries.len() {
+            let replicas = entries.iter().filter(|e| e.storage).count();
+            println!(
+                "cluster of {nodes} nodes, {partitions} partitions, {replicas} storage replicas is up in {}",
+                dir.display()
+            );
+            for e in &entries {
+                let storage = if e.storage { "  storage" } else { "" };
+                println!(
+                    "  {}  {}  partitions {:?}{storage}",
+                    e.name,
+                    e.url(),
+                    e.partitions
+                );
+            }
+            println!("client address: {}", entries[0].url());
+            println!(
+                "try: journaldb --cluster {} put hello world",
+                entries[0].url()
+            );
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!(
+        "the cluster did not become healthy within 30 s; see the logs in {}",
+        dir.display()
+    )
+}
+
+/// A new map: `nodes` nodes on free ports, partitions round-robin, the first
+/// [`STORAGE_REPLICAS`] nodes storage replicas.
+fn fresh_map(nodes: usize, partitions: u32) -> anyhow::Result<Vec<NodeEntry>> {
+    (0..nodes)
+        .map(|i| {
+            Ok(NodeEntry {
+                name: format!("n{i}"),
+                listen: format!("127.0.0.1:{}", free_port()?),
+                address: None,
+                partitions: (0..partitions)
+                    .filter(|p| *p as usize % nodes == i)
+                    .collect(),
+                storage: i < STORAGE_REPLICAS.min(nodes),
+            })
+        })
+        .collect()
+}
+
+/// Writes node `e`'s configuration and starts `journaldb serve` on it, logging to DIR.
+fn spawn(dir: &Path, partitions: u32, e: &NodeEntry, entries: &[NodeEntry]) -> anyhow::Result<()> {
+    let config = NodeConfig {
+        node: e.name.clone(),
+        data_dir: PathBuf::from(&e.name),
+        partitions,
+        topology_version: 1,
+        nodes: entries.to_vec(),
+    };
+    config
+        .check()
+        .map_err(|p| anyhow::anyhow!("generated configuration: {}", p.join("; ")))?;
+    std::fs::write(config_path(dir, &e.name), render(&config))?;
+    let log = std::fs::File::create(dir.join(format!("{}.log", e.name)))?;
+    let child = Command::new(std::env::current_exe()?)
+        .arg("serve")
+        .arg("--config")
+        .arg(config_path(dir, &e.name))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting node {}", e.name))?;
+    std::fs::write(pid_path(dir, &e.name), child.id().to_string())?;
+    Ok(())
+}
+
+/// A configuration as TOML.
+fn render(config: &NodeConfig) -> String {
+    let mut out = format!(
+        "node = {:?}\ndata_dir = {:?}\npartitions = {}\ntopology_version = {}\n",
+        config.node,
+        config.data_dir.display().to_string(),
+        config.partitions,
+        config.topology_version
+    );
+    for n in &config.nodes {
+        out.push_str(&format!(
+            "\n[[nodes]]\nname = {:?}\nlisten = {:?}\npartitions = {:?}\nstorage = {}\n",
+            n.name, n.listen, n.partitions, n.storage
+        ));
+    }
+    out
+}
+
+/// `cluster stop`.
+pub async fn stop(dir: &Path) -> anyhow::Result<()> {
+    let mut stopped = 0;
+    for name in node_names(dir)? {
+        let Ok(pid) = std::fs::read_to_string(pid_path(dir, &name)) else {
+            continue;
+        };
+        let pid = pid.trim().to_owned();
+        if alive(&pid) {
+            Command::new("kill").args(["-TERM", &pid]).status()?;
+            let mut waited = 0;
+            while alive(&pid) {
+                if waited == 200 {
+                    bail!("node {name} (pid {pid}) did not stop within 20 s");
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                waited += 1;
+            }
+            stopped += 1;
+        }
+        std::fs::remove_file(pid_path(dir, &name))?;
+    }
+    println!("stopped {stopped} nodes");
+    Ok(())
+}
+
+/// `cluster status`; exit code 1 if any node is down.
+pub async fn status(dir: &Path) -> anyhow::Result<bool> {
+    let mut all_up = true;
+    for name in node_names(dir)? {
+        let config = NodeConfig::load(&config_path(dir, &name))?;
+        let url = config.me().url();
+        let up = healthy(&url).await;
+        all_up &= up;
+        println!("{name}\t{url}\t{}", if up { "serving" } else { "down" });
+    }
+    Ok(all_up)
+}
