@@ -6,6 +6,7 @@ mod cluster;
 mod commit_unknown;
 mod crash;
 mod embedded;
+mod failover;
 mod isolation;
 mod local_cluster;
 mod maintenance;
