@@ -5,8 +5,9 @@
 //! a status whose `journaldb-error` metadata names the kind: an unknown partition or a
 //! malformed request is `InvalidArgument`, an oversized write set `LimitExceeded`, a step-down
 //! or skew `Unavailable`, and a journal failure mid-append `CommitUnknown` (the client
-//! re-asks with `Status`, by txn id — commits are idempotent by it). It does not check the
-//! topology version yet (there is no topology service to compare with).
+//! re-asks with `Status`, by txn id — commits are idempotent by it). A request routed by
+//! another topology version than the node's is refused `Unavailable` (stale map: refresh
+//! the topology and retry); version 0 means "unversioned" (tools, tests).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,6 +26,7 @@ pub struct AdjudicatorServer<C> {
     partitions: BTreeMap<PartitionId, Arc<Partition>>,
     clock: C,
     limits: Limits,
+    topology_version: u64,
 }
 
 impl<C> std::fmt::Debug for AdjudicatorServer<C> {
@@ -46,7 +48,25 @@ impl<C: Clock> AdjudicatorServer<C> {
             partitions: partitions.into_iter().map(|p| (p.id(), p)).collect(),
             clock,
             limits,
+            topology_version: 0,
         }
+    }
+
+    /// Refuses requests routed by another topology version than `version`.
+    pub fn with_topology_version(mut self, version: u64) -> Self {
+        self.topology_version = version;
+        self
+    }
+
+    fn check_topology(&self, version: u64) -> Result<(), Status> {
+        if version != 0 && self.topology_version != 0 && version != self.topology_version {
+            return Err(ErrorKind::Unavailable.status(format!(
+                "stale partition map: the request was routed by topology version {version}, \
+                 this node serves version {}; refresh the topology and retry",
+                self.topology_version
+            )));
+        }
+        Ok(())
     }
 
     fn partition(&self, id: u32) -> Result<&Arc<Partition>, Status> {
@@ -119,6 +139,7 @@ impl<C: Clock + Send + Sync + 'static> AdjudicatorService for AdjudicatorServer<
         request: Request<pb::CommitRequest>,
     ) -> Result<Response<pb::CommitReply>, Status> {
         let req = request.into_inner();
+        self.check_topology(req.topology_version)?;
         let part = self.partition(req.partition)?;
         let req = CommitRequest {
             txn_id: txn_id(req.txn_id)?,
@@ -135,6 +156,7 @@ impl<C: Clock + Send + Sync + 'static> AdjudicatorService for AdjudicatorServer<
     ) -> Result<Response<pb::PrepareReply>, Status> {
         use pb::prepare_reply::Vote;
         let req = request.into_inner();
+        self.check_topology(req.topology_version)?;
         let part = self.partition(req.partition)?;
         for key in &req.keys {
             self.limits
@@ -166,6 +188,7 @@ impl<C: Clock + Send + Sync + 'static> AdjudicatorService for AdjudicatorServer<
         request: Request<pb::CommitPreparedRequest>,
     ) -> Result<Response<pb::CommitReply>, Status> {
         let req = request.into_inner();
+        self.check_topology(req.topology_version)?;
         let part = self.partition(req.partition)?;
         let votes: Vec<Timestamp> = req
             .votes

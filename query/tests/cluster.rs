@@ -239,3 +239,153 @@ fn the_client_runs_transactions_against_the_cluster_like_an_embedded_database() 
         }
     });
 }
+
+/// Sends raw bytes as a gRPC message, to test what a node does with garbage.
+#[derive(Debug, Clone, Copy, Default)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Bytes,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Bytes>, tonic::Status> {
+        let n = bytes::Buf::remaining(src);
+        Ok(Some(bytes::Buf::copy_to_bytes(src, n)))
+    }
+}
+
+#[test]
+fn bad_requests_get_clear_statuses_and_the_nodes_stay_up() {
+    use journaldb_proto::status::ErrorKind;
+    rt().block_on(async {
+        let cluster = crate::local_cluster::LocalCluster::start(3, 3, 2).await;
+        let url = format!("http://{}", cluster.nodes[0].addr());
+        let channel = tonic::transport::Endpoint::from_shared(url.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+
+        // Malformed protobuf.
+        let mut raw = tonic::client::Grpc::new(channel.clone());
+        raw.ready().await.unwrap();
+        let garbage = raw
+            .unary(
+                tonic::Request::new(Bytes::from_static(&[0xff, 0xff, 0xff, 0x01, 0x02])),
+                tonic::codegen::http::uri::PathAndQuery::from_static(
+                    "/journaldb.v1.AdjudicatorService/Commit",
+                ),
+                RawCodec,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(garbage.code(), tonic::Code::Internal, "{garbage}");
+
+        // Oversized message: a 20 MiB value, past the 16 MiB limit.
+        let mut adjudicator = AdjudicatorServiceClient::new(channel.clone());
+        let start = SystemClock::new().now().latest.as_nanos();
+        let huge = adjudicator
+            .commit(pb::CommitRequest {
+                partition: 0,
+                txn_id: Some(TxnId::new(1).into()),
+                start_ts: start,
+                mutations: vec![Mutation::put("k".to_owned(), vec![0u8; 20 << 20]).into()],
+                retry: false,
+                topology_version: 1,
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                huge.code(),
+                tonic::Code::OutOfRange | tonic::Code::ResourceExhausted
+            ),
+            "{huge}"
+        );
+
+        // A stale partition map.
+        let stale = adjudicator
+            .commit(pb::CommitRequest {
+                partition: 0,
+                txn_id: Some(TxnId::new(2).into()),
+                start_ts: start,
+                mutations: vec![Mutation::put("k".to_owned(), "v".to_owned()).into()],
+                retry: false,
+                topology_version: 99,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(ErrorKind::of(&stale), Some(ErrorKind::Unavailable));
+        assert!(stale.message().contains("stale partition map"), "{stale}");
+
+        // An unknown partition.
+        let unknown = adjudicator
+            .commit(pb::CommitRequest {
+                partition: 7,
+                txn_id: Some(TxnId::new(3).into()),
+                start_ts: start,
+                mutations: vec![Mutation::put("k".to_owned(), "v".to_owned()).into()],
+                retry: false,
+                topology_version: 1,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(ErrorKind::of(&unknown), Some(ErrorKind::InvalidArgument));
+
+        // A read past its deadline: a snapshot an hour ahead can never be served in 50 ms.
+        let mut storage = StorageServiceClient::new(channel.clone());
+        let mut late = tonic::Request::new(pb::GetRequest {
+            key: Bytes::from_static(b"k"),
+            at: start + 3_600_000_000_000,
+        });
+        late.set_timeout(Duration::from_millis(50));
+        let late = storage.get(late).await.unwrap_err();
+        assert!(
+            matches!(
+                late.code(),
+                tonic::Code::Cancelled | tonic::Code::DeadlineExceeded
+            ),
+            "{late}"
+        );
+
+        // Still serving.
+        let mut tx = cluster.client.begin();
+        tx.put("k", "fine").unwrap();
+        tx.commit().await.unwrap();
+        let got = cluster.client.begin().get("k").await.unwrap();
+        assert_eq!(got.as_deref(), Some(&b"fine"[..]));
+        cluster.stop().await;
+    });
+}

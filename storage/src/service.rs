@@ -24,6 +24,9 @@ use crate::store::{Engine, Error, ScanRange};
 
 /// Most rows one `Scan` page may ask for.
 pub const MAX_SCAN_LIMIT: u32 = 10_000;
+/// Most key and value bytes one `Scan` page carries: a page stops early (with a
+/// continuation) rather than exceed it, and always holds at least one row.
+pub const MAX_SCAN_BYTES: usize = 4 << 20;
 
 /// Settings of a [`StorageServer`].
 #[derive(Debug, Clone)]
@@ -131,7 +134,7 @@ impl<S: Engine + 'static> StorageService for StorageServer<S> {
             start: range.start,
             end: range.end,
         };
-        let page = self
+        let mut page = self
             .node
             .scan(
                 &range,
@@ -142,6 +145,29 @@ impl<S: Engine + 'static> StorageService for StorageServer<S> {
             )
             .await
             .map_err(to_status)?;
+        // Cap the page's bytes; the rest of the range starts at the first row left out.
+        let mut bytes = 0;
+        let cut = page.rows.iter().position(|(k, v)| {
+            bytes += k.len() + if req.keys_only { 0 } else { v.len() };
+            bytes > MAX_SCAN_BYTES
+        });
+        if let Some(i) = cut.map(|i| i.max(1)).filter(|&i| i < page.rows.len()) {
+            let first_left_out = page.rows[i].0.clone();
+            page.rows.truncate(i);
+            page.resume = Some(if req.reverse {
+                let mut end = first_left_out.to_vec();
+                end.push(0); // just after it: `end` is exclusive
+                ScanRange {
+                    start: range.start.clone(),
+                    end: Some(Bytes::from(end)),
+                }
+            } else {
+                ScanRange {
+                    start: first_left_out,
+                    end: range.end.clone(),
+                }
+            });
+        }
         let count = page.rows.len() as u64;
         let rows = if req.count_only {
             Vec::new()

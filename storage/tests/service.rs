@@ -241,3 +241,52 @@ fn bad_and_impossible_requests_get_typed_statuses_and_the_server_stays_up() {
         assert_eq!(ok.value.as_deref(), Some(&b"rewritten"[..]));
     });
 }
+
+#[test]
+fn a_scan_page_stops_at_its_byte_budget_and_resumes_after_it() {
+    runtime().block_on(async {
+        let (node, mut client) = serve().await;
+        // Ten 1 MiB values after the fixture's history, at τ 50..59; watermark 60.
+        let big = "x".repeat(1 << 20);
+        let mut lsn = node.next_lsn(P).unwrap();
+        for i in 0..10u64 {
+            node.ingest(P, lsn, &commit(50 + i, &format!("big/{i}"), &big))
+                .unwrap();
+            lsn = lsn.next();
+        }
+        node.ingest(P, lsn, &pb::Record::heartbeat(Timestamp::from_nanos(60)))
+            .unwrap();
+        for reverse in [false, true] {
+            let mut range = Some(pb::KeyRange {
+                start: Bytes::from_static(b"big/"),
+                end: Some(Bytes::from_static(b"big0")),
+            });
+            let (mut rows, mut pages) = (Vec::new(), 0);
+            while range.is_some() {
+                let page = client
+                    .scan(pb::ScanRequest {
+                        range,
+                        at: 60,
+                        limit: 10,
+                        reverse,
+                        keys_only: false,
+                        count_only: false,
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                assert!(page.rows.len() <= 4, "a page holds at most 4 MiB");
+                rows.extend(page.rows.into_iter().map(|kv| kv.key));
+                range = page.resume;
+                pages += 1;
+            }
+            let mut expected: Vec<Bytes> =
+                (0..10).map(|i| Bytes::from(format!("big/{i}"))).collect();
+            if reverse {
+                expected.reverse();
+            }
+            assert_eq!(rows, expected, "reverse {reverse}");
+            assert!(pages >= 3, "{pages} pages");
+        }
+    });
+}

@@ -161,14 +161,27 @@ impl Client {
                 "{url}: the topology has no storage replica"
             )));
         }
+        let max = super::node::MAX_MESSAGE_BYTES;
         let adjudicators = placements
             .iter()
-            .map(|p| channel(&p.adjudicator, &options).map(AdjudicatorServiceClient::new))
+            .map(|p| {
+                channel(&p.adjudicator, &options).map(|c| {
+                    AdjudicatorServiceClient::new(c)
+                        .max_decoding_message_size(max)
+                        .max_encoding_message_size(max)
+                })
+            })
             .collect::<Result<Vec<_>>>()?;
         let storage = topology
             .storage
             .iter()
-            .map(|s| channel(&s.address, &options).map(StorageServiceClient::new))
+            .map(|s| {
+                channel(&s.address, &options).map(|c| {
+                    StorageServiceClient::new(c)
+                        .max_decoding_message_size(max)
+                        .max_encoding_message_size(max)
+                })
+            })
             .collect::<Result<Vec<_>>>()?;
         let seed = match options.seed {
             Some(seed) => seed,

@@ -35,6 +35,9 @@ use super::config::NodeConfig;
 use crate::error::{Error, Result};
 use crate::partition::partition_of;
 
+/// Largest request a node accepts: a transaction's write set (≤ 10 MiB by default)
+/// with room for its framing.
+pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
 /// How often an idle journal gets a heartbeat.
 const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(20);
 /// Pause before a storage feed reconnects to a journal.
@@ -157,14 +160,20 @@ impl ClusterNode {
         let mut router = tonic::transport::Server::builder()
             .add_service(health)
             .add_service(ClusterServiceServer::new(Topology(topology(&config))))
-            .add_service(JournalServiceServer::new(JournalServer::new(
-                partitions.iter().map(|p| (p.id(), p.journal().clone())),
-            )))
-            .add_service(AdjudicatorServiceServer::new(AdjudicatorServer::new(
-                partitions.clone(),
-                clock.clone(),
-                Limits::default(),
-            )));
+            .add_service(
+                JournalServiceServer::new(JournalServer::new(
+                    partitions.iter().map(|p| (p.id(), p.journal().clone())),
+                ))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            )
+            .add_service(
+                AdjudicatorServiceServer::new(
+                    AdjudicatorServer::new(partitions.clone(), clock.clone(), Limits::default())
+                        .with_topology_version(config.topology_version),
+                )
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            );
         if me.storage {
             let ids: Vec<PartitionId> = (0..config.partitions).map(PartitionId::new).collect();
             let engine: Box<dyn Engine> =
@@ -187,10 +196,11 @@ impl ClusterNode {
                     let _ = journaldb_storage::follow::follow(client, p, node, FEED_RETRY).await;
                 }));
             }
-            router = router.add_service(StorageServiceServer::new(StorageServer::new(
-                node,
-                StorageServerConfig::default(),
-            )));
+            router = router.add_service(
+                StorageServiceServer::new(StorageServer::new(node, StorageServerConfig::default()))
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            );
         }
         reporter
             .set_service_status("", tonic_health::ServingStatus::Serving)
