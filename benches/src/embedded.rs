@@ -82,15 +82,15 @@ pub struct HistoryArgs {
 }
 
 /// One measured point.
-struct Point {
-    ops: u64,
-    aborts: u64,
-    elapsed: Duration,
-    latency: Histogram<u64>,
+pub(crate) struct Point {
+    pub(crate) ops: u64,
+    pub(crate) aborts: u64,
+    pub(crate) elapsed: Duration,
+    pub(crate) latency: Histogram<u64>,
 }
 
 impl Point {
-    fn new() -> Point {
+    pub(crate) fn new() -> Point {
         Point {
             ops: 0,
             aborts: 0,
@@ -99,11 +99,11 @@ impl Point {
         }
     }
 
-    fn rate(&self) -> f64 {
+    pub(crate) fn rate(&self) -> f64 {
         self.ops as f64 / self.elapsed.as_secs_f64()
     }
 
-    fn merge(points: Vec<Point>, elapsed: Duration) -> Point {
+    pub(crate) fn merge(points: Vec<Point>, elapsed: Duration) -> Point {
         let mut out = Point {
             elapsed,
             ..Point::new()

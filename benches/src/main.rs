@@ -4,7 +4,8 @@
 //! baseline on the same machine in the same run, so results are read as ratios.
 //! `journaldb-bench journal` measures the durable journal against raw `fdatasync`;
 //! `journaldb-bench embedded` the embedded database against RocksDB's
-//! `OptimisticTransactionDB`.
+//! `OptimisticTransactionDB`; `journaldb-bench cluster` the cluster client on a local
+//! 3-node cluster.
 //!
 //! Build with optimized workspace crates (dependencies are always optimized):
 //! `CARGO_PROFILE_DEV_OPT_LEVEL=3 cargo run -p journaldb-bench -- journal`.
@@ -14,6 +15,7 @@
     reason = "benchmarks measure wall-clock time and run their own threads"
 )]
 
+mod cluster;
 mod embedded;
 mod journal;
 mod report;
@@ -35,6 +37,9 @@ enum Command {
     /// Transactions, point reads and reopen time of the embedded database against
     /// RocksDB's OptimisticTransactionDB (sync = true).
     Embedded(embedded::Args),
+    /// Commits/s and latency of one-key updates through the cluster client, on a local
+    /// 3-node cluster.
+    Cluster(cluster::Args),
     /// The child process of `embedded`'s reopen measurement (writes until killed).
     #[command(hide = true)]
     EmbeddedHistory(embedded::HistoryArgs),
@@ -44,6 +49,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Journal(args) => journal::run(args),
         Command::Embedded(args) => embedded::run(args),
+        Command::Cluster(args) => cluster::run(args),
         Command::EmbeddedHistory(args) => embedded::history(args),
     }
 }
