@@ -389,3 +389,96 @@ fn bad_requests_get_clear_statuses_and_the_nodes_stay_up() {
         cluster.stop().await;
     });
 }
+
+#[test]
+fn a_vote_left_undecided_by_a_crash_is_resolved_by_its_coordinator_at_restart() {
+    use journaldb_proto::pb::prepare_reply;
+    let rt = rt();
+    let dir = tempfile::tempdir().unwrap();
+    rt.block_on(async {
+        let l1 = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let l2 = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addrs = [l1.local_addr().unwrap(), l2.local_addr().unwrap()];
+        let n1 = ClusterNode::start(config(dir.path(), "n1", addrs), l1)
+            .await
+            .unwrap();
+        let n2 = ClusterNode::start(config(dir.path(), "n2", addrs), l2)
+            .await
+            .unwrap();
+        let url = |i: usize| format!("http://{}", addrs[i]);
+        let key = (0..)
+            .map(|i| format!("pending{i}"))
+            .find(|k| partition_of(k.as_bytes(), 2).get() == 1)
+            .unwrap();
+        let clock = SystemClock::new();
+        let mut participant = AdjudicatorServiceClient::connect(url(1)).await.unwrap();
+        // A transaction coordinated by partition 0 votes on partition 1, then its client
+        // vanishes: no commit, no decision.
+        let vote = participant
+            .prepare(pb::PrepareRequest {
+                partition: 1,
+                txn_id: Some(TxnId::new(77).into()),
+                start_ts: clock.now().latest.as_nanos(),
+                keys: vec![Bytes::from(key.clone())],
+                coordinator: 0,
+                coordinator_epoch: None,
+                topology_version: 1,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(matches!(vote.vote, Some(prepare_reply::Vote::VoteTs(_))));
+        let write = |txn: u128| pb::CommitRequest {
+            partition: 1,
+            txn_id: Some(TxnId::new(txn).into()),
+            start_ts: clock.now().latest.as_nanos(),
+            mutations: vec![Mutation::put(key.clone(), "v".to_owned()).into()],
+            retry: false,
+            topology_version: 1,
+        };
+        let blocked = participant.commit(write(1)).await.unwrap().into_inner();
+        assert!(
+            matches!(blocked.outcome, Some(commit_reply::Outcome::Conflict(_))),
+            "the pending vote holds the key: {blocked:?}"
+        );
+
+        // The participant's node goes down and comes back.
+        n2.shutdown().await.unwrap();
+        let l2 = tokio::net::TcpListener::bind(addrs[1]).await.unwrap();
+        let n2 = ClusterNode::start(config(dir.path(), "n2", addrs), l2)
+            .await
+            .unwrap();
+        let mut participant = AdjudicatorServiceClient::connect(url(1)).await.unwrap();
+        let mut outcome = None;
+        for attempt in 1000..1200u128 {
+            let reply = participant
+                .commit(write(attempt))
+                .await
+                .unwrap()
+                .into_inner();
+            if let Some(commit_reply::Outcome::CommittedTs(ts)) = reply.outcome {
+                outcome = Some(ts);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(outcome.is_some(), "the vote was never resolved");
+        // The coordinator decided the transaction aborted for good.
+        let status = AdjudicatorServiceClient::connect(url(0))
+            .await
+            .unwrap()
+            .status(pb::StatusRequest {
+                partition: 0,
+                txn_id: Some(TxnId::new(77).into()),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            status.status,
+            Some(pb::status_reply::Status::Aborted(pb::Aborted {}))
+        );
+        n1.shutdown().await.unwrap();
+        n2.shutdown().await.unwrap();
+    });
+}

@@ -5,25 +5,28 @@
 //! standard `grpc.health.v1.Health` service.
 //!
 //! Each of its partitions' adjudicators is rebuilt from its journal at start
-//! (`ReplayMode::Failover`) and appends a heartbeat whenever its journal has been idle for
-//! the heartbeat interval, so storage watermarks everywhere keep moving. Time comes from
-//! the bounded-error [`SystemClock`]. Not yet here: TLS, resolving a cross-partition
-//! prepare whose coordinator is on another node after a crash, and checking the topology
-//! version of requests.
+//! (`ReplayMode::Failover`), appends a heartbeat whenever its journal has been idle for
+//! the heartbeat interval, so storage watermarks everywhere keep moving, and forgets
+//! conflicts older than the longest transaction about once a second. Votes a crash
+//! left undecided (a `Prepared` without its `Decided`) are resolved at start by asking
+//! each one's coordinator — on this node or another, retrying until it answers — and
+//! recording the answer, so no key stays pending. Time comes from the bounded-error
+//! [`SystemClock`]. Not yet here: TLS.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use journaldb_adjudicator::service::AdjudicatorServer;
-use journaldb_adjudicator::{Adjudicator, AdjudicatorConfig, Partition, ReplayMode};
+use journaldb_adjudicator::{Adjudicator, AdjudicatorConfig, Partition, ReplayMode, TxnStatus};
 use journaldb_journal::service::JournalServer;
 use journaldb_journal::{Journal, JournalOptions};
+use journaldb_proto::pb::adjudicator_service_client::AdjudicatorServiceClient;
 use journaldb_proto::pb::adjudicator_service_server::AdjudicatorServiceServer;
 use journaldb_proto::pb::cluster_service_server::{ClusterService, ClusterServiceServer};
 use journaldb_proto::pb::journal_service_client::JournalServiceClient;
 use journaldb_proto::pb::journal_service_server::JournalServiceServer;
 use journaldb_proto::pb::storage_service_server::StorageServiceServer;
-use journaldb_proto::{Clock, Limits, PartitionId, SystemClock, pb};
+use journaldb_proto::{Clock, Limits, PartitionId, SystemClock, Timestamp, TxnId, pb};
 use journaldb_storage::service::{StorageServer, StorageServerConfig};
 use journaldb_storage::{Engine, RocksEngine, StorageNode};
 use prost::Message;
@@ -124,6 +127,58 @@ fn open_partition(config: &NodeConfig, p: u32, clock: &SystemClock) -> Result<Ar
     Ok(Arc::new(Partition::new(id, adj, journal)))
 }
 
+/// Asks coordinators about votes left undecided.
+struct Resolver {
+    local: Vec<Arc<Partition>>,
+    config: NodeConfig,
+}
+
+impl Resolver {
+    /// The outcome of `txn` (`Some(τc)` committed, `None` aborted), asking its coordinator
+    /// until it answers. Asking decides an undecided transaction aborted for good.
+    async fn ask(&self, coordinator: PartitionId, txn: TxnId) -> Option<Timestamp> {
+        loop {
+            let status = match self.local.iter().find(|p| p.id() == coordinator) {
+                Some(p) => p.status(txn).await,
+                None => self.ask_remote(coordinator, txn).await,
+            };
+            match status {
+                Some(TxnStatus::Committed(ts)) => return Some(ts),
+                Some(TxnStatus::Aborted) => return None,
+                Some(TxnStatus::InFlight) | None => {
+                    tokio::time::sleep(FEED_RETRY).await;
+                }
+            }
+        }
+    }
+
+    async fn ask_remote(&self, coordinator: PartitionId, txn: TxnId) -> Option<TxnStatus> {
+        let url = self.config.owner(coordinator.get()).url();
+        let channel = Endpoint::from_shared(url)
+            .ok()?
+            .connect_timeout(Duration::from_secs(1))
+            .timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .ok()?;
+        let reply = AdjudicatorServiceClient::new(channel)
+            .status(pb::StatusRequest {
+                partition: coordinator.get(),
+                txn_id: Some(txn.into()),
+            })
+            .await
+            .ok()?
+            .into_inner();
+        match reply.status? {
+            pb::status_reply::Status::CommittedTs(ts) => {
+                Some(TxnStatus::Committed(Timestamp::from_nanos(ts)))
+            }
+            pb::status_reply::Status::Aborted(_) => Some(TxnStatus::Aborted),
+            pb::status_reply::Status::InFlight(_) => Some(TxnStatus::InFlight),
+        }
+    }
+}
+
 impl ClusterNode {
     /// Starts the node on `listener` (bound by the caller: `serve` binds the configured
     /// address; tests bind port 0).
@@ -144,13 +199,37 @@ impl ClusterNode {
         }
         let mut tasks = Vec::new();
         for part in &partitions {
+            let undecided: Vec<(TxnId, PartitionId)> = {
+                let adj = part.adjudicator().await;
+                adj.undecided().map(|(id, v)| (id, v.coordinator)).collect()
+            };
+            if !undecided.is_empty() {
+                let resolver = Resolver {
+                    local: partitions.clone(),
+                    config: config.clone(),
+                };
+                let part = part.clone();
+                tasks.push(tokio::spawn(async move {
+                    for (txn, coordinator) in undecided {
+                        let outcome = resolver.ask(coordinator, txn).await;
+                        let _ = part.decide(txn, outcome, true).await;
+                    }
+                }));
+            }
+        }
+        for part in &partitions {
             let (part, clock) = (part.clone(), clock.clone());
             tasks.push(tokio::spawn(async move {
                 let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
-                loop {
+                for round in 0u64.. {
                     tick.tick().await;
                     if part.promise_durable(clock.now().earliest).await.is_err() {
                         return; // stepped down: nothing more to promise
+                    }
+                    // About once a second: forget conflicts older than the longest
+                    // transaction, so the window's memory stays bounded.
+                    if round % 50 == 0 {
+                        part.adjudicator().await.advance_horizon(clock.now());
                     }
                 }
             }));
