@@ -116,6 +116,7 @@ async fn start(dir: &std::path::Path) -> anyhow::Result<(Vec<ClusterNode>, Clien
             partitions: 3,
             topology_version: 1,
             nodes: entries.clone(),
+            tls: None,
         };
         nodes.push(ClusterNode::start(config, listener).await?);
     }

@@ -31,6 +31,7 @@ fn config(dir: &std::path::Path, me: &str, addrs: [std::net::SocketAddr; 2]) -> 
                 storage: true,
             })
             .collect(),
+        tls: None,
     }
 }
 

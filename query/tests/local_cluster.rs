@@ -44,6 +44,7 @@ impl LocalCluster {
                 partitions,
                 topology_version: 1,
                 nodes: entries.clone(),
+                tls: None,
             };
             running.push(ClusterNode::start(config, listener).await.unwrap());
         }

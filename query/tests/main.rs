@@ -12,6 +12,7 @@ mod local_cluster;
 mod maintenance;
 mod serve;
 mod sigkill;
+mod tls;
 
 /// A 2-worker multi-thread runtime with time and I/O, as the database expects.
 pub fn rt() -> tokio::runtime::Runtime {

@@ -32,6 +32,9 @@ struct Cli {
     /// A node of a running cluster (e.g. http://127.0.0.1:7001), instead of `--data`.
     #[arg(long, value_name = "URL")]
     cluster: Option<String>,
+    /// The CA certificate (PEM) of a cluster that uses TLS (`--cluster https://…`).
+    #[arg(long, value_name = "FILE", requires = "cluster")]
+    ca: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -179,7 +182,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         _ => {}
     }
     if let Some(url) = &cli.cluster {
-        let client = journaldb::Client::connect(url).await?;
+        let tls_ca = match &cli.ca {
+            Some(path) => Some(
+                std::fs::read(path).map_err(|e| anyhow::anyhow!("--ca {}: {e}", path.display()))?,
+            ),
+            None => None,
+        };
+        let options = journaldb::ClientOptions {
+            tls_ca,
+            ..journaldb::ClientOptions::default()
+        };
+        let client = journaldb::Client::connect_with(url, options).await?;
         return execute(&client, None, cli.command).await;
     }
     let Some(data) = cli.data else {

@@ -8,7 +8,8 @@
 //! lost is `CommitUnknown`, and `transact` re-asks the coordinator by txn id (commits are
 //! idempotent by it). Real-time order: a transaction reads at `now().latest` of the
 //! bounded-error clock and a commit is acknowledged only after commit wait
-//! (`now().earliest > τc`). Not yet here: refreshing a stale topology, TLS.
+//! (`now().earliest > τc`). `https://` addresses use TLS, verified against
+//! [`ClientOptions::tls_ca`]. Not yet here: refreshing a stale topology.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -44,6 +45,9 @@ pub struct ClientOptions {
     pub retry: RetryPolicy,
     /// Seed of transaction ids and jitter; `None` draws one from the OS.
     pub seed: Option<u64>,
+    /// The CA certificate (PEM) that signed the nodes' certificates, for a cluster that
+    /// uses TLS (`https://` addresses).
+    pub tls_ca: Option<Vec<u8>>,
 }
 
 impl Default for ClientOptions {
@@ -54,6 +58,7 @@ impl Default for ClientOptions {
             limits: Limits::default(),
             retry: RetryPolicy::default(),
             seed: None,
+            tls_ca: None,
         }
     }
 }
@@ -88,14 +93,27 @@ impl std::fmt::Debug for Client {
 }
 
 fn channel(url: &str, options: &ClientOptions) -> Result<Channel> {
-    Ok(Endpoint::from_shared(url.to_owned())
+    let mut endpoint = Endpoint::from_shared(url.to_owned())
         .map_err(|e| Error::InvalidArgument(format!("{url}: {e}")))?
         .connect_timeout(options.connect_timeout)
         .timeout(options.request_timeout)
         .http2_keep_alive_interval(Duration::from_secs(5))
         .keep_alive_timeout(Duration::from_secs(5))
-        .keep_alive_while_idle(true)
-        .connect_lazy())
+        .keep_alive_while_idle(true);
+    if url.starts_with("https://") {
+        let ca = options.tls_ca.as_ref().ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "{url} uses TLS: give the cluster's CA certificate (ClientOptions::tls_ca, --ca)"
+            ))
+        })?;
+        endpoint = endpoint
+            .tls_config(
+                tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(ca)),
+            )
+            .map_err(|e| Error::InvalidArgument(format!("TLS for {url}: {e}")))?;
+    }
+    Ok(endpoint.connect_lazy())
 }
 
 /// The error a status becomes. On the commit path a status without a journaldb kind (the

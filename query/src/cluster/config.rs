@@ -45,6 +45,33 @@ pub struct NodeConfig {
     pub topology_version: u64,
     /// Every node of the cluster.
     pub nodes: Vec<NodeEntry>,
+    /// TLS for every connection to and between nodes (rustls); absent: plain HTTP/2.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+/// TLS files, PEM, relative to the configuration file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// This node's certificate chain.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+    /// The certificate authority that signed every node's certificate: how nodes verify
+    /// each other.
+    pub ca: PathBuf,
+}
+
+/// The TLS material, read.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// Certificate chain (PEM).
+    pub cert: Vec<u8>,
+    /// Private key (PEM).
+    pub key: Vec<u8>,
+    /// CA certificate (PEM).
+    pub ca: Vec<u8>,
 }
 
 fn one() -> u64 {
@@ -100,13 +127,39 @@ impl NodeConfig {
         let mut config: NodeConfig =
             toml::from_str(&text).map_err(|e| err(vec![e.to_string().trim().to_owned()]))?;
         config.check().map_err(err)?;
-        // A relative data directory is relative to the configuration file.
-        if config.data_dir.is_relative()
-            && let Some(base) = path.parent()
-        {
-            config.data_dir = base.join(&config.data_dir);
+        // Relative paths are relative to the configuration file.
+        if let Some(base) = path.parent() {
+            let resolve = |p: &mut PathBuf| {
+                if p.is_relative() {
+                    *p = base.join(&*p);
+                }
+            };
+            resolve(&mut config.data_dir);
+            if let Some(tls) = &mut config.tls {
+                resolve(&mut tls.cert);
+                resolve(&mut tls.key);
+                resolve(&mut tls.ca);
+            }
+        }
+        if config.tls.is_some() {
+            config.tls_files().map_err(|e| err(vec![e]))?;
         }
         Ok(config)
+    }
+
+    /// The TLS files, read; `None` without TLS.
+    pub fn tls_files(&self) -> Result<Option<TlsFiles>, String> {
+        let Some(tls) = &self.tls else {
+            return Ok(None);
+        };
+        let read = |what: &str, p: &Path| {
+            std::fs::read(p).map_err(|e| format!("tls {what} {}: {e}", p.display()))
+        };
+        Ok(Some(TlsFiles {
+            cert: read("cert", &tls.cert)?,
+            key: read("key", &tls.key)?,
+            ca: read("ca", &tls.ca)?,
+        }))
     }
 
     /// Every problem with this configuration (empty: usable).
@@ -127,13 +180,21 @@ impl NodeConfig {
                     n.name, n.listen
                 ));
             }
-            if let Some(a) = &n.address
-                && !(a.starts_with("http://") || a.starts_with("https://"))
-            {
-                problems.push(format!(
-                    "node {:?}: address {a:?} is not an http(s) URL",
+            match (&n.address, self.tls.is_some()) {
+                (Some(a), false) if !a.starts_with("http://") => problems.push(format!(
+                    "node {:?}: address {a:?} is not an http:// URL",
                     n.name
-                ));
+                )),
+                (Some(a), true) if !a.starts_with("https://") => problems.push(format!(
+                    "node {:?}: with TLS, address {a:?} must be an https:// URL",
+                    n.name
+                )),
+                (None, true) => problems.push(format!(
+                    "node {:?}: with TLS, give its address (https://NAME:PORT, the name its \
+                     certificate holds)",
+                    n.name
+                )),
+                _ => {}
             }
             for &p in &n.partitions {
                 match owners.get_mut(p as usize) {
@@ -243,7 +304,7 @@ mod tests {
         for expected in [
             "listed twice",
             "not an address",
-            "not an http(s) URL",
+            "not an http:// URL",
             "partition 5 does not exist",
             "partition 0 is on several nodes",
             "partition 1 has no node",
@@ -253,6 +314,20 @@ mod tests {
         ] {
             assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
         }
+    }
+
+    #[test]
+    fn with_tls_every_address_must_be_https() {
+        let tls = format!(
+            "{}\n[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\nca = \"ca.pem\"\n",
+            GOOD
+        );
+        let problems = parse(&tls).unwrap_err().join("\n");
+        assert!(
+            problems.contains("\"n1\": with TLS, give its address"),
+            "{problems}"
+        );
+        assert!(problems.contains("must be an https:// URL"), "{problems}");
     }
 
     #[test]

@@ -7,5 +7,5 @@ pub mod config;
 pub mod node;
 
 pub use client::{Client, ClientOptions};
-pub use config::{ConfigError, NodeConfig, NodeEntry};
+pub use config::{ConfigError, NodeConfig, NodeEntry, TlsConfig};
 pub use node::ClusterNode;

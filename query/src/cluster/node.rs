@@ -11,7 +11,8 @@
 //! left undecided (a `Prepared` without its `Decided`) are resolved at start by asking
 //! each one's coordinator — on this node or another, retrying until it answers — and
 //! recording the answer, so no key stays pending. Time comes from the bounded-error
-//! [`SystemClock`]. Not yet here: TLS.
+//! [`SystemClock`]. With `[tls]` in the configuration every connection — clients to the
+//! node and node to node — is TLS (rustls), verified against the cluster's CA.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,10 +32,10 @@ use journaldb_storage::service::{StorageServer, StorageServerConfig};
 use journaldb_storage::{Engine, RocksEngine, StorageNode};
 use prost::Message;
 use tokio::task::JoinHandle;
-use tonic::transport::Endpoint;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
 use tonic::{Request, Response, Status};
 
-use super::config::NodeConfig;
+use super::config::{NodeConfig, TlsFiles};
 use crate::error::{Error, Result};
 use crate::partition::partition_of;
 
@@ -131,6 +132,24 @@ fn open_partition(config: &NodeConfig, p: u32, clock: &SystemClock) -> Result<Ar
 struct Resolver {
     local: Vec<Arc<Partition>>,
     config: NodeConfig,
+    tls: Option<TlsFiles>,
+}
+
+/// An endpoint for another node: connect timeout, HTTP/2 keep-alive (also idle), and
+/// TLS verified against the cluster's CA when the cluster uses TLS.
+fn peer(url: &str, tls: Option<&TlsFiles>) -> Result<Endpoint> {
+    let endpoint = Endpoint::from_shared(url.to_owned())
+        .map_err(|e| Error::InvalidArgument(format!("{url}: {e}")))?
+        .connect_timeout(Duration::from_secs(1))
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true);
+    match tls {
+        Some(tls) => endpoint
+            .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&tls.ca)))
+            .map_err(|e| Error::InvalidArgument(format!("TLS for {url}: {e}"))),
+        None => Ok(endpoint),
+    }
 }
 
 impl Resolver {
@@ -154,9 +173,8 @@ impl Resolver {
 
     async fn ask_remote(&self, coordinator: PartitionId, txn: TxnId) -> Option<TxnStatus> {
         let url = self.config.owner(coordinator.get()).url();
-        let channel = Endpoint::from_shared(url)
+        let channel = peer(&url, self.tls.as_ref())
             .ok()?
-            .connect_timeout(Duration::from_secs(1))
             .timeout(Duration::from_secs(5))
             .connect()
             .await
@@ -191,6 +209,7 @@ impl ClusterNode {
             .map_err(|e| Error::Io(format!("listener address: {e}")))?;
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| Error::Io(format!("creating {}: {e}", config.data_dir.display())))?;
+        let tls = config.tls_files().map_err(Error::InvalidArgument)?;
         let clock = Arc::new(SystemClock::new());
         let me = config.me().clone();
         let mut partitions = Vec::new();
@@ -207,6 +226,7 @@ impl ClusterNode {
                 let resolver = Resolver {
                     local: partitions.clone(),
                     config: config.clone(),
+                    tls: tls.clone(),
                 };
                 let part = part.clone();
                 tasks.push(tokio::spawn(async move {
@@ -236,7 +256,15 @@ impl ClusterNode {
         }
 
         let (reporter, health) = tonic_health::server::health_reporter();
-        let mut router = tonic::transport::Server::builder()
+        let mut server = tonic::transport::Server::builder();
+        if let Some(tls) = &tls {
+            server = server
+                .tls_config(
+                    ServerTlsConfig::new().identity(Identity::from_pem(&tls.cert, &tls.key)),
+                )
+                .map_err(|e| Error::InvalidArgument(format!("TLS: {e}")))?;
+        }
+        let mut router = server
             .add_service(health)
             .add_service(ClusterServiceServer::new(Topology(topology(&config))))
             .add_service(
@@ -260,13 +288,7 @@ impl ClusterNode {
             let node = Arc::new(StorageNode::open(engine, &ids)?);
             for &p in &ids {
                 let url = config.owner(p.get()).url();
-                let channel = Endpoint::from_shared(url.clone())
-                    .map_err(|e| Error::InvalidArgument(format!("{url}: {e}")))?
-                    .connect_timeout(Duration::from_secs(1))
-                    .http2_keep_alive_interval(Duration::from_secs(5))
-                    .keep_alive_timeout(Duration::from_secs(5))
-                    .keep_alive_while_idle(true)
-                    .connect_lazy();
+                let channel = peer(&url, tls.as_ref())?.connect_lazy();
                 let node = node.clone();
                 tasks.push(tokio::spawn(async move {
                     let client = JournalServiceClient::new(channel);

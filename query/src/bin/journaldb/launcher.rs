@@ -182,6 +182,7 @@ fn spawn(dir: &Path, partitions: u32, e: &NodeEntry, entries: &[NodeEntry]) -> a
         partitions,
         topology_version: 1,
         nodes: entries.to_vec(),
+        tls: None,
     };
     config
         .check()
