@@ -239,6 +239,11 @@ impl Journal {
         self.shared.segments.read()[0].first_lsn
     }
 
+    /// The largest record this journal accepts, in bytes.
+    pub fn max_record_bytes(&self) -> u64 {
+        self.shared.options.max_record_bytes
+    }
+
     /// The Lsn the next submitted record gets: every record below it has been handed out
     /// (queued, maybe not yet durable).
     pub fn submitted_end(&self) -> Lsn {

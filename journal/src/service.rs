@@ -3,10 +3,11 @@
 //! (a stream of every durable record from a position, once, in order) — what storage
 //! replicas on other nodes follow.
 //!
-//! `Append` and `Seal` belong to journal replication, where a writer streams batches to
-//! replicas under epochs; until that exists each journal has one replica written by the
-//! adjudicator on its own node, and both answer `Unimplemented` (with the kind
-//! `Unavailable`) rather than accept writes that would bypass the adjudicator.
+//! `Append` writes records for a writer on another node, at an expected position (so a
+//! retried append is detected, never doubled). Only journals registered as remotely
+//! written accept it: a journal whose writer is the adjudicator on this node refuses it
+//! (`InvalidArgument`), since records that bypass the adjudicator would break its τ order.
+//! `Seal` belongs to journal replication (epochs) and answers `Unimplemented` until then.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -30,14 +31,25 @@ pub const MAX_BYTES_PER_REPLY: u64 = 4 << 20;
 #[derive(Debug)]
 pub struct JournalServer {
     journals: BTreeMap<PartitionId, Arc<Journal>>,
+    /// Journals written through `Append` (their writer is elsewhere).
+    remote_writers: BTreeMap<PartitionId, tokio::sync::Mutex<()>>,
 }
 
 impl JournalServer {
-    /// A service for `journals`.
+    /// A service for `journals`, each written by a writer on this node (`Append` refused).
     pub fn new(journals: impl IntoIterator<Item = (PartitionId, Arc<Journal>)>) -> Self {
         JournalServer {
             journals: journals.into_iter().collect(),
+            remote_writers: BTreeMap::new(),
         }
+    }
+
+    /// Also serves `journal`, written by a remote writer through `Append`.
+    pub fn with_remote_writer(mut self, partition: PartitionId, journal: Arc<Journal>) -> Self {
+        self.journals.insert(partition, journal);
+        self.remote_writers
+            .insert(partition, tokio::sync::Mutex::new(()));
+        self
     }
 
     fn journal(&self, partition: u32) -> Result<&Arc<Journal>, Status> {
@@ -98,9 +110,45 @@ fn page(
 impl JournalService for JournalServer {
     async fn append(
         &self,
-        _request: Request<pb::AppendRequest>,
+        request: Request<pb::AppendRequest>,
     ) -> Result<Response<pb::AppendReply>, Status> {
-        Err(unimplemented("Append"))
+        let req = request.into_inner();
+        let journal = self.journal(req.partition)?;
+        let Some(writer) = self.remote_writers.get(&PartitionId::new(req.partition)) else {
+            return Err(ErrorKind::InvalidArgument.status(format!(
+                "journal {} is written by its adjudicator on this node; Append is refused",
+                req.partition
+            )));
+        };
+        if req.records.is_empty() {
+            return Err(ErrorKind::InvalidArgument.status("nothing to append"));
+        }
+        let limit = journal.max_record_bytes();
+        if let Some(r) = req.records.iter().find(|r| r.len() as u64 > limit) {
+            return Err(ErrorKind::LimitExceeded.status(format!(
+                "a record of {} bytes is over the journal's limit of {limit}; nothing appended",
+                r.len()
+            )));
+        }
+        // One append at a time: the position check and the queueing must not interleave.
+        let _one_writer = writer.lock().await;
+        let end = journal.submitted_end();
+        if req.expected_lsn != end.get() {
+            return Err(ErrorKind::InvalidArgument.status(format!(
+                "expected to append at {}, the journal is at {end}",
+                Lsn::new(req.expected_lsn)
+            )));
+        }
+        let mut last = None;
+        for record in req.records {
+            last = Some(journal.submit(record).await.map_err(to_status)?);
+        }
+        let last = last.expect("checked: not empty");
+        let last_lsn = last.durable().await.map_err(to_status)?;
+        Ok(Response::new(pb::AppendReply {
+            first_lsn: end.get(),
+            durable_end: last_lsn.next().get(),
+        }))
     }
 
     async fn read(

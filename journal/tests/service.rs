@@ -158,9 +158,69 @@ fn bad_requests_get_typed_statuses() {
             })
             .await
             .unwrap_err();
-        assert_eq!(append.code(), tonic::Code::Unimplemented);
+        assert_eq!(
+            ErrorKind::of(&append),
+            Some(ErrorKind::InvalidArgument),
+            "a journal with a writer on its node refuses Append: {append}"
+        );
         let first = journal.first_lsn().get();
         let ok = client.read(read(0, first)).await.unwrap().into_inner();
         assert_eq!(ok.first_lsn, first, "still serving");
+    });
+}
+
+#[test]
+fn append_writes_at_the_expected_position_for_a_remote_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let journal = Arc::new(Journal::open(dir.path(), JournalOptions::default()).unwrap());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let service =
+            JournalServer::new([]).with_remote_writer(PartitionId::new(5), journal.clone());
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(JournalServiceServer::new(service))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let mut client = JournalServiceClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap();
+        let append = |expected_lsn: u64, records: Vec<Bytes>| pb::AppendRequest {
+            partition: 5,
+            epoch: None,
+            expected_lsn,
+            records,
+        };
+        let reply = client
+            .append(append(1, vec![record(1), record(2)]))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!((reply.first_lsn, reply.durable_end), (1, 3));
+        // A retry of the same append (its reply was lost) is detected, not doubled.
+        let retry = client
+            .append(append(1, vec![record(1), record(2)]))
+            .await
+            .unwrap_err();
+        assert_eq!(ErrorKind::of(&retry), Some(ErrorKind::InvalidArgument));
+        assert!(retry.message().contains("the journal is at"), "{retry}");
+        let reply = client
+            .append(append(3, vec![record(3)]))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(reply.durable_end, 4);
+        let too_big = client
+            .append(append(4, vec![Bytes::from(vec![0u8; 17 << 20])]))
+            .await
+            .unwrap_err();
+        assert!(too_big.code() != tonic::Code::Ok, "{too_big}");
+        let read: Vec<Bytes> = journal
+            .read_from(Lsn::FIRST)
+            .unwrap()
+            .map(|r| r.unwrap().1)
+            .collect();
+        assert_eq!(read, vec![record(1), record(2), record(3)]);
     });
 }
