@@ -146,7 +146,6 @@ impl Backend {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn commit_prepared(
         &self,
         p: PartitionId,

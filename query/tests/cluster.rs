@@ -35,20 +35,26 @@ fn config(dir: &std::path::Path, me: &str, addrs: [std::net::SocketAddr; 2]) -> 
     }
 }
 
+/// Starts n1 (partition 0) and n2 (partition 1), both storage replicas, on free ports.
+async fn start_two(dir: &std::path::Path) -> ([std::net::SocketAddr; 2], ClusterNode, ClusterNode) {
+    let l1 = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let l2 = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addrs = [l1.local_addr().unwrap(), l2.local_addr().unwrap()];
+    let n1 = ClusterNode::start(config(dir, "n1", addrs), l1)
+        .await
+        .unwrap();
+    let n2 = ClusterNode::start(config(dir, "n2", addrs), l2)
+        .await
+        .unwrap();
+    (addrs, n1, n2)
+}
+
 #[test]
 fn a_commit_on_one_node_is_read_from_every_storage_replica() {
     let rt = rt();
     let dir = tempfile::tempdir().unwrap();
     rt.block_on(async {
-        let l1 = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let l2 = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addrs = [l1.local_addr().unwrap(), l2.local_addr().unwrap()];
-        let n1 = ClusterNode::start(config(dir.path(), "n1", addrs), l1)
-            .await
-            .unwrap();
-        let n2 = ClusterNode::start(config(dir.path(), "n2", addrs), l2)
-            .await
-            .unwrap();
+        let (addrs, n1, n2) = start_two(dir.path()).await;
         let url = |i: usize| format!("http://{}", addrs[i]);
 
         let topology = ClusterServiceClient::connect(url(0))
@@ -150,15 +156,7 @@ fn a_bad_configuration_file_is_refused_with_every_problem() {
 
 /// Two nodes (n1: partition 0, n2: partition 1, both storage replicas) and a client.
 async fn two_nodes(dir: &std::path::Path) -> (Vec<ClusterNode>, journaldb::Client) {
-    let l1 = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let l2 = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addrs = [l1.local_addr().unwrap(), l2.local_addr().unwrap()];
-    let n1 = ClusterNode::start(config(dir, "n1", addrs), l1)
-        .await
-        .unwrap();
-    let n2 = ClusterNode::start(config(dir, "n2", addrs), l2)
-        .await
-        .unwrap();
+    let (addrs, n1, n2) = start_two(dir).await;
     let client = journaldb::Client::connect(&format!("http://{}", addrs[1]))
         .await
         .unwrap();
@@ -397,15 +395,7 @@ fn a_vote_left_undecided_by_a_crash_is_resolved_by_its_coordinator_at_restart() 
     let rt = rt();
     let dir = tempfile::tempdir().unwrap();
     rt.block_on(async {
-        let l1 = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let l2 = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addrs = [l1.local_addr().unwrap(), l2.local_addr().unwrap()];
-        let n1 = ClusterNode::start(config(dir.path(), "n1", addrs), l1)
-            .await
-            .unwrap();
-        let n2 = ClusterNode::start(config(dir.path(), "n2", addrs), l2)
-            .await
-            .unwrap();
+        let (addrs, n1, n2) = start_two(dir.path()).await;
         let url = |i: usize| format!("http://{}", addrs[i]);
         let key = (0..)
             .map(|i| format!("pending{i}"))
