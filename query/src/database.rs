@@ -19,10 +19,10 @@
 //! positions become durable together); and each journal drops the segments below the
 //! newest checkpoint whose records are all older than the retention window (§5).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use journaldb_adjudicator::{Adjudicator, AdjudicatorConfig, Partition, ReplayMode, TxnStatus};
@@ -163,7 +163,7 @@ pub(crate) struct Inner {
     pub(crate) tailers: parking_lot::Mutex<Vec<JoinHandle<Result<()>>>>,
     maintenance: parking_lot::Mutex<Option<JoinHandle<()>>>,
     /// The first error of a maintenance round, reported by `close`.
-    maintenance_error: parking_lot::Mutex<Option<Error>>,
+    pub(crate) maintenance_error: parking_lot::Mutex<Option<Error>>,
     /// The newest acknowledged commit τ, in nanoseconds: a floor for new snapshots.
     acknowledged: AtomicU64,
     /// Retry policy, budget and the seeded RNG of transaction ids and jitter.
@@ -303,7 +303,10 @@ impl Database {
             inner.tailers.lock().push(feed);
         }
         let history: VecDeque<Checkpoint> = opened_at.transpose()?.into_iter().collect();
-        let task = tokio::spawn(maintain(Arc::downgrade(&inner), history));
+        let task = tokio::spawn(crate::maintenance::maintain(
+            Arc::downgrade(&inner),
+            history,
+        ));
         *inner.maintenance.lock() = Some(task);
         Ok(Database { inner })
     }
@@ -423,65 +426,7 @@ impl Database {
     }
 }
 
-/// The maintenance loop: a round every checkpoint interval, or sooner once the journals
-/// grew by the checkpoint bytes, while the database is open.
-async fn maintain(inner: Weak<Inner>, mut history: VecDeque<Checkpoint>) {
-    let Some((interval, bytes)) = inner
-        .upgrade()
-        .map(|i| (i.options.checkpoint_interval, i.options.checkpoint_bytes))
-    else {
-        return;
-    };
-    let tick = interval.min(Duration::from_millis(100));
-    let mut last_round = tokio::time::Instant::now();
-    let mut written_at_last_round = 0;
-    loop {
-        tokio::time::sleep(tick).await;
-        let Some(inner) = inner.upgrade() else { return };
-        let written: u64 = inner.parts.iter().map(|p| p.journal().stats().bytes).sum();
-        let due = last_round.elapsed() >= interval
-            || written.saturating_sub(written_at_last_round) >= bytes;
-        if !due {
-            continue;
-        }
-        last_round = tokio::time::Instant::now();
-        written_at_last_round = written;
-        if let Err(e) = inner.maintain_once(&mut history).await {
-            inner.maintenance_error.lock().get_or_insert(e);
-        }
-    }
-}
-
 impl Inner {
-    /// One maintenance round (see the module docs). `history` holds the checkpoints not yet
-    /// old enough to truncate to, oldest first.
-    async fn maintain_once(&self, history: &mut VecDeque<Checkpoint>) -> Result<()> {
-        let now = self.clock.now();
-        for part in &self.parts {
-            part.adjudicator().await.advance_horizon(now);
-        }
-        // The watermark moves only as every journal does: an idle one gets a heartbeat.
-        self.promise_all(now.earliest).await?;
-        let cutoff = now.earliest.saturating_sub(self.options.retention);
-        let checkpoint = self.node.checkpoint(cutoff)?;
-        if !self.node.store().is_durable() {
-            return Ok(()); // the journals are the only copy: keep them whole
-        }
-        history.push_back(checkpoint);
-        // Every record below a checkpoint's positions has τ ≤ its watermark.
-        while history.get(1).is_some_and(|next| next.watermark < cutoff) {
-            history.pop_front();
-        }
-        let Some(old) = history.front().filter(|c| c.watermark < cutoff) else {
-            return Ok(());
-        };
-        let applied: &BTreeMap<PartitionId, Lsn> = &old.applied;
-        for (p, lsn) in applied {
-            self.part(*p).journal().truncate_prefix(lsn.next())?;
-        }
-        Ok(())
-    }
-
     pub(crate) fn part(&self, p: PartitionId) -> &Partition {
         &self.parts[p.get() as usize]
     }
@@ -532,7 +477,7 @@ impl Inner {
     /// already handed out. In memory — a heartbeat without a write or fsync: the storage
     /// node is in this process, and after a crash every new τ lies above everything
     /// storage was promised (the clock restarts above the stored watermark).
-    async fn promise_all(&self, ts: Timestamp) -> Result<()> {
+    pub(crate) async fn promise_all(&self, ts: Timestamp) -> Result<()> {
         for part in &self.parts {
             if let Some(through) = part.promise(ts).await {
                 self.node.promise(part.id(), through, ts)?;

@@ -23,6 +23,7 @@ mod closable;
 pub mod cluster;
 mod database;
 mod error;
+mod maintenance;
 pub mod manifest;
 mod nosync;
 pub mod partition;
