@@ -60,11 +60,16 @@ impl<C: Clock> AdjudicatorServer<C> {
 
     fn check_topology(&self, version: u64) -> Result<(), Status> {
         if version != 0 && self.topology_version != 0 && version != self.topology_version {
-            return Err(ErrorKind::Unavailable.status(format!(
+            let mut status = ErrorKind::Unavailable.status(format!(
                 "stale partition map: the request was routed by topology version {version}, \
                  this node serves version {}; refresh the topology and retry",
                 self.topology_version
-            )));
+            ));
+            status.metadata_mut().insert(
+                journaldb_proto::status::TOPOLOGY_VERSION,
+                self.topology_version.into(),
+            );
+            return Err(status);
         }
         Ok(())
     }

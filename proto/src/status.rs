@@ -6,6 +6,9 @@ use tonic::{Code, Status};
 
 /// The metadata key naming the error kind.
 pub const ERROR_KIND: &str = "journaldb-error";
+/// The metadata key carrying the topology version a node serves, on a refusal of a
+/// request routed by another version.
+pub const TOPOLOGY_VERSION: &str = "journaldb-topology-version";
 
 /// A journaldb error kind, as sent in [`ERROR_KIND`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -67,7 +67,7 @@ impl Backend {
     pub(crate) fn partitions(&self) -> u32 {
         match self {
             Backend::Embedded(db) => db.partitions,
-            Backend::Cluster(c) => c.partitions,
+            Backend::Cluster(c) => c.partitions(),
         }
     }
 

@@ -473,3 +473,44 @@ fn a_vote_left_undecided_by_a_crash_is_resolved_by_its_coordinator_at_restart() 
         n2.shutdown().await.unwrap();
     });
 }
+
+#[test]
+fn the_client_follows_a_new_topology_version() {
+    let rt = rt();
+    let dir = tempfile::tempdir().unwrap();
+    rt.block_on(async {
+        let (addrs, n1, n2) = start_two(dir.path()).await;
+        let client = journaldb::Client::connect(&format!("http://{}", addrs[0]))
+            .await
+            .unwrap();
+        assert_eq!(client.topology_version(), 1);
+        client.transact(async |tx| tx.put("a", "1")).await.unwrap();
+
+        // The operator changes the map's version and restarts the nodes.
+        n1.shutdown().await.unwrap();
+        n2.shutdown().await.unwrap();
+        let mut nodes = Vec::new();
+        for (i, name) in ["n1", "n2"].into_iter().enumerate() {
+            let mut c = config(dir.path(), name, addrs);
+            c.topology_version = 2;
+            let listener = tokio::net::TcpListener::bind(addrs[i]).await.unwrap();
+            nodes.push(ClusterNode::start(c, listener).await.unwrap());
+        }
+        // The first attempt is refused as stale; the client fetches version 2 and the
+        // retry commits.
+        let mut key = 0;
+        for i in 0..10 {
+            key = i;
+            client
+                .transact(async move |tx| tx.put(format!("b{i}"), "2"))
+                .await
+                .unwrap();
+        }
+        assert_eq!(client.topology_version(), 2);
+        let got = client.begin().get(format!("b{key}")).await.unwrap();
+        assert_eq!(got.as_deref(), Some(&b"2"[..]));
+        for n in nodes {
+            n.shutdown().await.unwrap();
+        }
+    });
+}

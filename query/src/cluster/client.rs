@@ -9,7 +9,9 @@
 //! idempotent by it). Real-time order: a transaction reads at `now().latest` of the
 //! bounded-error clock and a commit is acknowledged only after commit wait
 //! (`now().earliest > τc`). `https://` addresses use TLS, verified against
-//! [`ClientOptions::tls_ca`]. Not yet here: refreshing a stale topology.
+//! [`ClientOptions::tls_ca`]. When a node refuses a request routed by a stale topology, the
+//! client fetches the new one (from the node it connected to or any node it knows) and the
+//! transaction is retried under it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -65,16 +67,90 @@ impl Default for ClientOptions {
 
 /// The cluster as a [`Backend`] sees it.
 pub(crate) struct Remote {
-    pub(crate) partitions: u32,
     pub(crate) limits: Limits,
     pub(crate) clock: SystemClock,
     pub(crate) retry: RetryState,
-    topology_version: u64,
+    options: ClientOptions,
+    /// Where to fetch the topology from: the address connected to, then every node.
+    seeds: parking_lot::Mutex<Vec<String>>,
+    /// Replaced whole when a node reports a newer topology.
+    routing: parking_lot::RwLock<Arc<Routing>>,
+    /// The replica reads start at; moves on when one fails.
+    preferred: AtomicUsize,
+}
+
+/// Who serves what, per one topology version.
+struct Routing {
+    version: u64,
+    partitions: u32,
     /// Indexed by partition.
     adjudicators: Vec<AdjudicatorServiceClient<Channel>>,
     storage: Vec<StorageServiceClient<Channel>>,
-    /// The replica reads start at; moves on when one fails.
-    preferred: AtomicUsize,
+    /// Every node's address.
+    nodes: Vec<String>,
+}
+
+/// Fetches the topology from the node at `url` and opens (lazy) channels for it.
+async fn routing(url: &str, options: &ClientOptions) -> Result<Routing> {
+    let topology = ClusterServiceClient::new(channel(url, options)?)
+        .get_topology(pb::GetTopologyRequest {})
+        .await
+        .map_err(|s| from_status(s, false))?
+        .into_inner();
+    let mut placements = topology.placements;
+    placements.sort_by_key(|p| p.partition);
+    if placements.len() != topology.partitions as usize
+        || placements
+            .iter()
+            .enumerate()
+            .any(|(i, p)| p.partition as usize != i)
+    {
+        return Err(Error::Corruption(format!(
+            "{url}: the topology does not place every one of {} partitions once",
+            topology.partitions
+        )));
+    }
+    if topology.storage.is_empty() {
+        return Err(Error::Corruption(format!(
+            "{url}: the topology has no storage replica"
+        )));
+    }
+    let max = super::node::MAX_MESSAGE_BYTES;
+    let adjudicators = placements
+        .iter()
+        .map(|p| {
+            channel(&p.adjudicator, options).map(|c| {
+                AdjudicatorServiceClient::new(c)
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max)
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let storage = topology
+        .storage
+        .iter()
+        .map(|s| {
+            channel(&s.address, options).map(|c| {
+                StorageServiceClient::new(c)
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max)
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut nodes: Vec<String> = placements
+        .iter()
+        .map(|p| p.adjudicator.clone())
+        .chain(topology.storage.iter().map(|s| s.address.clone()))
+        .collect();
+    nodes.sort();
+    nodes.dedup();
+    Ok(Routing {
+        version: topology.version,
+        partitions: topology.partitions,
+        adjudicators,
+        storage,
+        nodes,
+    })
 }
 
 /// A journaldb cluster, used like an embedded database. Cheap to clone.
@@ -86,8 +162,8 @@ pub struct Client {
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("partitions", &self.remote.partitions)
-            .field("storage_replicas", &self.remote.storage.len())
+            .field("partitions", &self.remote.partitions())
+            .field("topology_version", &self.topology_version())
             .finish_non_exhaustive()
     }
 }
@@ -156,69 +232,32 @@ impl Client {
 
     /// [`Client::connect`] with options.
     pub async fn connect_with(url: &str, options: ClientOptions) -> Result<Client> {
-        let topology = ClusterServiceClient::new(channel(url, &options)?)
-            .get_topology(pb::GetTopologyRequest {})
-            .await
-            .map_err(|s| from_status(s, false))?
-            .into_inner();
-        let mut placements = topology.placements;
-        placements.sort_by_key(|p| p.partition);
-        if placements.len() != topology.partitions as usize
-            || placements
-                .iter()
-                .enumerate()
-                .any(|(i, p)| p.partition as usize != i)
-        {
-            return Err(Error::Corruption(format!(
-                "{url}: the topology does not place every one of {} partitions once",
-                topology.partitions
-            )));
-        }
-        if topology.storage.is_empty() {
-            return Err(Error::Corruption(format!(
-                "{url}: the topology has no storage replica"
-            )));
-        }
-        let max = super::node::MAX_MESSAGE_BYTES;
-        let adjudicators = placements
-            .iter()
-            .map(|p| {
-                channel(&p.adjudicator, &options).map(|c| {
-                    AdjudicatorServiceClient::new(c)
-                        .max_decoding_message_size(max)
-                        .max_encoding_message_size(max)
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let storage = topology
-            .storage
-            .iter()
-            .map(|s| {
-                channel(&s.address, &options).map(|c| {
-                    StorageServiceClient::new(c)
-                        .max_decoding_message_size(max)
-                        .max_encoding_message_size(max)
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let routing = routing(url, &options).await?;
         let seed = match options.seed {
             Some(seed) => seed,
             None => rand::rngs::OsRng
                 .try_next_u64()
                 .map_err(|e| Error::Io(format!("reading OS entropy for the seed: {e}")))?,
         };
+        let mut seeds = vec![url.to_owned()];
+        seeds.extend(routing.nodes.iter().cloned());
         Ok(Client {
             remote: Arc::new(Remote {
-                partitions: topology.partitions,
                 limits: options.limits.clone(),
                 clock: SystemClock::new(),
                 retry: RetryState::new(options.retry.clone(), seed),
-                topology_version: topology.version,
-                adjudicators,
-                storage,
+                options,
+                seeds: parking_lot::Mutex::new(seeds),
+                routing: parking_lot::RwLock::new(Arc::new(routing)),
                 preferred: AtomicUsize::new(0),
             }),
         })
+    }
+
+    /// The version of the topology this client routes by (it follows newer ones as nodes
+    /// report them).
+    pub fn topology_version(&self) -> u64 {
+        self.remote.routing().version
     }
 
     fn backend(&self) -> Backend {
@@ -250,7 +289,7 @@ impl Client {
 
     /// The partition count of the cluster.
     pub fn partitions(&self) -> u32 {
-        self.remote.partitions
+        self.remote.partitions()
     }
 }
 
@@ -259,11 +298,57 @@ impl Remote {
         self.clock.now().latest
     }
 
-    fn adjudicator(&self, p: PartitionId) -> Result<AdjudicatorServiceClient<Channel>> {
-        self.adjudicators
+    fn routing(&self) -> Arc<Routing> {
+        self.routing.read().clone()
+    }
+
+    pub(crate) fn partitions(&self) -> u32 {
+        self.routing().partitions
+    }
+
+    fn adjudicator(&self, p: PartitionId) -> Result<(AdjudicatorServiceClient<Channel>, u64)> {
+        let routing = self.routing();
+        let client = routing
+            .adjudicators
             .get(p.get() as usize)
             .cloned()
-            .ok_or_else(|| Error::InvalidArgument(format!("{p} is not in the topology")))
+            .ok_or_else(|| Error::InvalidArgument(format!("{p} is not in the topology")))?;
+        Ok((client, routing.version))
+    }
+
+    /// After an error on the commit path: if the node said our topology is stale, fetch
+    /// the new one (the transaction is then retried under it, as the error is
+    /// `Unavailable`); otherwise the usual mapping.
+    async fn commit_error(&self, status: tonic::Status) -> Error {
+        let newer = status
+            .metadata()
+            .get(journaldb_proto::status::TOPOLOGY_VERSION)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .filter(|v| *v > self.routing().version);
+        if newer.is_some() {
+            self.refresh().await;
+        }
+        from_status(status, true)
+    }
+
+    /// Fetches the topology from the first seed that answers, and routes by it if newer.
+    async fn refresh(&self) {
+        let seeds = self.seeds.lock().clone();
+        for url in seeds {
+            let Ok(fresh) = routing(&url, &self.options).await else {
+                continue;
+            };
+            if fresh.version > self.routing().version {
+                let mut seeds = self.seeds.lock();
+                for node in &fresh.nodes {
+                    if !seeds.contains(node) {
+                        seeds.push(node.clone());
+                    }
+                }
+                *self.routing.write() = Arc::new(fresh);
+            }
+            return;
+        }
     }
 
     /// Runs a read on each storage replica in turn, from the preferred one, until one
@@ -274,12 +359,13 @@ impl Remote {
         F: Fn(StorageServiceClient<Channel>) -> Fut,
         Fut: Future<Output = std::result::Result<T, tonic::Status>>,
     {
-        let n = self.storage.len();
-        let first = self.preferred.load(Ordering::Relaxed);
+        let storage = self.routing().storage.clone();
+        let n = storage.len();
+        let first = self.preferred.load(Ordering::Relaxed) % n.max(1);
         let mut last = None;
         for i in 0..n {
             let r = (first + i) % n;
-            match read(self.storage[r].clone()).await {
+            match read(storage[r].clone()).await {
                 Ok(value) => {
                     self.preferred.store(r, Ordering::Relaxed);
                     return Ok(value);
@@ -347,24 +433,23 @@ impl Remote {
     }
 
     pub(crate) async fn commit(&self, p: PartitionId, req: &CommitRequest) -> Result<Timestamp> {
+        let (mut adjudicator, version) = self.adjudicator(p)?;
         let request = pb::CommitRequest {
             partition: p.get(),
             txn_id: Some(req.txn_id.into()),
             start_ts: req.start_ts.as_nanos(),
             mutations: req.mutations.iter().cloned().map(Into::into).collect(),
             retry: req.retry,
-            topology_version: self.topology_version,
+            topology_version: version,
         };
-        let reply = self
-            .adjudicator(p)?
-            .commit(request)
-            .await
-            .map_err(|s| from_status(s, true))?
-            .into_inner();
-        commit_outcome(reply)
+        match adjudicator.commit(request).await {
+            Ok(reply) => commit_outcome(reply.into_inner()),
+            Err(status) => Err(self.commit_error(status).await),
+        }
     }
 
     pub(crate) async fn prepare(&self, p: PartitionId, req: &PrepareRequest) -> Result<Timestamp> {
+        let (mut adjudicator, version) = self.adjudicator(p)?;
         let request = pb::PrepareRequest {
             partition: p.get(),
             txn_id: Some(req.txn_id.into()),
@@ -372,14 +457,12 @@ impl Remote {
             keys: req.keys.clone(),
             coordinator: req.coordinator.get(),
             coordinator_epoch: Some(req.coordinator_epoch.into()),
-            topology_version: self.topology_version,
+            topology_version: version,
         };
-        let reply = self
-            .adjudicator(p)?
-            .prepare(request)
-            .await
-            .map_err(|s| from_status(s, true))?
-            .into_inner();
+        let reply = match adjudicator.prepare(request).await {
+            Ok(reply) => reply.into_inner(),
+            Err(status) => return Err(self.commit_error(status).await),
+        };
         match reply.vote {
             Some(prepare_reply::Vote::VoteTs(ts)) => Ok(Timestamp::from_nanos(ts)),
             Some(prepare_reply::Vote::Conflict(c)) => Err(Error::Conflict { key: c.key }),
@@ -397,6 +480,7 @@ impl Remote {
         mutations: &[Mutation],
         participants: &[PartitionId],
     ) -> Result<Timestamp> {
+        let (mut adjudicator, version) = self.adjudicator(p)?;
         let request = pb::CommitPreparedRequest {
             partition: p.get(),
             txn_id: Some(txn_id.into()),
@@ -404,15 +488,12 @@ impl Remote {
             votes: votes.iter().map(|v| v.as_nanos()).collect(),
             mutations: mutations.iter().cloned().map(Into::into).collect(),
             participants: participants.iter().map(|p| p.get()).collect(),
-            topology_version: self.topology_version,
+            topology_version: version,
         };
-        let reply = self
-            .adjudicator(p)?
-            .commit_prepared(request)
-            .await
-            .map_err(|s| from_status(s, true))?
-            .into_inner();
-        commit_outcome(reply)
+        match adjudicator.commit_prepared(request).await {
+            Ok(reply) => commit_outcome(reply.into_inner()),
+            Err(status) => Err(self.commit_error(status).await),
+        }
     }
 
     pub(crate) async fn decide(&self, p: PartitionId, txn_id: TxnId, outcome: Option<Timestamp>) {
@@ -420,7 +501,7 @@ impl Remote {
             Some(ts) => pb::decide_request::Outcome::CommittedTs(ts.as_nanos()),
             None => pb::decide_request::Outcome::Aborted(pb::Aborted {}),
         };
-        if let Ok(mut adjudicator) = self.adjudicator(p) {
+        if let Ok((mut adjudicator, _)) = self.adjudicator(p) {
             let request = pb::DecideRequest {
                 partition: p.get(),
                 txn_id: Some(txn_id.into()),
@@ -434,6 +515,7 @@ impl Remote {
     pub(crate) async fn status(&self, p: PartitionId, txn_id: TxnId) -> Result<Option<TxnStatus>> {
         let reply = self
             .adjudicator(p)?
+            .0
             .status(pb::StatusRequest {
                 partition: p.get(),
                 txn_id: Some(txn_id.into()),
