@@ -1,0 +1,745 @@
+//! An in-house checker for list-append histories in Elle's format (ARCHITECTURE §7).
+//!
+//! A history is one JSON operation per line:
+//! `{"index":i,"type":"invoke|ok|fail|info","process":p,"time":ns,"value":[["append",k,v],["r",k,[...]]]}`,
+//! each `invoke` followed (not necessarily at once) by its process's completion. Appended
+//! values are unique per key, so every read names the writers of everything it saw.
+//!
+//! The checker infers, per key, the version order — the longest list read; every other
+//! read must be a prefix of it — and from it the dependency graph between committed
+//! transactions (`ok`, and `info` ones whose effects were observed):
+//! - **ww**: T1 appended to k just before T2 did;
+//! - **wr**: T2 read k ending with T1's append;
+//! - **rw**: T1 read k, and T2 appended an element T1's read does not hold (it came
+//!   after: reads are prefixes of the version order);
+//! - **rt** (real time): T1 completed before T2 was invoked.
+//!
+//! and reports, with the transactions involved: **G1a** (a read saw an element of a failed
+//! transaction), **G1b** (a read ended at an append that was not its writer's last to that
+//! key), **incompatible order** (two reads of a key that are not prefixes of one another),
+//! **duplicate** (an element seen twice in one read), **lost update** (two committed
+//! transactions read the same version of a key and both appended to it), and the cycles
+//! **G0** (ww only), **G1c** (ww and wr), **G-single** (exactly one rw edge) and
+//! **G-single-realtime** (the same, closing only through real-time edges). Snapshot
+//! isolation forbids all of these; strong SI forbids G-single-realtime too. Write skew
+//! (cycles with two or more rw edges) is allowed and not reported.
+//!
+//! An operation whose outcome is unknown (`info`) counts as committed only if something it
+//! appended was read; a read it made is not checked (its client never saw it).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt;
+
+/// A key or an appended value.
+pub type Value = u64;
+
+/// One micro-operation of a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mop {
+    /// Append `value` to the list at `key`.
+    Append(Value, Value),
+    /// Read the list at `key`: `None` in an invocation (not yet known).
+    Read(Value, Option<Vec<Value>>),
+}
+
+/// How an operation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    /// The client sent it.
+    Invoke,
+    /// It committed.
+    Ok,
+    /// It certainly did not commit.
+    Fail,
+    /// Its outcome is unknown.
+    Info,
+}
+
+/// One line of a history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Op {
+    /// Position in the history.
+    pub index: u64,
+    /// What happened.
+    pub kind: Kind,
+    /// The client process.
+    pub process: u64,
+    /// When, in nanoseconds.
+    pub time: u64,
+    /// The transaction's micro-operations.
+    pub value: Vec<Mop>,
+}
+
+/// A history that cannot be checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError {
+    /// 1-based line.
+    pub line: usize,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "history line {}: {}", self.line, self.reason)
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+/// What the checker can report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum AnomalyKind {
+    /// A cycle of write-write dependencies.
+    G0,
+    /// A read of a failed transaction's write.
+    G1a,
+    /// A read of a transaction's intermediate write.
+    G1b,
+    /// A cycle of write-write and write-read dependencies.
+    G1c,
+    /// A cycle with exactly one read-write anti-dependency.
+    GSingle,
+    /// A G-single cycle that needs real-time order to close.
+    GSingleRealtime,
+    /// Two committed transactions read the same version of a key and both appended to it.
+    LostUpdate,
+    /// Two reads of a key that are not prefixes of one another.
+    IncompatibleOrder,
+    /// A read with the same element twice.
+    Duplicate,
+}
+
+/// One anomaly, with the transactions (indices of their completions) involved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Anomaly {
+    /// Which kind.
+    pub kind: AnomalyKind,
+    /// The transactions, as the history indices of their completions.
+    pub txns: Vec<u64>,
+    /// A sentence saying what happened.
+    pub explanation: String,
+}
+
+/// The checker's verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Report {
+    /// Every anomaly found (empty: the history is snapshot-isolated).
+    pub anomalies: Vec<Anomaly>,
+    /// Committed transactions checked.
+    pub committed: usize,
+}
+
+impl Report {
+    /// Whether no anomaly was found.
+    pub fn is_valid(&self) -> bool {
+        self.anomalies.is_empty()
+    }
+
+    /// The kinds found, each once.
+    pub fn kinds(&self) -> BTreeSet<AnomalyKind> {
+        self.anomalies.iter().map(|a| a.kind).collect()
+    }
+}
+
+fn parse_line(line: &str) -> Result<Op, String> {
+    let v: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    let field = |name: &str| v.get(name).ok_or_else(|| format!("no {name:?}"));
+    let uint = |name: &str| {
+        field(name)?
+            .as_u64()
+            .ok_or_else(|| format!("{name:?} is not an unsigned integer"))
+    };
+    let kind = match field("type")?.as_str() {
+        Some("invoke") => Kind::Invoke,
+        Some("ok") => Kind::Ok,
+        Some("fail") => Kind::Fail,
+        Some("info") => Kind::Info,
+        other => return Err(format!("unknown type {other:?}")),
+    };
+    let mops = field("value")?
+        .as_array()
+        .ok_or("\"value\" is not a list")?
+        .iter()
+        .map(|m| {
+            let m = m.as_array().ok_or("a micro-operation is not a list")?;
+            let f = m.first().and_then(|f| f.as_str());
+            let key = m
+                .get(1)
+                .and_then(serde_json::Value::as_u64)
+                .ok_or("a micro-operation's key is not an unsigned integer")?;
+            match (f, m.get(2)) {
+                (Some("append"), Some(v)) => Ok(Mop::Append(
+                    key,
+                    v.as_u64()
+                        .ok_or("an appended value is not an unsigned integer")?,
+                )),
+                (Some("r"), Some(serde_json::Value::Null) | None) => Ok(Mop::Read(key, None)),
+                (Some("r"), Some(list)) => {
+                    let list = list
+                        .as_array()
+                        .ok_or("a read's value is not a list")?
+                        .iter()
+                        .map(|e| {
+                            e.as_u64()
+                                .ok_or("a read element is not an unsigned integer")
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Ok(Mop::Read(key, Some(list)))
+                }
+                _ => Err("a micro-operation is not [\"append\",k,v] or [\"r\",k,list]"),
+            }
+        })
+        .collect::<Result<Vec<_>, &str>>()?;
+    Ok(Op {
+        index: uint("index")?,
+        kind,
+        process: uint("process")?,
+        time: uint("time")?,
+        value: mops,
+    })
+}
+
+/// Parses a history, one JSON operation per line (blank lines skipped).
+pub fn parse(text: &str) -> Result<Vec<Op>, ParseError> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            parse_line(l).map_err(|reason| ParseError {
+                line: i + 1,
+                reason,
+            })
+        })
+        .collect()
+}
+
+/// A completed transaction.
+#[derive(Debug, Clone)]
+struct Txn {
+    /// Index of its completion.
+    id: u64,
+    kind: Kind,
+    invoked: u64,
+    completed: u64,
+    mops: Vec<Mop>,
+}
+
+/// Dependency edge kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Edge {
+    Ww,
+    Wr,
+    Rw,
+    Rt,
+}
+
+/// Checks a history.
+pub fn check(ops: &[Op]) -> Report {
+    // Pair invocations with completions, per process, in order.
+    let mut open: BTreeMap<u64, &Op> = BTreeMap::new();
+    let mut txns = Vec::new();
+    for op in ops {
+        match op.kind {
+            Kind::Invoke => {
+                open.insert(op.process, op);
+            }
+            kind => {
+                let invoked = open.remove(&op.process).map_or(op.time, |i| i.time);
+                txns.push(Txn {
+                    id: op.index,
+                    kind,
+                    invoked,
+                    completed: op.time,
+                    mops: op.value.clone(),
+                });
+            }
+        }
+    }
+    // Processes still open at the end are indeterminate.
+    for (_, op) in open {
+        txns.push(Txn {
+            id: op.index,
+            kind: Kind::Info,
+            invoked: op.time,
+            completed: u64::MAX,
+            mops: op.value.clone(),
+        });
+    }
+
+    let mut anomalies = Vec::new();
+    // Who appended each (key, value), and whether it was the writer's last to that key.
+    let mut writer: BTreeMap<(Value, Value), (usize, bool)> = BTreeMap::new();
+    for (t, txn) in txns.iter().enumerate() {
+        let mut last: BTreeMap<Value, Value> = BTreeMap::new();
+        for m in &txn.mops {
+            if let Mop::Append(k, v) = m {
+                last.insert(*k, *v);
+            }
+        }
+        for m in &txn.mops {
+            if let Mop::Append(k, v) = m {
+                writer.insert((*k, *v), (t, last.get(k) == Some(v)));
+            }
+        }
+    }
+    let observed: BTreeSet<usize> = txns
+        .iter()
+        .filter(|t| t.kind == Kind::Ok)
+        .flat_map(|t| t.mops.iter())
+        .filter_map(|m| match m {
+            Mop::Read(k, Some(list)) => Some(list.iter().map(move |v| (*k, *v))),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|kv| writer.get(&kv).map(|(t, _)| *t))
+        .collect();
+    let committed = |t: usize| match txns[t].kind {
+        Kind::Ok => true,
+        Kind::Info => observed.contains(&t),
+        Kind::Fail | Kind::Invoke => false,
+    };
+
+    // Reads by committed (`ok`) transactions: (txn, key, list).
+    let reads: Vec<(usize, Value, &Vec<Value>)> = txns
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.kind == Kind::Ok)
+        .flat_map(|(i, t)| {
+            t.mops.iter().filter_map(move |m| match m {
+                Mop::Read(k, Some(list)) => Some((i, *k, list)),
+                _ => None,
+            })
+        })
+        .collect();
+
+    // Version order per key: the longest read; every read a prefix of it.
+    let mut order: BTreeMap<Value, Vec<Value>> = BTreeMap::new();
+    for (t, k, list) in &reads {
+        let mut seen = BTreeSet::new();
+        if let Some(dup) = list.iter().find(|v| !seen.insert(**v)) {
+            anomalies.push(Anomaly {
+                kind: AnomalyKind::Duplicate,
+                txns: vec![txns[*t].id],
+                explanation: format!("a read of key {k} holds {dup} twice: {list:?}"),
+            });
+        }
+        let longest = order.entry(*k).or_default();
+        let (short, long) = if list.len() <= longest.len() {
+            (&list[..], &longest[..])
+        } else {
+            (&longest[..], &list[..])
+        };
+        if long[..short.len()] != *short {
+            anomalies.push(Anomaly {
+                kind: AnomalyKind::IncompatibleOrder,
+                txns: vec![txns[*t].id],
+                explanation: format!(
+                    "reads of key {k} disagree: {short:?} is not a prefix of {long:?}"
+                ),
+            });
+        } else if list.len() > longest.len() {
+            *longest = (*list).clone();
+        }
+    }
+
+    // G1a and G1b.
+    for (t, k, list) in &reads {
+        for v in list.iter() {
+            if let Some((w, _)) = writer.get(&(*k, *v))
+                && txns[*w].kind == Kind::Fail
+            {
+                anomalies.push(Anomaly {
+                    kind: AnomalyKind::G1a,
+                    txns: vec![txns[*w].id, txns[*t].id],
+                    explanation: format!(
+                        "transaction {} read {v} of key {k}, appended by failed transaction {}",
+                        txns[*t].id, txns[*w].id
+                    ),
+                });
+            }
+        }
+        if let Some(v) = list.last()
+            && let Some((w, false)) = writer.get(&(*k, *v))
+            && w != t
+        {
+            anomalies.push(Anomaly {
+                kind: AnomalyKind::G1b,
+                txns: vec![txns[*w].id, txns[*t].id],
+                explanation: format!(
+                    "transaction {} read key {k} ending at {v}, an intermediate append of {}",
+                    txns[*t].id, txns[*w].id
+                ),
+            });
+        }
+    }
+
+    // Edges between committed transactions.
+    let n = txns.len();
+    let mut edges: BTreeMap<(usize, usize), BTreeSet<Edge>> = BTreeMap::new();
+    let mut add = |a: usize, b: usize, e: Edge| {
+        if a != b {
+            edges.entry((a, b)).or_default().insert(e);
+        }
+    };
+    let writer_of = |k: Value, v: Value| writer.get(&(k, v)).map(|(t, _)| *t);
+    for (k, versions) in &order {
+        for pair in versions.windows(2) {
+            if let (Some(a), Some(b)) = (writer_of(*k, pair[0]), writer_of(*k, pair[1])) {
+                add(a, b, Edge::Ww);
+            }
+        }
+    }
+    // Every append, per key: (value, writer).
+    let mut appends_to: BTreeMap<Value, Vec<(Value, usize)>> = BTreeMap::new();
+    for ((k, v), (w, _)) in &writer {
+        appends_to.entry(*k).or_default().push((*v, *w));
+    }
+    // Per (key, version read): who read it; for lost updates.
+    let mut readers_of_version: BTreeMap<(Value, usize), Vec<usize>> = BTreeMap::new();
+    for (t, k, list) in &reads {
+        if let Some(w) = list.last().and_then(|v| writer_of(*k, *v)) {
+            add(w, *t, Edge::Wr);
+        }
+        // Every append to k the read does not hold came after the version it read (reads
+        // are prefixes of the version order): its writer overwrote what was read.
+        let seen: BTreeSet<Value> = list.iter().copied().collect();
+        for (v, w) in appends_to.get(k).into_iter().flatten() {
+            if !seen.contains(v) {
+                add(*t, *w, Edge::Rw);
+            }
+        }
+        readers_of_version
+            .entry((*k, list.len()))
+            .or_default()
+            .push(*t);
+    }
+    for ((k, len), readers) in &readers_of_version {
+        let appenders: Vec<usize> = readers
+            .iter()
+            .copied()
+            .filter(|t| {
+                txns[*t]
+                    .mops
+                    .iter()
+                    .any(|m| matches!(m, Mop::Append(key, _) if key == k))
+            })
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if appenders.len() > 1 {
+            anomalies.push(Anomaly {
+                kind: AnomalyKind::LostUpdate,
+                txns: appenders.iter().map(|t| txns[*t].id).collect(),
+                explanation: format!(
+                    "transactions {:?} all read key {k} at its version of length {len} and all appended to it",
+                    appenders.iter().map(|t| txns[*t].id).collect::<Vec<_>>()
+                ),
+            });
+        }
+    }
+    let live: Vec<usize> = (0..n).filter(|t| committed(*t)).collect();
+    for &a in &live {
+        for &b in &live {
+            if a != b && txns[a].completed < txns[b].invoked {
+                add(a, b, Edge::Rt);
+            }
+        }
+    }
+    edges.retain(|(a, b), _| committed(*a) && committed(*b));
+
+    // Cycles, by class: G0 (ww), G1c (ww, wr), G-single (one rw, then ww/wr), and
+    // G-single-realtime (one rw, then ww/wr/rt).
+    let reach = |from: usize, to: usize, allowed: &[Edge]| -> Option<Vec<usize>> {
+        let mut prev: BTreeMap<usize, usize> = BTreeMap::new();
+        let mut queue = VecDeque::from([from]);
+        let mut seen = BTreeSet::from([from]);
+        while let Some(x) = queue.pop_front() {
+            if x == to {
+                let mut path = vec![to];
+                let mut y = to;
+                while let Some(&p) = prev.get(&y) {
+                    path.push(p);
+                    y = p;
+                }
+                path.reverse();
+                return Some(path);
+            }
+            for ((a, b), kinds) in edges.range((x, 0)..(x + 1, 0)) {
+                debug_assert_eq!(*a, x);
+                if kinds.iter().any(|k| allowed.contains(k)) && seen.insert(*b) {
+                    prev.insert(*b, x);
+                    queue.push_back(*b);
+                }
+            }
+        }
+        None
+    };
+    let ids = |path: &[usize]| path.iter().map(|t| txns[*t].id).collect::<Vec<_>>();
+    let mut cycles: BTreeSet<(AnomalyKind, Vec<u64>)> = BTreeSet::new();
+    for ((a, b), kinds) in &edges {
+        let (a, b) = (*a, *b);
+        if kinds.contains(&Edge::Ww)
+            && let Some(path) = reach(b, a, &[Edge::Ww])
+        {
+            cycles.insert((AnomalyKind::G0, ids(&path)));
+        } else if kinds.iter().any(|k| matches!(k, Edge::Ww | Edge::Wr))
+            && let Some(path) = reach(b, a, &[Edge::Ww, Edge::Wr])
+        {
+            cycles.insert((AnomalyKind::G1c, ids(&path)));
+        }
+        if kinds.contains(&Edge::Rw) {
+            if let Some(path) = reach(b, a, &[Edge::Ww, Edge::Wr]) {
+                cycles.insert((AnomalyKind::GSingle, ids(&path)));
+            } else if let Some(path) = reach(b, a, &[Edge::Ww, Edge::Wr, Edge::Rt]) {
+                cycles.insert((AnomalyKind::GSingleRealtime, ids(&path)));
+            }
+        }
+    }
+    // One report per cycle, whatever edge it was found from.
+    let mut reported: BTreeSet<(AnomalyKind, BTreeSet<u64>)> = BTreeSet::new();
+    for (kind, path) in cycles {
+        if reported.insert((kind, path.iter().copied().collect())) {
+            anomalies.push(Anomaly {
+                kind,
+                txns: path.clone(),
+                explanation: format!("a dependency cycle through transactions {path:?}"),
+            });
+        }
+    }
+    Report {
+        anomalies,
+        committed: live.len(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A history from compact lines: `process time type mops`, mops like `a1:5 r1:[5,6]`.
+    fn history(lines: &[&str]) -> Vec<Op> {
+        lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let mut parts = l.split_whitespace();
+                let process = parts.next().unwrap().parse().unwrap();
+                let time = parts.next().unwrap().parse().unwrap();
+                let kind = match parts.next().unwrap() {
+                    "invoke" => Kind::Invoke,
+                    "ok" => Kind::Ok,
+                    "fail" => Kind::Fail,
+                    _ => Kind::Info,
+                };
+                let value = parts
+                    .map(|m| {
+                        let (f, rest) = m.split_at(1);
+                        let (k, v) = rest.split_once(':').unwrap();
+                        let k = k.parse().unwrap();
+                        match f {
+                            "a" => Mop::Append(k, v.parse().unwrap()),
+                            _ if v == "?" => Mop::Read(k, None),
+                            _ => Mop::Read(
+                                k,
+                                Some(
+                                    v.trim_matches(['[', ']'])
+                                        .split(',')
+                                        .filter(|e| !e.is_empty())
+                                        .map(|e| e.parse().unwrap())
+                                        .collect(),
+                                ),
+                            ),
+                        }
+                    })
+                    .collect();
+                Op {
+                    index: i as u64,
+                    kind,
+                    process,
+                    time,
+                    value,
+                }
+            })
+            .collect()
+    }
+
+    fn kinds(lines: &[&str]) -> BTreeSet<AnomalyKind> {
+        check(&history(lines)).kinds()
+    }
+
+    #[test]
+    fn a_serial_history_is_valid() {
+        let report = check(&history(&[
+            "0 1 invoke a1:1 r2:?",
+            "0 2 ok a1:1 r2:[]",
+            "1 3 invoke r1:? a2:1",
+            "1 4 ok r1:[1] a2:1",
+            "0 5 invoke r1:? r2:?",
+            "0 6 ok r1:[1] r2:[1]",
+        ]));
+        assert!(report.is_valid(), "{:?}", report.anomalies);
+        assert_eq!(report.committed, 3);
+    }
+
+    #[test]
+    fn g1a_aborted_read() {
+        assert_eq!(
+            kinds(&[
+                "0 1 invoke a1:1",
+                "0 2 fail a1:1",
+                "1 3 invoke r1:?",
+                "1 4 ok r1:[1]",
+            ]),
+            BTreeSet::from([AnomalyKind::G1a])
+        );
+    }
+
+    #[test]
+    fn g1b_intermediate_read() {
+        let found = kinds(&[
+            "0 1 invoke a1:1 a1:2",
+            "1 2 invoke r1:?",
+            "1 3 ok r1:[1]",
+            "0 4 ok a1:1 a1:2",
+        ]);
+        assert!(found.contains(&AnomalyKind::G1b), "{found:?}");
+    }
+
+    #[test]
+    fn g0_write_cycle() {
+        let found = kinds(&[
+            "0 1 invoke a1:1 a2:1",
+            "1 1 invoke a1:2 a2:2",
+            "0 2 ok a1:1 a2:1",
+            "1 2 ok a1:2 a2:2",
+            "2 3 invoke r1:? r2:?",
+            "2 4 ok r1:[1,2] r2:[2,1]",
+        ]);
+        assert!(found.contains(&AnomalyKind::G0), "{found:?}");
+    }
+
+    #[test]
+    fn g1c_circular_information_flow() {
+        // T1 reads T2's append to 2, T2 reads T1's append to 1.
+        let found = kinds(&[
+            "0 1 invoke a1:1 r2:?",
+            "1 1 invoke a2:1 r1:?",
+            "0 2 ok a1:1 r2:[1]",
+            "1 2 ok a2:1 r1:[1]",
+        ]);
+        assert!(found.contains(&AnomalyKind::G1c), "{found:?}");
+        assert!(!found.contains(&AnomalyKind::G0));
+    }
+
+    #[test]
+    fn g_single_read_skew() {
+        // T1 reads 1 before T2's append and 2 after it.
+        let found = kinds(&[
+            "0 1 invoke r1:? r2:?",
+            "1 1 invoke a1:1 a2:1",
+            "1 2 ok a1:1 a2:1",
+            "0 3 ok r1:[] r2:[1]",
+        ]);
+        assert_eq!(found, BTreeSet::from([AnomalyKind::GSingle]));
+    }
+
+    #[test]
+    fn lost_update() {
+        let found = kinds(&[
+            "0 1 invoke r1:? a1:1",
+            "1 1 invoke r1:? a1:2",
+            "0 2 ok r1:[] a1:1",
+            "1 2 ok r1:[] a1:2",
+            "2 3 invoke r1:?",
+            "2 4 ok r1:[1,2]",
+        ]);
+        assert!(found.contains(&AnomalyKind::LostUpdate), "{found:?}");
+    }
+
+    #[test]
+    fn write_skew_is_allowed() {
+        let report = check(&history(&[
+            "0 1 invoke r1:? r2:? a1:1",
+            "1 1 invoke r1:? r2:? a2:1",
+            "0 2 ok r1:[] r2:[] a1:1",
+            "1 2 ok r1:[] r2:[] a2:1",
+            "2 3 invoke r1:? r2:?",
+            "2 4 ok r1:[1] r2:[1]",
+        ]));
+        assert!(report.is_valid(), "{:?}", report.anomalies);
+    }
+
+    #[test]
+    fn a_stale_read_after_a_completed_commit_is_g_single_realtime() {
+        let found = kinds(&[
+            "0 1 invoke a1:1",
+            "0 2 ok a1:1",
+            "1 5 invoke r1:?",
+            "1 6 ok r1:[]",
+            "2 7 invoke r1:?",
+            "2 8 ok r1:[1]",
+        ]);
+        assert_eq!(found, BTreeSet::from([AnomalyKind::GSingleRealtime]));
+    }
+
+    #[test]
+    fn the_same_stale_read_concurrent_with_the_commit_is_fine() {
+        let report = check(&history(&[
+            "0 1 invoke a1:1",
+            "1 1 invoke r1:?",
+            "1 2 ok r1:[]",
+            "0 3 ok a1:1",
+        ]));
+        assert!(report.is_valid(), "{:?}", report.anomalies);
+    }
+
+    #[test]
+    fn incompatible_orders_and_duplicates() {
+        let found = kinds(&[
+            "0 1 invoke a1:1",
+            "0 2 ok a1:1",
+            "1 3 invoke a1:2",
+            "1 4 ok a1:2",
+            "2 5 invoke r1:?",
+            "2 6 ok r1:[1,2]",
+            "3 7 invoke r1:?",
+            "3 8 ok r1:[2,1]",
+            "4 9 invoke r1:?",
+            "4 10 ok r1:[1,1]",
+        ]);
+        assert!(found.contains(&AnomalyKind::IncompatibleOrder), "{found:?}");
+        assert!(found.contains(&AnomalyKind::Duplicate), "{found:?}");
+    }
+
+    #[test]
+    fn an_indeterminate_transaction_counts_once_its_write_is_seen() {
+        // T1's outcome is unknown, but T2 read its append: it committed, and T2's reads
+        // of key 2 then show read skew against it.
+        let found = kinds(&[
+            "0 1 invoke a1:1 a2:1",
+            "0 2 info a1:1 a2:1",
+            "1 3 invoke r2:? r1:?",
+            "1 4 ok r2:[] r1:[1]",
+        ]);
+        assert_eq!(found, BTreeSet::from([AnomalyKind::GSingle]));
+    }
+
+    #[test]
+    fn histories_parse_from_elle_json_lines_and_errors_name_the_line() {
+        let text = r#"{"index":0,"type":"invoke","process":0,"time":1,"value":[["append",1,5],["r",2,null]]}
+{"index":1,"type":"ok","process":0,"time":2,"value":[["append",1,5],["r",2,[3,4]]]}
+"#;
+        let ops = parse(text).unwrap();
+        assert_eq!(ops.len(), 2);
+        assert_eq!(
+            ops[1].value,
+            vec![Mop::Append(1, 5), Mop::Read(2, Some(vec![3, 4]))]
+        );
+        assert_eq!(ops[0].value[1], Mop::Read(2, None));
+        let bad = parse("{\"index\":0}\n").unwrap_err();
+        assert_eq!(bad.line, 1);
+        let worse = parse(&format!("{text}not json\n")).unwrap_err();
+        assert_eq!(worse.line, 3);
+    }
+}
