@@ -196,7 +196,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             duration,
         ))?;
         if args.only_journaldb {
-            println!("{}", ours.line("journaldb", tasks, None));
+            let (batches, records) = db
+                .stats()
+                .journals
+                .iter()
+                .fold((0, 0), |(b, r), j| (b + j.batches, r + j.records));
+            println!(
+                "{}  (since open: {records} records in {batches} fsyncs)",
+                ours.line("journaldb", tasks, None)
+            );
             continue;
         }
         let baseline = rocks_rmw(&rocks, tasks, args.keys, args.value_bytes, duration)?;

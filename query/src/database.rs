@@ -144,6 +144,11 @@ pub struct JournalStats {
     pub end_lsn: Lsn,
     /// Segment files.
     pub segments: usize,
+    /// Since open: batches written (one write and one fdatasync each) and records in them
+    /// — their ratio is how well group commit batches.
+    pub batches: u64,
+    /// Since open: records made durable.
+    pub records: u64,
 }
 
 /// What a successful commit reports.
@@ -349,6 +354,8 @@ impl Database {
                     first_lsn: p.journal().first_lsn(),
                     end_lsn: p.journal().durable_end(),
                     segments: p.journal().segment_count(),
+                    batches: p.journal().stats().batches,
+                    records: p.journal().stats().records,
                 })
                 .collect(),
             watermark: self.inner.node.watermark(),
