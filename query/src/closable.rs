@@ -45,6 +45,14 @@ impl Engine for Closable {
         self.with(|e| e.flush())
     }
 
+    fn get_exact(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.with(|e| e.get_exact(key))
+    }
+
+    fn seek_version(&self, key: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        self.with(|e| e.seek_version(key))
+    }
+
     fn is_durable(&self) -> bool {
         self.with(|e| Ok(e.is_durable())).unwrap_or(false)
     }

@@ -5,6 +5,8 @@
 //! escape       = every 0x00 byte becomes 0x00 0xFF (FoundationDB tuple-layer style)
 //! version value = 0x01 ‖ value  (put)   |   0x00  (tombstone)
 //! meta key     = 0x00 ‖ name            (applied positions, format version)
+//! latest key   = 0x02 ‖ escape(user key) ‖ 0x00 0x01
+//! latest value = τ (u64 big-endian) ‖ version value   (the key's newest version)
 //! ```
 //! Version keys sort by (user key, τ descending) for every pair of user keys, including
 //! keys that are prefixes of each other: the terminator `00 01` sorts below any following
@@ -18,6 +20,8 @@ use journaldb_proto::Timestamp;
 pub const DATA_PREFIX: u8 = 0x01;
 /// First byte of every metadata key (sorts before all data).
 pub const META_PREFIX: u8 = 0x00;
+/// First byte of every latest-version key (sorts after all data).
+pub const LATEST_PREFIX: u8 = 0x02;
 const TS_BYTES: usize = 8;
 
 /// All versions of `key` start with this.
@@ -33,6 +37,30 @@ pub fn key_prefix(key: &[u8]) -> Vec<u8> {
     }
     out.extend_from_slice(&[0x00, 0x01]);
     out
+}
+
+/// The key under which `key`'s newest version is also kept, for point reads by `get`.
+pub fn latest_key(key: &[u8]) -> Vec<u8> {
+    let mut out = key_prefix(key);
+    out[0] = LATEST_PREFIX;
+    out
+}
+
+/// A latest-version value: τ, then the version's value.
+pub fn encode_latest(ts: Timestamp, value: Option<&[u8]>) -> Vec<u8> {
+    let mut out = ts.as_nanos().to_be_bytes().to_vec();
+    out.extend_from_slice(&encode_value(value));
+    out
+}
+
+/// Splits a latest-version value into τ and the version's value (`None` for a tombstone).
+pub fn decode_latest(v: Vec<u8>) -> Result<(Timestamp, Option<Bytes>), MalformedValue> {
+    if v.len() < TS_BYTES {
+        return Err(MalformedValue);
+    }
+    let ts = u64::from_be_bytes(v[..TS_BYTES].try_into().map_err(|_| MalformedValue)?);
+    let value = decode_value_owned(v[TS_BYTES..].to_vec())?;
+    Ok((Timestamp::from_nanos(ts), value))
 }
 
 /// The key of the version of `key` at `ts`.

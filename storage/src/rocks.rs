@@ -149,7 +149,8 @@ impl RocksEngine {
         options.set_memtable_prefix_bloom_ratio(0.1);
         let mut table = BlockBasedOptions::default();
         table.set_bloom_filter(10.0, false);
-        table.set_whole_key_filtering(false); // versions are only ever sought by prefix
+        // Whole keys too: latest-version entries are read with point lookups.
+        table.set_whole_key_filtering(true);
         options.set_block_based_table_factory(&table);
         let db = DB::open(&options, path).map_err(io)?;
         let db = DbWithIterators::new(db, |_| IteratorPool {
@@ -214,6 +215,15 @@ impl Engine for RocksEngine {
 
     fn seek_le(&self, key: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
         self.seek(key, Seek::Backward)
+    }
+
+    fn get_exact(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .db
+            .borrow_owner()
+            .get_pinned(key)
+            .map_err(io)?
+            .map(|v| v.to_vec()))
     }
 
     fn seek_version(&self, key: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>> {

@@ -12,8 +12,8 @@ use bytes::Bytes;
 use journaldb_proto::{Lsn, PartitionId, Timestamp};
 
 use crate::encoding::{
-    META_PREFIX, after_all_versions, decode_value_owned, decode_version_key, encode_value,
-    key_prefix, version_key,
+    META_PREFIX, after_all_versions, decode_latest, decode_value_owned, decode_version_key,
+    encode_latest, encode_value, key_prefix, latest_key, version_key,
 };
 
 /// Result alias for storage.
@@ -139,6 +139,10 @@ pub trait Engine: Send + Sync {
     fn seek_ge(&self, key: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>>;
     /// The last entry with key ≤ `key`.
     fn seek_le(&self, key: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>>;
+    /// The value stored under exactly `key`, if any. Engines may use whole-key filters.
+    fn get_exact(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.seek_ge(key)?.filter(|(k, _)| k == key).map(|(_, v)| v))
+    }
     /// The first entry ≥ the version key `key` that is a version of the same user key
     /// ([`crate::encoding::version_prefix`]): the newest version at or below its τ. An
     /// engine may answer it with prefix filters, skipping files without that key.
@@ -178,6 +182,10 @@ impl Engine for Box<dyn Engine> {
 
     fn seek_version(&self, key: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
         (**self).seek_version(key)
+    }
+
+    fn get_exact(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        (**self).get_exact(key)
     }
 
     fn write_atomic(&self, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<()> {
@@ -278,9 +286,27 @@ fn visible<E: Engine + ?Sized>(e: &E, key: &[u8], at: Timestamp) -> Result<Optio
 
 impl<E: Engine> VersionStore for E {
     fn write(&self, batch: WriteBatch) -> Result<()> {
-        let mut pairs = Vec::with_capacity(batch.versions.len() + batch.applied.len());
+        let mut pairs = Vec::with_capacity(2 * batch.versions.len() + batch.applied.len());
+        // The newest version of each key in this batch, to refresh its latest entry.
+        let mut newest: BTreeMap<&[u8], &Version> = BTreeMap::new();
         for v in &batch.versions {
             pairs.push((version_key(&v.key, v.ts), encode_value(v.value.as_deref())));
+            let slot = newest.entry(&v.key[..]).or_insert(v);
+            if v.ts >= slot.ts {
+                *slot = v;
+            }
+        }
+        for (key, v) in newest {
+            let latest = latest_key(key);
+            // Older versions may arrive later (only in tests: storage nodes apply in τ
+            // order): the latest entry only moves forward.
+            let stored = self.get_exact(&latest)?.map(decode_latest).transpose();
+            let stored_ts = stored
+                .map_err(|_| corrupt("malformed latest version", &latest))?
+                .map(|(ts, _)| ts);
+            if stored_ts.is_none_or(|ts| ts <= v.ts) {
+                pairs.push((latest, encode_latest(v.ts, v.value.as_deref())));
+            }
         }
         for (p, lsn) in &batch.applied {
             pairs.push((applied_key(*p), lsn.get().to_be_bytes().to_vec()));
@@ -291,7 +317,17 @@ impl<E: Engine> VersionStore for E {
         self.write_atomic(pairs)
     }
 
+    /// Newest version first: one point lookup answers every read at or after it; only
+    /// reads older than the key's newest version seek among its versions.
     fn get(&self, key: &[u8], at: Timestamp) -> Result<Option<Bytes>> {
+        let latest = latest_key(key);
+        if let Some(raw) = self.get_exact(&latest)? {
+            let (ts, value) =
+                decode_latest(raw).map_err(|_| corrupt("malformed latest version", &latest))?;
+            if ts <= at {
+                return Ok(value);
+            }
+        }
         Ok(visible(self, key, at)?.flatten())
     }
 
