@@ -21,9 +21,11 @@
 //! The state machine is *not* I/O: it appends nothing and reads no clock. [`Partition`]
 //! (`partition.rs`) is the one place that does the I/O around it — the critical section
 //! with its journal append, durability, step-down — for the embedded database and the
-//! gRPC service alike; [`service::AdjudicatorServer`] serves partitions over gRPC. [`Adjudicator::replay`] rebuilds one from its journal (failover, or an
-//! embedded reopen). Not yet here: resolving undecided prepares through journal recovery
-//! when their coordinator is unreachable.
+//! gRPC service alike; [`service::AdjudicatorServer`] serves partitions over gRPC.
+//! [`Adjudicator::replay`] rebuilds one from its journal (failover, or an embedded
+//! reopen); undecided votes are resolved by the caller asking their coordinators. Not yet
+//! here: resolving through journal recovery when a coordinator's journal must be sealed
+//! (replication).
 //!
 //! Start at [`Adjudicator`] in `core.rs`; the window is in `window.rs`.
 

@@ -1,10 +1,12 @@
 //! # journaldb: the user-facing database
 //!
-//! The public API of ARCHITECTURE §2–§3 and §8. Today: the embedded [`Database`]
-//! (`Database::open(dir)`), interactive snapshot-isolation [`Transaction`]s (`get`, `scan`,
-//! `put`, `delete`, `commit`, `rollback`) with read-your-writes, `transact` with backoff and
-//! a retry budget, `snapshot_at` time travel, the typed [`Error`] with `is_retryable()` and
-//! `maybe_committed()`, and the `journaldb` binary (`src/bin/journaldb.rs`).
+//! The public API of ARCHITECTURE §2–§3 and §8: the embedded [`Database`]
+//! (`Database::open(dir)`) and the cluster [`Client`] (`Client::connect(url)`), both
+//! [`Store`]s, with interactive snapshot-isolation [`Transaction`]s (`get`, `scan`, `put`,
+//! `delete`, `commit`, `rollback`) with read-your-writes, `transact` with backoff and a
+//! retry budget, `snapshot_at` time travel, the typed [`Error`] with `is_retryable()` and
+//! `maybe_committed()`; a cluster node ([`cluster`]: configuration, `ClusterNode`); and the
+//! `journaldb` binary (`src/bin/journaldb.rs`: the CLI, `serve`, `cluster start|stop|status`).
 //!
 //! What it guarantees: strong snapshot isolation (a transaction that begins after a commit
 //! was acknowledged sees it; write-write conflicts abort; read-only transactions never
@@ -13,10 +15,12 @@
 //! It is *not* the commit rule (`journaldb-adjudicator`), the log (`journaldb-journal`) or
 //! the version store (`journaldb-storage`): it wires them together in process, with the
 //! maintenance that keeps it bounded (checkpoints, garbage collection below the retention
-//! window, journal truncation). Not yet here: the cluster `Client`.
+//! window, journal truncation), or drives them over gRPC; the transaction logic is written
+//! once, over a backend (`backend.rs`: in process or cluster).
 //!
-//! Start at [`Database`] (`database.rs`); the pieces it uses are [`partition`],
-//! [`manifest`], [`tailer`] and [`retry`].
+//! Start at [`Database`] (`database.rs`) and [`Transaction`] (`transaction.rs`); the pieces
+//! they use are [`partition`], [`manifest`], [`tailer`] and [`retry`]; the cluster side is
+//! in [`cluster`].
 
 mod backend;
 mod closable;
