@@ -226,7 +226,11 @@ impl Crossbar {
     /// records nor the watermark moved.
     pub fn drain(&mut self) -> Option<WriteBatch> {
         let watermark = self.watermark();
-        let mut batch = WriteBatch::default();
+        // Released in τ order: each version is newer than everything released before.
+        let mut batch = WriteBatch {
+            in_order: true,
+            ..WriteBatch::default()
+        };
         for (&p, q) in &mut self.journals {
             let mut last = None;
             while q.pending.front().is_some_and(|(ts, _, _)| *ts <= watermark) {

@@ -93,6 +93,10 @@ pub struct WriteBatch {
     pub applied: Vec<(PartitionId, Lsn)>,
     /// The new watermark, if this batch advances it: every version ≤ it is now stored.
     pub watermark: Option<Timestamp>,
+    /// Every version is newer than all versions of its key written before, as the crossbar
+    /// guarantees (it releases in τ order): the store may then refresh latest-version
+    /// entries without reading them first.
+    pub in_order: bool,
 }
 
 /// A key range `[start, end)`; `end: None` is unbounded.
@@ -298,13 +302,14 @@ impl<E: Engine> VersionStore for E {
         }
         for (key, v) in newest {
             let latest = latest_key(key);
-            // Older versions may arrive later (only in tests: storage nodes apply in τ
-            // order): the latest entry only moves forward.
-            let stored = self.get_exact(&latest)?.map(decode_latest).transpose();
-            let stored_ts = stored
-                .map_err(|_| corrupt("malformed latest version", &latest))?
-                .map(|(ts, _)| ts);
-            if stored_ts.is_none_or(|ts| ts <= v.ts) {
+            // Out of order (tests), an older version must not replace the latest entry.
+            let newer = batch.in_order || {
+                let stored = self.get_exact(&latest)?.map(decode_latest).transpose();
+                stored
+                    .map_err(|_| corrupt("malformed latest version", &latest))?
+                    .is_none_or(|(ts, _)| ts <= v.ts)
+            };
+            if newer {
                 pairs.push((latest, encode_latest(v.ts, v.value.as_deref())));
             }
         }
