@@ -59,8 +59,7 @@ pub fn decode_latest(v: Vec<u8>) -> Result<(Timestamp, Option<Bytes>), Malformed
         return Err(MalformedValue);
     }
     let ts = u64::from_be_bytes(v[..TS_BYTES].try_into().map_err(|_| MalformedValue)?);
-    let value = decode_value_owned(v[TS_BYTES..].to_vec())?;
-    Ok((Timestamp::from_nanos(ts), value))
+    Ok((Timestamp::from_nanos(ts), decode_value_at(v, TS_BYTES)?))
 }
 
 /// The key of the version of `key` at `ts`.
@@ -132,20 +131,17 @@ pub fn encode_value(value: Option<&[u8]>) -> Vec<u8> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MalformedValue;
 
-/// Decodes a version's value, taking ownership of the stored bytes to avoid a copy.
+/// Decodes a version's value (`Ok(None)` for a tombstone), taking ownership of the stored
+/// bytes so the value is not copied.
 pub fn decode_value_owned(v: Vec<u8>) -> Result<Option<Bytes>, MalformedValue> {
-    match v.first() {
-        Some(1) => Ok(Some(Bytes::from(v).slice(1..))),
-        Some(0) if v.len() == 1 => Ok(None),
-        _ => Err(MalformedValue),
-    }
+    decode_value_at(v, 0)
 }
 
-/// Decodes a version's value: `Ok(None)` for a tombstone.
-pub fn decode_value(v: &[u8]) -> Result<Option<Bytes>, MalformedValue> {
-    match v.split_first() {
-        Some((1, rest)) => Ok(Some(Bytes::copy_from_slice(rest))),
-        Some((0, [])) => Ok(None),
+/// Decodes the version value that starts at `offset` of `v`, without copying it.
+fn decode_value_at(v: Vec<u8>, offset: usize) -> Result<Option<Bytes>, MalformedValue> {
+    match v.get(offset..) {
+        Some([1, ..]) => Ok(Some(Bytes::from(v).slice(offset + 1..))),
+        Some([0]) => Ok(None),
         _ => Err(MalformedValue),
     }
 }
@@ -198,10 +194,10 @@ mod tests {
         assert_eq!(decode_version_key(b"\x01abc"), None);
         assert_eq!(decode_version_key(b"\x01a\x00\x02\x00\x0112345678"), None);
         assert_eq!(
-            decode_value(&encode_value(Some(b"v"))),
+            decode_value_owned(encode_value(Some(b"v"))),
             Ok(Some(Bytes::from_static(b"v")))
         );
-        assert_eq!(decode_value(&encode_value(None)), Ok(None));
-        assert_eq!(decode_value(b"\x07"), Err(MalformedValue));
+        assert_eq!(decode_value_owned(encode_value(None)), Ok(None));
+        assert_eq!(decode_value_owned(b"\x07".to_vec()), Err(MalformedValue));
     }
 }
