@@ -46,6 +46,9 @@ impl Default for AdjudicatorConfig {
 pub enum PlantedBug {
     /// Commit without checking `last_write`: lost updates and read skew follow.
     SkipConflictCheck,
+    /// Acknowledge a commit once its record is queued, before it is durable: a crash then
+    /// loses acknowledged commits.
+    AckBeforeDurable,
 }
 
 /// A commit request: the write set of a transaction that read at `start_ts`.
@@ -152,6 +155,11 @@ pub struct Adjudicator {
 }
 
 impl Adjudicator {
+    /// Its settings.
+    pub fn config(&self) -> &AdjudicatorConfig {
+        &self.config
+    }
+
     /// An adjudicator whose journal's last τ is `floor`. Nothing before it is known, so
     /// the horizon starts at `floor` too: a transaction whose snapshot predates the restart
     /// gets `TooOld` rather than a commit that might miss a conflict (ARCHITECTURE §4,

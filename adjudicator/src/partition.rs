@@ -17,7 +17,7 @@ use journaldb_proto::{Lsn, Mutation, PartitionId, TimeInterval, Timestamp, TxnId
 use prost::Message;
 use tokio::sync::{Mutex, MutexGuard};
 
-use crate::core::{Adjudicator, CommitDecision, CommitRequest, Verdict};
+use crate::core::{Adjudicator, CommitDecision, CommitRequest, PlantedBug, Verdict};
 use crate::cross::{PrepareDecision, PrepareRequest, TxnStatus};
 
 /// Why a [`Partition`] call did not commit (or vote).
@@ -36,6 +36,8 @@ pub struct Partition {
     id: PartitionId,
     adj: Mutex<Adjudicator>,
     journal: Arc<Journal>,
+    /// The planted [`PlantedBug::AckBeforeDurable`].
+    ack_before_durable: bool,
 }
 
 impl std::fmt::Debug for Partition {
@@ -56,6 +58,7 @@ impl Partition {
     pub fn new(id: PartitionId, adj: Adjudicator, journal: Arc<Journal>) -> Self {
         Partition {
             id,
+            ack_before_durable: adj.config().planted_bug == Some(PlantedBug::AckBeforeDurable),
             adj: Mutex::new(adj),
             journal,
         }
@@ -92,6 +95,9 @@ impl Partition {
 
     /// Waits until a queued record is durable; the adjudicator steps down if it cannot be.
     async fn durable(&self, submitted: Submitted<'_>) -> Result<Lsn, Refusal> {
+        if self.ack_before_durable {
+            return Ok(submitted.lsn());
+        }
         match submitted.durable().await {
             Ok(lsn) => Ok(lsn),
             Err(_) => {

@@ -15,7 +15,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::disk::{DirLock, Disk};
 use crate::error::{Error, Result};
 use crate::format::{HeaderError, SegmentHeader, frame_record};
-use crate::options::JournalOptions;
+use crate::options::{Flusher, JournalOptions};
 use crate::segment::{self, Segment, Stop};
 use crate::writer::{Writer, create_segment};
 
@@ -35,7 +35,7 @@ pub(crate) struct Shared {
     poison: Mutex<Option<String>>,
     /// Serialises prefix truncations (each deletes oldest-first, syncing after each).
     truncation: Mutex<()>,
-    lock: Mutex<Option<DirLock>>,
+    pub(crate) lock: Mutex<Option<DirLock>>,
     /// Counters for [`Journal::stats`].
     pub(crate) stats: Counters,
 }
@@ -146,6 +146,12 @@ impl Journal {
         options: JournalOptions,
     ) -> Result<Journal> {
         options.validate()?;
+        let runtime = match options.flusher {
+            Flusher::Thread => None,
+            Flusher::Task => Some(tokio::runtime::Handle::try_current().map_err(|e| {
+                Error::InvalidOptions(format!("a task flusher needs a tokio runtime: {e}"))
+            })?),
+        };
         let dir = dir.as_ref().to_path_buf();
         if options.create {
             disk.create_dir_all(&dir)
@@ -192,17 +198,26 @@ impl Journal {
             next_lsn,
             buf: Vec::new(),
         };
-        let flusher = std::thread::Builder::new().name("journal-flusher".into());
-        #[allow(
-            clippy::disallowed_methods,
-            reason = "the journal's one flusher thread (ARCHITECTURE §5)"
-        )]
-        let flusher = flusher
-            .spawn(move || writer.run_blocking())
-            .map_err(|e| Error::io("starting the flusher thread", e))?;
+        let flusher = match runtime {
+            None => {
+                let builder = std::thread::Builder::new().name("journal-flusher".into());
+                #[allow(
+                    clippy::disallowed_methods,
+                    reason = "the journal's one flusher thread (ARCHITECTURE §5)"
+                )]
+                let thread = builder
+                    .spawn(move || writer.run_blocking())
+                    .map_err(|e| Error::io("starting the flusher thread", e))?;
+                Some(thread)
+            }
+            Some(runtime) => {
+                runtime.spawn(writer.run_task());
+                None
+            }
+        };
         Ok(Journal {
             shared,
-            flusher: Mutex::new(Some(flusher)),
+            flusher: Mutex::new(flusher),
         })
     }
 
@@ -328,6 +343,9 @@ impl Journal {
     /// Closes the journal: refuses new appends, waits until every queued append is
     /// durable (or failed), stops the flusher and releases the directory lock. Tailing
     /// readers end. Returns [`Error::Poisoned`] if an I/O error had poisoned it.
+    ///
+    /// With [`Flusher::Task`] it does not wait: the flusher task writes what is queued
+    /// and then releases the lock.
     pub fn close(&self) -> Result<()> {
         self.shared.batcher.close();
         if let Some(flusher) = self.flusher.lock().take() {
@@ -336,7 +354,6 @@ impl Journal {
                 std::panic::resume_unwind(panic);
             }
         }
-        self.shared.lock.lock().take();
         match self.shared.stopped_error() {
             Error::Closed => Ok(()),
             poisoned => Err(poisoned),
@@ -350,7 +367,6 @@ impl Drop for Journal {
         if let Some(flusher) = self.flusher.lock().take() {
             let _ = flusher.join();
         }
-        self.shared.lock.lock().take();
     }
 }
 

@@ -35,5 +35,5 @@ mod writer;
 pub use error::{Error, Result};
 pub use journal::{Journal, JournalStats, Submitted};
 pub use journaldb_proto::Lsn;
-pub use options::JournalOptions;
+pub use options::{Flusher, JournalOptions};
 pub use reader::{Reader, Tail};

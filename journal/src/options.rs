@@ -30,6 +30,22 @@ pub struct JournalOptions {
     /// Create the directory if it does not exist (default). When false, opening a
     /// directory that does not exist is an error.
     pub create: bool,
+    /// Where the flusher runs. Default: its own thread.
+    pub flusher: Flusher,
+}
+
+/// Where a journal's flusher (its one writer) runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Flusher {
+    /// A dedicated thread (default): the disk's blocking writes and fsyncs never stall an
+    /// async runtime.
+    #[default]
+    Thread,
+    /// A task on the tokio runtime that opens the journal. Writes and fsyncs then block
+    /// that runtime while they run, so this suits only disks that do not block: the
+    /// simulation's, where threads are not allowed (ARCHITECTURE §7). `close` then stops
+    /// new appends without waiting for the queued ones; each of those still resolves.
+    Task,
 }
 
 impl Default for JournalOptions {
@@ -42,6 +58,7 @@ impl Default for JournalOptions {
             max_queued_bytes: 64 << 20,
             max_record_bytes: 16 << 20,
             create: true,
+            flusher: Flusher::Thread,
         }
     }
 }

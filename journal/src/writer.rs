@@ -54,6 +54,21 @@ impl Writer {
         }
     }
 
+    /// Runs the flusher as a task until the journal closes or fails.
+    pub(crate) async fn run_task(mut self) {
+        let _stop = StopOnExit(self.shared.clone());
+        let max_batch = self.shared.options.max_batch_bytes;
+        let shared = self.shared.clone();
+        while let Some(batch) =
+            std::future::poll_fn(|cx| shared.batcher.poll_take(cx, max_batch)).await
+        {
+            if let Err(e) = self.write(batch) {
+                self.shared.poison(&e.to_string());
+                break;
+            }
+        }
+    }
+
     fn write(&mut self, batch: Batch<Bytes>) -> Result<()> {
         assert_eq!(
             batch.first_seq,
@@ -140,6 +155,8 @@ impl Drop for StopOnExit {
             self.0.poison("the journal flusher panicked");
         }
         self.0.stop_flushing();
+        // Nothing more will be written: the directory may be opened again.
+        self.0.lock.lock().take();
     }
 }
 

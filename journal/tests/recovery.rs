@@ -267,3 +267,35 @@ fn a_file_in_place_of_the_directory_is_a_clear_error() {
     assert!(err.to_string().contains("not-a-dir"), "{err}");
     assert_eq!(fs::read(&file).unwrap(), b"hello");
 }
+
+#[test]
+fn a_task_flusher_appends_closes_and_releases_the_lock_on_one_thread() {
+    let rt = runtime();
+    let disk = CrashDisk::default();
+    let options = JournalOptions {
+        flusher: journaldb_journal::Flusher::Task,
+        ..small_options()
+    };
+    rt.block_on(async {
+        // Outside a runtime a task flusher cannot start: a typed error, not a panic.
+        let journal = open(&disk, options.clone()).unwrap();
+        let mut lsns = Vec::new();
+        for i in 0..40 {
+            lsns.push(journal.append(payload(i, 300)).await.unwrap());
+        }
+        assert_eq!(lsns.last(), Some(&Lsn::new(40)));
+        // Queued appends still resolve after close; the lock frees once they are written.
+        let pending = journal.submit(payload(40, 10)).await.unwrap();
+        journal.close().unwrap();
+        assert_eq!(pending.durable().await.unwrap(), Lsn::new(41));
+        tokio::task::yield_now().await;
+        let reopened = open(&disk, options.clone()).unwrap();
+        assert_eq!(read_all(&reopened).len(), 41);
+        reopened.close().unwrap();
+    });
+    drop(rt);
+    assert!(matches!(
+        open(&disk, options),
+        Err(Error::InvalidOptions(_))
+    ));
+}

@@ -133,7 +133,7 @@ impl Default for SystemClock {
 }
 
 /// A shared clock is a clock (one clock for several roles of a process).
-impl<C: Clock> Clock for std::sync::Arc<C> {
+impl<C: Clock + ?Sized> Clock for std::sync::Arc<C> {
     fn now(&self) -> TimeInterval {
         (**self).now()
     }

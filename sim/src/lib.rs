@@ -1,17 +1,34 @@
-//! # journaldb-sim: deterministic simulation (being built)
+//! # journaldb-sim: deterministic simulation of a journaldb cluster
 //!
-//! This crate will hold ARCHITECTURE §7: the whole cluster (clients, adjudicators, journal
-//! replicas, storage) inside one turmoil simulation on one thread, with seeded faults
-//! (partitions, crashes, torn writes, disk errors, clock skew), workloads with checkers
-//! (bank, list-append with an Elle-format history, register), the `journaldb-sim` binary,
-//! and a library API for users to test their own services against a simulated cluster.
+//! ARCHITECTURE §7: the whole cluster — clients, adjudicators, journals, storage replicas —
+//! runs inside one [turmoil] simulation on one thread: the real role code and the real
+//! gRPC stack over turmoil's simulated TCP, journals on turmoil's file system (a crash
+//! loses unsynced writes), storage in memory (rebuilt from the journals after a restart),
+//! a bounded-error [`clock::SimClock`] per host. Every random choice comes from the run's
+//! seed, so a seed replays exactly.
 //!
-//! It is the only crate that depends on turmoil. Built in issue 6 ("Deterministic
-//! simulation harness"); the determinism rules it relies on are already enforced by
-//! `clippy.toml` in every crate.
+//! - [`cluster`]: [`cluster::SimCluster`], the library API — add a simulated cluster to
+//!   your own `turmoil::Sim` and test your service's hosts against it (`sim/examples/`).
+//! - [`faults`]: fault kinds (`partition`, `hold`, `latency`, `crash`, `torn`,
+//!   `disk-error`, `clock`, `slow`, `clock-bound-violation`) and their seeded schedules.
+//! - [`workload`]: bank, list-append and register workloads with `setup / step / check`.
+//! - [`run`]: one seeded run — cluster, clients, fault driver, checks, trace.
+//! - [`elle`]: the in-house checker of Elle list-append histories.
+//! - [`net`], [`disk`], [`clock`]: turmoil's network, file system and time under the
+//!   production code's `Connector`, `Disk` and `Clock`.
 //!
-//! Built so far: [`elle`], the in-house checker of list-append histories in Elle's format
-//! (dependency graph with real-time edges; G0, G1a, G1b, G1c, G-single,
-//! G-single-realtime, lost update), tested on hand-written histories.
+//! The `journaldb-sim` binary runs seed ranges and replays one seed with its trace.
 
+pub mod clock;
+pub mod cluster;
+pub mod disk;
 pub mod elle;
+pub mod faults;
+pub mod net;
+pub mod run;
+pub mod workload;
+
+pub use cluster::{Knobs, PlantedBug, SimCluster};
+pub use faults::{FaultKind, FaultSet};
+pub use run::{RunOptions, RunReport, run};
+pub use workload::WorkloadKind;

@@ -20,7 +20,7 @@ use journaldb_proto::{Limits, Timestamp, pb};
 use tonic::{Request, Response, Status};
 
 use crate::node::StorageNode;
-use crate::store::{Engine, Error, ScanRange};
+use crate::store::{Engine, Error, ScanRange, VersionStore};
 
 /// Most rows one `Scan` page may ask for.
 pub const MAX_SCAN_LIMIT: u32 = 10_000;
@@ -35,6 +35,11 @@ pub struct StorageServerConfig {
     pub read_timeout: Duration,
     /// Key size limit (ARCHITECTURE §8).
     pub limits: Limits,
+    /// A deliberately planted bug for the simulation's checkers: answer reads from whatever
+    /// has been applied, without waiting for the watermark (stale reads follow). Never set
+    /// outside tests and simulation.
+    #[doc(hidden)]
+    pub ignore_watermark: bool,
 }
 
 impl Default for StorageServerConfig {
@@ -42,6 +47,7 @@ impl Default for StorageServerConfig {
         StorageServerConfig {
             read_timeout: Duration::from_secs(5),
             limits: Limits::default(),
+            ignore_watermark: false,
         }
     }
 }
@@ -101,11 +107,12 @@ impl<S: Engine + 'static> StorageService for StorageServer<S> {
         let req = request.into_inner();
         self.check_key("key", &req.key)?;
         let at = Timestamp::from_nanos(req.at);
-        let value = self
-            .node
-            .get(&req.key, at, self.deadline())
-            .await
-            .map_err(to_status)?;
+        let value = if self.config.ignore_watermark {
+            self.node.read_at(at, |s| s.get(&req.key, at))
+        } else {
+            self.node.get(&req.key, at, self.deadline()).await
+        }
+        .map_err(to_status)?;
         Ok(Response::new(pb::GetReply { value }))
     }
 
@@ -134,17 +141,17 @@ impl<S: Engine + 'static> StorageService for StorageServer<S> {
             start: range.start,
             end: range.end,
         };
-        let mut page = self
-            .node
-            .scan(
-                &range,
-                Timestamp::from_nanos(req.at),
-                req.limit as usize,
-                req.reverse,
-                self.deadline(),
-            )
-            .await
-            .map_err(to_status)?;
+        let at = Timestamp::from_nanos(req.at);
+        let (limit, reverse) = (req.limit as usize, req.reverse);
+        let mut page = if self.config.ignore_watermark {
+            self.node
+                .read_at(at, |s| s.scan(&range, at, limit, reverse))
+        } else {
+            self.node
+                .scan(&range, at, limit, reverse, self.deadline())
+                .await
+        }
+        .map_err(to_status)?;
         // Cap the page's bytes; the rest of the range starts at the first row left out.
         let mut bytes = 0;
         let cut = page.rows.iter().position(|(k, v)| {

@@ -313,12 +313,31 @@ async fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     let node = journaldb::cluster::ClusterNode::start(config, listener).await?;
     println!("journaldb node {name} serving on {}", node.addr());
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
+    // A journal that failed (an I/O error) refuses commits until a restart recovers it:
+    // exit non-zero so the supervisor restarts the process (fail-stop).
+    let failed = async {
+        let mut check = tokio::time::interval(std::time::Duration::from_millis(200));
+        loop {
+            check.tick().await;
+            if node.is_failed() {
+                return;
+            }
+        }
+    };
+    let code = tokio::select! {
         biased;
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
-    }
+        _ = tokio::signal::ctrl_c() => ExitCode::SUCCESS,
+        _ = terminate.recv() => ExitCode::SUCCESS,
+        _ = failed => {
+            eprintln!("journaldb node {name}: a journal failed (I/O error); exiting so it can be restarted");
+            ExitCode::FAILURE
+        }
+    };
     println!("journaldb node {name} shutting down");
-    node.shutdown().await?;
-    Ok(ExitCode::SUCCESS)
+    // After a failure the poisoned journal's error is the expected one.
+    let shut = node.shutdown().await;
+    if code == ExitCode::SUCCESS {
+        shut?;
+    }
+    Ok(code)
 }

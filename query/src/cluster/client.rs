@@ -29,13 +29,14 @@ use journaldb_storage::{ScanPage, ScanRange};
 use rand::TryRngCore;
 use tonic::transport::{Channel, Endpoint};
 
+use super::transport::{Connector, lazy_channel};
 use crate::backend::{Backend, RetryState};
 use crate::error::{Error, Result};
 use crate::retry::RetryPolicy;
 use crate::transaction::Transaction;
 
 /// Settings of a [`Client`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ClientOptions {
     /// Deadline of every request (reads wait up to this for a replica's watermark).
     pub request_timeout: Duration,
@@ -50,6 +51,26 @@ pub struct ClientOptions {
     /// The CA certificate (PEM) that signed the nodes' certificates, for a cluster that
     /// uses TLS (`https://` addresses).
     pub tls_ca: Option<Vec<u8>>,
+    /// How connections are opened; `None` is TCP. The simulation dials its network here.
+    pub connector: Option<Connector>,
+    /// The bounded-error clock that timestamps snapshots and times commit wait; `None` is
+    /// the host's [`SystemClock`].
+    pub clock: Option<Arc<dyn Clock>>,
+}
+
+impl std::fmt::Debug for ClientOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientOptions")
+            .field("request_timeout", &self.request_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("limits", &self.limits)
+            .field("retry", &self.retry)
+            .field("seed", &self.seed)
+            .field("tls", &self.tls_ca.is_some())
+            .field("connector", &self.connector)
+            .field("clock", &self.clock.as_ref().map(|_| "custom"))
+            .finish()
+    }
 }
 
 impl Default for ClientOptions {
@@ -61,6 +82,8 @@ impl Default for ClientOptions {
             retry: RetryPolicy::default(),
             seed: None,
             tls_ca: None,
+            connector: None,
+            clock: None,
         }
     }
 }
@@ -68,7 +91,7 @@ impl Default for ClientOptions {
 /// The cluster as a [`Backend`] sees it.
 pub(crate) struct Remote {
     pub(crate) limits: Limits,
-    pub(crate) clock: SystemClock,
+    pub(crate) clock: Arc<dyn Clock>,
     pub(crate) retry: RetryState,
     options: ClientOptions,
     /// Where to fetch the topology from: the address connected to, then every node.
@@ -189,7 +212,7 @@ fn channel(url: &str, options: &ClientOptions) -> Result<Channel> {
             )
             .map_err(|e| Error::InvalidArgument(format!("TLS for {url}: {e}")))?;
     }
-    Ok(endpoint.connect_lazy())
+    Ok(lazy_channel(&endpoint, options.connector.as_ref()))
 }
 
 /// The error a status becomes. On the commit path a status without a journaldb kind (the
@@ -244,7 +267,10 @@ impl Client {
         Ok(Client {
             remote: Arc::new(Remote {
                 limits: options.limits.clone(),
-                clock: SystemClock::new(),
+                clock: options
+                    .clock
+                    .clone()
+                    .unwrap_or_else(|| Arc::new(SystemClock::new())),
                 retry: RetryState::new(options.retry.clone(), seed),
                 options,
                 seeds: parking_lot::Mutex::new(seeds),

@@ -5,7 +5,9 @@
 pub mod client;
 pub mod config;
 pub mod node;
+pub mod transport;
 
 pub use client::{Client, ClientOptions};
 pub use config::{ConfigError, NodeConfig, NodeEntry, TlsConfig};
-pub use node::ClusterNode;
+pub use node::{ClusterNode, NodeEnv};
+pub use transport::Connector;

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use journaldb_adjudicator::service::AdjudicatorServer;
 use journaldb_adjudicator::{Adjudicator, AdjudicatorConfig, Partition, ReplayMode, TxnStatus};
+use journaldb_journal::disk::{Disk, RealDisk};
 use journaldb_journal::service::JournalServer;
 use journaldb_journal::{Journal, JournalOptions};
 use journaldb_proto::pb::adjudicator_service_client::AdjudicatorServiceClient;
@@ -29,13 +30,18 @@ use journaldb_proto::pb::journal_service_server::JournalServiceServer;
 use journaldb_proto::pb::storage_service_server::StorageServiceServer;
 use journaldb_proto::{Clock, Limits, PartitionId, SystemClock, Timestamp, TxnId, pb};
 use journaldb_storage::service::{StorageServer, StorageServerConfig};
-use journaldb_storage::{Engine, RocksEngine, StorageNode};
+use journaldb_storage::{Engine, MemoryEngine, RocksEngine, StorageNode};
 use prost::Message;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinHandle;
+use tokio_stream::Stream;
+use tonic::transport::server::Connected;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
 use tonic::{Request, Response, Status};
 
 use super::config::{NodeConfig, TlsFiles};
+use super::transport::{Connector, lazy_channel};
+use crate::database::StorageEngine;
 use crate::error::{Error, Result};
 use crate::partition::partition_of;
 
@@ -46,6 +52,58 @@ pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
 const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(20);
 /// Pause before a storage feed reconnects to a journal.
 const FEED_RETRY: Duration = Duration::from_millis(100);
+
+/// What a node runs on besides its configuration. [`NodeEnv::default`] is production: the
+/// real file system, RocksDB storage, the host's [`SystemClock`], TCP and default journal
+/// options (a flusher thread per journal). The simulation (ARCHITECTURE §7) passes its own disk, memory storage,
+/// per-host clock, network connector and task flushers, and draws the knobs from its seed.
+#[derive(Clone)]
+pub struct NodeEnv {
+    /// Where journals (and RocksDB's directory) live.
+    pub disk: Arc<dyn Disk>,
+    /// The storage replica's engine.
+    pub storage: StorageEngine,
+    /// The bounded-error clock of commit timestamps, heartbeats and failover.
+    pub clock: Arc<dyn Clock>,
+    /// How connections to other nodes are opened; `None` is TCP.
+    pub connector: Option<Connector>,
+    /// Settings of every journal (where its flusher runs, batch sizes).
+    pub journal: JournalOptions,
+    /// How often an idle journal gets a heartbeat (default 20 ms).
+    pub heartbeat_interval: Duration,
+    /// Settings of every partition's adjudicator.
+    pub adjudicator: AdjudicatorConfig,
+    /// Settings of the storage replica's service.
+    pub storage_server: StorageServerConfig,
+}
+
+impl Default for NodeEnv {
+    fn default() -> Self {
+        NodeEnv {
+            disk: Arc::new(RealDisk),
+            storage: StorageEngine::RocksDb,
+            clock: Arc::new(SystemClock::new()),
+            connector: None,
+            journal: JournalOptions::default(),
+            heartbeat_interval: HEARTBEAT_INTERVAL,
+            adjudicator: AdjudicatorConfig::default(),
+            storage_server: StorageServerConfig::default(),
+        }
+    }
+}
+
+impl std::fmt::Debug for NodeEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeEnv")
+            .field("disk", &self.disk)
+            .field("storage", &self.storage)
+            .field("journal", &self.journal)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("adjudicator", &self.adjudicator)
+            .field("storage_server", &self.storage_server)
+            .finish_non_exhaustive()
+    }
+}
 
 /// A running node. Dropping it does not stop it: call [`ClusterNode::shutdown`].
 pub struct ClusterNode {
@@ -102,11 +160,12 @@ fn topology(config: &NodeConfig) -> pb::GetTopologyReply {
     }
 }
 
-fn open_partition(config: &NodeConfig, p: u32, clock: &SystemClock) -> Result<Arc<Partition>> {
+fn open_partition(config: &NodeConfig, env: &NodeEnv, p: u32) -> Result<Arc<Partition>> {
     let id = PartitionId::new(p);
-    let journal = Arc::new(Journal::open(
+    let journal = Arc::new(Journal::open_on(
+        env.disk.clone(),
         config.data_dir.join(format!("journal-{p}")),
-        JournalOptions::default(),
+        env.journal.clone(),
     )?);
     let mut records = Vec::new();
     for item in journal.read_from(journal.first_lsn())? {
@@ -119,10 +178,12 @@ fn open_partition(config: &NodeConfig, p: u32, clock: &SystemClock) -> Result<Ar
     let n = config.partitions;
     let adj = Adjudicator::replay(
         id,
-        AdjudicatorConfig::default(),
+        env.adjudicator.clone(),
         records,
         |key| partition_of(key, n) == id,
-        ReplayMode::Failover { now: clock.now() },
+        ReplayMode::Failover {
+            now: env.clock.now(),
+        },
     )
     .map_err(|e| Error::Corruption(format!("{id}: {e}")))?;
     Ok(Arc::new(Partition::new(id, adj, journal)))
@@ -133,6 +194,7 @@ struct Resolver {
     local: Vec<Arc<Partition>>,
     config: NodeConfig,
     tls: Option<TlsFiles>,
+    connector: Option<Connector>,
 }
 
 /// An endpoint for another node: connect timeout, HTTP/2 keep-alive (also idle), and
@@ -173,12 +235,11 @@ impl Resolver {
 
     async fn ask_remote(&self, coordinator: PartitionId, txn: TxnId) -> Option<TxnStatus> {
         let url = self.config.owner(coordinator.get()).url();
-        let channel = peer(&url, self.tls.as_ref())
-            .ok()?
-            .timeout(Duration::from_secs(5))
-            .connect()
-            .await
-            .ok()?;
+        let endpoint = peer(&url, self.tls.as_ref()).ok()?;
+        let channel = lazy_channel(
+            &endpoint.timeout(Duration::from_secs(5)),
+            self.connector.as_ref(),
+        );
         let reply = AdjudicatorServiceClient::new(channel)
             .status(pb::StatusRequest {
                 partition: coordinator.get(),
@@ -199,7 +260,7 @@ impl Resolver {
 
 impl ClusterNode {
     /// Starts the node on `listener` (bound by the caller: `serve` binds the configured
-    /// address; tests bind port 0).
+    /// address; tests bind port 0), with the production [`NodeEnv`].
     pub async fn start(
         config: NodeConfig,
         listener: tokio::net::TcpListener,
@@ -207,14 +268,32 @@ impl ClusterNode {
         let addr = listener
             .local_addr()
             .map_err(|e| Error::Io(format!("listener address: {e}")))?;
-        std::fs::create_dir_all(&config.data_dir)
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        Self::start_with(config, NodeEnv::default(), incoming, addr).await
+    }
+
+    /// Starts the node in `env`, serving the connections `incoming` yields; `addr` is the
+    /// address they arrive at, as [`ClusterNode::addr`] reports it.
+    pub async fn start_with<I, IO, IE>(
+        config: NodeConfig,
+        env: NodeEnv,
+        incoming: I,
+        addr: std::net::SocketAddr,
+    ) -> Result<ClusterNode>
+    where
+        I: Stream<Item = std::result::Result<IO, IE>> + Send + 'static,
+        IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+        IE: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+    {
+        env.disk
+            .create_dir_all(&config.data_dir)
             .map_err(|e| Error::Io(format!("creating {}: {e}", config.data_dir.display())))?;
         let tls = config.tls_files().map_err(Error::InvalidArgument)?;
-        let clock = Arc::new(SystemClock::new());
+        let clock = env.clock.clone();
         let me = config.me().clone();
         let mut partitions = Vec::new();
         for &p in &me.partitions {
-            partitions.push(open_partition(&config, p, &clock)?);
+            partitions.push(open_partition(&config, &env, p)?);
         }
         let mut tasks = Vec::new();
         for part in &partitions {
@@ -227,6 +306,7 @@ impl ClusterNode {
                     local: partitions.clone(),
                     config: config.clone(),
                     tls: tls.clone(),
+                    connector: env.connector.clone(),
                 };
                 let part = part.clone();
                 tasks.push(tokio::spawn(async move {
@@ -237,10 +317,14 @@ impl ClusterNode {
                 }));
             }
         }
+        let heartbeat_interval = env.heartbeat_interval;
+        let rounds_per_second = (Duration::from_secs(1).as_nanos()
+            / heartbeat_interval.as_nanos().max(1))
+        .max(1) as u64;
         for part in &partitions {
             let (part, clock) = (part.clone(), clock.clone());
             tasks.push(tokio::spawn(async move {
-                let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
+                let mut tick = tokio::time::interval(heartbeat_interval);
                 for round in 0u64.. {
                     tick.tick().await;
                     if part.promise_durable(clock.now().earliest).await.is_err() {
@@ -248,7 +332,7 @@ impl ClusterNode {
                     }
                     // About once a second: forget conflicts older than the longest
                     // transaction, so the window's memory stays bounded.
-                    if round % 50 == 0 {
+                    if round % rounds_per_second == 0 {
                         part.adjudicator().await.advance_horizon(clock.now());
                     }
                 }
@@ -283,12 +367,16 @@ impl ClusterNode {
             );
         if me.storage {
             let ids: Vec<PartitionId> = (0..config.partitions).map(PartitionId::new).collect();
-            let engine: Box<dyn Engine> =
-                Box::new(RocksEngine::open(&config.data_dir.join("storage"))?);
+            let engine: Box<dyn Engine> = match env.storage {
+                StorageEngine::RocksDb => {
+                    Box::new(RocksEngine::open(&config.data_dir.join("storage"))?)
+                }
+                StorageEngine::Memory => Box::new(MemoryEngine::new()),
+            };
             let node = Arc::new(StorageNode::open(engine, &ids)?);
             for &p in &ids {
                 let url = config.owner(p.get()).url();
-                let channel = peer(&url, tls.as_ref())?.connect_lazy();
+                let channel = lazy_channel(&peer(&url, tls.as_ref())?, env.connector.as_ref());
                 let node = node.clone();
                 tasks.push(tokio::spawn(async move {
                     let client = JournalServiceClient::new(channel);
@@ -298,7 +386,7 @@ impl ClusterNode {
                 }));
             }
             router = router.add_service(
-                StorageServiceServer::new(StorageServer::new(node, StorageServerConfig::default()))
+                StorageServiceServer::new(StorageServer::new(node, env.storage_server.clone()))
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_MESSAGE_BYTES),
             );
@@ -308,7 +396,6 @@ impl ClusterNode {
             .await;
 
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async move {
             let _ = stopped.await;
         }));
@@ -319,6 +406,13 @@ impl ClusterNode {
             journals: partitions.iter().map(|p| p.journal().clone()).collect(),
             addr,
         })
+    }
+
+    /// Whether one of its journals has failed (an I/O error poisoned it): its partition
+    /// then refuses every commit until the node is restarted, which recovers the journal.
+    /// `serve` exits when this happens, so a supervisor restarts the process.
+    pub fn is_failed(&self) -> bool {
+        self.journals.iter().any(|j| j.is_poisoned())
     }
 
     /// The address it listens on.

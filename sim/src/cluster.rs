@@ -1,0 +1,280 @@
+//! [`SimCluster`]: a journaldb cluster of simulated hosts — the real `ClusterNode` (journals,
+//! adjudicators, storage replica, every gRPC service) on each, over turmoil's network, with
+//! journals on turmoil's file system, storage in memory (rebuilt from the journals after a
+//! restart), a [`SimClock`] per host, and knobs drawn from the run's seed.
+//!
+//! This is the library API for testing your own service against journaldb under faults:
+//! build a `turmoil::Sim`, add a cluster with [`SimCluster::add_to`], add your own hosts
+//! with `sim.host`/`sim.client`, and inside them connect with [`SimCluster::connect`]
+//! (see `sim/examples/`). The fault driver of [`crate::run`] is one user of it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use journaldb::cluster::{ClusterNode, NodeConfig, NodeEntry, NodeEnv};
+use journaldb::{Client, ClientOptions, StorageEngine};
+use journaldb_journal::{Flusher, JournalOptions};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::clock::SimClock;
+use crate::disk::{DiskFaults, SimDisk};
+use crate::net;
+
+/// The port every simulated node listens on.
+pub const PORT: u16 = 7000;
+
+/// A bug planted on purpose, to show that the checkers catch it (sim-only switches).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlantedBug {
+    /// Adjudicators commit without checking for conflicts: lost updates, G-single.
+    SkipConflictCheck,
+    /// Adjudicators acknowledge a commit before its record is durable: a crash loses it.
+    AckBeforeDurable,
+    /// Storage replicas answer reads without waiting for the watermark: stale reads.
+    IgnoreWatermark,
+}
+
+impl std::str::FromStr for PlantedBug {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "skip-conflict-check" => Ok(PlantedBug::SkipConflictCheck),
+            "ack-before-durable" => Ok(PlantedBug::AckBeforeDurable),
+            "ignore-watermark" => Ok(PlantedBug::IgnoreWatermark),
+            _ => Err(format!(
+                "unknown planted bug {s:?}; known: skip-conflict-check, ack-before-durable, \
+                 ignore-watermark"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for PlantedBug {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PlantedBug::SkipConflictCheck => "skip-conflict-check",
+            PlantedBug::AckBeforeDurable => "ack-before-durable",
+            PlantedBug::IgnoreWatermark => "ignore-watermark",
+        })
+    }
+}
+
+/// The cluster's randomised settings (FoundationDB's knobs), drawn from the seed within
+/// sane ranges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Knobs {
+    /// Node hosts (each runs some partitions' journal and adjudicator, and a storage
+    /// replica).
+    pub nodes: usize,
+    /// Partitions of the key space.
+    pub partitions: u32,
+    /// How often an idle journal gets a heartbeat.
+    pub heartbeat: Duration,
+    /// Every host's clock error bound.
+    pub clock_bound: Duration,
+    /// Clients' request deadline.
+    pub request_timeout: Duration,
+    /// How long a storage replica lets a read wait for its watermark.
+    pub read_timeout: Duration,
+    /// Network latency range.
+    pub min_latency: Duration,
+    /// Network latency range.
+    pub max_latency: Duration,
+    /// Largest batch a journal's flusher writes.
+    pub max_batch_bytes: u64,
+}
+
+impl Default for Knobs {
+    fn default() -> Self {
+        Knobs {
+            nodes: 3,
+            partitions: 2,
+            heartbeat: Duration::from_millis(20),
+            clock_bound: Duration::from_millis(1),
+            request_timeout: Duration::from_secs(2),
+            read_timeout: Duration::from_secs(1),
+            min_latency: Duration::from_micros(200),
+            max_latency: Duration::from_millis(2),
+            max_batch_bytes: 4 << 20,
+        }
+    }
+}
+
+impl Knobs {
+    /// Knobs drawn from `rng`.
+    pub fn draw(rng: &mut ChaCha8Rng) -> Knobs {
+        Knobs {
+            nodes: 3,
+            partitions: rng.random_range(1..=4),
+            heartbeat: Duration::from_millis(rng.random_range(5..=50)),
+            clock_bound: Duration::from_micros(rng.random_range(500..=5_000)),
+            request_timeout: Duration::from_millis(rng.random_range(500..=3_000)),
+            read_timeout: Duration::from_millis(rng.random_range(300..=2_000)),
+            min_latency: Duration::from_micros(rng.random_range(50..=500)),
+            max_latency: Duration::from_micros(rng.random_range(1_000..=8_000)),
+            max_batch_bytes: [4 << 10, 64 << 10, 4 << 20][rng.random_range(0..3)],
+        }
+    }
+}
+
+/// One simulated node as the harness controls it.
+#[derive(Debug, Clone)]
+pub struct SimNode {
+    /// Its host name (also its DNS name).
+    pub name: String,
+    /// The switch that makes its disk fail.
+    pub disk: Arc<DiskFaults>,
+    /// Its clock.
+    pub clock: Arc<SimClock>,
+}
+
+/// A simulated journaldb cluster. Cheap to clone; use it inside simulated hosts to connect.
+#[derive(Debug, Clone)]
+pub struct SimCluster {
+    knobs: Knobs,
+    nodes: Vec<SimNode>,
+}
+
+impl SimCluster {
+    /// Adds the cluster's node hosts (`n1`, `n2`, …) to `sim`. Partition `p` lives on node
+    /// `p mod nodes`; every node is a storage replica.
+    pub fn add_to(sim: &mut turmoil::Sim<'_>, knobs: Knobs, planted: Option<PlantedBug>) -> Self {
+        let names: Vec<String> = (1..=knobs.nodes).map(|i| format!("n{i}")).collect();
+        let entries: Vec<NodeEntry> = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| NodeEntry {
+                name: name.clone(),
+                listen: format!("{name}:{PORT}"),
+                address: Some(format!("http://{name}:{PORT}")),
+                partitions: (0..knobs.partitions)
+                    .filter(|p| *p as usize % knobs.nodes == i)
+                    .collect(),
+                storage: true,
+            })
+            .collect();
+        let mut nodes = Vec::new();
+        for name in &names {
+            let node = SimNode {
+                name: name.clone(),
+                disk: Arc::new(DiskFaults::default()),
+                clock: Arc::new(SimClock::new(knobs.clock_bound)),
+            };
+            let config = NodeConfig {
+                node: name.clone(),
+                data_dir: "/data".into(),
+                partitions: knobs.partitions,
+                topology_version: 1,
+                nodes: entries.clone(),
+                tls: None,
+            };
+            let mut env = NodeEnv {
+                disk: Arc::new(SimDisk::new(node.disk.clone())),
+                storage: StorageEngine::Memory,
+                clock: node.clock.clone(),
+                connector: Some(net::connector()),
+                journal: JournalOptions {
+                    flusher: Flusher::Task,
+                    max_batch_bytes: knobs.max_batch_bytes,
+                    ..JournalOptions::default()
+                },
+                heartbeat_interval: knobs.heartbeat,
+                ..NodeEnv::default()
+            };
+            env.storage_server.read_timeout = knobs.read_timeout;
+            env.adjudicator.planted_bug = match planted {
+                Some(PlantedBug::SkipConflictCheck) => {
+                    Some(journaldb_adjudicator::PlantedBug::SkipConflictCheck)
+                }
+                Some(PlantedBug::AckBeforeDurable) => {
+                    Some(journaldb_adjudicator::PlantedBug::AckBeforeDurable)
+                }
+                _ => None,
+            };
+            env.storage_server.ignore_watermark = planted == Some(PlantedBug::IgnoreWatermark);
+            sim.host(name.as_str(), move || {
+                let (config, env) = (config.clone(), env.clone());
+                async move {
+                    // A node that cannot start or whose journal failed stops (fail-stop);
+                    // whoever supervises the simulation restarts it.
+                    let _ = run_node(config, env).await;
+                    Ok(())
+                }
+            });
+            nodes.push(node);
+        }
+        SimCluster { knobs, nodes }
+    }
+
+    /// Its knobs.
+    pub fn knobs(&self) -> &Knobs {
+        &self.knobs
+    }
+
+    /// Its nodes.
+    pub fn nodes(&self) -> &[SimNode] {
+        &self.nodes
+    }
+
+    /// Every node's URL.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|n| format!("http://{}:{PORT}", n.name))
+            .collect()
+    }
+
+    /// Client options for a simulated host: the simulated network, `clock`, the knobs'
+    /// deadlines, and `seed` for transaction ids and retry jitter.
+    pub fn client_options(&self, clock: Arc<SimClock>, seed: u64) -> ClientOptions {
+        ClientOptions {
+            request_timeout: self.knobs.request_timeout,
+            connect_timeout: self.knobs.request_timeout,
+            seed: Some(seed),
+            connector: Some(net::connector()),
+            clock: Some(clock),
+            ..ClientOptions::default()
+        }
+    }
+
+    /// Connects from inside a simulated host, trying each node in turn until one answers
+    /// (nodes may be down). Gives up after `patience` of simulated time.
+    pub async fn connect(
+        &self,
+        clock: Arc<SimClock>,
+        seed: u64,
+        patience: Duration,
+    ) -> journaldb::Result<Client> {
+        let deadline = tokio::time::Instant::now() + patience;
+        let urls = self.urls();
+        let mut last = None;
+        for round in 0usize.. {
+            let url = &urls[round % urls.len()];
+            match Client::connect_with(url, self.client_options(clock.clone(), seed)).await {
+                Ok(client) => return Ok(client),
+                Err(e) => last = Some(e),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(last.expect("at least one attempt"))
+    }
+}
+
+async fn run_node(config: NodeConfig, env: NodeEnv) -> journaldb::Result<()> {
+    let (incoming, addr) = net::listen(PORT)
+        .await
+        .map_err(|e| journaldb::Error::Io(format!("listening: {e}")))?;
+    let node = ClusterNode::start_with(config, env, incoming, addr).await?;
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if node.is_failed() {
+            break;
+        }
+    }
+    node.shutdown().await
+}

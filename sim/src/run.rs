@@ -1,0 +1,701 @@
+//! One seeded run: a cluster ([`SimCluster`]), client hosts running a workload, a fault
+//! schedule applied between simulation steps, and the checks at the end (ARCHITECTURE §7).
+//!
+//! Timeline of a run: setup (one client writes the initial data), the workload for
+//! [`RUN_LENGTH`] of simulated time with the faults, then every fault heals (links
+//! repaired, stopped nodes restarted, clocks corrected) and, after [`SETTLE`], a checker
+//! host reads the final state: the workload's own check, and the marker check — every
+//! acknowledged commit's marker present, no failed one's. Every random choice comes from
+//! the seed, so a run replays exactly: [`RunReport::trace`] holds every event in simulated
+//! time, and two runs of a seed produce the same bytes.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use bytes::Bytes;
+use journaldb::{Client, CommitInfo, ScanRange, Transaction};
+use parking_lot::Mutex;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::clock::SimClock;
+use crate::cluster::{Knobs, PlantedBug, SimCluster};
+use crate::faults::{self, FaultKind, FaultSet, Hosts, Target, Window};
+use crate::workload::{Verdict, Workload, WorkloadKind, bank, list_append, register};
+
+/// How long clients run transactions, in simulated time.
+pub const RUN_LENGTH: Duration = Duration::from_secs(5);
+/// How long after the workload the checker waits before reading (faults have healed).
+pub const SETTLE: Duration = Duration::from_secs(1);
+/// Client processes (hosts `c1`, `c2`, …).
+pub const CLIENTS: usize = 4;
+/// Simulated time after which a run is declared stuck.
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The seed: knobs, schedule, clients' choices and turmoil's network all derive from it.
+    pub seed: u64,
+    /// The workload.
+    pub workload: WorkloadKind,
+    /// The fault kinds enabled.
+    pub faults: FaultSet,
+    /// A bug to plant.
+    pub planted: Option<PlantedBug>,
+}
+
+impl RunOptions {
+    /// The command that replays this run.
+    pub fn replay_command(&self) -> String {
+        let mut cmd = format!(
+            "cargo run -p journaldb-sim -- replay --seed {} --workload {} --faults {}",
+            self.seed, self.workload, self.faults
+        );
+        if let Some(bug) = self.planted {
+            let _ = write!(cmd, " --plant {bug}");
+        }
+        cmd.push_str(" --trace");
+        cmd
+    }
+}
+
+/// What a run did and found.
+#[derive(Debug, Clone, Default)]
+pub struct RunReport {
+    /// The seed.
+    pub seed: u64,
+    /// The knobs drawn.
+    pub knobs: Knobs,
+    /// Committed writing transactions (acknowledged).
+    pub commits: u64,
+    /// Committed read-only transactions.
+    pub reads: u64,
+    /// Transactions that did not commit, by error kind (`CommitUnknown` ones are `info`).
+    pub aborts: BTreeMap<String, u64>,
+    /// Fault windows started, by kind.
+    pub fired: BTreeMap<FaultKind, u64>,
+    /// Guarantee violations (the seed fails if any).
+    pub failures: Vec<String>,
+    /// Violations the faults were allowed to cause.
+    pub expected: Vec<String>,
+    /// Simulated time the run took.
+    pub simulated: Duration,
+    /// Every event, in simulated time.
+    pub trace: Vec<String>,
+    /// The Elle history (list-append only).
+    pub history: Option<String>,
+}
+
+impl RunReport {
+    /// Whether every check passed.
+    pub fn passed(&self) -> bool {
+        self.failures.is_empty()
+    }
+}
+
+/// State shared by the driver and every simulated host of a run.
+#[derive(Debug, Default)]
+pub struct Shared {
+    trace: Mutex<Vec<String>>,
+    counts: Mutex<Counts>,
+    failures: Mutex<Vec<String>>,
+    expected: Mutex<Vec<String>>,
+    /// Marker keys of acknowledged and of failed transactions.
+    markers: Mutex<(Vec<Bytes>, Vec<Bytes>)>,
+    setup_done: Mutex<bool>,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    commits: u64,
+    reads: u64,
+    aborts: BTreeMap<String, u64>,
+}
+
+fn stamp(t: Duration) -> String {
+    format!("{:>4}.{:06}", t.as_secs(), t.subsec_micros())
+}
+
+/// Simulated time since the run started, inside a host.
+pub fn sim_now() -> Duration {
+    turmoil::sim_elapsed().unwrap_or_default()
+}
+
+impl Shared {
+    /// Adds an event to the trace.
+    pub fn event(&self, at: Duration, who: &str, what: impl std::fmt::Display) {
+        self.trace
+            .lock()
+            .push(format!("{} {who:<5} {what}", stamp(at)));
+    }
+
+    /// Records a guarantee violation.
+    pub fn fail(&self, what: String) {
+        self.failures.lock().push(what);
+    }
+}
+
+/// How a transaction ended, from its client's point of view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Committed at this timestamp.
+    Ok(journaldb_proto::Timestamp),
+    /// Certainly not committed (the error kind).
+    Fail(&'static str),
+    /// Maybe committed.
+    Info(&'static str),
+}
+
+/// One client process's context: who it is, its random choices, the run's shared state.
+#[derive(Debug)]
+pub struct ClientCtx {
+    /// Its host.
+    pub host: String,
+    /// Its current process number (Elle's: a new one after every `info`).
+    pub process: u64,
+    /// Processes per generation (the client count).
+    pub stride: u64,
+    /// Its random choices.
+    pub rng: ChaCha8Rng,
+    /// The run's shared state.
+    pub shared: Arc<Shared>,
+    /// Its counter of marker keys.
+    seq: u64,
+}
+
+impl ClientCtx {
+    /// A context for `host`, process `process` of `stride`.
+    pub fn new(host: &str, process: u64, stride: u64, seed: u64, shared: Arc<Shared>) -> Self {
+        ClientCtx {
+            host: host.to_owned(),
+            process,
+            stride,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            shared,
+            seq: 0,
+        }
+    }
+
+    /// Adds an event to the trace, at the current simulated time.
+    pub fn event(&self, what: impl std::fmt::Display) {
+        self.shared.event(
+            sim_now(),
+            &self.host,
+            format_args!("p{} {what}", self.process),
+        );
+    }
+
+    /// Writes this transaction's unique marker key into `tx`.
+    pub fn mark(&mut self, tx: &mut Transaction) -> journaldb::Result<Bytes> {
+        self.seq += 1;
+        let key = Bytes::from(format!("m/{:06}/{:08}", self.process, self.seq));
+        tx.put(key.clone(), Bytes::from_static(b"1"))?;
+        Ok(key)
+    }
+
+    /// Commits `tx`, records the outcome (counts, markers, trace) and moves to a new
+    /// process after an `info`.
+    pub async fn commit(&mut self, tx: Transaction, marker: Option<Bytes>) -> Outcome {
+        let writes = marker.is_some();
+        let outcome = classify(tx.commit().await);
+        self.record(outcome, writes);
+        if let Some(marker) = marker {
+            let mut markers = self.shared.markers.lock();
+            match outcome {
+                Outcome::Ok(_) => markers.0.push(marker),
+                Outcome::Fail(_) => markers.1.push(marker),
+                Outcome::Info(_) => {}
+            }
+        }
+        outcome
+    }
+
+    /// Records an outcome reached before commit (a read failed).
+    pub fn record(&mut self, outcome: Outcome, writes: bool) {
+        let mut counts = self.shared.counts.lock();
+        match outcome {
+            Outcome::Ok(_) if writes => counts.commits += 1,
+            Outcome::Ok(_) => counts.reads += 1,
+            Outcome::Fail(kind) | Outcome::Info(kind) => {
+                *counts.aborts.entry(kind.to_owned()).or_default() += 1
+            }
+        }
+        drop(counts);
+        if let Outcome::Info(_) = outcome {
+            self.process += self.stride;
+        }
+    }
+}
+
+/// The outcome of a commit.
+pub fn classify(result: journaldb::Result<CommitInfo>) -> Outcome {
+    match result {
+        Ok(info) => Outcome::Ok(info.commit_ts),
+        Err(e) if e.maybe_committed() => Outcome::Info(e.kind_name()),
+        Err(e) => Outcome::Fail(e.kind_name()),
+    }
+}
+
+/// Every row under `prefix` at one snapshot.
+pub async fn scan_prefix(client: &Client, prefix: &[u8]) -> journaldb::Result<Vec<(Bytes, Bytes)>> {
+    let tx = client.begin();
+    let mut range = ScanRange::prefix(prefix);
+    let mut rows = Vec::new();
+    loop {
+        let page = tx.scan(&range, 1000, false).await?;
+        rows.extend(page.rows);
+        match page.resume {
+            Some(next) => range = next,
+            None => return Ok(rows),
+        }
+    }
+}
+
+/// Runs one seed.
+pub fn run(options: &RunOptions) -> RunReport {
+    match options.workload {
+        WorkloadKind::Bank => run_with(options, bank::Bank::default()),
+        WorkloadKind::ListAppend => run_with(options, list_append::ListAppend::default()),
+        WorkloadKind::Register => run_with(options, register::Register::default()),
+    }
+}
+
+fn run_with<W: Workload>(options: &RunOptions, workload: W) -> RunReport {
+    let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
+    let knobs = Knobs::draw(&mut rng);
+    let mut builder = turmoil::Builder::new();
+    builder
+        .rng_seed(options.seed)
+        // A fixed epoch (2026-01-01): timestamps do not depend on when the run happens.
+        .epoch(UNIX_EPOCH + Duration::from_secs(1_767_225_600))
+        .simulation_duration(LIMIT)
+        .tick_duration(Duration::from_millis(1))
+        .min_message_latency(knobs.min_latency)
+        .max_message_latency(knobs.max_latency);
+    if options.faults.has(FaultKind::Torn) {
+        builder.fs().block_size(512);
+    }
+    let mut sim = builder.build();
+    let cluster = SimCluster::add_to(&mut sim, knobs.clone(), options.planted);
+    let shared = Arc::new(Shared::default());
+    let workload = Arc::new(workload);
+    shared.event(
+        Duration::ZERO,
+        "sim",
+        format_args!(
+            "seed {} workload {} faults {} planted {:?} knobs {:?}",
+            options.seed, options.workload, options.faults, options.planted, knobs
+        ),
+    );
+
+    let clients: Vec<String> = (1..=CLIENTS).map(|i| format!("c{i}")).collect();
+    let mut client_clocks = Vec::new();
+    for (i, host) in clients.iter().enumerate() {
+        let clock = Arc::new(SimClock::new(knobs.clock_bound));
+        client_clocks.push((host.clone(), clock.clone()));
+        let ctx = ClientCtx::new(host, i as u64, CLIENTS as u64, rng.random(), shared.clone());
+        let id_seed: u64 = rng.random();
+        let (cluster, workload, shared) = (cluster.clone(), workload.clone(), shared.clone());
+        sim.client(host.as_str(), async move {
+            client_main(cluster, workload, ctx, clock, id_seed, i == 0, shared).await;
+            Ok(())
+        });
+    }
+    {
+        let clock = Arc::new(SimClock::new(knobs.clock_bound));
+        let ctx = ClientCtx::new("check", 1 << 40, 1, rng.random(), shared.clone());
+        let id_seed: u64 = rng.random();
+        let realtime_may_break = options.faults.has(FaultKind::ClockBoundViolation);
+        let (cluster, workload) = (cluster.clone(), workload.clone());
+        sim.client("check", async move {
+            check_main(cluster, workload, ctx, clock, id_seed, realtime_may_break).await;
+            Ok(())
+        });
+    }
+
+    let hosts = Hosts {
+        nodes: cluster.nodes().iter().map(|n| n.name.clone()).collect(),
+        clients: clients.clone(),
+    };
+    let windows = faults::schedule(
+        &mut rng,
+        &options.faults,
+        &hosts,
+        RUN_LENGTH,
+        knobs.clock_bound,
+    );
+    let mut driver = Driver {
+        cluster: &cluster,
+        client_clocks,
+        knobs: &knobs,
+        shared: &shared,
+        fired: BTreeMap::new(),
+        down: BTreeMap::new(),
+        stopped_since: BTreeMap::new(),
+    };
+    // Start and end events, in time order (ends before starts at the same instant).
+    let mut events: Vec<(Duration, bool, usize)> = Vec::new();
+    for (i, w) in windows.iter().enumerate() {
+        events.push((w.start, true, i));
+        events.push((w.start + w.length, false, i));
+    }
+    events.sort();
+    let mut next = 0;
+    let mut healed = false;
+    loop {
+        let now = sim.elapsed();
+        while next < events.len() && events[next].0 <= now {
+            let (_, start, i) = events[next];
+            driver.apply(&mut sim, &windows[i], start, now);
+            next += 1;
+        }
+        if !healed && now >= RUN_LENGTH {
+            healed = true;
+            driver.heal(&mut sim, now);
+        }
+        driver.supervise(&mut sim, now);
+        match sim.step() {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(e) => {
+                shared.fail(format!("the simulation stopped: {e}"));
+                break;
+            }
+        }
+    }
+    let simulated = sim.elapsed();
+    let fired = driver.fired;
+    drop(sim);
+
+    let counts = std::mem::take(&mut *shared.counts.lock());
+    RunReport {
+        seed: options.seed,
+        knobs,
+        commits: counts.commits,
+        reads: counts.reads,
+        aborts: counts.aborts,
+        fired,
+        failures: shared.failures.lock().clone(),
+        expected: shared.expected.lock().clone(),
+        simulated,
+        trace: shared.trace.lock().clone(),
+        history: workload.elle_history(),
+    }
+}
+
+async fn client_main<W: Workload>(
+    cluster: SimCluster,
+    workload: Arc<W>,
+    mut ctx: ClientCtx,
+    clock: Arc<SimClock>,
+    id_seed: u64,
+    does_setup: bool,
+    shared: Arc<Shared>,
+) {
+    let client = match cluster.connect(clock, id_seed, RUN_LENGTH).await {
+        Ok(c) => c,
+        Err(e) => {
+            ctx.event(format_args!("could not connect: {e}"));
+            return;
+        }
+    };
+    if does_setup {
+        loop {
+            match workload.setup(&client).await {
+                Ok(()) => break,
+                Err(e) => {
+                    ctx.event(format_args!("setup: {e}"));
+                    if sim_now() > RUN_LENGTH {
+                        shared.fail(format!("setup never succeeded: {e}"));
+                        *shared.setup_done.lock() = true;
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+        ctx.event("setup done");
+        *shared.setup_done.lock() = true;
+    }
+    while !*shared.setup_done.lock() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    while sim_now() < RUN_LENGTH {
+        workload.step(&client, &mut ctx).await;
+    }
+}
+
+async fn check_main<W: Workload>(
+    cluster: SimCluster,
+    workload: Arc<W>,
+    mut ctx: ClientCtx,
+    clock: Arc<SimClock>,
+    id_seed: u64,
+    realtime_may_break: bool,
+) {
+    tokio::time::sleep(RUN_LENGTH + SETTLE).await;
+    let shared = ctx.shared.clone();
+    let client = match cluster
+        .connect(clock, id_seed, Duration::from_secs(30))
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            shared.fail(format!(
+                "the checker could not connect after the faults healed: {e}"
+            ));
+            return;
+        }
+    };
+    // Faults have healed: the final reads must succeed within a generous deadline.
+    let deadline = sim_now() + Duration::from_secs(60);
+    let verdict = loop {
+        let attempt = async {
+            let verdict = workload
+                .check(&client, &mut ctx, realtime_may_break)
+                .await?;
+            let markers = scan_prefix(&client, b"m/").await?;
+            Ok::<_, journaldb::Error>((verdict, markers))
+        };
+        match attempt.await {
+            Ok((mut verdict, present)) => {
+                let present: std::collections::BTreeSet<Bytes> =
+                    present.into_iter().map(|(k, _)| k).collect();
+                let (acked, failed) = shared.markers.lock().clone();
+                let lost: Vec<&Bytes> = acked.iter().filter(|m| !present.contains(*m)).collect();
+                let ghosts: Vec<&Bytes> = failed.iter().filter(|m| present.contains(*m)).collect();
+                if !lost.is_empty() {
+                    verdict.failures.push(format!(
+                        "durability: {} acknowledged commits are missing, e.g. marker {:?}",
+                        lost.len(),
+                        lost[0]
+                    ));
+                }
+                if !ghosts.is_empty() {
+                    verdict.failures.push(format!(
+                        "G1a: {} transactions that failed are visible, e.g. marker {:?}",
+                        ghosts.len(),
+                        ghosts[0]
+                    ));
+                }
+                ctx.event(format_args!(
+                    "final check: {} acknowledged markers present, {} failures",
+                    acked.len() - lost.len(),
+                    verdict.failures.len()
+                ));
+                break verdict;
+            }
+            Err(e) => {
+                ctx.event(format_args!("final read: {e}"));
+                if sim_now() > deadline {
+                    break Verdict {
+                        failures: vec![format!(
+                            "availability: the final state could not be read 60 s after \
+                             the faults healed: {e}"
+                        )],
+                        expected: Vec::new(),
+                    };
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    shared.failures.lock().extend(verdict.failures);
+    shared.expected.lock().extend(verdict.expected);
+}
+
+/// Applies fault windows and restarts nodes that stopped.
+struct Driver<'a> {
+    cluster: &'a SimCluster,
+    client_clocks: Vec<(String, Arc<SimClock>)>,
+    knobs: &'a Knobs,
+    shared: &'a Shared,
+    fired: BTreeMap<FaultKind, u64>,
+    /// Nodes the schedule holds down (crashed), until the window ends.
+    down: BTreeMap<String, u32>,
+    /// Nodes whose software stopped by itself (fail-stop), since when.
+    stopped_since: BTreeMap<String, Duration>,
+}
+
+impl Driver<'_> {
+    fn clock(&self, host: &str) -> Option<Arc<SimClock>> {
+        self.cluster
+            .nodes()
+            .iter()
+            .find(|n| n.name == host)
+            .map(|n| n.clock.clone())
+            .or_else(|| {
+                self.client_clocks
+                    .iter()
+                    .find(|(h, _)| h == host)
+                    .map(|(_, c)| c.clone())
+            })
+    }
+
+    fn all_hosts(&self) -> Vec<String> {
+        self.cluster
+            .nodes()
+            .iter()
+            .map(|n| n.name.clone())
+            .chain(self.client_clocks.iter().map(|(h, _)| h.clone()))
+            .chain(["check".to_owned()])
+            .collect()
+    }
+
+    fn apply(&mut self, sim: &mut turmoil::Sim<'_>, w: &Window, start: bool, now: Duration) {
+        let verb = if start { "start" } else { "end" };
+        self.shared.event(
+            now,
+            "fault",
+            format_args!("{verb} {} on {} for {:?}", w.kind, w.target, w.length),
+        );
+        if start {
+            *self.fired.entry(w.kind).or_default() += 1;
+        }
+        let true_now = (sim.since_epoch()).as_nanos() as u64;
+        match (&w.kind, &w.target) {
+            (FaultKind::Partition, Target::Link(a, b)) => {
+                if start {
+                    sim.partition(a.as_str(), b.as_str());
+                } else {
+                    sim.repair(a.as_str(), b.as_str());
+                }
+            }
+            (FaultKind::Hold, Target::Link(a, b)) => {
+                if start {
+                    sim.hold(a.as_str(), b.as_str());
+                } else {
+                    sim.release(a.as_str(), b.as_str());
+                }
+            }
+            (FaultKind::Partition | FaultKind::Hold, Target::Isolate(h)) => {
+                for other in self.all_hosts().iter().filter(|o| *o != h) {
+                    match (w.kind, start) {
+                        (FaultKind::Partition, true) => sim.partition(h.as_str(), other.as_str()),
+                        (FaultKind::Partition, false) => sim.repair(h.as_str(), other.as_str()),
+                        (_, true) => sim.hold(h.as_str(), other.as_str()),
+                        (_, false) => sim.release(h.as_str(), other.as_str()),
+                    }
+                }
+            }
+            (FaultKind::Latency, _) => {
+                let max = if start {
+                    Duration::from_nanos(w.amount as u64)
+                } else {
+                    self.knobs.max_latency
+                };
+                sim.set_max_message_latency(max);
+            }
+            (FaultKind::Slow, Target::Host(h)) => {
+                for other in self.all_hosts().iter().filter(|o| *o != h) {
+                    if start {
+                        sim.set_link_latency(
+                            h.as_str(),
+                            other.as_str(),
+                            Duration::from_nanos(w.amount as u64),
+                        );
+                    } else {
+                        sim.set_link_latency(h.as_str(), other.as_str(), self.knobs.min_latency);
+                        sim.set_link_max_message_latency(
+                            h.as_str(),
+                            other.as_str(),
+                            self.knobs.max_latency,
+                        );
+                    }
+                }
+            }
+            (FaultKind::Crash | FaultKind::Torn, Target::Host(h)) => {
+                let held = self.down.entry(h.clone()).or_default();
+                if start {
+                    *held += 1;
+                    if *held == 1 {
+                        sim.crash(h.as_str());
+                        self.stopped_since.remove(h);
+                    }
+                } else {
+                    *held -= 1;
+                    if *held == 0 {
+                        self.down.remove(h);
+                        sim.bounce(h.as_str());
+                        self.shared.event(now, "sim", format_args!("restart {h}"));
+                    }
+                }
+            }
+            (FaultKind::DiskError, Target::Host(h)) => {
+                if let Some(n) = self.cluster.nodes().iter().find(|n| n.name == *h) {
+                    n.disk.set_failing(start);
+                }
+            }
+            (FaultKind::Clock | FaultKind::ClockBoundViolation, Target::Host(h)) => {
+                if let Some(clock) = self.clock(h) {
+                    if start {
+                        let violating = w.kind == FaultKind::ClockBoundViolation;
+                        clock.set_error(true_now, w.amount, w.drift_ppm, violating);
+                    } else {
+                        clock.set_error(true_now, 0, 0, false);
+                    }
+                }
+            }
+            (kind, target) => unreachable!("no {kind} fault on {target}"),
+        }
+    }
+
+    /// Restarts nodes whose software stopped (fail-stop after a disk error), once their
+    /// disk works and no crash window holds them down — as a process supervisor would.
+    fn supervise(&mut self, sim: &mut turmoil::Sim<'_>, now: Duration) {
+        for node in self.cluster.nodes() {
+            let name = &node.name;
+            if self.down.contains_key(name) {
+                continue;
+            }
+            if sim.is_host_running(name.as_str()) {
+                self.stopped_since.remove(name);
+                continue;
+            }
+            let since = *self.stopped_since.entry(name.clone()).or_insert_with(|| {
+                self.shared
+                    .event(now, "sim", format_args!("{name} stopped (fail-stop)"));
+                now
+            });
+            // Kept down while its disk still fails: a restart would only fail again.
+            let failing = node.disk.is_failing();
+            if !failing && now >= since + Duration::from_millis(200) {
+                self.stopped_since.remove(name);
+                sim.bounce(name.as_str());
+                self.shared
+                    .event(now, "sim", format_args!("restart {name}"));
+            }
+        }
+    }
+
+    /// Ends the workload phase: every fault heals.
+    fn heal(&mut self, sim: &mut turmoil::Sim<'_>, now: Duration) {
+        self.shared.event(now, "fault", "heal everything");
+        let hosts = self.all_hosts();
+        for a in &hosts {
+            for b in &hosts {
+                if a < b {
+                    sim.repair(a.as_str(), b.as_str());
+                    sim.release(a.as_str(), b.as_str());
+                }
+            }
+        }
+        sim.set_max_message_latency(self.knobs.max_latency);
+        let true_now = sim.since_epoch().as_nanos() as u64;
+        for node in self.cluster.nodes() {
+            node.disk.set_failing(false);
+            node.clock.set_error(true_now, 0, 0, false);
+        }
+        for (_, clock) in &self.client_clocks {
+            clock.set_error(true_now, 0, 0, false);
+        }
+        for (name, _) in std::mem::take(&mut self.down) {
+            sim.bounce(name.as_str());
+            self.shared
+                .event(now, "sim", format_args!("restart {name}"));
+        }
+    }
+}
