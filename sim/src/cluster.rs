@@ -108,7 +108,7 @@ impl Knobs {
         Knobs {
             nodes: 3,
             partitions: rng.random_range(1..=4),
-            heartbeat: Duration::from_millis(rng.random_range(5..=50)),
+            heartbeat: Duration::from_millis(rng.random_range(5..=20)),
             clock_bound: Duration::from_micros(rng.random_range(500..=5_000)),
             request_timeout: Duration::from_millis(rng.random_range(500..=3_000)),
             read_timeout: Duration::from_millis(rng.random_range(300..=2_000)),
@@ -276,5 +276,6 @@ async fn run_node(config: NodeConfig, env: NodeEnv) -> journaldb::Result<()> {
             break;
         }
     }
-    node.shutdown().await
+    // Fail-stop: nothing in flight is worth waiting for.
+    node.shutdown_within(Duration::ZERO).await
 }

@@ -477,11 +477,14 @@ pub fn check(ops: &[Op]) -> Report {
     }
     edges.retain(|(a, b), _| committed(*a) && committed(*b));
     // A cycle lies inside one strongly connected component: search only edges within one.
-    let component = components(n, &edges);
+    let component = components(n, edges.keys().copied());
     edges.retain(|(a, b), _| component[*a] == component[*b]);
 
     // Cycles, by class: G0 (ww), G1c (ww, wr), G-single (one rw, then ww/wr), and
-    // G-single-realtime (one rw, then ww/wr/rt).
+    // G-single-realtime (one rw, then ww/wr/rt). Whether an edge a → b closes a cycle of
+    // a class is a reachability question (b reaches a over the class's other edges),
+    // answered for every edge at once from a closure of the condensed graph; paths are
+    // searched only for the first few cycles of each class reported.
     let reach = |from: usize, to: usize, allowed: &[Edge]| -> Option<Vec<usize>> {
         let mut prev: BTreeMap<usize, usize> = BTreeMap::new();
         let mut queue = VecDeque::from([from]);
@@ -508,23 +511,44 @@ pub fn check(ops: &[Op]) -> Report {
         None
     };
     let ids = |path: &[usize]| path.iter().map(|t| txns[*t].id).collect::<Vec<_>>();
-    let mut cycles: BTreeSet<(AnomalyKind, Vec<u64>)> = BTreeSet::new();
-    for ((a, b), kinds) in &edges {
-        let (a, b) = (*a, *b);
-        if kinds.contains(&Edge::Ww)
-            && let Some(path) = reach(b, a, &[Edge::Ww])
-        {
-            cycles.insert((AnomalyKind::G0, ids(&path)));
-        } else if kinds.iter().any(|k| matches!(k, Edge::Ww | Edge::Wr))
-            && let Some(path) = reach(b, a, &[Edge::Ww, Edge::Wr])
-        {
-            cycles.insert((AnomalyKind::G1c, ids(&path)));
-        }
-        if kinds.contains(&Edge::Rw) {
-            if let Some(path) = reach(b, a, &[Edge::Ww, Edge::Wr]) {
-                cycles.insert((AnomalyKind::GSingle, ids(&path)));
-            } else if let Some(path) = reach(b, a, &[Edge::Ww, Edge::Wr, Edge::Rt]) {
-                cycles.insert((AnomalyKind::GSingleRealtime, ids(&path)));
+    let closure = |allowed: &[Edge]| {
+        let sub: Vec<(usize, usize)> = edges
+            .iter()
+            .filter(|(_, kinds)| kinds.iter().any(|k| allowed.contains(k)))
+            .map(|(ab, _)| *ab)
+            .collect();
+        Closure::new(n, &sub)
+    };
+    let classes: [(AnomalyKind, Edge, &[Edge]); 4] = [
+        (AnomalyKind::G0, Edge::Ww, &[Edge::Ww]),
+        (AnomalyKind::G1c, Edge::Wr, &[Edge::Ww, Edge::Wr]),
+        (AnomalyKind::GSingle, Edge::Rw, &[Edge::Ww, Edge::Wr]),
+        (
+            AnomalyKind::GSingleRealtime,
+            Edge::Rw,
+            &[Edge::Ww, Edge::Wr, Edge::Rt],
+        ),
+    ];
+    let mut cycles: Vec<(AnomalyKind, Vec<u64>)> = Vec::new();
+    // Transactions already in a reported cycle of a stronger class (G1c after G0, …).
+    let mut explained: BTreeSet<(usize, usize)> = BTreeSet::new();
+    for (kind, closing, others) in classes {
+        let closure = closure(others);
+        let mut found = 0;
+        for ((a, b), kinds) in &edges {
+            let (a, b) = (*a, *b);
+            // G1c may close over a ww or a wr edge; the others over their own kind.
+            let closes =
+                kinds.contains(&closing) || (kind == AnomalyKind::G1c && kinds.contains(&Edge::Ww));
+            if !closes || explained.contains(&(a, b)) || !closure.reaches(b, a) {
+                continue;
+            }
+            explained.insert((a, b));
+            if found < MAX_CYCLES_PER_CLASS
+                && let Some(path) = reach(b, a, others)
+            {
+                cycles.push((kind, ids(&path)));
+                found += 1;
             }
         }
     }
@@ -579,13 +603,60 @@ fn realtime_edges(txns: &[Txn], live: &[usize]) -> Vec<(usize, usize)> {
     edges
 }
 
-/// The strongly connected component of each of `n` nodes (Kosaraju, iterative).
-fn components(n: usize, edges: &BTreeMap<(usize, usize), BTreeSet<Edge>>) -> Vec<usize> {
+/// Cycles of one class reported with their transactions (the rest are counted in the
+/// search, not listed: one is enough to fail a history).
+const MAX_CYCLES_PER_CLASS: usize = 10;
+
+/// Which nodes reach which: the transitive closure of a graph, over its condensation
+/// (strongly connected components), as one bitset per component.
+struct Closure {
+    component: Vec<usize>,
+    /// `reach[c]`: the components component `c` reaches (itself included).
+    reach: Vec<Vec<u64>>,
+}
+
+impl Closure {
+    fn new(n: usize, edges: &[(usize, usize)]) -> Self {
+        let component = components(n, edges.iter().copied());
+        let count = component.iter().copied().max().map_or(0, |c| c + 1);
+        let words = count.div_ceil(64);
+        let mut succ: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); count];
+        for &(a, b) in edges {
+            if component[a] != component[b] {
+                succ[component[a]].insert(component[b]);
+            }
+        }
+        // Kosaraju numbers components in topological order of the condensation: an edge
+        // goes from a lower to a higher number, so fill from the last one back.
+        let mut reach = vec![vec![0u64; words]; count];
+        for c in (0..count).rev() {
+            let mut bits = vec![0u64; words];
+            bits[c / 64] |= 1 << (c % 64);
+            for &d in &succ[c] {
+                debug_assert!(d > c, "condensation not in topological order");
+                for (w, r) in bits.iter_mut().zip(&reach[d]) {
+                    *w |= r;
+                }
+            }
+            reach[c] = bits;
+        }
+        Closure { component, reach }
+    }
+
+    fn reaches(&self, from: usize, to: usize) -> bool {
+        let (a, b) = (self.component[from], self.component[to]);
+        self.reach[a][b / 64] & (1 << (b % 64)) != 0
+    }
+}
+
+/// The strongly connected component of each of `n` nodes (Kosaraju, iterative), numbered
+/// in topological order of the condensation.
+fn components(n: usize, edges: impl Iterator<Item = (usize, usize)>) -> Vec<usize> {
     let mut out: Vec<Vec<usize>> = vec![Vec::new(); n];
     let mut inc: Vec<Vec<usize>> = vec![Vec::new(); n];
-    for (a, b) in edges.keys() {
-        out[*a].push(*b);
-        inc[*b].push(*a);
+    for (a, b) in edges {
+        out[a].push(b);
+        inc[b].push(a);
     }
     // First pass: finishing order.
     let mut order = Vec::with_capacity(n);
@@ -610,10 +681,13 @@ fn components(n: usize, edges: &BTreeMap<(usize, usize), BTreeSet<Edge>>) -> Vec
     }
     // Second pass, on the reversed graph, in reverse finishing order.
     let mut component = vec![usize::MAX; n];
-    for (c, &root) in order.iter().rev().enumerate() {
+    let mut next = 0;
+    for &root in order.iter().rev() {
         if component[root] != usize::MAX {
             continue;
         }
+        let c = next;
+        next += 1;
         component[root] = c;
         let mut stack = vec![root];
         while let Some(x) = stack.pop() {

@@ -160,8 +160,8 @@ pub struct Window {
     pub start: Duration,
     /// How long it lasts.
     pub length: Duration,
-    /// A parameter drawn with it: latency or clock offset in nanoseconds (signed for
-    /// clocks), drift in ppm in the high bits' stead is drawn separately.
+    /// A parameter drawn with it: the latency (`latency`, `slow`) or the clock offset
+    /// (`clock`, `clock-bound-violation`, signed), in nanoseconds.
     pub amount: i64,
     /// A second parameter: clock drift in ppm.
     pub drift_ppm: i64,
@@ -189,7 +189,7 @@ pub fn schedule(
     let run_ms = run.as_millis() as u64;
     let all_hosts: Vec<&String> = hosts.nodes.iter().chain(&hosts.clients).collect();
     for &kind in &faults.0 {
-        let count = rng.random_range(1..=3);
+        let count = rng.random_range(1..=2);
         for _ in 0..count {
             let length_ms = match kind {
                 FaultKind::Crash | FaultKind::Torn | FaultKind::DiskError => {

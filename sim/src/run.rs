@@ -1,10 +1,11 @@
 //! One seeded run: a cluster ([`SimCluster`]), client hosts running a workload, a fault
 //! schedule applied between simulation steps, and the checks at the end (ARCHITECTURE §7).
 //!
-//! Timeline of a run: setup (one client writes the initial data), the workload for
-//! [`RUN_LENGTH`] of simulated time with the faults, then every fault heals (links
-//! repaired, stopped nodes restarted, clocks corrected) and, after [`SETTLE`], a checker
-//! host reads the final state: the workload's own check, and the marker check — every
+//! Timeline of a run: setup (one client writes the initial data), the workload under
+//! faults for [`FAULT_PHASE`] of simulated time, then every fault heals (links repaired,
+//! stopped nodes restarted, clocks corrected) and the workload goes on for [`QUIET`] (as
+//! FoundationDB's tests end with a quiet period: recovery must bring the cluster back);
+//! after [`SETTLE`] more, a checker host reads the final state: the workload's own check, and the marker check — every
 //! acknowledged commit's marker present, no failed one's. Every random choice comes from
 //! the seed, so a run replays exactly: [`RunReport::trace`] holds every event in simulated
 //! time, and two runs of a seed produce the same bytes.
@@ -25,12 +26,16 @@ use crate::cluster::{Knobs, PlantedBug, SimCluster};
 use crate::faults::{self, FaultKind, FaultSet, Hosts, Target, Window};
 use crate::workload::{Verdict, Workload, WorkloadKind, bank, list_append, register};
 
-/// How long clients run transactions, in simulated time.
-pub const RUN_LENGTH: Duration = Duration::from_secs(5);
+/// How long faults are injected, in simulated time.
+pub const FAULT_PHASE: Duration = Duration::from_secs(6);
+/// How long the workload goes on after every fault healed.
+pub const QUIET: Duration = Duration::from_secs(3);
+/// When clients stop starting transactions.
+pub const RUN_LENGTH: Duration = FAULT_PHASE.saturating_add(QUIET);
 /// How long after the workload the checker waits before reading (faults have healed).
 pub const SETTLE: Duration = Duration::from_secs(1);
 /// Client processes (hosts `c1`, `c2`, …).
-pub const CLIENTS: usize = 4;
+pub const CLIENTS: usize = 8;
 /// Simulated time after which a run is declared stuck.
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -106,6 +111,8 @@ pub struct Shared {
     /// Marker keys of acknowledged and of failed transactions.
     markers: Mutex<(Vec<Bytes>, Vec<Bytes>)>,
     setup_done: Mutex<bool>,
+    /// Workload clients that have not finished.
+    running: Mutex<usize>,
 }
 
 #[derive(Debug, Default)]
@@ -280,7 +287,10 @@ fn run_with<W: Workload>(options: &RunOptions, workload: W) -> RunReport {
     }
     let mut sim = builder.build();
     let cluster = SimCluster::add_to(&mut sim, knobs.clone(), options.planted);
-    let shared = Arc::new(Shared::default());
+    let shared = Arc::new(Shared {
+        running: Mutex::new(CLIENTS),
+        ..Shared::default()
+    });
     let workload = Arc::new(workload);
     shared.event(
         Duration::ZERO,
@@ -300,7 +310,17 @@ fn run_with<W: Workload>(options: &RunOptions, workload: W) -> RunReport {
         let id_seed: u64 = rng.random();
         let (cluster, workload, shared) = (cluster.clone(), workload.clone(), shared.clone());
         sim.client(host.as_str(), async move {
-            client_main(cluster, workload, ctx, clock, id_seed, i == 0, shared).await;
+            client_main(
+                cluster,
+                workload,
+                ctx,
+                clock,
+                id_seed,
+                i == 0,
+                shared.clone(),
+            )
+            .await;
+            *shared.running.lock() -= 1;
             Ok(())
         });
     }
@@ -324,7 +344,7 @@ fn run_with<W: Workload>(options: &RunOptions, workload: W) -> RunReport {
         &mut rng,
         &options.faults,
         &hosts,
-        RUN_LENGTH,
+        FAULT_PHASE,
         knobs.clock_bound,
     );
     let mut driver = Driver {
@@ -334,6 +354,7 @@ fn run_with<W: Workload>(options: &RunOptions, workload: W) -> RunReport {
         shared: &shared,
         fired: BTreeMap::new(),
         down: BTreeMap::new(),
+        failing_disks: BTreeMap::new(),
         stopped_since: BTreeMap::new(),
     };
     // Start and end events, in time order (ends before starts at the same instant).
@@ -352,7 +373,7 @@ fn run_with<W: Workload>(options: &RunOptions, workload: W) -> RunReport {
             driver.apply(&mut sim, &windows[i], start, now);
             next += 1;
         }
-        if !healed && now >= RUN_LENGTH {
+        if !healed && now >= FAULT_PHASE {
             healed = true;
             driver.heal(&mut sim, now);
         }
@@ -438,6 +459,11 @@ async fn check_main<W: Workload>(
 ) {
     tokio::time::sleep(RUN_LENGTH + SETTLE).await;
     let shared = ctx.shared.clone();
+    // A transaction begun before the end may still be finishing: its outcome must be
+    // known before the final state is judged.
+    while *shared.running.lock() > 0 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let client = match cluster
         .connect(clock, id_seed, Duration::from_secs(30))
         .await
@@ -516,6 +542,8 @@ struct Driver<'a> {
     fired: BTreeMap<FaultKind, u64>,
     /// Nodes the schedule holds down (crashed), until the window ends.
     down: BTreeMap<String, u32>,
+    /// Nodes whose disks the schedule makes fail, by windows open.
+    failing_disks: BTreeMap<String, u32>,
     /// Nodes whose software stopped by itself (fail-stop), since when.
     stopped_since: BTreeMap<String, Duration>,
 }
@@ -625,8 +653,19 @@ impl Driver<'_> {
                 }
             }
             (FaultKind::DiskError, Target::Host(h)) => {
+                // Windows on one node may overlap: it fails until the last one ends.
+                let held = self.failing_disks.entry(h.clone()).or_default();
+                if start {
+                    *held += 1;
+                } else {
+                    *held -= 1;
+                }
+                let failing = *held > 0;
+                if !failing {
+                    self.failing_disks.remove(h);
+                }
                 if let Some(n) = self.cluster.nodes().iter().find(|n| n.name == *h) {
-                    n.disk.set_failing(start);
+                    n.disk.set_failing(failing);
                 }
             }
             (FaultKind::Clock | FaultKind::ClockBoundViolation, Target::Host(h)) => {
@@ -685,6 +724,7 @@ impl Driver<'_> {
         }
         sim.set_max_message_latency(self.knobs.max_latency);
         let true_now = sim.since_epoch().as_nanos() as u64;
+        self.failing_disks.clear();
         for node in self.cluster.nodes() {
             node.disk.set_failing(false);
             node.clock.set_error(true_now, 0, 0, false);

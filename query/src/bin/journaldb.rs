@@ -335,7 +335,11 @@ async fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     };
     println!("journaldb node {name} shutting down");
     // After a failure the poisoned journal's error is the expected one.
-    let shut = node.shutdown().await;
+    let shut = if code == ExitCode::SUCCESS {
+        node.shutdown().await
+    } else {
+        node.shutdown_within(std::time::Duration::ZERO).await
+    };
     if code == ExitCode::SUCCESS {
         shut?;
     }

@@ -50,6 +50,10 @@ use crate::partition::partition_of;
 pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
 /// How often an idle journal gets a heartbeat.
 const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(20);
+/// HTTP/2 keep-alive interval and timeout, both ways.
+const KEEPALIVE: Duration = Duration::from_secs(5);
+/// How long `shutdown` lets in-flight requests finish before dropping them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Pause before a storage feed reconnects to a journal.
 const FEED_RETRY: Duration = Duration::from_millis(100);
 
@@ -203,8 +207,8 @@ fn peer(url: &str, tls: Option<&TlsFiles>) -> Result<Endpoint> {
     let endpoint = Endpoint::from_shared(url.to_owned())
         .map_err(|e| Error::InvalidArgument(format!("{url}: {e}")))?
         .connect_timeout(Duration::from_secs(1))
-        .http2_keep_alive_interval(Duration::from_secs(5))
-        .keep_alive_timeout(Duration::from_secs(5))
+        .http2_keep_alive_interval(KEEPALIVE)
+        .keep_alive_timeout(KEEPALIVE)
         .keep_alive_while_idle(true);
     match tls {
         Some(tls) => endpoint
@@ -340,7 +344,11 @@ impl ClusterNode {
         }
 
         let (reporter, health) = tonic_health::server::health_reporter();
-        let mut server = tonic::transport::Server::builder();
+        // Keep-alive on the server side too: a peer that vanished (a crashed host, a
+        // connection wedged by a partition) is noticed and its streams end.
+        let mut server = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(KEEPALIVE))
+            .http2_keepalive_timeout(Some(KEEPALIVE));
         if let Some(tls) = &tls {
             server = server
                 .tls_config(
@@ -421,8 +429,15 @@ impl ClusterNode {
     }
 
     /// Stops accepting requests, stops heartbeats and feeds, closes the journals (waiting
-    /// for queued appends; their Tail streams end) and waits for in-flight requests.
+    /// for queued appends; their Tail streams end) and waits for in-flight requests — at
+    /// most 5 s, then drops them.
     pub async fn shutdown(self) -> Result<()> {
+        self.shutdown_within(SHUTDOWN_GRACE).await
+    }
+
+    /// [`ClusterNode::shutdown`] with a grace period of `grace` for in-flight requests
+    /// (zero after a failure, when nothing is worth waiting for).
+    pub async fn shutdown_within(self, grace: Duration) -> Result<()> {
         let _ = self.stop.send(());
         for t in &self.tasks {
             t.abort();
@@ -434,7 +449,16 @@ impl ClusterNode {
                 first_error.get_or_insert(Error::from(e));
             }
         }
-        let served = self.server.await;
+        // In-flight requests get a grace period; a connection that never finishes (its
+        // peer is gone) must not keep the node from stopping.
+        let mut server = self.server;
+        let served = match tokio::time::timeout(grace, &mut server).await {
+            Ok(served) => served,
+            Err(_) => {
+                server.abort();
+                Ok(Ok(()))
+            }
+        };
         match served {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {

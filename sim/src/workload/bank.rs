@@ -12,7 +12,7 @@ use super::{Verdict, Workload};
 use crate::run::{ClientCtx, Outcome, classify};
 
 /// Accounts in the bank.
-pub const ACCOUNTS: u64 = 8;
+pub const ACCOUNTS: u64 = 12;
 /// Each account's opening balance.
 pub const OPENING: i64 = 100;
 

@@ -16,7 +16,7 @@ use crate::elle::{self, AnomalyKind, Kind, Mop, Op};
 use crate::run::{ClientCtx, Outcome, sim_now};
 
 /// Lists.
-pub const KEYS: u64 = 6;
+pub const KEYS: u64 = 10;
 
 fn key(k: u64) -> Bytes {
     Bytes::from(format!("la/{k}"))

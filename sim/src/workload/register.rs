@@ -17,7 +17,7 @@ use super::{Verdict, Workload};
 use crate::run::{ClientCtx, Outcome, sim_now};
 
 /// Counters.
-pub const REGISTERS: u64 = 4;
+pub const REGISTERS: u64 = 8;
 
 fn key(i: u64) -> Bytes {
     Bytes::from(format!("reg/{i}"))
