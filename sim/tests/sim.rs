@@ -151,3 +151,45 @@ fn ignoring_the_watermark_is_caught_as_a_stale_read() {
         "{failures:?}"
     );
 }
+
+#[test]
+fn list_append_histories_are_elle_histories_with_paired_operations_in_real_order() {
+    let o = options(3, WorkloadKind::ListAppend, "all");
+    let report = journaldb_sim::run(&o);
+    let text = report.history.expect("list-append keeps a history");
+    let ops = journaldb_sim::elle::parse(&text).expect("every line parses");
+    assert!(ops.len() > 200, "{} operations", ops.len());
+    let mut open = std::collections::BTreeMap::new();
+    let mut last_time = 0;
+    for (i, op) in ops.iter().enumerate() {
+        assert_eq!(op.index, i as u64, "indices are dense and in order");
+        assert!(op.time >= last_time, "times never go back");
+        last_time = op.time;
+        let line = text.lines().nth(i).unwrap();
+        assert!(
+            line.starts_with(&format!("{{\"index\":{i},\"type\":\"")),
+            "{line}"
+        );
+        match op.kind {
+            journaldb_sim::elle::Kind::Invoke => {
+                assert!(
+                    open.insert(op.process, i).is_none(),
+                    "p{} invoked twice",
+                    op.process
+                );
+            }
+            _ => {
+                let invoke = open
+                    .remove(&op.process)
+                    .expect("a completion follows its invoke");
+                assert_eq!(ops[invoke].value.len(), op.value.len());
+            }
+        }
+    }
+    assert!(open.is_empty(), "every invocation completed: {open:?}");
+    let kinds: std::collections::BTreeSet<_> = ops.iter().map(|o| o.kind).collect();
+    assert!(
+        kinds.contains(&journaldb_sim::elle::Kind::Fail),
+        "{kinds:?}"
+    );
+}

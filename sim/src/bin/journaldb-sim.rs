@@ -38,6 +38,9 @@ enum Command {
         /// Plant a bug: skip-conflict-check, ack-before-durable or ignore-watermark.
         #[arg(long)]
         plant: Option<PlantedBug>,
+        /// A seed that commits fewer transactions fails (CI: 100).
+        #[arg(long, default_value_t = 0)]
+        min_commits: u64,
     },
     /// Runs one seed; with `--trace` prints its events in simulated time only, so two
     /// replays of a seed print identical bytes.
@@ -79,7 +82,8 @@ fn main() -> ExitCode {
             seeds,
             history_out,
             plant,
-        } => run(workload, faults, seeds, history_out, plant),
+            min_commits,
+        } => run(workload, faults, seeds, history_out, plant, min_commits),
         Command::Replay {
             seed,
             workload,
@@ -133,6 +137,7 @@ fn run(
     (first, last): (u64, u64),
     history_out: Option<PathBuf>,
     planted: Option<PlantedBug>,
+    min_commits: u64,
 ) -> ExitCode {
     if let Some(dir) = &history_out
         && let Err(e) = std::fs::create_dir_all(dir)
@@ -146,7 +151,7 @@ fn run(
     )]
     let started = std::time::Instant::now();
     let mut simulated = Duration::ZERO;
-    let (mut commits, mut reads, mut min_commits) = (0u64, 0u64, u64::MAX);
+    let (mut commits, mut reads, mut fewest) = (0u64, 0u64, u64::MAX);
     let mut aborts = std::collections::BTreeMap::<String, u64>::new();
     let mut fired = std::collections::BTreeMap::<FaultKind, u64>::new();
     let mut failing = Vec::new();
@@ -158,12 +163,18 @@ fn run(
             faults: faults.clone(),
             planted,
         };
-        let report = journaldb_sim::run(&options);
+        let mut report = journaldb_sim::run(&options);
+        if report.commits < min_commits {
+            report.failures.push(format!(
+                "only {} commits, fewer than --min-commits {min_commits}",
+                report.commits
+            ));
+        }
         println!("{}", verdict_line(&report));
         simulated += report.simulated;
         commits += report.commits;
         reads += report.reads;
-        min_commits = min_commits.min(report.commits);
+        fewest = fewest.min(report.commits);
         for (k, n) in &report.aborts {
             *aborts.entry(k.clone()).or_default() += n;
         }
@@ -194,7 +205,7 @@ fn run(
         println!("planted bug       {bug}");
     }
     println!("seeds             {seeds} ({first}..{last})");
-    println!("commits           {commits} (fewest in one seed: {min_commits})");
+    println!("commits           {commits} (fewest in one seed: {fewest})");
     println!("read-only         {reads}");
     let aborts_text: Vec<String> = aborts.iter().map(|(k, n)| format!("{k} {n}")).collect();
     println!("aborts by kind    {}", none_if_empty(&aborts_text));
@@ -221,8 +232,23 @@ fn run(
         simulated.as_secs_f64() / wall.as_secs_f64().max(1e-9),
         wall.as_secs_f64() / seeds as f64
     );
+    let silent: Vec<&str> = FaultKind::ALL
+        .iter()
+        .filter(|k| faults.has(**k) && !fired.contains_key(k))
+        .map(|k| k.token())
+        .collect();
+    if !silent.is_empty() {
+        println!(
+            "FAIL: enabled fault kinds never fired: {}",
+            silent.join(", ")
+        );
+    }
     if failing.is_empty() {
-        return ExitCode::SUCCESS;
+        return if silent.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
     }
     println!();
     println!("failing seeds, each replayed by:");
