@@ -29,7 +29,9 @@ use journaldb_adjudicator::{Adjudicator, AdjudicatorConfig, Partition, ReplayMod
 use journaldb_journal::disk::{DirLock, Disk, RealDisk};
 use journaldb_journal::{Journal, JournalOptions};
 use journaldb_proto::{Clock, EmbeddedClock, Limits, Lsn, PartitionId, Timestamp, TxnId, pb};
-use journaldb_storage::{Checkpoint, Engine, MemoryEngine, RocksEngine, StorageNode, VersionStore};
+use journaldb_storage::{
+    Checkpoint, Engine, LatestCache, MemoryEngine, RocksEngine, StorageNode, VersionStore,
+};
 use prost::Message;
 use rand::TryRngCore;
 use tokio::task::JoinHandle;
@@ -90,6 +92,10 @@ pub struct Options {
     /// Settings of every partition's journal (segment size, batching, record limit).
     pub journal: JournalOptions,
 }
+
+/// Keys whose newest version the RocksDB engine keeps in memory ([`LatestCache`]): 256 k
+/// entries, tens of MiB for small values.
+pub(crate) const LATEST_CACHE_ENTRIES: usize = 256 << 10;
 
 /// Which engine stores the versions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -229,7 +235,10 @@ impl Database {
         let manifest = Manifest::load_or_create(&*disk, &dir, options.partitions, 1)?;
         let ids: Vec<PartitionId> = (0..manifest.partitions).map(PartitionId::new).collect();
         let engine: Box<dyn Engine> = match options.storage {
-            StorageEngine::RocksDb => Box::new(RocksEngine::open(&dir.join("storage"))?),
+            StorageEngine::RocksDb => Box::new(LatestCache::new(
+                RocksEngine::open(&dir.join("storage"))?,
+                LATEST_CACHE_ENTRIES,
+            )),
             StorageEngine::Memory => Box::new(MemoryEngine::new()),
         };
         let node = Arc::new(StorageNode::open(Closable::new(engine), &ids)?);

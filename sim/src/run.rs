@@ -517,13 +517,10 @@ async fn check_main<W: Workload>(
             Err(e) => {
                 ctx.event(format_args!("final read: {e}"));
                 if sim_now() > deadline {
-                    break Verdict {
-                        failures: vec![format!(
-                            "availability: the final state could not be read 60 s after \
-                             the faults healed: {e}"
-                        )],
-                        expected: Vec::new(),
-                    };
+                    break Verdict::failing(vec![format!(
+                        "availability: the final state could not be read 60 s after the \
+                         faults healed: {e}"
+                    )]);
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }

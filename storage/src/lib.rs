@@ -6,7 +6,8 @@
 //! atomic batch, so a restart resumes from the stored positions.
 //!
 //! Two engines, one MVCC implementation: [`MemoryEngine`] (simulation, tests) and
-//! [`RocksEngine`] (embedded and cluster; RocksDB WAL off — the journal is the redo log).
+//! [`RocksEngine`] (embedded and cluster; RocksDB WAL off — the journal is the redo log),
+//! which the database wraps in a [`LatestCache`] of keys' newest versions.
 //! The byte layout is in [`encoding`]. It is *not* the commit rule (the adjudicator decides;
 //! this crate never imports it) and only this crate links RocksDB.
 //!
@@ -19,6 +20,7 @@
 //! refuses reads below it. Tailing the journals into a node is the caller's (the transport
 //! differs between embedded and cluster).
 
+mod cache;
 mod crossbar;
 pub mod encoding;
 pub mod follow;
@@ -30,6 +32,7 @@ mod rocks;
 pub mod service;
 mod store;
 
+pub use cache::LatestCache;
 pub use crossbar::{Crossbar, CrossbarError};
 pub use memory::MemoryEngine;
 pub use node::{Checkpoint, StorageNode};

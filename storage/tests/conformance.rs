@@ -269,6 +269,9 @@ macro_rules! conformance {
         mod rocksdb {
             $(#[test] fn $case() { super::$case(&crate::rocks().store); })*
         }
+        mod cached_rocksdb {
+            $(#[test] fn $case() { super::$case(&crate::cached_rocks(4).store); })*
+        }
     };
 }
 

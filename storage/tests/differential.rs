@@ -1,4 +1,5 @@
-//! Differential property test: random writes, gets and scans on both engines and on a
+//! Differential property test: random writes, gets and scans on both engines (and RocksDB
+//! behind the latest-version cache, large and constantly evicting) and on a
 //! model computed from the definition (newest version ≤ τ), with keys that are prefixes of
 //! each other, and garbage collection at a rising horizon (with RocksDB flushes and
 //! compactions in between): reads at or above the horizon must not notice it. As in a
@@ -77,7 +78,9 @@ fn pick(rng: &mut ChaCha8Rng) -> &'static [u8] {
 fn run(seed: u64) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let (mem, rocks) = (crate::memory(), crate::rocks());
-    let stores = [&mem.store, &rocks.store];
+    // Behind the latest-version cache, one that holds everything and one that evicts.
+    let (cached, evicting) = (crate::cached_rocks(1 << 10), crate::cached_rocks(2));
+    let stores = [&mem.store, &rocks.store, &cached.store, &evicting.store];
     let mut model = Model::default();
     let mut horizon = 0;
     for _ in 0..60 {
@@ -87,9 +90,12 @@ fn run(seed: u64) {
                 for s in stores {
                     s.collect_garbage(Timestamp::from_nanos(horizon)).unwrap();
                 }
-                rocks.store.flush().unwrap();
-                if rng.random_bool(0.3) {
-                    rocks.store.compact().unwrap();
+                let compact = rng.random_bool(0.3);
+                for s in [&rocks.store, &cached.store, &evicting.store] {
+                    s.flush().unwrap();
+                    if compact {
+                        s.compact().unwrap();
+                    }
                 }
             }
             0 => {

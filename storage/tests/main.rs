@@ -7,7 +7,7 @@ mod follow;
 mod node;
 mod service;
 
-use journaldb_storage::{Engine, MemoryEngine, RocksEngine};
+use journaldb_storage::{Engine, LatestCache, MemoryEngine, RocksEngine};
 
 /// A store under test, and whatever keeps it alive (a temp dir).
 pub struct Subject {
@@ -29,6 +29,19 @@ pub fn rocks() -> Subject {
     let dir = tempfile::tempdir().unwrap();
     Subject {
         store: Box::new(RocksEngine::open(dir.path()).unwrap()),
+        _dir: Some(dir),
+    }
+}
+
+/// A fresh RocksDB store behind a latest-version cache of `entries` entries (small sizes
+/// make it evict all the time).
+pub fn cached_rocks(entries: usize) -> Subject {
+    let dir = tempfile::tempdir().unwrap();
+    Subject {
+        store: Box::new(LatestCache::new(
+            RocksEngine::open(dir.path()).unwrap(),
+            entries,
+        )),
         _dir: Some(dir),
     }
 }

@@ -30,7 +30,7 @@ use journaldb_proto::pb::journal_service_server::JournalServiceServer;
 use journaldb_proto::pb::storage_service_server::StorageServiceServer;
 use journaldb_proto::{Clock, Limits, PartitionId, SystemClock, Timestamp, TxnId, pb};
 use journaldb_storage::service::{StorageServer, StorageServerConfig};
-use journaldb_storage::{Engine, MemoryEngine, RocksEngine, StorageNode};
+use journaldb_storage::{Engine, LatestCache, MemoryEngine, RocksEngine, StorageNode};
 use prost::Message;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinHandle;
@@ -376,9 +376,10 @@ impl ClusterNode {
         if me.storage {
             let ids: Vec<PartitionId> = (0..config.partitions).map(PartitionId::new).collect();
             let engine: Box<dyn Engine> = match env.storage {
-                StorageEngine::RocksDb => {
-                    Box::new(RocksEngine::open(&config.data_dir.join("storage"))?)
-                }
+                StorageEngine::RocksDb => Box::new(LatestCache::new(
+                    RocksEngine::open(&config.data_dir.join("storage"))?,
+                    crate::database::LATEST_CACHE_ENTRIES,
+                )),
                 StorageEngine::Memory => Box::new(MemoryEngine::new()),
             };
             let node = Arc::new(StorageNode::open(engine, &ids)?);

@@ -8,7 +8,7 @@ use journaldb::Client;
 use parking_lot::Mutex;
 use rand::Rng;
 
-use super::{Verdict, Workload};
+use super::{Verdict, Workload, read_keys};
 use crate::run::{ClientCtx, Outcome, classify};
 
 /// Accounts in the bank.
@@ -36,11 +36,7 @@ pub struct Bank {
 }
 
 async fn read_all(tx: &journaldb::Transaction) -> journaldb::Result<Vec<Option<Bytes>>> {
-    let mut out = Vec::new();
-    for i in 0..ACCOUNTS {
-        out.push(tx.get(account(i)).await?);
-    }
-    Ok(out)
+    read_keys(tx, (0..ACCOUNTS).map(account)).await
 }
 
 impl Workload for Bank {
@@ -136,10 +132,7 @@ impl Workload for Bank {
     ) -> journaldb::Result<Verdict> {
         let tx = client.begin();
         let values = read_all(&tx).await?;
-        let mut verdict = Verdict {
-            failures: self.violations.lock().clone(),
-            expected: Vec::new(),
-        };
+        let mut verdict = Verdict::failing(self.violations.lock().clone());
         let total: Result<i64, String> = values.into_iter().map(balance).sum();
         match total {
             Ok(t) if t == OPENING * ACCOUNTS as i64 => {}

@@ -11,7 +11,7 @@ use journaldb::Client;
 use parking_lot::Mutex;
 use rand::Rng;
 
-use super::{Verdict, Workload};
+use super::{Verdict, Workload, read_keys};
 use crate::elle::{self, AnomalyKind, Kind, Mop, Op};
 use crate::run::{ClientCtx, Outcome, sim_now};
 
@@ -153,15 +153,8 @@ impl Workload for ListAppend {
         ctx: &mut ClientCtx,
         realtime_may_break: bool,
     ) -> journaldb::Result<Verdict> {
-        let tx = client.begin();
-        let mut finals = Vec::new();
-        for k in 0..KEYS {
-            finals.push(tx.get(key(k)).await?);
-        }
-        let mut verdict = Verdict {
-            failures: self.violations.lock().clone(),
-            expected: Vec::new(),
-        };
+        let finals = read_keys(&client.begin(), (0..KEYS).map(key)).await?;
+        let mut verdict = Verdict::failing(self.violations.lock().clone());
         let mut reads = Vec::new();
         for (k, v) in (0..KEYS).zip(finals) {
             match parse(v) {

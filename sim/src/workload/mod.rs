@@ -11,7 +11,8 @@ pub mod register;
 
 use std::future::Future;
 
-use journaldb::Client;
+use bytes::Bytes;
+use journaldb::{Client, Transaction};
 
 use crate::run::ClientCtx;
 
@@ -66,6 +67,28 @@ pub struct Verdict {
     /// Violations the run's faults are allowed to cause (real-time order under a clock
     /// that leaves its bound): reported, not failures.
     pub expected: Vec<String>,
+}
+
+impl Verdict {
+    /// A verdict with these failures and nothing expected.
+    pub fn failing(failures: Vec<String>) -> Self {
+        Verdict {
+            failures,
+            expected: Vec::new(),
+        }
+    }
+}
+
+/// Reads `keys` in `tx`, in order.
+pub async fn read_keys(
+    tx: &Transaction,
+    keys: impl IntoIterator<Item = Bytes>,
+) -> journaldb::Result<Vec<Option<Bytes>>> {
+    let mut values = Vec::new();
+    for key in keys {
+        values.push(tx.get(key).await?);
+    }
+    Ok(values)
 }
 
 /// A workload: setup, one step per transaction, check.

@@ -13,7 +13,7 @@ use journaldb::Client;
 use parking_lot::Mutex;
 use rand::Rng;
 
-use super::{Verdict, Workload};
+use super::{Verdict, Workload, read_keys};
 use crate::run::{ClientCtx, Outcome, sim_now};
 
 /// Counters.
@@ -126,15 +126,8 @@ impl Workload for Register {
         ctx: &mut ClientCtx,
         realtime_may_break: bool,
     ) -> journaldb::Result<Verdict> {
-        let tx = client.begin();
-        let mut finals = Vec::new();
-        for r in 0..REGISTERS {
-            finals.push(tx.get(key(r)).await?);
-        }
-        let mut verdict = Verdict {
-            failures: self.violations.lock().clone(),
-            expected: Vec::new(),
-        };
+        let finals = read_keys(&client.begin(), (0..REGISTERS).map(key)).await?;
+        let mut verdict = Verdict::failing(self.violations.lock().clone());
         let increments = self.increments.lock().clone();
         let reads = self.reads.lock().clone();
         for (r, v) in (0..REGISTERS).zip(finals) {
