@@ -4,9 +4,10 @@
 //!
 //! It continues from the node's own position ([`StorageNode::next_lsn`]), so a broken
 //! stream, a restarted journal node or a restarted storage node resumes exactly where the
-//! crossbar stopped: records are pushed once, in order. Transport failures are retried
-//! after a pause, forever; a record that does not decode or breaks a journal invariant
-//! stops the feed with an error (applying past it would serve a wrong history).
+//! crossbar stopped: records are pushed once, in order. Transport failures, and a stream
+//! that ends because the journal's node shut down, are retried after a pause, forever (the
+//! node comes back); a record that does not decode or breaks a journal invariant stops the
+//! feed with an error (applying past it would serve a wrong history).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,8 +20,8 @@ use tonic::transport::Channel;
 use crate::node::StorageNode;
 use crate::store::{Engine, Error, Result};
 
-/// Follows `partition`'s journal through `client` into `node` until the journal is closed
-/// (the stream ends cleanly) or an invariant breaks. Pauses `retry` after a transport error.
+/// Follows `partition`'s journal through `client` into `node` until an invariant breaks
+/// (or the task is dropped). Pauses `retry` before each reconnection.
 pub async fn follow<S: Engine>(
     mut client: JournalServiceClient<Channel>,
     partition: PartitionId,
@@ -37,12 +38,10 @@ pub async fn follow<S: Engine>(
         };
         if let Ok(stream) = client.tail(request).await {
             let mut stream = stream.into_inner();
-            loop {
-                match stream.message().await {
-                    Ok(Some(reply)) => apply(&node, partition, reply)?,
-                    Ok(None) => return Ok(()), // the journal closed
-                    Err(_) => break,           // reconnect
-                }
+            // The journal closed (its node is shutting down) or the transport failed:
+            // the loop ends and the feed reconnects; the node will be back.
+            while let Ok(Some(reply)) = stream.message().await {
+                apply(&node, partition, reply)?;
             }
         }
         tokio::time::sleep(retry).await;

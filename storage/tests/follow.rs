@@ -32,6 +32,16 @@ fn commit(t: u64) -> Bytes {
 
 /// Serves `journal` on `addr` (reusing the address after a previous server there).
 fn serve(journal: Arc<Journal>, addr: SocketAddr) -> JoinHandle<()> {
+    serve_until(journal, addr, std::future::pending())
+}
+
+/// [`serve`] until `stop` completes, then shuts down gracefully (connections close once
+/// their streams end), as a node does.
+fn serve_until(
+    journal: Arc<Journal>,
+    addr: SocketAddr,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> JoinHandle<()> {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_reuseaddr(true).unwrap();
     socket.bind(addr).unwrap();
@@ -40,7 +50,10 @@ fn serve(journal: Arc<Journal>, addr: SocketAddr) -> JoinHandle<()> {
     tokio::spawn(async move {
         let _ = tonic::transport::Server::builder()
             .add_service(JournalServiceServer::new(service))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                stop,
+            )
             .await;
     })
 }
@@ -59,7 +72,7 @@ async fn sees(node: &StorageNode<MemoryEngine>, t: u64) {
 }
 
 #[test]
-fn a_storage_node_follows_a_remote_journal_across_a_server_restart() {
+fn a_storage_node_follows_a_remote_journal_across_server_restarts_and_shutdowns() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -97,13 +110,27 @@ fn a_storage_node_follows_a_remote_journal_across_a_server_restart() {
         for t in 7..=9 {
             journal.append(commit(t)).await.unwrap();
         }
-        let server = serve(journal.clone(), addr);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = serve_until(journal.clone(), addr, async move {
+            let _ = stopped.await;
+        });
         sees(&node, 9).await;
         for t in 1..=9 {
             sees(&node, t).await;
         }
+        // The journal's node shuts down cleanly (the stream ends) and restarts: the feed
+        // reconnects rather than stopping for good.
         journal.close().unwrap();
-        feed.await.unwrap().unwrap();
+        let _ = stop.send(());
+        server.await.unwrap();
+        drop(journal);
+        let journal = Arc::new(Journal::open(dir.path(), JournalOptions::default()).unwrap());
+        let server = serve(journal.clone(), addr);
+        journal.append(commit(10)).await.unwrap();
+        sees(&node, 10).await;
+        assert!(!feed.is_finished(), "the feed keeps following");
+        feed.abort();
         server.abort();
+        journal.close().unwrap();
     });
 }

@@ -29,7 +29,7 @@ use journaldb_storage::{ScanPage, ScanRange};
 use rand::TryRngCore;
 use tonic::transport::{Channel, Endpoint};
 
-use super::transport::{Connector, lazy_channel};
+use super::transport::{Connector, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, lazy_channel};
 use crate::backend::{Backend, RetryState};
 use crate::error::{Error, Result};
 use crate::retry::RetryPolicy;
@@ -196,8 +196,8 @@ fn channel(url: &str, options: &ClientOptions) -> Result<Channel> {
         .map_err(|e| Error::InvalidArgument(format!("{url}: {e}")))?
         .connect_timeout(options.connect_timeout)
         .timeout(options.request_timeout)
-        .http2_keep_alive_interval(Duration::from_secs(5))
-        .keep_alive_timeout(Duration::from_secs(5))
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
         .keep_alive_while_idle(true);
     if url.starts_with("https://") {
         let ca = options.tls_ca.as_ref().ok_or_else(|| {

@@ -40,7 +40,7 @@ use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, ServerT
 use tonic::{Request, Response, Status};
 
 use super::config::{NodeConfig, TlsFiles};
-use super::transport::{Connector, lazy_channel};
+use super::transport::{Connector, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, lazy_channel};
 use crate::database::StorageEngine;
 use crate::error::{Error, Result};
 use crate::partition::partition_of;
@@ -50,8 +50,6 @@ use crate::partition::partition_of;
 pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
 /// How often an idle journal gets a heartbeat.
 const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(20);
-/// HTTP/2 keep-alive interval and timeout, both ways.
-const KEEPALIVE: Duration = Duration::from_secs(5);
 /// How long `shutdown` lets in-flight requests finish before dropping them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Pause before a storage feed reconnects to a journal.
@@ -207,8 +205,8 @@ fn peer(url: &str, tls: Option<&TlsFiles>) -> Result<Endpoint> {
     let endpoint = Endpoint::from_shared(url.to_owned())
         .map_err(|e| Error::InvalidArgument(format!("{url}: {e}")))?
         .connect_timeout(Duration::from_secs(1))
-        .http2_keep_alive_interval(KEEPALIVE)
-        .keep_alive_timeout(KEEPALIVE)
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
         .keep_alive_while_idle(true);
     match tls {
         Some(tls) => endpoint
@@ -347,8 +345,8 @@ impl ClusterNode {
         // Keep-alive on the server side too: a peer that vanished (a crashed host, a
         // connection wedged by a partition) is noticed and its streams end.
         let mut server = tonic::transport::Server::builder()
-            .http2_keepalive_interval(Some(KEEPALIVE))
-            .http2_keepalive_timeout(Some(KEEPALIVE));
+            .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
         if let Some(tls) = &tls {
             server = server
                 .tls_config(

@@ -13,6 +13,14 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tonic::transport::{Channel, Endpoint, Uri};
 
+/// HTTP/2 keep-alive ping interval, on every connection both ways (also while idle). A
+/// connection whose peer vanished — a crashed host, a segment lost in a partition — is
+/// noticed within interval + timeout and replaced, so requests and storage feeds recover
+/// in seconds instead of waiting for TCP.
+pub(crate) const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long a keep-alive ping may go unanswered.
+pub(crate) const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A byte stream a connector returns: anything readable and writable.
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 
