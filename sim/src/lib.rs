@@ -22,6 +22,7 @@
 pub mod clock;
 pub mod cluster;
 pub mod disk;
+mod driver;
 pub mod elle;
 pub mod faults;
 pub mod net;

@@ -23,7 +23,8 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::clock::SimClock;
 use crate::cluster::{Knobs, PlantedBug, SimCluster};
-use crate::faults::{self, FaultKind, FaultSet, Hosts, Target, Window};
+use crate::driver::Driver;
+use crate::faults::{self, FaultKind, FaultSet, Hosts};
 use crate::workload::{Verdict, Workload, WorkloadKind, bank, list_append, register};
 
 /// How long faults are injected, in simulated time.
@@ -347,16 +348,7 @@ fn run_with<W: Workload>(options: &RunOptions, workload: W) -> RunReport {
         FAULT_PHASE,
         knobs.clock_bound,
     );
-    let mut driver = Driver {
-        cluster: &cluster,
-        client_clocks,
-        knobs: &knobs,
-        shared: &shared,
-        fired: BTreeMap::new(),
-        down: BTreeMap::new(),
-        failing_disks: BTreeMap::new(),
-        stopped_since: BTreeMap::new(),
-    };
+    let mut driver = Driver::new(&cluster, client_clocks, &knobs, &shared);
     // Start and end events, in time order (ends before starts at the same instant).
     let mut events: Vec<(Duration, bool, usize)> = Vec::new();
     for (i, w) in windows.iter().enumerate() {
@@ -388,7 +380,7 @@ fn run_with<W: Workload>(options: &RunOptions, workload: W) -> RunReport {
         }
     }
     let simulated = sim.elapsed();
-    let fired = driver.fired;
+    let fired = driver.into_fired();
     drop(sim);
 
     let counts = std::mem::take(&mut *shared.counts.lock());
@@ -528,211 +520,4 @@ async fn check_main<W: Workload>(
     };
     shared.failures.lock().extend(verdict.failures);
     shared.expected.lock().extend(verdict.expected);
-}
-
-/// Applies fault windows and restarts nodes that stopped.
-struct Driver<'a> {
-    cluster: &'a SimCluster,
-    client_clocks: Vec<(String, Arc<SimClock>)>,
-    knobs: &'a Knobs,
-    shared: &'a Shared,
-    fired: BTreeMap<FaultKind, u64>,
-    /// Nodes the schedule holds down (crashed), until the window ends.
-    down: BTreeMap<String, u32>,
-    /// Nodes whose disks the schedule makes fail, by windows open.
-    failing_disks: BTreeMap<String, u32>,
-    /// Nodes whose software stopped by itself (fail-stop), since when.
-    stopped_since: BTreeMap<String, Duration>,
-}
-
-impl Driver<'_> {
-    fn clock(&self, host: &str) -> Option<Arc<SimClock>> {
-        self.cluster
-            .nodes()
-            .iter()
-            .find(|n| n.name == host)
-            .map(|n| n.clock.clone())
-            .or_else(|| {
-                self.client_clocks
-                    .iter()
-                    .find(|(h, _)| h == host)
-                    .map(|(_, c)| c.clone())
-            })
-    }
-
-    fn all_hosts(&self) -> Vec<String> {
-        self.cluster
-            .nodes()
-            .iter()
-            .map(|n| n.name.clone())
-            .chain(self.client_clocks.iter().map(|(h, _)| h.clone()))
-            .chain(["check".to_owned()])
-            .collect()
-    }
-
-    fn apply(&mut self, sim: &mut turmoil::Sim<'_>, w: &Window, start: bool, now: Duration) {
-        let verb = if start { "start" } else { "end" };
-        self.shared.event(
-            now,
-            "fault",
-            format_args!("{verb} {} on {} for {:?}", w.kind, w.target, w.length),
-        );
-        if start {
-            *self.fired.entry(w.kind).or_default() += 1;
-        }
-        let true_now = (sim.since_epoch()).as_nanos() as u64;
-        match (&w.kind, &w.target) {
-            (FaultKind::Partition, Target::Link(a, b)) => {
-                if start {
-                    sim.partition(a.as_str(), b.as_str());
-                } else {
-                    sim.repair(a.as_str(), b.as_str());
-                }
-            }
-            (FaultKind::Hold, Target::Link(a, b)) => {
-                if start {
-                    sim.hold(a.as_str(), b.as_str());
-                } else {
-                    sim.release(a.as_str(), b.as_str());
-                }
-            }
-            (FaultKind::Partition | FaultKind::Hold, Target::Isolate(h)) => {
-                for other in self.all_hosts().iter().filter(|o| *o != h) {
-                    match (w.kind, start) {
-                        (FaultKind::Partition, true) => sim.partition(h.as_str(), other.as_str()),
-                        (FaultKind::Partition, false) => sim.repair(h.as_str(), other.as_str()),
-                        (_, true) => sim.hold(h.as_str(), other.as_str()),
-                        (_, false) => sim.release(h.as_str(), other.as_str()),
-                    }
-                }
-            }
-            (FaultKind::Latency, _) => {
-                let max = if start {
-                    Duration::from_nanos(w.amount as u64)
-                } else {
-                    self.knobs.max_latency
-                };
-                sim.set_max_message_latency(max);
-            }
-            (FaultKind::Slow, Target::Host(h)) => {
-                for other in self.all_hosts().iter().filter(|o| *o != h) {
-                    if start {
-                        sim.set_link_latency(
-                            h.as_str(),
-                            other.as_str(),
-                            Duration::from_nanos(w.amount as u64),
-                        );
-                    } else {
-                        sim.set_link_latency(h.as_str(), other.as_str(), self.knobs.min_latency);
-                        sim.set_link_max_message_latency(
-                            h.as_str(),
-                            other.as_str(),
-                            self.knobs.max_latency,
-                        );
-                    }
-                }
-            }
-            (FaultKind::Crash | FaultKind::Torn, Target::Host(h)) => {
-                let held = self.down.entry(h.clone()).or_default();
-                if start {
-                    *held += 1;
-                    if *held == 1 {
-                        sim.crash(h.as_str());
-                        self.stopped_since.remove(h);
-                    }
-                } else {
-                    *held -= 1;
-                    if *held == 0 {
-                        self.down.remove(h);
-                        sim.bounce(h.as_str());
-                        self.shared.event(now, "sim", format_args!("restart {h}"));
-                    }
-                }
-            }
-            (FaultKind::DiskError, Target::Host(h)) => {
-                // Windows on one node may overlap: it fails until the last one ends.
-                let held = self.failing_disks.entry(h.clone()).or_default();
-                if start {
-                    *held += 1;
-                } else {
-                    *held -= 1;
-                }
-                let failing = *held > 0;
-                if !failing {
-                    self.failing_disks.remove(h);
-                }
-                if let Some(n) = self.cluster.nodes().iter().find(|n| n.name == *h) {
-                    n.disk.set_failing(failing);
-                }
-            }
-            (FaultKind::Clock | FaultKind::ClockBoundViolation, Target::Host(h)) => {
-                if let Some(clock) = self.clock(h) {
-                    if start {
-                        let violating = w.kind == FaultKind::ClockBoundViolation;
-                        clock.set_error(true_now, w.amount, w.drift_ppm, violating);
-                    } else {
-                        clock.set_error(true_now, 0, 0, false);
-                    }
-                }
-            }
-            (kind, target) => unreachable!("no {kind} fault on {target}"),
-        }
-    }
-
-    /// Restarts nodes whose software stopped (fail-stop after a disk error), once their
-    /// disk works and no crash window holds them down — as a process supervisor would.
-    fn supervise(&mut self, sim: &mut turmoil::Sim<'_>, now: Duration) {
-        for node in self.cluster.nodes() {
-            let name = &node.name;
-            if self.down.contains_key(name) {
-                continue;
-            }
-            if sim.is_host_running(name.as_str()) {
-                self.stopped_since.remove(name);
-                continue;
-            }
-            let since = *self.stopped_since.entry(name.clone()).or_insert_with(|| {
-                self.shared
-                    .event(now, "sim", format_args!("{name} stopped (fail-stop)"));
-                now
-            });
-            // Kept down while its disk still fails: a restart would only fail again.
-            let failing = node.disk.is_failing();
-            if !failing && now >= since + Duration::from_millis(200) {
-                self.stopped_since.remove(name);
-                sim.bounce(name.as_str());
-                self.shared
-                    .event(now, "sim", format_args!("restart {name}"));
-            }
-        }
-    }
-
-    /// Ends the workload phase: every fault heals.
-    fn heal(&mut self, sim: &mut turmoil::Sim<'_>, now: Duration) {
-        self.shared.event(now, "fault", "heal everything");
-        let hosts = self.all_hosts();
-        for a in &hosts {
-            for b in &hosts {
-                if a < b {
-                    sim.repair(a.as_str(), b.as_str());
-                    sim.release(a.as_str(), b.as_str());
-                }
-            }
-        }
-        sim.set_max_message_latency(self.knobs.max_latency);
-        let true_now = sim.since_epoch().as_nanos() as u64;
-        self.failing_disks.clear();
-        for node in self.cluster.nodes() {
-            node.disk.set_failing(false);
-            node.clock.set_error(true_now, 0, 0, false);
-        }
-        for (_, clock) in &self.client_clocks {
-            clock.set_error(true_now, 0, 0, false);
-        }
-        for (name, _) in std::mem::take(&mut self.down) {
-            sim.bounce(name.as_str());
-            self.shared
-                .event(now, "sim", format_args!("restart {name}"));
-        }
-    }
 }
