@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use journaldb::cluster::{ClusterNode, NodeConfig, NodeEntry, NodeEnv};
 use journaldb::{Client, ClientOptions, StorageEngine};
+use journaldb_adjudicator::AdjudicatorConfig;
 use journaldb_journal::{Flusher, JournalOptions};
+use journaldb_storage::service::StorageServerConfig;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
@@ -170,7 +172,9 @@ impl SimCluster {
                 nodes: entries.clone(),
                 tls: None,
             };
-            let mut env = NodeEnv {
+            // Every field spelled out: `NodeEnv::default()` would build (and drop) a
+            // system clock, which reads real time.
+            let env = NodeEnv {
                 disk: Arc::new(SimDisk::new(node.disk.clone())),
                 storage: StorageEngine::Memory,
                 clock: node.clock.clone(),
@@ -181,19 +185,24 @@ impl SimCluster {
                     ..JournalOptions::default()
                 },
                 heartbeat_interval: knobs.heartbeat,
-                ..NodeEnv::default()
+                adjudicator: AdjudicatorConfig {
+                    planted_bug: match planted {
+                        Some(PlantedBug::SkipConflictCheck) => {
+                            Some(journaldb_adjudicator::PlantedBug::SkipConflictCheck)
+                        }
+                        Some(PlantedBug::AckBeforeDurable) => {
+                            Some(journaldb_adjudicator::PlantedBug::AckBeforeDurable)
+                        }
+                        _ => None,
+                    },
+                    ..AdjudicatorConfig::default()
+                },
+                storage_server: StorageServerConfig {
+                    read_timeout: knobs.read_timeout,
+                    ignore_watermark: planted == Some(PlantedBug::IgnoreWatermark),
+                    ..StorageServerConfig::default()
+                },
             };
-            env.storage_server.read_timeout = knobs.read_timeout;
-            env.adjudicator.planted_bug = match planted {
-                Some(PlantedBug::SkipConflictCheck) => {
-                    Some(journaldb_adjudicator::PlantedBug::SkipConflictCheck)
-                }
-                Some(PlantedBug::AckBeforeDurable) => {
-                    Some(journaldb_adjudicator::PlantedBug::AckBeforeDurable)
-                }
-                _ => None,
-            };
-            env.storage_server.ignore_watermark = planted == Some(PlantedBug::IgnoreWatermark);
             sim.host(name.as_str(), move || {
                 let (config, env) = (config.clone(), env.clone());
                 async move {
