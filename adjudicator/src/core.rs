@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use bytes::Bytes;
-use journaldb_proto::{Mutation, PartitionId, TimeInterval, Timestamp, TxnId, pb};
+use journaldb_proto::{LookupMap, Mutation, PartitionId, TimeInterval, Timestamp, TxnId, pb};
 
 use crate::window::ConflictWindow;
 
@@ -141,7 +141,7 @@ pub struct Adjudicator {
     /// Largest τ appended (or being appended) to this adjudicator's journal.
     floor: Timestamp,
     window: ConflictWindow,
-    outcomes: BTreeMap<TxnId, Outcome>,
+    outcomes: LookupMap<TxnId, Outcome>,
     /// The same outcomes ordered by τc, for pruning with the window.
     outcomes_by_ts: BTreeSet<(Timestamp, TxnId)>,
     pub(crate) stepped_down: bool,
@@ -172,7 +172,7 @@ impl Adjudicator {
             config,
             floor,
             window,
-            outcomes: BTreeMap::new(),
+            outcomes: LookupMap::new(),
             outcomes_by_ts: BTreeSet::new(),
             stepped_down: false,
             pending: BTreeMap::new(),

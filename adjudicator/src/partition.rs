@@ -4,6 +4,12 @@
 //! outside it. A failed append makes the adjudicator step down: nothing it decides after
 //! that can be trusted until a reopen (or failover) recovers the journal.
 //!
+//! The lock is a synchronous one, held for microseconds and never across an `.await`: an
+//! async mutex hands the lock to the next waiting task, which then holds it until a worker
+//! gets round to polling it — under load, a convoy in which most of a commit's latency is
+//! waiting for the lock. Backpressure is therefore awaited before locking
+//! ([`Journal::room`]) and the record queued without waiting ([`Journal::submit_now`]).
+//!
 //! The embedded database calls a `Partition` directly; the `AdjudicatorService` serves the
 //! same methods over gRPC, so the commit path is written once. It does not choose τs,
 //! route keys to partitions or drive the cross-partition protocol across partitions: the
@@ -14,8 +20,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use journaldb_journal::{Journal, Submitted};
 use journaldb_proto::{Lsn, Mutation, PartitionId, TimeInterval, Timestamp, TxnId, pb};
+use parking_lot::{Mutex, MutexGuard};
 use prost::Message;
-use tokio::sync::{Mutex, MutexGuard};
 
 use crate::core::{Adjudicator, CommitDecision, CommitRequest, PlantedBug, Verdict};
 use crate::cross::{PrepareDecision, PrepareRequest, TxnStatus};
@@ -76,18 +82,15 @@ impl Partition {
 
     /// The adjudicator itself, locked: for inspection and maintenance
     /// ([`Adjudicator::advance_horizon`]). Appending while holding it is this module's job.
-    pub async fn adjudicator(&self) -> MutexGuard<'_, Adjudicator> {
-        self.adj.lock().await
+    /// A synchronous lock: never hold it across an `.await`.
+    pub fn adjudicator(&self) -> MutexGuard<'_, Adjudicator> {
+        self.adj.lock()
     }
 
     /// Queues `record` while `adj` (this partition's adjudicator) is locked; the adjudicator
     /// steps down if the journal refuses.
-    async fn submit(
-        &self,
-        adj: &mut Adjudicator,
-        record: &pb::Record,
-    ) -> Result<Submitted<'_>, Refusal> {
-        self.journal.submit(encode(record)).await.map_err(|_| {
+    fn submit(&self, adj: &mut Adjudicator, record: &pb::Record) -> Result<Submitted<'_>, Refusal> {
+        self.journal.submit_now(encode(record)).map_err(|_| {
             adj.append_failed();
             Refusal::AppendFailed
         })
@@ -101,21 +104,29 @@ impl Partition {
         match submitted.durable().await {
             Ok(lsn) => Ok(lsn),
             Err(_) => {
-                self.adj.lock().await.append_failed();
+                self.adj.lock().append_failed();
                 Err(Refusal::AppendFailed)
             }
         }
     }
 
-    /// Appends `record` decided under `adj` and waits until it is durable (without the lock).
-    async fn append(
+    /// The critical section: once the journal's queue has room, locks the adjudicator,
+    /// lets `decide` decide, queues the record it asks for and unlocks; then waits (without
+    /// the lock) until that record is durable.
+    async fn decide_then_append<T>(
         &self,
-        mut adj: MutexGuard<'_, Adjudicator>,
-        record: &pb::Record,
-    ) -> Result<Lsn, Refusal> {
-        let submitted = self.submit(&mut adj, record).await?;
-        drop(adj);
-        self.durable(submitted).await
+        decide: impl FnOnce(&mut Adjudicator) -> Result<Step<T>, Refusal>,
+    ) -> Result<T, Refusal> {
+        self.journal.room().await;
+        let (value, submitted) = {
+            let mut adj = self.adj.lock();
+            match decide(&mut adj)? {
+                Step::Done(value) => return Ok(value),
+                Step::Append(value, record) => (value, self.submit(&mut adj, &record)?),
+            }
+        };
+        self.durable(submitted).await?;
+        Ok(value)
     }
 
     /// A single-partition commit: τc once the `Commit` record is durable (the commit point).
@@ -125,16 +136,11 @@ impl Partition {
         now: TimeInterval,
         req: &CommitRequest,
     ) -> Result<Timestamp, Refusal> {
-        let mut adj = self.adj.lock().await;
-        match adj.commit(now, req) {
-            CommitDecision::Append { commit_ts, record } => {
-                self.append(adj, &record).await?;
-                self.adj.lock().await.appended(req.txn_id);
-                Ok(commit_ts)
-            }
-            CommitDecision::Verdict(Verdict::Committed { commit_ts }) => Ok(commit_ts),
-            other => Err(Refusal::Decision(other)),
-        }
+        let commit_ts = self
+            .decide_then_append(|adj| commit_step(adj.commit(now, req)))
+            .await?;
+        self.adj.lock().appended(req.txn_id);
+        Ok(commit_ts)
     }
 
     /// Participant: votes on a cross-partition transaction; the vote τ once its `Prepared`
@@ -144,15 +150,12 @@ impl Partition {
         now: TimeInterval,
         req: &PrepareRequest,
     ) -> Result<Timestamp, Refusal> {
-        let mut adj = self.adj.lock().await;
-        match adj.prepare(now, req) {
-            PrepareDecision::Append { vote_ts, record } => {
-                self.append(adj, &record).await?;
-                Ok(vote_ts)
-            }
-            PrepareDecision::Voted { vote_ts } => Ok(vote_ts),
+        self.decide_then_append(|adj| match adj.prepare(now, req) {
+            PrepareDecision::Append { vote_ts, record } => Ok(Step::Append(vote_ts, record)),
+            PrepareDecision::Voted { vote_ts } => Ok(Step::Done(vote_ts)),
             PrepareDecision::Refused(d) => Err(Refusal::Decision(d)),
-        }
+        })
+        .await
     }
 
     /// Coordinator: appends the one `Commit` of a cross-partition transaction whose
@@ -166,16 +169,20 @@ impl Partition {
         mutations: &[Mutation],
         participants: &[PartitionId],
     ) -> Result<Timestamp, Refusal> {
-        let mut adj = self.adj.lock().await;
-        match adj.commit_prepared(now, txn_id, start_ts, votes, mutations, participants) {
-            CommitDecision::Append { commit_ts, record } => {
-                self.append(adj, &record).await?;
-                self.adj.lock().await.appended(txn_id);
-                Ok(commit_ts)
-            }
-            CommitDecision::Verdict(Verdict::Committed { commit_ts }) => Ok(commit_ts),
-            other => Err(Refusal::Decision(other)),
-        }
+        let commit_ts = self
+            .decide_then_append(|adj| {
+                commit_step(adj.commit_prepared(
+                    now,
+                    txn_id,
+                    start_ts,
+                    votes,
+                    mutations,
+                    participants,
+                ))
+            })
+            .await?;
+        self.adj.lock().appended(txn_id);
+        Ok(commit_ts)
     }
 
     /// Participant: records the outcome of a transaction it voted for and queues its
@@ -188,12 +195,14 @@ impl Partition {
         outcome: Option<Timestamp>,
         wait: bool,
     ) -> Result<(), Refusal> {
-        let mut adj = self.adj.lock().await;
-        let Some(record) = adj.decide(txn_id, outcome) else {
-            return Ok(());
+        self.journal.room().await;
+        let submitted = {
+            let mut adj = self.adj.lock();
+            let Some(record) = adj.decide(txn_id, outcome) else {
+                return Ok(());
+            };
+            self.submit(&mut adj, &record)?
         };
-        let submitted = self.submit(&mut adj, &record).await?;
-        drop(adj);
         if wait {
             self.durable(submitted).await?;
         }
@@ -202,8 +211,8 @@ impl Partition {
 
     /// Coordinator: the fate of `txn_id`; an undecided one is decided aborted for good.
     /// `None` if this adjudicator stepped down and cannot know.
-    pub async fn status(&self, txn_id: TxnId) -> Option<TxnStatus> {
-        let mut adj = self.adj.lock().await;
+    pub fn status(&self, txn_id: TxnId) -> Option<TxnStatus> {
+        let mut adj = self.adj.lock();
         if adj.is_stepped_down() {
             return None;
         }
@@ -214,30 +223,47 @@ impl Partition {
     /// appends a `Heartbeat` at `ts` if the floor had to move (for storage replicas in other
     /// processes, which learn it from the journal). Returns the floor afterwards.
     pub async fn promise_durable(&self, ts: Timestamp) -> Result<Timestamp, Refusal> {
-        let mut adj = self.adj.lock().await;
-        if adj.is_stepped_down() {
-            return Err(Refusal::AppendFailed);
-        }
-        match adj.promise(ts) {
-            Some(record) => {
-                let floor = adj.floor();
-                self.append(adj, &record).await?;
-                Ok(floor)
+        self.decide_then_append(|adj| {
+            if adj.is_stepped_down() {
+                return Err(Refusal::AppendFailed);
             }
-            None => Ok(adj.floor()),
-        }
+            let record = adj.promise(ts);
+            let floor = adj.floor();
+            Ok(match record {
+                Some(record) => Step::Append(floor, record),
+                None => Step::Done(floor),
+            })
+        })
+        .await
     }
 
     /// Promises, in memory, that no record with τ ≤ `ts` will follow those handed out so
     /// far. Returns the last Lsn handed out when the promise raised the floor — what a
     /// storage node in the same process needs to count the promise — and `None` if the
     /// journal already held (or was about to hold) a record at or above `ts`.
-    pub async fn promise(&self, ts: Timestamp) -> Option<Lsn> {
-        let mut adj = self.adj.lock().await;
+    pub fn promise(&self, ts: Timestamp) -> Option<Lsn> {
+        let mut adj = self.adj.lock();
         adj.promise(ts)?;
         // Under the lock nothing else is being handed out.
         Some(Lsn::new(
             self.journal.submitted_end().get().saturating_sub(1),
         ))
+    }
+}
+
+/// What a decision asks of [`Partition::decide_then_append`].
+enum Step<T> {
+    /// Nothing to append: the answer is ready.
+    Done(T),
+    /// Append the record; the answer holds once it is durable.
+    Append(T, pb::Record),
+}
+
+/// A commit decision as a [`Step`]: a retry of a durable commit is answered at once.
+fn commit_step(decision: CommitDecision) -> Result<Step<Timestamp>, Refusal> {
+    match decision {
+        CommitDecision::Append { commit_ts, record } => Ok(Step::Append(commit_ts, record)),
+        CommitDecision::Verdict(Verdict::Committed { commit_ts }) => Ok(Step::Done(commit_ts)),
+        other => Err(Refusal::Decision(other)),
     }
 }

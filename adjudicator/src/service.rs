@@ -250,7 +250,7 @@ impl<C: Clock + Send + Sync + 'static> AdjudicatorService for AdjudicatorServer<
         use pb::status_reply::Status as S;
         let req = request.into_inner();
         let part = self.partition(req.partition)?;
-        let status = match part.status(txn_id(req.txn_id)?).await {
+        let status = match part.status(txn_id(req.txn_id)?) {
             Some(TxnStatus::Committed(ts)) => S::CommittedTs(ts.as_nanos()),
             Some(TxnStatus::Aborted) => S::Aborted(pb::Aborted {}),
             Some(TxnStatus::InFlight) => S::InFlight(pb::Aborted {}),

@@ -4,16 +4,20 @@
 //! as large); writes at or below the horizon may be forgotten. The horizon only rises, so
 //! nothing a live snapshot (τs ≥ horizon) could conflict with is ever pruned. Memory is
 //! bounded by the writes per window. It does not decide anything: `core.rs` does.
+//!
+//! Every commit looks up each key it writes, so the keys live in a hash map (one hash per
+//! lookup, where a tree of 100 k keys compares keys 17 times); the τ-ordered index beside
+//! it compares timestamps first and serves only pruning.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use bytes::Bytes;
-use journaldb_proto::Timestamp;
+use journaldb_proto::{LookupMap, Timestamp};
 
 /// Last-write timestamps of keys, pruned below a monotone horizon.
 #[derive(Debug, Default)]
 pub(crate) struct ConflictWindow {
-    last_write: BTreeMap<Bytes, Timestamp>,
+    last_write: LookupMap<Bytes, Timestamp>,
     /// The same entries ordered by τ, for pruning.
     by_ts: BTreeSet<(Timestamp, Bytes)>,
     horizon: Timestamp,

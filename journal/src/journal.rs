@@ -249,6 +249,34 @@ impl Journal {
         }
     }
 
+    /// Resolves once the queue is within its byte limit
+    /// ([`crate::JournalOptions::max_queued_bytes`]), or the journal has stopped. With
+    /// [`Journal::submit_now`], for a caller that must queue while holding a synchronous
+    /// lock: wait for room first, then lock and submit.
+    pub async fn room(&self) {
+        self.shared.batcher.room(0).await;
+    }
+
+    /// Queues `payload` at once, even past the queue's byte limit ([`Journal::room`] is
+    /// how a caller keeps to it), and returns its position; await
+    /// [`Submitted::durable`] for the acknowledgement.
+    pub fn submit_now(&self, payload: Bytes) -> Result<Submitted<'_>> {
+        let limit = self.shared.options.max_record_bytes;
+        let size = payload.len() as u64;
+        if size > limit {
+            return Err(Error::RecordTooLarge { size, limit });
+        }
+        let frame = frame_record(&payload);
+        let frame_len = frame.len() as u64;
+        match self.shared.batcher.push_now(frame, frame_len) {
+            Ok(seq) => Ok(Submitted {
+                shared: &self.shared,
+                lsn: Lsn::new(seq),
+            }),
+            Err(_closed) => Err(self.shared.stopped_error()),
+        }
+    }
+
     /// The Lsn of the first record still held (after prefix truncation).
     pub fn first_lsn(&self) -> Lsn {
         self.shared.segments.read()[0].first_lsn

@@ -11,6 +11,8 @@
 //!   [`PartitionId`]. A bare `u64` never means a timestamp or a position in an API.
 //! - [`mutation`]: [`Mutation`], one write of a transaction, and its wire conversion.
 //! - [`limits`]: [`Limits`], the size and age limits of ARCHITECTURE §8 with their defaults.
+//! - [`lookup`]: [`LookupMap`], a hash map without iteration and with a fixed hash, for
+//!   the hot point lookups of the commit and read paths.
 //! - [`clock`]: the [`Clock`] trait with bounded-error [`TimeInterval`]s, the production
 //!   [`SystemClock`], the zero-error [`EmbeddedClock`] of one-process databases, and the
 //!   hand-driven [`ManualClock`] for tests (ARCHITECTURE §2).
@@ -23,6 +25,7 @@
 pub mod clock;
 pub mod ids;
 pub mod limits;
+pub mod lookup;
 pub mod mutation;
 pub mod status;
 
@@ -35,4 +38,5 @@ pub mod pb {
 pub use clock::{Clock, EmbeddedClock, ManualClock, SystemClock, SystemClockConfig, TimeInterval};
 pub use ids::{Epoch, Lsn, PartitionId, Timestamp, TxnId};
 pub use limits::{LimitExceeded, LimitKind, Limits};
+pub use lookup::LookupMap;
 pub use mutation::{DecodeError, Mutation, MutationOp};

@@ -197,7 +197,7 @@ impl Backend {
     /// The coordinator's answer about `txn_id`: `None` if it cannot know.
     async fn status(&self, coordinator: PartitionId, txn_id: TxnId) -> Result<Option<TxnStatus>> {
         match self {
-            Backend::Embedded(db) => Ok(db.part(coordinator).status(txn_id).await),
+            Backend::Embedded(db) => Ok(db.part(coordinator).status(txn_id)),
             Backend::Cluster(c) => c.status(coordinator, txn_id).await,
         }
     }

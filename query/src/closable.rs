@@ -45,7 +45,7 @@ impl Engine for Closable {
         self.with(|e| e.flush())
     }
 
-    fn get_exact(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    fn get_exact(&self, key: &[u8]) -> Result<Option<bytes::Bytes>> {
         self.with(|e| e.get_exact(key))
     }
 

@@ -495,7 +495,7 @@ impl Inner {
     /// storage was promised (the clock restarts above the stored watermark).
     pub(crate) async fn promise_all(&self, ts: Timestamp) -> Result<()> {
         for part in &self.parts {
-            if let Some(through) = part.promise(ts).await {
+            if let Some(through) = part.promise(ts) {
                 self.node.promise(part.id(), through, ts)?;
             }
         }
@@ -516,11 +516,11 @@ impl Inner {
     async fn resolve_undecided(&self) -> Result<()> {
         for part in &self.parts {
             let undecided: Vec<(TxnId, PartitionId)> = {
-                let adj = part.adjudicator().await;
+                let adj = part.adjudicator();
                 adj.undecided().map(|(id, v)| (id, v.coordinator)).collect()
             };
             for (txn, coordinator) in undecided {
-                let outcome = match self.part(coordinator).status(txn).await {
+                let outcome = match self.part(coordinator).status(txn) {
                     Some(TxnStatus::Committed(ts)) => Some(ts),
                     Some(TxnStatus::Aborted) => None,
                     Some(TxnStatus::InFlight) => {

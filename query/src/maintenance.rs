@@ -50,7 +50,7 @@ impl Inner {
     pub(crate) async fn maintain_once(&self, history: &mut VecDeque<Checkpoint>) -> Result<()> {
         let now = self.clock.now();
         for part in &self.parts {
-            part.adjudicator().await.advance_horizon(now);
+            part.adjudicator().advance_horizon(now);
         }
         // The watermark moves only as every journal does: an idle one gets a heartbeat.
         self.promise_all(now.earliest).await?;

@@ -1,7 +1,8 @@
 //! [`LatestCache`]: an [`Engine`] wrapper that keeps keys' latest-version entries
 //! (ARCHITECTURE §6's "newest version" index, prefix `0x02`) in memory, so that a read at or
 //! after a key's newest version — almost every read of a live workload — costs a map lookup
-//! instead of a RocksDB point lookup (bloom filter, block cache, key comparison).
+//! instead of a RocksDB point lookup (bloom filter, block cache, key comparison). Values are
+//! shared [`Bytes`]: a hit copies nothing.
 //!
 //! Coherence: the cache only ever holds what the engine holds.
 //! - A write updates the engine first, then the cache, for every latest entry it writes.
@@ -15,9 +16,8 @@
 //! Writes are serialised by the storage node (one crossbar), and garbage collection never
 //! removes a latest entry, so no other path can make an entry stale.
 
-use std::collections::BTreeMap;
-
-use journaldb_proto::Timestamp;
+use bytes::Bytes;
+use journaldb_proto::{LookupMap, Timestamp};
 use parking_lot::RwLock;
 
 use crate::encoding::LATEST_PREFIX;
@@ -27,7 +27,7 @@ const SHARDS: usize = 64;
 
 #[derive(Debug, Default)]
 struct Shard {
-    entries: BTreeMap<Vec<u8>, Vec<u8>>,
+    entries: LookupMap<Box<[u8]>, Bytes>,
     /// Bumped whenever the shard is cleared.
     generation: u64,
 }
@@ -64,7 +64,7 @@ impl<E: Engine> LatestCache<E> {
         &self.shards[(h % SHARDS as u64) as usize]
     }
 
-    fn insert(&self, shard: &mut Shard, key: Vec<u8>, value: Vec<u8>) {
+    fn insert(&self, shard: &mut Shard, key: Box<[u8]>, value: Bytes) {
         if shard.entries.len() >= self.per_shard && !shard.entries.contains_key(&key) {
             shard.entries.clear();
             shard.generation += 1;
@@ -86,7 +86,7 @@ impl<E: Engine> Engine for LatestCache<E> {
         self.inner.seek_le(key)
     }
 
-    fn get_exact(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    fn get_exact(&self, key: &[u8]) -> Result<Option<Bytes>> {
         if !is_latest(key) {
             return self.inner.get_exact(key);
         }
@@ -102,7 +102,7 @@ impl<E: Engine> Engine for LatestCache<E> {
         if let Some(value) = &value {
             let mut shard = lock.write();
             if shard.generation == generation && !shard.entries.contains_key(key) {
-                self.insert(&mut shard, key.to_vec(), value.clone());
+                self.insert(&mut shard, key.into(), value.clone());
             }
         }
         Ok(value)
@@ -113,10 +113,10 @@ impl<E: Engine> Engine for LatestCache<E> {
     }
 
     fn write_atomic(&self, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<()> {
-        let latest: Vec<(Vec<u8>, Vec<u8>)> = pairs
+        let latest: Vec<(Box<[u8]>, Bytes)> = pairs
             .iter()
             .filter(|(k, _)| is_latest(k))
-            .cloned()
+            .map(|(k, v)| (k[..].into(), Bytes::copy_from_slice(v)))
             .collect();
         self.inner.write_atomic(pairs)?;
         for (key, value) in latest {

@@ -54,7 +54,7 @@ pub fn encode_latest(ts: Timestamp, value: Option<&[u8]>) -> Vec<u8> {
 }
 
 /// Splits a latest-version value into τ and the version's value (`None` for a tombstone).
-pub fn decode_latest(v: Vec<u8>) -> Result<(Timestamp, Option<Bytes>), MalformedValue> {
+pub fn decode_latest(v: Bytes) -> Result<(Timestamp, Option<Bytes>), MalformedValue> {
     if v.len() < TS_BYTES {
         return Err(MalformedValue);
     }
@@ -134,13 +134,13 @@ pub struct MalformedValue;
 /// Decodes a version's value (`Ok(None)` for a tombstone), taking ownership of the stored
 /// bytes so the value is not copied.
 pub fn decode_value_owned(v: Vec<u8>) -> Result<Option<Bytes>, MalformedValue> {
-    decode_value_at(v, 0)
+    decode_value_at(Bytes::from(v), 0)
 }
 
 /// Decodes the version value that starts at `offset` of `v`, without copying it.
-fn decode_value_at(v: Vec<u8>, offset: usize) -> Result<Option<Bytes>, MalformedValue> {
+fn decode_value_at(v: Bytes, offset: usize) -> Result<Option<Bytes>, MalformedValue> {
     match v.get(offset..) {
-        Some([1, ..]) => Ok(Some(Bytes::from(v).slice(offset + 1..))),
+        Some([1, ..]) => Ok(Some(v.slice(offset + 1..))),
         Some([0]) => Ok(None),
         _ => Err(MalformedValue),
     }

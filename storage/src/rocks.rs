@@ -23,6 +23,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use bytes::Bytes;
 use journaldb_proto::Timestamp;
 use parking_lot::Mutex;
 use rocksdb::compaction_filter::{CompactionFilter, Decision};
@@ -225,13 +226,13 @@ impl Engine for RocksEngine {
         self.seek(key, Seek::Backward)
     }
 
-    fn get_exact(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    fn get_exact(&self, key: &[u8]) -> Result<Option<Bytes>> {
         Ok(self
             .db
             .borrow_owner()
             .get_pinned(key)
             .map_err(io)?
-            .map(|v| v.to_vec()))
+            .map(|v| Bytes::copy_from_slice(&v)))
     }
 
     fn seek_version(&self, key: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>> {

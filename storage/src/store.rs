@@ -144,8 +144,11 @@ pub trait Engine: Send + Sync {
     /// The last entry with key ≤ `key`.
     fn seek_le(&self, key: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>>;
     /// The value stored under exactly `key`, if any. Engines may use whole-key filters.
-    fn get_exact(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self.seek_ge(key)?.filter(|(k, _)| k == key).map(|(_, v)| v))
+    fn get_exact(&self, key: &[u8]) -> Result<Option<Bytes>> {
+        Ok(self
+            .seek_ge(key)?
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| Bytes::from(v)))
     }
     /// The first entry ≥ the version key `key` that is a version of the same user key
     /// ([`crate::encoding::version_prefix`]): the newest version at or below its τ. An
@@ -188,7 +191,7 @@ impl Engine for Box<dyn Engine> {
         (**self).seek_version(key)
     }
 
-    fn get_exact(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    fn get_exact(&self, key: &[u8]) -> Result<Option<Bytes>> {
         (**self).get_exact(key)
     }
 

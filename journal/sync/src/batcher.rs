@@ -92,13 +92,48 @@ impl<T> Batcher<T> {
     /// Queues `item` (counted as `size` bytes) and returns its sequence number, or hands it
     /// back if the queue is full or the batcher closed.
     pub fn try_push(&self, item: T, size: u64) -> Result<u64, TryPushError<T>> {
-        let mut state = lock(&self.state);
+        let state = lock(&self.state);
         if state.closed {
             return Err(TryPushError::Closed(item));
         }
-        if !state.queue.is_empty() && state.queued_bytes + size > self.max_queued_bytes {
+        if !self.fits(&state, size) {
             return Err(TryPushError::Full(item));
         }
+        Ok(self.push_locked(state, item, size))
+    }
+
+    /// Queues `item` even if that takes the queue past its byte limit, and returns its
+    /// sequence number (or hands it back if the batcher is closed). For callers that cannot
+    /// wait at the moment they push — one holding a synchronous lock to keep pushes in the
+    /// order of its decisions — and that first waited for [`Batcher::room`], so the
+    /// overshoot is bounded by what such callers push between that wait and the push.
+    pub fn push_now(&self, item: T, size: u64) -> Result<u64, Closed<T>> {
+        let state = lock(&self.state);
+        if state.closed {
+            return Err(Closed(item));
+        }
+        Ok(self.push_locked(state, item, size))
+    }
+
+    /// Resolves once an item of `size` bytes would be queued without waiting (the queue is
+    /// empty or has room for it), or the batcher is closed.
+    pub fn room(&self, size: u64) -> Room<'_, T> {
+        Room {
+            batcher: self,
+            size,
+        }
+    }
+
+    fn fits(&self, state: &State<T>, size: u64) -> bool {
+        state.queue.is_empty() || state.queued_bytes + size <= self.max_queued_bytes
+    }
+
+    fn push_locked(
+        &self,
+        mut state: crate::prim::MutexGuard<'_, State<T>>,
+        item: T,
+        size: u64,
+    ) -> u64 {
         let seq = state.next_seq;
         state.next_seq += 1;
         state.queued_bytes += size;
@@ -112,7 +147,7 @@ impl<T> Batcher<T> {
         if let Some(waker) = waker {
             waker.wake();
         }
-        Ok(seq)
+        seq
     }
 
     /// Queues `item`, waiting while the queue is full. Resolves to its sequence number,
@@ -244,9 +279,7 @@ impl<T> Future for Push<'_, T> {
                 // Register, then re-check under the same lock, so a take that ran between
                 // the failed try and the registration cannot be missed.
                 let mut state = lock(&self.batcher.state);
-                let fits = state.queue.is_empty()
-                    || state.queued_bytes + self.size <= self.batcher.max_queued_bytes;
-                if fits || state.closed {
+                if self.batcher.fits(&state, self.size) || state.closed {
                     drop(state);
                     self.item = Some(item);
                     cx.waker().wake_by_ref();
@@ -258,6 +291,27 @@ impl<T> Future for Push<'_, T> {
                 Poll::Pending
             }
         }
+    }
+}
+
+/// Future returned by [`Batcher::room`].
+#[derive(Debug)]
+pub struct Room<'a, T> {
+    batcher: &'a Batcher<T>,
+    size: u64,
+}
+
+impl<T> Future for Room<'_, T> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // Check and register under one lock, so a take in between cannot be missed.
+        let mut state = lock(&self.batcher.state);
+        if self.batcher.fits(&state, self.size) || state.closed {
+            return Poll::Ready(());
+        }
+        state.space_waiters.push(cx.waker().clone());
+        Poll::Pending
     }
 }
 
@@ -320,6 +374,23 @@ mod tests {
         // One oversized item is admitted into an empty queue.
         b.take_blocking(100).unwrap();
         assert_eq!(b.try_push(2, 1_000), Ok(2));
+    }
+
+    #[test]
+    fn push_now_goes_past_the_limit_and_room_waits_until_a_take_makes_room() {
+        let b = Batcher::new(0, 10);
+        b.try_push(0, 6).unwrap();
+        assert_eq!(b.push_now(1, 6), Ok(1), "past the limit");
+        assert_eq!(b.queued_bytes(), 12);
+        let (woken, waker) = flag();
+        let mut cx = Context::from_waker(&waker);
+        let mut room = b.room(1);
+        assert!(Pin::new(&mut room).poll(&mut cx).is_pending());
+        b.take_blocking(100).unwrap();
+        assert!(woken.0.load(std::sync::atomic::Ordering::SeqCst));
+        assert_eq!(Pin::new(&mut room).poll(&mut cx), Poll::Ready(()));
+        b.close();
+        assert_eq!(b.push_now(2, 1), Err(Closed(2)));
     }
 
     #[test]

@@ -24,5 +24,5 @@ mod batcher;
 mod durable;
 mod prim;
 
-pub use batcher::{Batch, Batcher, Closed, Push, TryPushError};
+pub use batcher::{Batch, Batcher, Closed, Push, Room, TryPushError};
 pub use durable::{DurablePoint, Halted, WaitDurable};

@@ -222,7 +222,7 @@ impl Resolver {
     async fn ask(&self, coordinator: PartitionId, txn: TxnId) -> Option<Timestamp> {
         loop {
             let status = match self.local.iter().find(|p| p.id() == coordinator) {
-                Some(p) => p.status(txn).await,
+                Some(p) => p.status(txn),
                 None => self.ask_remote(coordinator, txn).await,
             };
             match status {
@@ -300,7 +300,7 @@ impl ClusterNode {
         let mut tasks = Vec::new();
         for part in &partitions {
             let undecided: Vec<(TxnId, PartitionId)> = {
-                let adj = part.adjudicator().await;
+                let adj = part.adjudicator();
                 adj.undecided().map(|(id, v)| (id, v.coordinator)).collect()
             };
             if !undecided.is_empty() {
@@ -335,7 +335,7 @@ impl ClusterNode {
                     // About once a second: forget conflicts older than the longest
                     // transaction, so the window's memory stays bounded.
                     if round % rounds_per_second == 0 {
-                        part.adjudicator().await.advance_horizon(clock.now());
+                        part.adjudicator().advance_horizon(clock.now());
                     }
                 }
             }));
