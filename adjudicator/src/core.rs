@@ -7,7 +7,7 @@
 //! answers the client once `now().earliest > τc` (commit wait). It does no I/O and reads
 //! no clock: time comes in as an argument, so every path is unit- and property-testable.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -142,8 +142,9 @@ pub struct Adjudicator {
     floor: Timestamp,
     window: ConflictWindow,
     outcomes: LookupMap<TxnId, Outcome>,
-    /// The same outcomes ordered by τc, for pruning with the window.
-    outcomes_by_ts: BTreeSet<(Timestamp, TxnId)>,
+    /// `(τc, id)` of the same outcomes in the order recorded (τ order), for pruning with
+    /// the window.
+    outcomes_by_ts: VecDeque<(Timestamp, TxnId)>,
     pub(crate) stepped_down: bool,
     /// Keys prepared by undecided cross-partition transactions (participant side).
     pub(crate) pending: BTreeMap<Bytes, TxnId>,
@@ -173,7 +174,7 @@ impl Adjudicator {
             floor,
             window,
             outcomes: LookupMap::new(),
-            outcomes_by_ts: BTreeSet::new(),
+            outcomes_by_ts: VecDeque::new(),
             stepped_down: false,
             pending: BTreeMap::new(),
             prepared: BTreeMap::new(),
@@ -206,12 +207,14 @@ impl Adjudicator {
         let h = now.latest.saturating_sub(self.config.max_txn_age);
         self.window.advance_horizon(h);
         let h = self.window.horizon();
-        while let Some(&(ts, txn)) = self.outcomes_by_ts.first() {
+        while let Some(&(ts, txn)) = self.outcomes_by_ts.front() {
             if ts > h {
                 break;
             }
-            self.outcomes_by_ts.pop_first();
-            self.outcomes.remove(&txn);
+            self.outcomes_by_ts.pop_front();
+            if self.outcomes.get(&txn).is_some_and(|o| o.commit_ts == ts) {
+                self.outcomes.remove(&txn);
+            }
         }
         self.aborted.retain(|_, at| *at > h);
     }
@@ -331,7 +334,7 @@ impl Adjudicator {
                 durable: false,
             },
         );
-        self.outcomes_by_ts.insert((commit_ts, txn_id));
+        self.outcomes_by_ts.push_back((commit_ts, txn_id));
     }
 
     /// Assigns `ts` to the next record of this journal: the critical section's one rule.

@@ -14,7 +14,8 @@
 //!   rarely-read keys come back on demand).
 //!
 //! Writes are serialised by the storage node (one crossbar), and garbage collection never
-//! removes a latest entry, so no other path can make an entry stale.
+//! removes a key's newest put (a newest tombstone may go, after which the cached tombstone
+//! and the engine's absence read the same), so no other path can make an entry stale.
 
 use bytes::Bytes;
 use journaldb_proto::{LookupMap, Timestamp};

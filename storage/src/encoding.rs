@@ -8,6 +8,8 @@
 //! latest key   = 0x02 ‖ escape(user key) ‖ 0x00 0x01
 //! latest value = τ (u64 big-endian) ‖ version value   (the key's newest version)
 //! ```
+//! Latest entries are what the memory engine stores; the RocksDB engine derives them from
+//! the newest version instead ([`newest_version_key`], [`latest_of_version`]).
 //! Version keys sort by (user key, τ descending) for every pair of user keys, including
 //! keys that are prefixes of each other: the terminator `00 01` sorts below any following
 //! byte of a longer key (a real byte ≥ 01, or an escaped zero `00 FF`). Inverting τ puts the
@@ -60,6 +62,31 @@ pub fn decode_latest(v: Bytes) -> Result<(Timestamp, Option<Bytes>), MalformedVa
     }
     let ts = u64::from_be_bytes(v[..TS_BYTES].try_into().map_err(|_| MalformedValue)?);
     Ok((Timestamp::from_nanos(ts), decode_value_at(v, TS_BYTES)?))
+}
+
+/// The version key that sorts first among the versions of the user key `latest` names (a
+/// latest key): seeking it finds the key's newest version.
+pub fn newest_version_key(latest: &[u8]) -> Option<Vec<u8>> {
+    if latest.first() != Some(&LATEST_PREFIX) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(latest.len() + TS_BYTES);
+    out.push(DATA_PREFIX);
+    out.extend_from_slice(&latest[1..]);
+    // τ = u64::MAX, inverted.
+    out.extend_from_slice(&[0; TS_BYTES]);
+    Some(out)
+}
+
+/// The latest-version value of a stored version: its τ, then its value as stored.
+/// `None` if `version_key` is not a version key.
+pub fn latest_of_version(version_key: &[u8], version_value: &[u8]) -> Option<Vec<u8>> {
+    let prefix = version_prefix(version_key)?;
+    let ts: [u8; TS_BYTES] = version_key[prefix.len()..].try_into().ok()?;
+    let mut out = Vec::with_capacity(TS_BYTES + version_value.len());
+    out.extend_from_slice(&(!u64::from_be_bytes(ts)).to_be_bytes());
+    out.extend_from_slice(version_value);
+    Some(out)
 }
 
 /// The key of the version of `key` at `ts`.
@@ -149,6 +176,22 @@ fn decode_value_at(v: Bytes, offset: usize) -> Result<Option<Bytes>, MalformedVa
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_latest_entry_is_derived_from_the_newest_version() {
+        let key = b"a\x00b";
+        let newest = newest_version_key(&latest_key(key)).unwrap();
+        assert_eq!(newest, version_key(key, Timestamp::from_nanos(u64::MAX)));
+        assert!(
+            newest < version_key(key, ts(7)),
+            "sorts before every version of the key"
+        );
+        assert_eq!(newest_version_key(&version_key(key, ts(7))), None);
+        let derived = latest_of_version(&version_key(key, ts(7)), &encode_value(Some(b"v")));
+        assert_eq!(derived, Some(encode_latest(ts(7), Some(b"v"))));
+        let tombstone = latest_of_version(&version_key(key, ts(9)), &encode_value(None));
+        assert_eq!(tombstone, Some(encode_latest(ts(9), None)));
+    }
 
     fn ts(n: u64) -> Timestamp {
         Timestamp::from_nanos(n)

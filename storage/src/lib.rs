@@ -37,5 +37,5 @@ pub use crossbar::{Crossbar, CrossbarError};
 pub use memory::MemoryEngine;
 pub use node::{Checkpoint, StorageNode};
 #[cfg(feature = "rocksdb")]
-pub use rocks::RocksEngine;
+pub use rocks::{FORMAT as ROCKSDB_FORMAT, RocksEngine};
 pub use store::{Engine, Error, Result, ScanPage, ScanRange, Version, VersionStore, WriteBatch};

@@ -13,6 +13,13 @@
 //! Point reads use a prefix bloom filter on the user-key part of version keys
 //! ([`crate::encoding::version_prefix`]), so a read skips every file without a version of
 //! its key, as a RocksDB `get` does with whole-key filters; scans seek in total order.
+//!
+//! Latest-version entries (prefix `0x02`) are not stored: a lookup of one is answered by
+//! seeking the key's newest version, and writes of them are dropped. Storing them doubled
+//! every commit's memtable inserts, flushes and compactions (two entries per write) to
+//! save a seek on a [`crate::LatestCache`] miss — the cache in front answers the rest.
+//! Storage format 2 ([`FORMAT`]); format 1 stored them, and its leftovers are ignored and
+//! dropped by compactions.
 //! Reads reuse iterators: creating a RocksDB iterator costs more than the seek it serves
 //! (it references every memtable and file), while refreshing one whose files have not
 //! changed only moves its sequence number. Idle iterators in the pool pin the files of
@@ -33,8 +40,24 @@ use rocksdb::{
     ReadOptions, SliceTransform, WriteBatch, WriteOptions,
 };
 
+use crate::encoding::{LATEST_PREFIX, META_PREFIX, latest_of_version, newest_version_key};
 use crate::gc::GcPass;
 use crate::store::{Engine, Error, Result};
+
+/// The layout version of what a [`RocksEngine`] stores, kept under the meta key `format`:
+/// 2 since latest-version entries are derived instead of stored. A database without the
+/// key is format 1 (or new) and is marked 2 when opened; a newer one is refused.
+pub const FORMAT: u8 = 2;
+
+fn format_key() -> Vec<u8> {
+    let mut k = vec![META_PREFIX];
+    k.extend_from_slice(b"format");
+    k
+}
+
+fn is_latest(key: &[u8]) -> bool {
+    key.first() == Some(&LATEST_PREFIX)
+}
 
 /// Idle iterators of the database that owns them: for point reads (prefix mode) and for
 /// scans (total order).
@@ -102,7 +125,7 @@ impl CompactionFilterFactory for GcFilterFactory {
 
 impl CompactionFilter for GcFilter {
     fn filter(&mut self, _level: u32, key: &[u8], value: &[u8]) -> Decision {
-        if self.0.keep(key, value) {
+        if !is_latest(key) && self.0.keep(key, value) {
             Decision::Keep
         } else {
             Decision::Remove
@@ -158,10 +181,11 @@ impl RocksEngine {
         options.set_memtable_prefix_bloom_ratio(0.1);
         let mut table = BlockBasedOptions::default();
         table.set_bloom_filter(10.0, false);
-        // Whole keys too: latest-version entries are read with point lookups.
-        table.set_whole_key_filtering(true);
+        // Only prefixes: every read of data seeks a key's versions.
+        table.set_whole_key_filtering(false);
         options.set_block_based_table_factory(&table);
         let db = DB::open(&options, path).map_err(io)?;
+        check_format(&db, path)?;
         let db = DbWithIterators::new(db, |_| IteratorPool {
             point: Mutex::new(Vec::new()),
             ordered: Mutex::new(Vec::new()),
@@ -227,6 +251,10 @@ impl Engine for RocksEngine {
     }
 
     fn get_exact(&self, key: &[u8]) -> Result<Option<Bytes>> {
+        if let Some(newest) = newest_version_key(key) {
+            let found = self.seek_version(&newest)?;
+            return Ok(found.and_then(|(k, v)| latest_of_version(&k, &v).map(Bytes::from)));
+        }
         Ok(self
             .db
             .borrow_owner()
@@ -276,7 +304,9 @@ impl Engine for RocksEngine {
     fn write_atomic(&self, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<()> {
         let mut batch = WriteBatch::default();
         for (k, v) in pairs {
-            batch.put(k, v);
+            if !is_latest(&k) {
+                batch.put(k, v);
+            }
         }
         let mut options = WriteOptions::default();
         options.disable_wal(true);
@@ -284,5 +314,29 @@ impl Engine for RocksEngine {
             .borrow_owner()
             .write_opt(batch, &options)
             .map_err(io)
+    }
+}
+
+/// Checks (and, for a database of an older format or a new one, records) [`FORMAT`].
+fn check_format(db: &DB, path: &Path) -> Result<()> {
+    let key = format_key();
+    match db.get_pinned(&key).map_err(io)?.as_deref() {
+        Some([version]) if *version == FORMAT => Ok(()),
+        Some([version]) if *version > FORMAT => Err(Error::Corruption(format!(
+            "{} has storage format {version}, written by a newer build; this build reads \
+             formats up to {FORMAT}",
+            path.display()
+        ))),
+        Some([_]) | None => {
+            // Durable with the next flush (the WAL is off); until then a reopen does this
+            // again.
+            let mut options = WriteOptions::default();
+            options.disable_wal(true);
+            db.put_opt(&key, [FORMAT], &options).map_err(io)
+        }
+        Some(other) => Err(Error::Corruption(format!(
+            "{}: malformed storage format marker {other:02x?}",
+            path.display()
+        ))),
     }
 }

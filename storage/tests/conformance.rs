@@ -300,3 +300,44 @@ fn rocksdb_reopens_with_its_data_and_positions() {
     assert_eq!(get(&s, b"k", 1).as_deref(), Some("v"));
     assert_eq!(s.applied().unwrap()[&PartitionId::new(1)], Lsn::new(42));
 }
+
+#[test]
+fn rocksdb_derives_latest_entries_and_drops_those_a_format_1_database_stored() {
+    use encoding::{encode_latest, encode_value, latest_key, version_key};
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // Format 1: latest entries stored (this one stale on purpose), no format marker.
+        let db = ::rocksdb::DB::open_default(dir.path()).unwrap();
+        db.put(version_key(b"k", ts(5)), encode_value(Some(b"new")))
+            .unwrap();
+        db.put(latest_key(b"k"), encode_latest(ts(1), Some(b"stale")))
+            .unwrap();
+    }
+    let s = journaldb_storage::RocksEngine::open(dir.path()).unwrap();
+    assert_eq!(get(&s, b"k", 9).as_deref(), Some("new"));
+    assert_eq!(get(&s, b"k", 4), None);
+    let derived = s.get_exact(&latest_key(b"k")).unwrap();
+    assert_eq!(
+        derived.as_deref(),
+        Some(&encode_latest(ts(5), Some(b"new"))[..])
+    );
+    write(&s, vec![put(b"k", 7, "newer")]);
+    assert_eq!(get(&s, b"k", 9).as_deref(), Some("newer"));
+    s.compact().unwrap();
+    let leftover = s.seek_ge(&latest_key(b"k")).unwrap();
+    assert_eq!(leftover, None, "compaction drops stored latest entries");
+    assert_eq!(get(&s, b"k", 9).as_deref(), Some("newer"));
+}
+
+#[test]
+fn rocksdb_refuses_a_newer_storage_format() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = ::rocksdb::DB::open_default(dir.path()).unwrap();
+        db.put(b"\x00format", [journaldb_storage::ROCKSDB_FORMAT + 1])
+            .unwrap();
+    }
+    let err = journaldb_storage::RocksEngine::open(dir.path()).unwrap_err();
+    assert!(err.to_string().contains("newer build"), "{err}");
+    drop(journaldb_storage::RocksEngine::open(tempfile::tempdir().unwrap().path()).unwrap());
+}
