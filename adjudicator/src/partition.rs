@@ -117,16 +117,55 @@ impl Partition {
         &self,
         decide: impl FnOnce(&mut Adjudicator) -> Result<Step<T>, Refusal>,
     ) -> Result<T, Refusal> {
-        self.journal.room().await;
-        let (value, submitted) = {
-            let mut adj = self.adj.lock();
-            match decide(&mut adj)? {
-                Step::Done(value) => return Ok(value),
-                Step::Append(value, record) => (value, self.submit(&mut adj, &record)?),
-            }
-        };
-        self.durable(submitted).await?;
+        let (value, submitted) = self.decide_then_submit(decide).await?;
+        if let Some(submitted) = submitted {
+            self.durable(submitted).await?;
+        }
         Ok(value)
+    }
+
+    /// [`Partition::decide_then_append`] without the wait: the answer, and the queued
+    /// record if the decision appended one.
+    async fn decide_then_submit<T>(
+        &self,
+        decide: impl FnOnce(&mut Adjudicator) -> Result<Step<T>, Refusal>,
+    ) -> Result<(T, Option<Submitted<'_>>), Refusal> {
+        self.journal.room().await;
+        let mut adj = self.adj.lock();
+        Ok(match decide(&mut adj)? {
+            Step::Done(value) => (value, None),
+            Step::Append(value, record) => (value, Some(self.submit(&mut adj, &record)?)),
+        })
+    }
+
+    /// A single-partition commit up to the queued `Commit` record, for a caller that learns
+    /// of its durability another way (embedded: storage has applied it, and storage applies
+    /// only durable records) and so need not be woken for it separately: τc, and the
+    /// record (`None` for a retry answered at once). Finish with
+    /// [`Partition::finish_commit`].
+    pub async fn commit_queued(
+        &self,
+        now: TimeInterval,
+        req: &CommitRequest,
+    ) -> Result<(Timestamp, Option<Submitted<'_>>), Refusal> {
+        self.decide_then_submit(|adj| commit_step(adj.commit(now, req)))
+            .await
+    }
+
+    /// Completes [`Partition::commit_queued`]: `known_durable` if the caller saw the
+    /// record durable; otherwise waits for it (the adjudicator steps down if it cannot
+    /// be). Retries then get `Committed`.
+    pub async fn finish_commit(
+        &self,
+        txn_id: TxnId,
+        submitted: Submitted<'_>,
+        known_durable: bool,
+    ) -> Result<(), Refusal> {
+        if !known_durable {
+            self.durable(submitted).await?;
+        }
+        self.adj.lock().appended(txn_id);
+        Ok(())
     }
 
     /// A single-partition commit: τc once the `Commit` record is durable (the commit point).

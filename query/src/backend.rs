@@ -126,11 +126,7 @@ impl Backend {
 
     pub(crate) async fn commit(&self, p: PartitionId, req: &CommitRequest) -> Result<Timestamp> {
         match self {
-            Backend::Embedded(db) => db
-                .part(p)
-                .commit(db.clock.now(), req)
-                .await
-                .map_err(crate::transaction::refusal),
+            Backend::Embedded(db) => db.commit_single(p, req).await,
             Backend::Cluster(c) => c.commit(p, req).await,
         }
     }

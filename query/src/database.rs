@@ -457,22 +457,59 @@ impl Inner {
         while self.clock.now().earliest <= ts {
             tokio::task::yield_now().await;
         }
-        if self.node.watermark() < ts && self.promise_all(ts).await.is_ok() {
-            // In slices, to give up at once if a journal fails (storage then cannot pass it).
-            let slice = Duration::from_millis(10);
-            let slices = self.options.read_timeout.as_millis() / slice.as_millis();
-            for _ in 0..slices {
-                let waited = self.node.wait_for(ts, tokio::time::sleep(slice)).await;
-                let lagging = matches!(
-                    waited,
-                    Err(journaldb_storage::Error::WatermarkTimeout { .. })
-                );
-                if !lagging || self.parts.iter().any(|p| p.journal().is_poisoned()) {
-                    break;
-                }
+        self.wait_applied(ts).await;
+        self.acknowledged.fetch_max(ts.as_nanos(), Ordering::AcqRel);
+    }
+
+    /// Waits, bounded by the read timeout, until storage's watermark reaches `ts` (every
+    /// journal promising `ts` first); gives up at once if a journal fails, as storage then
+    /// cannot pass it. Whether storage has everything ≤ `ts`.
+    async fn wait_applied(&self, ts: Timestamp) -> bool {
+        if self.node.watermark() >= ts {
+            return true;
+        }
+        if self.promise_all(ts).is_err() {
+            return false;
+        }
+        // In slices, to notice a failed journal.
+        let slice = Duration::from_millis(10);
+        let slices = self.options.read_timeout.as_millis() / slice.as_millis();
+        for _ in 0..slices {
+            let waited = self.node.wait_for(ts, tokio::time::sleep(slice)).await;
+            let lagging = matches!(
+                waited,
+                Err(journaldb_storage::Error::WatermarkTimeout { .. })
+            );
+            if !lagging || self.parts.iter().any(|p| p.journal().is_poisoned()) {
+                break;
             }
         }
-        self.acknowledged.fetch_max(ts.as_nanos(), Ordering::AcqRel);
+        self.node.watermark() >= ts
+    }
+
+    /// A single-partition commit, woken once: when storage has applied it. Storage
+    /// applies only durable records and counts a promise only once it has applied
+    /// everything handed out before it, so a watermark at `ts` means the `Commit` record
+    /// is durable; only if storage cannot get there (a failed journal, or storage lagging
+    /// past the read timeout) is durability awaited on its own.
+    pub(crate) async fn commit_single(
+        &self,
+        p: PartitionId,
+        req: &journaldb_adjudicator::CommitRequest,
+    ) -> Result<Timestamp> {
+        let part = self.part(p);
+        let refusal = crate::transaction::refusal;
+        let (ts, queued) = part
+            .commit_queued(self.clock.now(), req)
+            .await
+            .map_err(refusal)?;
+        if let Some(submitted) = queued {
+            let applied = self.wait_applied(ts).await;
+            part.finish_commit(req.txn_id, submitted, applied)
+                .await
+                .map_err(refusal)?;
+        }
+        Ok(ts)
     }
 
     /// The snapshot of a new transaction: every commit acknowledged so far is at or below
@@ -493,7 +530,7 @@ impl Inner {
     /// already handed out. In memory — a heartbeat without a write or fsync: the storage
     /// node is in this process, and after a crash every new τ lies above everything
     /// storage was promised (the clock restarts above the stored watermark).
-    pub(crate) async fn promise_all(&self, ts: Timestamp) -> Result<()> {
+    pub(crate) fn promise_all(&self, ts: Timestamp) -> Result<()> {
         for part in &self.parts {
             if let Some(through) = part.promise(ts) {
                 self.node.promise(part.id(), through, ts)?;
@@ -507,7 +544,7 @@ impl Inner {
         if self.node.watermark() >= ts {
             return Ok(()); // the usual case: snapshots are taken at the watermark
         }
-        self.promise_all(ts).await?;
+        self.promise_all(ts)?;
         let deadline = tokio::time::sleep(self.options.read_timeout);
         Ok(self.node.wait_for(ts, deadline).await?)
     }

@@ -53,7 +53,7 @@ impl Inner {
             part.adjudicator().advance_horizon(now);
         }
         // The watermark moves only as every journal does: an idle one gets a heartbeat.
-        self.promise_all(now.earliest).await?;
+        self.promise_all(now.earliest)?;
         let cutoff = now.earliest.saturating_sub(self.options.retention);
         let checkpoint = self.node.checkpoint(cutoff)?;
         if !self.node.store().is_durable() {

@@ -169,6 +169,9 @@ impl RocksEngine {
         options.set_max_background_jobs(4);
         options.set_level_zero_slowdown_writes_trigger(48);
         options.set_level_zero_stop_writes_trigger(72);
+        // One writer (the storage node's crossbar): skip the concurrent-insert machinery.
+        options.set_allow_concurrent_memtable_write(false);
+        options.set_enable_write_thread_adaptive_yield(false);
         let horizon = Arc::new(AtomicU64::new(0));
         options.set_compaction_filter_factory(GcFilterFactory {
             horizon: horizon.clone(),
