@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 
 use bytes::Bytes;
 use journaldb_proto::Lsn;
-use journaldb_sync::{Batcher, DurablePoint};
+use journaldb_sync::{Batcher, Closed, DurablePoint};
 use parking_lot::{Mutex, RwLock};
 
 use crate::disk::{DirLock, Disk};
@@ -233,14 +233,26 @@ impl Journal {
     /// full); await [`Submitted::durable`] for the acknowledgement. This lets a caller
     /// learn a record's position before it is durable, or pipeline appends.
     pub async fn submit(&self, payload: Bytes) -> Result<Submitted<'_>> {
+        let (frame, frame_len) = self.frame(&payload)?;
+        let pushed = self.shared.batcher.push(frame, frame_len).await;
+        self.submitted(pushed)
+    }
+
+    /// The record's frame and its length, if the journal takes a record that large.
+    fn frame(&self, payload: &[u8]) -> Result<(Bytes, u64)> {
         let limit = self.shared.options.max_record_bytes;
         let size = payload.len() as u64;
         if size > limit {
             return Err(Error::RecordTooLarge { size, limit });
         }
-        let frame = frame_record(&payload);
+        let frame = frame_record(payload);
         let frame_len = frame.len() as u64;
-        match self.shared.batcher.push(frame, frame_len).await {
+        Ok((frame, frame_len))
+    }
+
+    /// The handle of a record the batcher queued, or why it did not.
+    fn submitted(&self, pushed: std::result::Result<u64, Closed<Bytes>>) -> Result<Submitted<'_>> {
+        match pushed {
             Ok(seq) => Ok(Submitted {
                 shared: &self.shared,
                 lsn: Lsn::new(seq),
@@ -261,20 +273,8 @@ impl Journal {
     /// how a caller keeps to it), and returns its position; await
     /// [`Submitted::durable`] for the acknowledgement.
     pub fn submit_now(&self, payload: Bytes) -> Result<Submitted<'_>> {
-        let limit = self.shared.options.max_record_bytes;
-        let size = payload.len() as u64;
-        if size > limit {
-            return Err(Error::RecordTooLarge { size, limit });
-        }
-        let frame = frame_record(&payload);
-        let frame_len = frame.len() as u64;
-        match self.shared.batcher.push_now(frame, frame_len) {
-            Ok(seq) => Ok(Submitted {
-                shared: &self.shared,
-                lsn: Lsn::new(seq),
-            }),
-            Err(_closed) => Err(self.shared.stopped_error()),
-        }
+        let (frame, frame_len) = self.frame(&payload)?;
+        self.submitted(self.shared.batcher.push_now(frame, frame_len))
     }
 
     /// The Lsn of the first record still held (after prefix truncation).
