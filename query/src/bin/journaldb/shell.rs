@@ -5,8 +5,13 @@
 //! line of JSON: `{"ok":true,"value":…|null}` (`value_b64` for non-UTF-8),
 //! `{"ok":true,"commit_ts":n}`, `{"ok":true,"rows":[…]}`, `{"ok":true}` or
 //! `{"ok":false,"error":"Conflict","retryable":true,"message":"…"}`.
+//!
+//! On a terminal (and without `--json`) lines are read with line editing and an in-memory
+//! history (rustyline: arrows, Ctrl-R, Ctrl-A/E…); the prompt shows whether a transaction
+//! is open. Ctrl-C discards the line being typed; Ctrl-D or `exit` ends the session (an
+//! open transaction is rolled back). Otherwise lines are read as they come.
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, IsTerminal, Write};
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -95,13 +100,59 @@ impl Reply {
     }
 }
 
+/// Where the session's lines come from.
+enum Input {
+    /// A terminal: line editing and history.
+    Editor(rustyline::DefaultEditor),
+    /// A pipe or file: plain lines.
+    Plain(std::io::Lines<std::io::StdinLock<'static>>),
+}
+
+impl Input {
+    fn new(json: bool) -> anyhow::Result<Input> {
+        let terminal = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+        Ok(if terminal && !json {
+            Input::Editor(rustyline::DefaultEditor::new()?)
+        } else {
+            Input::Plain(std::io::stdin().lock().lines())
+        })
+    }
+
+    /// The next line, `None` at end of input.
+    fn next_line(&mut self, in_transaction: bool) -> anyhow::Result<Option<String>> {
+        use rustyline::error::ReadlineError;
+        match self {
+            Input::Plain(lines) => Ok(lines.next().transpose()?),
+            Input::Editor(editor) => {
+                let prompt = if in_transaction {
+                    "journaldb (tx)> "
+                } else {
+                    "journaldb> "
+                };
+                loop {
+                    match editor.readline(prompt) {
+                        Ok(line) => {
+                            if !line.trim().is_empty() {
+                                editor.add_history_entry(line.as_str())?;
+                            }
+                            return Ok(Some(line));
+                        }
+                        Err(ReadlineError::Interrupted) => continue,
+                        Err(ReadlineError::Eof) => return Ok(None),
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Runs the session until end of input or `exit`.
 pub async fn run(db: &dyn Store, json: bool) -> anyhow::Result<()> {
     let mut tx: Option<Transaction> = None;
-    let stdin = std::io::stdin();
+    let mut input = Input::new(json)?;
     let mut out = std::io::stdout().lock();
-    for line in stdin.lock().lines() {
-        let line = line?;
+    while let Some(line) = input.next_line(tx.is_some())? {
         let line = line.trim();
         if line.is_empty() {
             continue;
