@@ -6,9 +6,11 @@
 //!
 //! The commit path of a single-partition transaction: the partition's adjudicator decides
 //! and the `Commit` record is queued on its journal under one lock (so journal order is τ
-//! order); the lock is released; the append becomes durable (the commit point); commit
-//! wait; acknowledge. Cross-partition: durable `Prepared` on each participant, one `Commit`
-//! in the coordinator's journal, `Decided` on each participant (not waited for).
+//! order); the lock is released; the append becomes durable (the commit point) and storage
+//! applies it; commit wait; acknowledge (`visibility.rs`: the commit is woken once, by
+//! storage's watermark, which implies durability). Cross-partition: durable `Prepared` on
+//! each participant, one `Commit` in the coordinator's journal, `Decided` on each
+//! participant (not waited for).
 //! Reads at τs first make every journal promise τs (a heartbeat if needed), then wait for
 //! the storage watermark, with a deadline.
 //!
@@ -22,7 +24,7 @@
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use journaldb_adjudicator::{Adjudicator, AdjudicatorConfig, Partition, ReplayMode, TxnStatus};
@@ -176,7 +178,7 @@ pub(crate) struct Inner {
     /// The first error of a maintenance round, reported by `close`.
     pub(crate) maintenance_error: parking_lot::Mutex<Option<Error>>,
     /// The newest acknowledged commit τ, in nanoseconds: a floor for new snapshots.
-    acknowledged: AtomicU64,
+    pub(crate) acknowledged: AtomicU64,
     /// Retry policy, budget and the seeded RNG of transaction ids and jitter.
     pub(crate) retry: RetryState,
     /// Released by `close` (or when the last clone is dropped).
@@ -445,108 +447,6 @@ impl Database {
 impl Inner {
     pub(crate) fn part(&self, p: PartitionId) -> &Partition {
         &self.parts[p.get() as usize]
-    }
-
-    /// What happens between a commit's durability and its acknowledgement: commit wait
-    /// (`now().earliest > ts`; nanoseconds with the embedded clock), then — best effort,
-    /// bounded by the read timeout — until storage's watermark reaches `ts`, so that the
-    /// next [`Inner::start_ts`] (usually the watermark) needs no wait to see it. Then `ts`
-    /// becomes a lower bound for every later start timestamp: real-time order holds even if
-    /// storage lags.
-    pub(crate) async fn acknowledge(&self, ts: Timestamp) {
-        while self.clock.now().earliest <= ts {
-            tokio::task::yield_now().await;
-        }
-        self.wait_applied(ts).await;
-        self.acknowledged.fetch_max(ts.as_nanos(), Ordering::AcqRel);
-    }
-
-    /// Waits, bounded by the read timeout, until storage's watermark reaches `ts` (every
-    /// journal promising `ts` first); gives up at once if a journal fails, as storage then
-    /// cannot pass it. Whether storage has everything ≤ `ts`.
-    async fn wait_applied(&self, ts: Timestamp) -> bool {
-        if self.node.watermark() >= ts {
-            return true;
-        }
-        if self.promise_all(ts).is_err() {
-            return false;
-        }
-        // In slices, to notice a failed journal.
-        let slice = Duration::from_millis(10);
-        let slices = self.options.read_timeout.as_millis() / slice.as_millis();
-        for _ in 0..slices {
-            let waited = self.node.wait_for(ts, tokio::time::sleep(slice)).await;
-            let lagging = matches!(
-                waited,
-                Err(journaldb_storage::Error::WatermarkTimeout { .. })
-            );
-            if !lagging || self.parts.iter().any(|p| p.journal().is_poisoned()) {
-                break;
-            }
-        }
-        self.node.watermark() >= ts
-    }
-
-    /// A single-partition commit, woken once: when storage has applied it. Storage
-    /// applies only durable records and counts a promise only once it has applied
-    /// everything handed out before it, so a watermark at `ts` means the `Commit` record
-    /// is durable; only if storage cannot get there (a failed journal, or storage lagging
-    /// past the read timeout) is durability awaited on its own.
-    pub(crate) async fn commit_single(
-        &self,
-        p: PartitionId,
-        req: &journaldb_adjudicator::CommitRequest,
-    ) -> Result<Timestamp> {
-        let part = self.part(p);
-        let refusal = crate::transaction::refusal;
-        let (ts, queued) = part
-            .commit_queued(self.clock.now(), req)
-            .await
-            .map_err(refusal)?;
-        if let Some(submitted) = queued {
-            let applied = self.wait_applied(ts).await;
-            part.finish_commit(req.txn_id, submitted, applied)
-                .await
-                .map_err(refusal)?;
-        }
-        Ok(ts)
-    }
-
-    /// The snapshot of a new transaction: every commit acknowledged so far is at or below
-    /// it. Storage's watermark when it is that recent (reads then wait for nothing), else
-    /// the newest acknowledged τ; `now` if either is older than half the longest
-    /// transaction (an idle database), so the snapshot cannot become too old while read.
-    pub(crate) fn start_ts(&self) -> Timestamp {
-        let acknowledged = Timestamp::from_nanos(self.acknowledged.load(Ordering::Acquire));
-        let ts = self.node.watermark().max(acknowledged);
-        let now = self.clock.now().latest;
-        if now.saturating_duration_since(ts) > self.options.limits.max_txn_age / 2 {
-            return now;
-        }
-        ts
-    }
-
-    /// Makes every journal promise `ts` to storage: no record with τ ≤ `ts` beyond those
-    /// already handed out. In memory — a heartbeat without a write or fsync: the storage
-    /// node is in this process, and after a crash every new τ lies above everything
-    /// storage was promised (the clock restarts above the stored watermark).
-    pub(crate) fn promise_all(&self, ts: Timestamp) -> Result<()> {
-        for part in &self.parts {
-            if let Some(through) = part.promise(ts) {
-                self.node.promise(part.id(), through, ts)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Makes every journal promise `ts` and waits until storage has everything ≤ `ts`.
-    pub(crate) async fn read_barrier(&self, ts: Timestamp) -> Result<()> {
-        if self.node.watermark() >= ts {
-            return Ok(()); // the usual case: snapshots are taken at the watermark
-        }
-        self.promise_all(ts)?;
-        let deadline = tokio::time::sleep(self.options.read_timeout);
-        Ok(self.node.wait_for(ts, deadline).await?)
     }
 
     /// Resolves votes left undecided by a crash: every coordinator is local, so ask it.

@@ -35,6 +35,7 @@ pub mod retry;
 mod store;
 pub mod tailer;
 mod transaction;
+mod visibility;
 
 pub use cluster::{Client, ClientOptions};
 pub use database::{CommitInfo, Database, JournalStats, Options, Stats, StorageEngine, SyncMode};
