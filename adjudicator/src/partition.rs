@@ -175,10 +175,10 @@ impl Partition {
         now: TimeInterval,
         req: &CommitRequest,
     ) -> Result<Timestamp, Refusal> {
-        let commit_ts = self
-            .decide_then_append(|adj| commit_step(adj.commit(now, req)))
-            .await?;
-        self.adj.lock().appended(req.txn_id);
+        let (commit_ts, queued) = self.commit_queued(now, req).await?;
+        if let Some(submitted) = queued {
+            self.finish_commit(req.txn_id, submitted, false).await?;
+        }
         Ok(commit_ts)
     }
 

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use journaldb_proto::{LookupMap, Timestamp};
 use parking_lot::RwLock;
 
-use crate::encoding::LATEST_PREFIX;
+use crate::encoding::is_latest_key;
 use crate::store::{Engine, Result};
 
 const SHARDS: usize = 64;
@@ -74,10 +74,6 @@ impl<E: Engine> LatestCache<E> {
     }
 }
 
-fn is_latest(key: &[u8]) -> bool {
-    key.first() == Some(&LATEST_PREFIX)
-}
-
 impl<E: Engine> Engine for LatestCache<E> {
     fn seek_ge(&self, key: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
         self.inner.seek_ge(key)
@@ -88,7 +84,7 @@ impl<E: Engine> Engine for LatestCache<E> {
     }
 
     fn get_exact(&self, key: &[u8]) -> Result<Option<Bytes>> {
-        if !is_latest(key) {
+        if !is_latest_key(key) {
             return self.inner.get_exact(key);
         }
         let lock = self.shard(key);
@@ -116,7 +112,7 @@ impl<E: Engine> Engine for LatestCache<E> {
     fn write_atomic(&self, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<()> {
         let latest: Vec<(Box<[u8]>, Bytes)> = pairs
             .iter()
-            .filter(|(k, _)| is_latest(k))
+            .filter(|(k, _)| is_latest_key(k))
             .map(|(k, v)| (k[..].into(), Bytes::copy_from_slice(v)))
             .collect();
         self.inner.write_atomic(pairs)?;

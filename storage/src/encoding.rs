@@ -64,10 +64,15 @@ pub fn decode_latest(v: Bytes) -> Result<(Timestamp, Option<Bytes>), MalformedVa
     Ok((Timestamp::from_nanos(ts), decode_value_at(v, TS_BYTES)?))
 }
 
+/// Whether `key` is a latest-version key.
+pub fn is_latest_key(key: &[u8]) -> bool {
+    key.first() == Some(&LATEST_PREFIX)
+}
+
 /// The version key that sorts first among the versions of the user key `latest` names (a
 /// latest key): seeking it finds the key's newest version.
 pub fn newest_version_key(latest: &[u8]) -> Option<Vec<u8>> {
-    if latest.first() != Some(&LATEST_PREFIX) {
+    if !is_latest_key(latest) {
         return None;
     }
     let mut out = Vec::with_capacity(latest.len() + TS_BYTES);

@@ -40,24 +40,14 @@ use rocksdb::{
     ReadOptions, SliceTransform, WriteBatch, WriteOptions,
 };
 
-use crate::encoding::{LATEST_PREFIX, META_PREFIX, latest_of_version, newest_version_key};
+use crate::encoding::{is_latest_key, latest_of_version, newest_version_key};
 use crate::gc::GcPass;
-use crate::store::{Engine, Error, Result};
+use crate::store::{Engine, Error, Result, meta_key};
 
 /// The layout version of what a [`RocksEngine`] stores, kept under the meta key `format`:
 /// 2 since latest-version entries are derived instead of stored. A database without the
 /// key is format 1 (or new) and is marked 2 when opened; a newer one is refused.
 pub const FORMAT: u8 = 2;
-
-fn format_key() -> Vec<u8> {
-    let mut k = vec![META_PREFIX];
-    k.extend_from_slice(b"format");
-    k
-}
-
-fn is_latest(key: &[u8]) -> bool {
-    key.first() == Some(&LATEST_PREFIX)
-}
 
 /// Idle iterators of the database that owns them: for point reads (prefix mode) and for
 /// scans (total order).
@@ -125,7 +115,7 @@ impl CompactionFilterFactory for GcFilterFactory {
 
 impl CompactionFilter for GcFilter {
     fn filter(&mut self, _level: u32, key: &[u8], value: &[u8]) -> Decision {
-        if !is_latest(key) && self.0.keep(key, value) {
+        if !is_latest_key(key) && self.0.keep(key, value) {
             Decision::Keep
         } else {
             Decision::Remove
@@ -307,7 +297,7 @@ impl Engine for RocksEngine {
     fn write_atomic(&self, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<()> {
         let mut batch = WriteBatch::default();
         for (k, v) in pairs {
-            if !is_latest(&k) {
+            if !is_latest_key(&k) {
                 batch.put(k, v);
             }
         }
@@ -322,7 +312,7 @@ impl Engine for RocksEngine {
 
 /// Checks (and, for a database of an older format or a new one, records) [`FORMAT`].
 fn check_format(db: &DB, path: &Path) -> Result<()> {
-    let key = format_key();
+    let key = meta_key(b"format");
     match db.get_pinned(&key).map_err(io)?.as_deref() {
         Some([version]) if *version == FORMAT => Ok(()),
         Some([version]) if *version > FORMAT => Err(Error::Corruption(format!(

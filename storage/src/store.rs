@@ -246,7 +246,7 @@ const APPLIED: &[u8] = b"applied/";
 const WATERMARK: &[u8] = b"watermark";
 const GC_HORIZON: &[u8] = b"gc-horizon";
 
-fn meta_key(name: &[u8]) -> Vec<u8> {
+pub(crate) fn meta_key(name: &[u8]) -> Vec<u8> {
     let mut k = vec![META_PREFIX];
     k.extend_from_slice(name);
     k
