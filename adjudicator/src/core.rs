@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use bytes::Bytes;
-use journaldb_proto::{LookupMap, Mutation, PartitionId, TimeInterval, Timestamp, TxnId, pb};
+use journaldb_proto::{LookupMap, Lsn, Mutation, PartitionId, TimeInterval, Timestamp, TxnId, pb};
 
 use crate::window::ConflictWindow;
 
@@ -24,6 +24,11 @@ pub struct AdjudicatorConfig {
     pub max_skew: Duration,
     /// Conflict window and oldest snapshot accepted (default 5 min, ARCHITECTURE §8).
     pub max_txn_age: Duration,
+    /// How long a participant's vote may stay undecided before the participant asks the
+    /// coordinator (`Status`) itself: the longest a client that died mid-protocol can keep
+    /// other writers of its keys out. Default 3 s — far above a healthy commit's few
+    /// milliseconds, so a live client's `Decide` nearly always arrives first.
+    pub vote_timeout: Duration,
     /// A deliberately planted bug, for proving that checkers catch it. Never set outside
     /// tests and simulation.
     #[doc(hidden)]
@@ -35,6 +40,7 @@ impl Default for AdjudicatorConfig {
         AdjudicatorConfig {
             max_skew: Duration::from_secs(1),
             max_txn_age: Duration::from_secs(5 * 60),
+            vote_timeout: Duration::from_secs(3),
             planted_bug: None,
         }
     }
@@ -100,6 +106,17 @@ pub enum CommitDecision {
         /// τc of the first attempt.
         commit_ts: Timestamp,
     },
+    /// A retried request (`retry: true`) for a transaction this adjudicator never saw
+    /// commit, refused by `verdict`: the original request may still be on its way, so the
+    /// refusal is made binding first — append `record` (a coordinator's abort), and once it
+    /// is durable answer `verdict`. Nothing of this transaction commits afterwards.
+    AbortThen {
+        /// The refusal to answer once the abort is durable.
+        verdict: Verdict,
+        /// The `Decided` record of the abort (boxed: a rare decision should not grow
+        /// every other one).
+        record: Box<pb::Record>,
+    },
     /// Refused for now, nothing changed; the client may retry.
     Unavailable(Unavailable),
     /// A retry whose outcome this adjudicator no longer remembers: the transaction may
@@ -130,7 +147,23 @@ pub enum Unavailable {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Outcome {
     commit_ts: Timestamp,
+    /// Where its record was queued, once it was: durable once the journal's durable end
+    /// passes it, whether or not the request that queued it still waits (it may have been
+    /// dropped).
+    lsn: Option<Lsn>,
+    /// Known durable without looking at the position (replayed, or reported).
     durable: bool,
+}
+
+/// A coordinator's abort of a transaction it was asked about before it committed
+/// (ARCHITECTURE §4, step 5): from then on, every kind of commit request for it is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct AbortMark {
+    /// At or above the transaction's τs: the mark is kept while a request with that τs
+    /// could still pass the horizon check.
+    pub(crate) bound: Timestamp,
+    /// Where its `Decided` record was queued; `None` once replayed (durable).
+    pub(crate) lsn: Option<Lsn>,
 }
 
 /// The commit state machine of one partition.
@@ -150,9 +183,15 @@ pub struct Adjudicator {
     pub(crate) pending: BTreeMap<Bytes, TxnId>,
     /// Undecided cross-partition transactions this partition voted for.
     pub(crate) prepared: BTreeMap<TxnId, crate::cross::Vote>,
-    /// Cross-partition transactions this partition decided to abort as coordinator,
-    /// by the floor at the time (pruned with the window).
-    pub(crate) aborted: BTreeMap<TxnId, Timestamp>,
+    /// Transactions this partition decided to abort as coordinator (when asked `Status`
+    /// before they committed), durably: pruned once their bound is below the horizon.
+    pub(crate) aborted: BTreeMap<TxnId, AbortMark>,
+    /// Every record of the journal below this position is durable (as last observed).
+    durable_end: Lsn,
+    /// Every transaction that committed here with τc above this has its outcome in
+    /// `outcomes` (the start of the replay, raised as outcomes are pruned): `Status` for a
+    /// snapshot below it cannot tell "aborted" from "forgotten".
+    outcomes_from: Timestamp,
 }
 
 impl Adjudicator {
@@ -179,6 +218,8 @@ impl Adjudicator {
             pending: BTreeMap::new(),
             prepared: BTreeMap::new(),
             aborted: BTreeMap::new(),
+            durable_end: Lsn::ZERO,
+            outcomes_from: floor,
         }
     }
 
@@ -207,6 +248,7 @@ impl Adjudicator {
         let h = now.latest.saturating_sub(self.config.max_txn_age);
         self.window.advance_horizon(h);
         let h = self.window.horizon();
+        self.outcomes_from = self.outcomes_from.max(h);
         while let Some(&(ts, txn)) = self.outcomes_by_ts.front() {
             if ts > h {
                 break;
@@ -216,7 +258,46 @@ impl Adjudicator {
                 self.outcomes.remove(&txn);
             }
         }
-        self.aborted.retain(|_, at| *at > h);
+        // A request with τs = h still passes the horizon check: keep marks at h.
+        self.aborted.retain(|_, mark| mark.bound >= h);
+    }
+
+    /// The journal reports every record below `end` durable: outcomes queued there count
+    /// as durable from now on, even if the request that queued them is gone.
+    pub fn observe_durable(&mut self, end: Lsn) {
+        self.durable_end = self.durable_end.max(end);
+    }
+
+    /// Whether a record queued at `lsn` is known durable.
+    pub(crate) fn is_durable_at(&self, lsn: Option<Lsn>) -> bool {
+        lsn.is_some_and(|lsn| lsn < self.durable_end)
+    }
+
+    /// The record of `txn_id`'s decision (its `Commit`, or a coordinator's abort) was
+    /// queued at `lsn`.
+    pub fn queued(&mut self, txn_id: TxnId, lsn: Lsn) {
+        if let Some(outcome) = self.outcomes.get_mut(&txn_id) {
+            outcome.lsn = Some(lsn);
+        } else if let Some(mark) = self.aborted.get_mut(&txn_id) {
+            mark.lsn = Some(lsn);
+        }
+    }
+
+    /// The journal refused, unwritten, the record of the decision just taken for `txn_id`
+    /// (it exceeds the journal's record limit): the decision is undone, so retries and
+    /// `Status` do not report a commit, a vote or an abort that is in no journal. Keys it
+    /// recorded in the conflict window stay (at worst a spurious conflict) and the floor
+    /// stays raised (an unused τ).
+    pub fn forget(&mut self, txn_id: TxnId) {
+        self.outcomes.remove(&txn_id);
+        self.aborted.remove(&txn_id);
+        if let Some(vote) = self.prepared.remove(&txn_id) {
+            for k in &vote.keys {
+                if self.pending.get(k) == Some(&txn_id) {
+                    self.pending.remove(k);
+                }
+            }
+        }
     }
 
     /// Raises the horizon to at least `h` (never lowers it).
@@ -224,21 +305,43 @@ impl Adjudicator {
         self.window.advance_horizon(h);
     }
 
+    /// Outcomes of transactions committed above this τ are all known here.
+    pub(crate) fn outcomes_from(&self) -> Timestamp {
+        self.outcomes_from
+    }
+
+    /// A replay rebuilt the outcomes of every commit above `ts`.
+    pub(crate) fn set_outcomes_from(&mut self, ts: Timestamp) {
+        self.outcomes_from = ts;
+    }
+
     /// Decides a commit request; see [`CommitDecision`] for what the caller does next.
     pub fn commit(&mut self, now: TimeInterval, req: &CommitRequest) -> CommitDecision {
         if self.stepped_down {
-            return CommitDecision::Unavailable(Unavailable::SteppedDown);
+            // A first attempt was not applied; a retry's original may have been.
+            return if req.retry {
+                CommitDecision::Unknown
+            } else {
+                CommitDecision::Unavailable(Unavailable::SteppedDown)
+            };
         }
         if req.mutations.is_empty() {
             return CommitDecision::Invalid("a commit must write at least one key".into());
         }
         self.advance_horizon(now);
-        // 1. A known transaction gets its first outcome.
+        // 1. A known transaction gets its first outcome; one its coordinator (this
+        //    partition) aborted when asked `Status` stays aborted, for every kind of commit.
         if let Some(known) = self.known_outcome(req.txn_id) {
             return known;
         }
+        if self.aborted.contains_key(&req.txn_id) {
+            return CommitDecision::Unavailable(Unavailable::AbortedByResolution);
+        }
         let limit = match self.admit(now, req.start_ts, req.retry) {
             Ok(limit) => limit,
+            // A retry refused by the skew guard: the original, still on its way, might
+            // pass later — the outcome is unknown, not a reason to re-run.
+            Err(CommitDecision::Unavailable(_)) if req.retry => return CommitDecision::Unknown,
             Err(refused) => return refused,
         };
         // 2. Write-write conflicts inside (τs, now], and keys prepared by others.
@@ -247,11 +350,19 @@ impl Adjudicator {
             req.start_ts,
             req.mutations.iter().map(|m| &m.key),
         ) {
-            return CommitDecision::Verdict(Verdict::Conflict { key });
+            let verdict = Verdict::Conflict { key };
+            if req.retry {
+                let record = Box::new(self.abort_record(req.txn_id, req.start_ts));
+                return CommitDecision::AbortThen { verdict, record };
+            }
+            return CommitDecision::Verdict(verdict);
         }
         // 3. τc: after the clock, the floor and the snapshot.
         let commit_ts = now.latest.max(self.floor.next()).max(req.start_ts.next());
         if commit_ts > limit {
+            if req.retry {
+                return CommitDecision::Unknown;
+            }
             return CommitDecision::Unavailable(Unavailable::SkewGuard {
                 ts: commit_ts,
                 limit,
@@ -267,10 +378,40 @@ impl Adjudicator {
         CommitDecision::Append { commit_ts, record }
     }
 
+    /// Aborts `txn_id` (whose τs is at most `start_bound`) as its coordinator, for good:
+    /// every later commit request for it is refused. Returns the `Decided` record that makes
+    /// the abort durable; it also decides this partition's own vote for it, if any.
+    pub(crate) fn abort_record(&mut self, txn_id: TxnId, start_bound: Timestamp) -> pb::Record {
+        if let Some(vote) = self.prepared.remove(&txn_id) {
+            for k in &vote.keys {
+                if self.pending.get(k) == Some(&txn_id) {
+                    self.pending.remove(k);
+                }
+            }
+        }
+        self.aborted.insert(
+            txn_id,
+            AbortMark {
+                bound: start_bound,
+                lsn: None,
+            },
+        );
+        let record_ts = self.take_ts(self.floor.next());
+        pb::Record {
+            kind: Some(pb::record::Kind::Decided(pb::Decided {
+                txn_id: Some(txn_id.into()),
+                record_ts: record_ts.as_nanos(),
+                outcome: Some(pb::decided::Outcome::Aborted(pb::Aborted {})),
+                coordinator_abort: true,
+                snapshot_bound: start_bound.as_nanos(),
+            })),
+        }
+    }
+
     /// The recorded outcome of a committed transaction, as a decision for a retry.
     pub(crate) fn known_outcome(&self, txn_id: TxnId) -> Option<CommitDecision> {
         let outcome = self.outcomes.get(&txn_id)?;
-        Some(if outcome.durable {
+        Some(if outcome.durable || self.is_durable_at(outcome.lsn) {
             CommitDecision::Verdict(Verdict::Committed {
                 commit_ts: outcome.commit_ts,
             })
@@ -331,6 +472,7 @@ impl Adjudicator {
             txn_id,
             Outcome {
                 commit_ts,
+                lsn: None,
                 durable: false,
             },
         );
@@ -356,7 +498,8 @@ impl Adjudicator {
         self.config.max_skew
     }
 
-    /// The `Commit` record of `txn_id` is durable: retries now get `Committed`.
+    /// The `Commit` record of `txn_id` is durable: retries now get `Committed` (as they do
+    /// anyway once [`Adjudicator::observe_durable`] passes its position).
     pub fn appended(&mut self, txn_id: TxnId) {
         if let Some(outcome) = self.outcomes.get_mut(&txn_id) {
             outcome.durable = true;

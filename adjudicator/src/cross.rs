@@ -9,16 +9,23 @@
 //!    transaction as one `Commit` in its own journal — one journal holds it;
 //! 4. [`Adjudicator::decide`]: each Ai records the decision (last_write = τc, pending
 //!    cleared) and appends `Decided` off the client's path;
-//! 5. [`Adjudicator::status`]: a participant that hears nothing asks C; an undecided C
-//!    decides abort and never commits that transaction afterwards.
+//! 5. [`Adjudicator::status`]: a participant that hears nothing for
+//!    [`AdjudicatorConfig::vote_timeout`](crate::AdjudicatorConfig) asks C (so does a client
+//!    that lost a reply); an undecided C decides abort **durably** (a `Decided` record
+//!    marked `coordinator_abort`) and never commits that transaction afterwards, by any
+//!    path. Below C's horizon the outcome may be forgotten: the answer is then `TooOld`
+//!    (unknown), never `Aborted`.
 //!
-//! Not here: messaging, timeouts and journal-based resolution when C is unreachable (the
-//! services drive those), and coordinator epochs beyond recording them.
+//! Requests are checked before anything changes: a `Decide` whose τc is below the vote or
+//! past the skew guard, a `CommitPrepared` without this coordinator's own vote, a `Status`
+//! from the far future are refused. Not here: messaging, timers, routing keys to
+//! partitions (the services and the transaction), and coordinator epochs beyond recording
+//! them.
 
 use bytes::Bytes;
 use journaldb_proto::{Epoch, Mutation, PartitionId, TimeInterval, Timestamp, TxnId, pb};
 
-use crate::core::{Adjudicator, CommitDecision, Unavailable};
+use crate::core::{Adjudicator, CommitDecision, Unavailable, Verdict};
 
 /// A participant's undecided vote.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +36,9 @@ pub struct Vote {
     pub keys: Vec<Bytes>,
     /// The coordinator to ask if no decision arrives.
     pub coordinator: PartitionId,
+    /// When it was cast (`now().latest` then; the vote τ after a replay): the vote is
+    /// resolved by asking the coordinator once it is older than the vote timeout.
+    pub cast_at: Timestamp,
 }
 
 /// A `Prepare` for the keys of one participant.
@@ -70,10 +80,25 @@ pub enum PrepareDecision {
 pub enum TxnStatus {
     /// Committed at τc, durably.
     Committed(Timestamp),
-    /// The `Commit` is being appended: ask again.
+    /// The `Commit` (or the abort) is being appended: ask again.
     InFlight,
-    /// Aborted (possibly decided just now, by this question).
+    /// Aborted, durably (possibly decided just now, by this question): it never commits.
     Aborted,
+    /// Unknown: the transaction's τs is below the coordinator's horizon, so it may have
+    /// committed and its outcome been forgotten since. Never a reason to re-run it.
+    TooOld,
+}
+
+/// What a coordinator does with a `Status` question.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StatusDecision {
+    /// The answer.
+    Known(TxnStatus),
+    /// Undecided: it is aborted now. Append this `Decided` record; once it is durable the
+    /// answer is [`TxnStatus::Aborted`] (until then, other askers hear `InFlight`).
+    Abort(pb::Record),
+    /// Not answered, nothing changed (stepped down, or the τ is beyond the skew guard).
+    Refused(CommitDecision),
 }
 
 impl Adjudicator {
@@ -86,6 +111,11 @@ impl Adjudicator {
             return PrepareDecision::Voted {
                 vote_ts: vote.vote_ts,
             };
+        }
+        if self.aborted.contains_key(&req.txn_id) {
+            return PrepareDecision::Refused(CommitDecision::Unavailable(
+                Unavailable::AbortedByResolution,
+            ));
         }
         if req.keys.is_empty() {
             return PrepareDecision::Refused(CommitDecision::Invalid(
@@ -111,6 +141,7 @@ impl Adjudicator {
                 vote_ts,
                 keys: req.keys.clone(),
                 coordinator: req.coordinator,
+                cast_at: now.latest,
             },
         );
         let record = pb::Record {
@@ -127,7 +158,11 @@ impl Adjudicator {
 
     /// Coordinator, step 3: every participant voted; assigns τc and returns the one
     /// `Commit` record holding all of `mutations`. Refused if this coordinator already
-    /// decided abort (a participant asked [`Adjudicator::status`] first).
+    /// decided abort (a participant or the client asked [`Adjudicator::status`] first), if
+    /// τs is below the horizon, if a vote is not after τs or lies beyond the skew guard,
+    /// or if this partition — the coordinator owns the first key, so it is a participant
+    /// too — holds no vote of its own for the transaction. A refusal changes nothing: the
+    /// caller learns the outcome (and makes it binding) through `Status`.
     pub fn commit_prepared(
         &mut self,
         now: TimeInterval,
@@ -140,21 +175,44 @@ impl Adjudicator {
         if self.stepped_down {
             return CommitDecision::Unavailable(Unavailable::SteppedDown);
         }
+        self.advance_horizon(now);
         if let Some(known) = self.known_outcome(txn_id) {
             return known;
         }
         if self.aborted.contains_key(&txn_id) {
             return CommitDecision::Unavailable(Unavailable::AbortedByResolution);
         }
+        let limit = match self.admit(now, start_ts, false) {
+            Ok(limit) => limit,
+            Err(refused) => return refused,
+        };
+        if mutations.is_empty() || votes.is_empty() || votes.len() != participants.len() {
+            return CommitDecision::Invalid(format!(
+                "a cross-partition commit needs mutations and one vote per participant \
+                 ({} votes, {} participants, {} mutations)",
+                votes.len(),
+                participants.len(),
+                mutations.len()
+            ));
+        }
+        if !participants.contains(&self.partition()) || !self.prepared.contains_key(&txn_id) {
+            return CommitDecision::Invalid(format!(
+                "{txn_id}: the coordinator {} holds no vote of its own for it",
+                self.partition()
+            ));
+        }
+        if let Some(bad) = votes.iter().find(|v| **v <= start_ts || **v > limit) {
+            return CommitDecision::Invalid(format!(
+                "vote {bad} is not inside (τs {start_ts}, {limit}]"
+            ));
+        }
         let max_vote = votes.iter().copied().max().unwrap_or(Timestamp::ZERO);
         let commit_ts = max_vote
             .max(self.floor().next())
             .max(start_ts.next())
             .max(now.latest);
-        let limit = now.latest.saturating_add(self.max_skew());
         if commit_ts > limit {
-            // Abort rather than drag the floor past the clock (skew guard).
-            self.aborted.insert(txn_id, self.floor());
+            // Refused, nothing changed: the caller asks `Status`, which aborts durably.
             return CommitDecision::Unavailable(Unavailable::SkewGuard {
                 ts: commit_ts,
                 limit,
@@ -166,27 +224,77 @@ impl Adjudicator {
         CommitDecision::Append { commit_ts, record }
     }
 
-    /// Coordinator, step 5: the fate of `txn_id`. An undecided transaction is decided
-    /// aborted now, and [`Adjudicator::commit_prepared`] will refuse it from then on.
-    pub fn status(&mut self, txn_id: TxnId) -> TxnStatus {
-        match self.known_outcome(txn_id) {
-            Some(CommitDecision::Verdict(crate::core::Verdict::Committed { commit_ts })) => {
-                TxnStatus::Committed(commit_ts)
-            }
-            Some(_) => TxnStatus::InFlight,
-            None => {
-                let floor = self.floor();
-                self.aborted.entry(txn_id).or_insert(floor);
-                TxnStatus::Aborted
-            }
+    /// Coordinator, step 5: the fate of `txn_id`, whose τs is at most `start_bound` (a
+    /// participant passes its vote τ). An undecided transaction is aborted now, durably:
+    /// the returned record also decides this partition's own vote for it, if any, and no
+    /// commit request for it succeeds afterwards. Below the horizon the outcome may have
+    /// been forgotten: `TooOld`.
+    pub fn status(
+        &mut self,
+        now: TimeInterval,
+        txn_id: TxnId,
+        start_bound: Timestamp,
+    ) -> StatusDecision {
+        if self.stepped_down {
+            return StatusDecision::Refused(CommitDecision::Unavailable(Unavailable::SteppedDown));
         }
+        self.advance_horizon(now);
+        match self.known_outcome(txn_id) {
+            Some(CommitDecision::Verdict(Verdict::Committed { commit_ts })) => {
+                return StatusDecision::Known(TxnStatus::Committed(commit_ts));
+            }
+            Some(_) => return StatusDecision::Known(TxnStatus::InFlight),
+            None => {}
+        }
+        if let Some(mark) = self.aborted.get(&txn_id) {
+            let durable = mark.lsn.is_none() || self.is_durable_at(mark.lsn);
+            return StatusDecision::Known(if durable {
+                TxnStatus::Aborted
+            } else {
+                TxnStatus::InFlight
+            });
+        }
+        // A commit with τc above the bound would be in `outcomes` unless pruned or before
+        // the replay: below that point "not found" does not mean "not committed".
+        if start_bound < self.outcomes_from() {
+            return StatusDecision::Known(TxnStatus::TooOld);
+        }
+        let limit = now.latest.saturating_add(self.max_skew());
+        if start_bound > limit {
+            return StatusDecision::Refused(CommitDecision::Unavailable(Unavailable::SkewGuard {
+                ts: start_bound,
+                limit,
+            }));
+        }
+        StatusDecision::Abort(self.abort_record(txn_id, start_bound))
     }
 
     /// Participant, step 4: records the decision on a transaction it voted for and returns
-    /// the `Decided` record to append; `None` if it holds no undecided vote for it (never
-    /// prepared here, or already decided: decisions are idempotent).
-    pub fn decide(&mut self, txn_id: TxnId, commit_ts: Option<Timestamp>) -> Option<pb::Record> {
-        let vote = self.prepared.remove(&txn_id)?;
+    /// the `Decided` record to append; `Ok(None)` if it holds no undecided vote for it
+    /// (never prepared here, or already decided: decisions are idempotent). A commit τ
+    /// below the vote (a coordinator picks τc ≥ every vote) or beyond the skew guard is
+    /// refused with nothing changed.
+    pub fn decide(
+        &mut self,
+        now: TimeInterval,
+        txn_id: TxnId,
+        commit_ts: Option<Timestamp>,
+    ) -> Result<Option<pb::Record>, CommitDecision> {
+        let Some(vote) = self.prepared.get(&txn_id) else {
+            return Ok(None);
+        };
+        if let Some(ts) = commit_ts {
+            let limit = now.latest.saturating_add(self.max_skew());
+            if ts < vote.vote_ts || ts > limit {
+                return Err(CommitDecision::Invalid(format!(
+                    "{txn_id}: a commit τ {ts} outside [vote {}, {limit}]",
+                    vote.vote_ts
+                )));
+            }
+        }
+        let Some(vote) = self.prepared.remove(&txn_id) else {
+            return Ok(None);
+        };
         for k in &vote.keys {
             if self.pending.get(k) == Some(&txn_id) {
                 self.pending.remove(k);
@@ -203,13 +311,15 @@ impl Adjudicator {
             Some(ts) => pb::decided::Outcome::CommittedTs(ts.as_nanos()),
             None => pb::decided::Outcome::Aborted(pb::Aborted {}),
         };
-        Some(pb::Record {
+        Ok(Some(pb::Record {
             kind: Some(pb::record::Kind::Decided(pb::Decided {
                 txn_id: Some(txn_id.into()),
                 record_ts: record_ts.as_nanos(),
                 outcome: Some(outcome),
+                coordinator_abort: false,
+                snapshot_bound: 0,
             })),
-        })
+        }))
     }
 
     /// Whether `key` is prepared by an undecided transaction here.
@@ -220,6 +330,17 @@ impl Adjudicator {
     /// Undecided votes of this participant, for resolution by asking their coordinators.
     pub fn undecided(&self) -> impl Iterator<Item = (TxnId, &Vote)> {
         self.prepared.iter().map(|(id, v)| (*id, v))
+    }
+
+    /// Undecided votes cast more than the vote timeout before `now`: the ones to resolve
+    /// by asking their coordinators (`Status` with the vote τ as the bound).
+    pub fn overdue(&self, now: TimeInterval) -> Vec<(TxnId, Vote)> {
+        let cutoff = now.earliest.saturating_sub(self.config().vote_timeout);
+        self.prepared
+            .iter()
+            .filter(|(_, v)| v.cast_at <= cutoff)
+            .map(|(id, v)| (*id, v.clone()))
+            .collect()
     }
 }
 
@@ -266,14 +387,25 @@ mod tests {
             a.prepare(now, &prepare_req(2, 90, "k")),
             PrepareDecision::Refused(CommitDecision::Verdict(Verdict::Conflict { .. }))
         ));
+        assert!(
+            a.decide(now, TxnId::new(1), Some(ts(vote.as_nanos() - 1)))
+                .is_err(),
+            "a commit τ below the vote is refused"
+        );
+        assert!(a.is_pending(b"k"), "and changes nothing");
         let decided = a
-            .decide(TxnId::new(1), Some(ts(120)))
+            .decide(now, TxnId::new(1), Some(ts(120)))
+            .unwrap()
             .expect("a Decided record");
         assert!(
             decided.ts() > Some(ts(120)),
             "Decided is after the commit τ it reports"
         );
-        assert_eq!(a.decide(TxnId::new(1), Some(ts(120))), None, "idempotent");
+        assert_eq!(
+            a.decide(now, TxnId::new(1), Some(ts(120))),
+            Ok(None),
+            "idempotent"
+        );
         // Now k was written at 120: a snapshot before it conflicts, one after does not.
         assert!(matches!(
             a.prepare(now, &prepare_req(3, 110, "k")),
@@ -289,7 +421,17 @@ mod tests {
     fn a_coordinator_that_answered_aborted_never_commits() {
         let mut c = adj(0);
         let now = TimeInterval::exact(ts(100));
-        assert_eq!(c.status(TxnId::new(9)), TxnStatus::Aborted);
+        c.prepare(now, &prepare_req(9, 50, "k"));
+        let StatusDecision::Abort(record) = c.status(now, TxnId::new(9), ts(50)) else {
+            panic!("an undecided transaction is aborted");
+        };
+        assert!(record.ts() > Some(ts(50)));
+        assert!(!c.is_pending(b"k"), "the abort decides its own vote too");
+        assert_eq!(
+            c.status(now, TxnId::new(9), ts(50)),
+            StatusDecision::Known(TxnStatus::Aborted),
+            "a record replayed or never queued counts as durable"
+        );
         let decision = c.commit_prepared(
             now,
             TxnId::new(9),
@@ -302,12 +444,78 @@ mod tests {
             decision,
             CommitDecision::Unavailable(Unavailable::AbortedByResolution)
         );
+        // Binding for single-partition commits too (hardening defect 2).
+        let single = crate::core::CommitRequest {
+            txn_id: TxnId::new(9),
+            start_ts: ts(50),
+            mutations: vec![Mutation::put("k", "v")],
+            retry: true,
+        };
+        assert_eq!(
+            c.commit(now, &single),
+            CommitDecision::Unavailable(Unavailable::AbortedByResolution)
+        );
+    }
+
+    #[test]
+    fn status_below_the_horizon_is_unknown_not_aborted() {
+        let config = AdjudicatorConfig {
+            max_txn_age: std::time::Duration::from_nanos(100),
+            ..AdjudicatorConfig::default()
+        };
+        let mut c = Adjudicator::new(PartitionId::new(0), config, ts(0));
+        let now = TimeInterval::exact(ts(1_000));
+        assert_eq!(
+            c.status(now, TxnId::new(3), ts(899)),
+            StatusDecision::Known(TxnStatus::TooOld)
+        );
+        assert!(matches!(
+            c.status(now, TxnId::new(3), ts(900)),
+            StatusDecision::Abort(_)
+        ));
+        let far = ts(1_000 + std::time::Duration::from_secs(2).as_nanos() as u64);
+        assert!(matches!(
+            c.status(now, TxnId::new(4), far),
+            StatusDecision::Refused(_)
+        ));
+    }
+
+    #[test]
+    fn commit_prepared_needs_the_coordinators_own_vote_and_sane_votes() {
+        let mut c = adj(0);
+        let now = TimeInterval::exact(ts(100));
+        let commit = |c: &mut Adjudicator, votes: &[Timestamp]| {
+            c.commit_prepared(
+                now,
+                TxnId::new(5),
+                ts(50),
+                votes,
+                &[Mutation::put("a", "1"), Mutation::put("b", "2")],
+                &[PartitionId::new(0), PartitionId::new(1)],
+            )
+        };
+        assert!(matches!(
+            commit(&mut c, &[ts(60), ts(70)]),
+            CommitDecision::Invalid(_)
+        ));
+        c.prepare(now, &prepare_req(5, 50, "a"));
+        assert!(matches!(commit(&mut c, &[]), CommitDecision::Invalid(_)));
+        assert!(matches!(
+            commit(&mut c, &[ts(60), ts(40)]),
+            CommitDecision::Invalid(_)
+        ));
+        assert_eq!(c.floor(), ts(51), "refusals change nothing");
+        assert!(matches!(
+            commit(&mut c, &[ts(60), ts(70)]),
+            CommitDecision::Append { .. }
+        ));
     }
 
     #[test]
     fn the_commit_ts_is_at_least_every_vote_and_status_reports_it() {
         let mut c = adj(0);
         let now = TimeInterval::exact(ts(100));
+        c.prepare(now, &prepare_req(5, 50, "a"));
         let decision = c.commit_prepared(
             now,
             TxnId::new(5),
@@ -327,8 +535,22 @@ mod tests {
             (commit.mutations.len(), commit.participants),
             (2, vec![0, 1])
         );
-        assert_eq!(c.status(TxnId::new(5)), TxnStatus::InFlight);
-        c.appended(TxnId::new(5));
-        assert_eq!(c.status(TxnId::new(5)), TxnStatus::Committed(ts(140)));
+        assert_eq!(
+            c.status(now, TxnId::new(5), ts(50)),
+            StatusDecision::Known(TxnStatus::InFlight)
+        );
+        c.queued(TxnId::new(5), journaldb_proto::Lsn::new(7));
+        c.observe_durable(journaldb_proto::Lsn::new(7));
+        assert_eq!(
+            c.status(now, TxnId::new(5), ts(50)),
+            StatusDecision::Known(TxnStatus::InFlight),
+            "Lsn 7 is not below the durable end 7"
+        );
+        // Durable once the journal passes its position, whoever waits for it (defect 5).
+        c.observe_durable(journaldb_proto::Lsn::new(8));
+        assert_eq!(
+            c.status(now, TxnId::new(5), ts(50)),
+            StatusDecision::Known(TxnStatus::Committed(ts(140)))
+        );
     }
 }

@@ -16,7 +16,8 @@
 //! Cross-partition transactions (`cross.rs`): participants vote with durable `Prepared`
 //! records, the coordinator appends the whole transaction as one `Commit` in its own
 //! journal, participants record `Decided`; an undecided coordinator asked for `Status`
-//! decides abort for good.
+//! decides abort for good (durably), and a participant whose vote stays undecided past the
+//! vote timeout asks. An outcome once reported is final for every kind of commit request.
 //!
 //! The state machine is *not* I/O: it appends nothing and reads no clock. [`Partition`]
 //! (`partition.rs`) is the one place that does the I/O around it — the critical section
@@ -39,6 +40,6 @@ mod window;
 pub use crate::core::{
     Adjudicator, AdjudicatorConfig, CommitDecision, CommitRequest, PlantedBug, Unavailable, Verdict,
 };
-pub use crate::cross::{PrepareDecision, PrepareRequest, TxnStatus, Vote};
+pub use crate::cross::{PrepareDecision, PrepareRequest, StatusDecision, TxnStatus, Vote};
 pub use crate::partition::{Partition, Refusal};
 pub use crate::replay::{ReplayError, ReplayMode};

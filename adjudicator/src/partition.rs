@@ -24,7 +24,7 @@ use parking_lot::{Mutex, MutexGuard};
 use prost::Message;
 
 use crate::core::{Adjudicator, CommitDecision, CommitRequest, PlantedBug, Verdict};
-use crate::cross::{PrepareDecision, PrepareRequest, TxnStatus};
+use crate::cross::{PrepareDecision, PrepareRequest, StatusDecision, TxnStatus};
 
 /// Why a [`Partition`] call did not commit (or vote).
 #[derive(Debug, Clone, PartialEq)]
@@ -87,13 +87,36 @@ impl Partition {
         self.adj.lock()
     }
 
-    /// Queues `record` while `adj` (this partition's adjudicator) is locked; the adjudicator
-    /// steps down if the journal refuses.
-    fn submit(&self, adj: &mut Adjudicator, record: &pb::Record) -> Result<Submitted<'_>, Refusal> {
-        self.journal.submit_now(encode(record)).map_err(|_| {
-            adj.append_failed();
-            Refusal::AppendFailed
-        })
+    /// Queues `record`, the decision on `txn` (if it concerns one), while `adj` (this
+    /// partition's adjudicator) is locked. A record the journal refuses unwritten (larger
+    /// than its record limit) undoes the decision and is an invalid request; any other
+    /// failure may have written it, and the adjudicator steps down.
+    fn submit(
+        &self,
+        adj: &mut Adjudicator,
+        record: &pb::Record,
+        txn: Option<TxnId>,
+    ) -> Result<Submitted<'_>, Refusal> {
+        match self.journal.submit_now(encode(record)) {
+            Ok(submitted) => {
+                if let Some(txn) = txn {
+                    adj.queued(txn, submitted.lsn());
+                }
+                Ok(submitted)
+            }
+            Err(journaldb_journal::Error::RecordTooLarge { size, limit }) => {
+                if let Some(txn) = txn {
+                    adj.forget(txn);
+                }
+                Err(Refusal::Decision(CommitDecision::Invalid(format!(
+                    "the record is {size} bytes, over the journal's limit of {limit}"
+                ))))
+            }
+            Err(_) => {
+                adj.append_failed();
+                Err(Refusal::AppendFailed)
+            }
+        }
     }
 
     /// Waits until a queued record is durable; the adjudicator steps down if it cannot be.
@@ -132,9 +155,10 @@ impl Partition {
     ) -> Result<(T, Option<Submitted<'_>>), Refusal> {
         self.journal.room().await;
         let mut adj = self.adj.lock();
+        adj.observe_durable(self.journal.durable_end());
         Ok(match decide(&mut adj)? {
             Step::Done(value) => (value, None),
-            Step::Append(value, record) => (value, Some(self.submit(&mut adj, &record)?)),
+            Step::Append(value, record, txn) => (value, Some(self.submit(&mut adj, &record, txn)?)),
         })
     }
 
@@ -148,8 +172,25 @@ impl Partition {
         now: TimeInterval,
         req: &CommitRequest,
     ) -> Result<(Timestamp, Option<Submitted<'_>>), Refusal> {
-        self.decide_then_submit(|adj| commit_step(adj.commit(now, req)))
-            .await
+        let (outcome, submitted) = self
+            .decide_then_submit(|adj| match adj.commit(now, req) {
+                CommitDecision::AbortThen { verdict, record } => {
+                    Ok(Step::Append(Err(verdict), *record, Some(req.txn_id)))
+                }
+                decision => commit_step(req.txn_id, decision).map(|step| step.map(Ok)),
+            })
+            .await?;
+        match outcome {
+            Ok(commit_ts) => Ok((commit_ts, submitted)),
+            // A retry refused for good: the refusal is answered once the abort that makes
+            // it binding is durable.
+            Err(verdict) => {
+                if let Some(submitted) = submitted {
+                    self.durable(submitted).await?;
+                }
+                Err(Refusal::Decision(CommitDecision::Verdict(verdict)))
+            }
+        }
     }
 
     /// Completes [`Partition::commit_queued`]: `known_durable` if the caller saw the
@@ -190,7 +231,9 @@ impl Partition {
         req: &PrepareRequest,
     ) -> Result<Timestamp, Refusal> {
         self.decide_then_append(|adj| match adj.prepare(now, req) {
-            PrepareDecision::Append { vote_ts, record } => Ok(Step::Append(vote_ts, record)),
+            PrepareDecision::Append { vote_ts, record } => {
+                Ok(Step::Append(vote_ts, record, Some(req.txn_id)))
+            }
             PrepareDecision::Voted { vote_ts } => Ok(Step::Done(vote_ts)),
             PrepareDecision::Refused(d) => Err(Refusal::Decision(d)),
         })
@@ -210,14 +253,10 @@ impl Partition {
     ) -> Result<Timestamp, Refusal> {
         let commit_ts = self
             .decide_then_append(|adj| {
-                commit_step(adj.commit_prepared(
-                    now,
+                commit_step(
                     txn_id,
-                    start_ts,
-                    votes,
-                    mutations,
-                    participants,
-                ))
+                    adj.commit_prepared(now, txn_id, start_ts, votes, mutations, participants),
+                )
             })
             .await?;
         self.adj.lock().appended(txn_id);
@@ -227,35 +266,75 @@ impl Partition {
     /// Participant: records the outcome of a transaction it voted for and queues its
     /// `Decided` record. With `wait`, returns once that record is durable; without, once it
     /// is queued (the decision is already in force in memory). Nothing to do if it holds no
-    /// undecided vote for `txn_id`.
+    /// undecided vote for `txn_id`; a commit τ below the vote or beyond the skew guard is
+    /// refused with nothing changed.
     pub async fn decide(
         &self,
+        now: TimeInterval,
         txn_id: TxnId,
         outcome: Option<Timestamp>,
         wait: bool,
     ) -> Result<(), Refusal> {
-        self.journal.room().await;
-        let submitted = {
-            let mut adj = self.adj.lock();
-            let Some(record) = adj.decide(txn_id, outcome) else {
-                return Ok(());
-            };
-            self.submit(&mut adj, &record)?
-        };
-        if wait {
+        let (_, submitted) = self
+            .decide_then_submit(|adj| match adj.decide(now, txn_id, outcome) {
+                Ok(Some(record)) => Ok(Step::Append((), record, None)),
+                Ok(None) => Ok(Step::Done(())),
+                Err(refused) => Err(Refusal::Decision(refused)),
+            })
+            .await?;
+        if let (true, Some(submitted)) = (wait, submitted) {
             self.durable(submitted).await?;
         }
         Ok(())
     }
 
-    /// Coordinator: the fate of `txn_id`; an undecided one is decided aborted for good.
-    /// `None` if this adjudicator stepped down and cannot know.
-    pub fn status(&self, txn_id: TxnId) -> Option<TxnStatus> {
-        let mut adj = self.adj.lock();
-        if adj.is_stepped_down() {
-            return None;
+    /// Coordinator: the fate of `txn_id`, whose τs is at most `start_bound`. An undecided
+    /// transaction is aborted for good, and `Aborted` answered once that decision is
+    /// durable; `TooOld` if it may have been forgotten (see [`Adjudicator::status`]).
+    pub async fn status(
+        &self,
+        now: TimeInterval,
+        txn_id: TxnId,
+        start_bound: Timestamp,
+    ) -> Result<TxnStatus, Refusal> {
+        let (status, submitted) = self
+            .decide_then_submit(|adj| match adj.status(now, txn_id, start_bound) {
+                StatusDecision::Known(status) => Ok(Step::Done(status)),
+                StatusDecision::Abort(record) => {
+                    Ok(Step::Append(TxnStatus::Aborted, record, Some(txn_id)))
+                }
+                StatusDecision::Refused(d) => Err(Refusal::Decision(d)),
+            })
+            .await?;
+        if let Some(submitted) = submitted {
+            self.durable(submitted).await?;
         }
-        Some(adj.status(txn_id))
+        Ok(status)
+    }
+
+    /// Resolves this participant's votes left undecided past the vote timeout (their
+    /// client died, was cut off, or lost the outcome): asks each one's coordinator with
+    /// `ask` — `Status` with the vote τ as the bound — and records the answer. An
+    /// unanswered or still-undecided question leaves the vote for the next round. Returns
+    /// how many votes were decided.
+    pub async fn resolve_overdue<F, Fut>(&self, now: TimeInterval, ask: F) -> usize
+    where
+        F: Fn(PartitionId, TxnId, Timestamp) -> Fut,
+        Fut: Future<Output = Option<TxnStatus>>,
+    {
+        let overdue = self.adj.lock().overdue(now);
+        let mut decided = 0;
+        for (txn, vote) in overdue {
+            let outcome = match ask(vote.coordinator, txn, vote.vote_ts).await {
+                Some(TxnStatus::Committed(ts)) => Some(ts),
+                Some(TxnStatus::Aborted) => None,
+                Some(TxnStatus::InFlight | TxnStatus::TooOld) | None => continue,
+            };
+            if self.decide(now, txn, outcome, false).await.is_ok() {
+                decided += 1;
+            }
+        }
+        decided
     }
 
     /// Promises, durably, that no record with τ ≤ `ts` will follow those appended so far:
@@ -269,7 +348,7 @@ impl Partition {
             let record = adj.promise(ts);
             let floor = adj.floor();
             Ok(match record {
-                Some(record) => Step::Append(floor, record),
+                Some(record) => Step::Append(floor, record, None),
                 None => Step::Done(floor),
             })
         })
@@ -294,14 +373,26 @@ impl Partition {
 enum Step<T> {
     /// Nothing to append: the answer is ready.
     Done(T),
-    /// Append the record; the answer holds once it is durable.
-    Append(T, pb::Record),
+    /// Append the record (the decision on this transaction, if it is about one); the
+    /// answer holds once it is durable.
+    Append(T, pb::Record, Option<TxnId>),
+}
+
+impl<T> Step<T> {
+    fn map<U>(self, f: impl FnOnce(T) -> U) -> Step<U> {
+        match self {
+            Step::Done(value) => Step::Done(f(value)),
+            Step::Append(value, record, txn) => Step::Append(f(value), record, txn),
+        }
+    }
 }
 
 /// A commit decision as a [`Step`]: a retry of a durable commit is answered at once.
-fn commit_step(decision: CommitDecision) -> Result<Step<Timestamp>, Refusal> {
+fn commit_step(txn_id: TxnId, decision: CommitDecision) -> Result<Step<Timestamp>, Refusal> {
     match decision {
-        CommitDecision::Append { commit_ts, record } => Ok(Step::Append(commit_ts, record)),
+        CommitDecision::Append { commit_ts, record } => {
+            Ok(Step::Append(commit_ts, record, Some(txn_id)))
+        }
         CommitDecision::Verdict(Verdict::Committed { commit_ts }) => Ok(Step::Done(commit_ts)),
         other => Err(Refusal::Decision(other)),
     }

@@ -4,7 +4,8 @@
 //!
 //! - [`ReplayMode::Failover`]: replay the last `max_txn_age` of the journal: `Commit`
 //!   records set `last_write` (for this partition's keys) and the outcomes of retries;
-//!   `Decided` records set `last_write`; `Prepared` records without a `Decided` stay
+//!   `Decided` records set `last_write` (and a coordinator's own abort rebuilds the aborted
+//!   set, so it stays binding); `Prepared` records without a `Decided` stay
 //!   pending, to be resolved through their coordinators before serving. Only then is the
 //!   horizon computed from the clock.
 //! - [`ReplayMode::Embedded`]: a reopened embedded database has no transaction in flight,
@@ -15,7 +16,7 @@
 
 use journaldb_proto::{Mutation, PartitionId, TimeInterval, Timestamp, TxnId, pb};
 
-use crate::core::{Adjudicator, AdjudicatorConfig};
+use crate::core::{AbortMark, Adjudicator, AdjudicatorConfig};
 use crate::cross::Vote;
 
 /// How much state to rebuild.
@@ -122,6 +123,7 @@ impl Adjudicator {
                             vote_ts: Timestamp::from_nanos(p.vote_ts),
                             keys: p.keys.clone(),
                             coordinator: PartitionId::new(p.coordinator),
+                            cast_at: Timestamp::from_nanos(p.vote_ts),
                         },
                     );
                 }
@@ -134,6 +136,15 @@ impl Adjudicator {
                         Some(pb::decided::Outcome::Aborted(_)) => None,
                         None => return Err(malformed("Decided without an outcome")),
                     };
+                    if d.coordinator_abort {
+                        adj.aborted.insert(
+                            txn,
+                            AbortMark {
+                                bound: Timestamp::from_nanos(d.snapshot_bound),
+                                lsn: None,
+                            },
+                        );
+                    }
                     if let Some(vote) = adj.prepared.remove(&txn) {
                         for k in &vote.keys {
                             if adj.pending.get(k) == Some(&txn) {
@@ -149,6 +160,9 @@ impl Adjudicator {
             }
         }
         adj.raise_floor(floor);
+        // Every commit after `start` was replayed into the outcomes (embedded: records
+        // after the checkpoint hold every τ above it; failover: the whole journal held).
+        adj.set_outcomes_from(start);
         match mode {
             ReplayMode::Embedded { .. } => adj.raise_horizon_to(adj.floor()),
             ReplayMode::Failover { now } => adj.advance_horizon(now),

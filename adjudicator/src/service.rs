@@ -8,10 +8,19 @@
 //! re-asks with `Status`, by txn id — commits are idempotent by it). A request routed by
 //! another topology version than the node's is refused `Unavailable` (stale map: refresh
 //! the topology and retry); version 0 means "unversioned" (tools, tests).
+//!
+//! No field of a request is trusted: every key must belong to the partition it was sent to
+//! (whatever the topology version), partition and coordinator ids must exist, τs, votes and
+//! commit τs must lie within the skew guard, a `Decide`'s τc at or above the vote, a
+//! `CommitPrepared` must carry one vote per participant (its own among them) and only keys
+//! of those participants. A refused request changes nothing, and nothing reachable from a
+//! request panics. `Promise` from outside the node is clamped to this node's clock, so no
+//! caller can raise a floor past the present.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use journaldb_proto::keyspace::partition_of;
 use journaldb_proto::pb::adjudicator_service_server::AdjudicatorService;
 use journaldb_proto::status::ErrorKind;
 use journaldb_proto::{Clock, Epoch, Limits, Mutation, PartitionId, Timestamp, TxnId, pb};
@@ -24,6 +33,8 @@ use crate::partition::{Partition, Refusal};
 /// The adjudicator role's gRPC service.
 pub struct AdjudicatorServer<C> {
     partitions: BTreeMap<PartitionId, Arc<Partition>>,
+    /// Partitions in the whole key space (this node serves some of them).
+    partition_count: u32,
     clock: C,
     limits: Limits,
     topology_version: u64,
@@ -38,14 +49,17 @@ impl<C> std::fmt::Debug for AdjudicatorServer<C> {
 }
 
 impl<C: Clock> AdjudicatorServer<C> {
-    /// A service deciding for `partitions`, reading time from `clock`.
+    /// A service deciding for `partitions` of a key space of `partition_count` partitions
+    /// (keys are routed by [`partition_of`]), reading time from `clock`.
     pub fn new(
         partitions: impl IntoIterator<Item = Arc<Partition>>,
+        partition_count: u32,
         clock: C,
         limits: Limits,
     ) -> Self {
         AdjudicatorServer {
             partitions: partitions.into_iter().map(|p| (p.id(), p)).collect(),
+            partition_count: partition_count.max(1),
             clock,
             limits,
             topology_version: 0,
@@ -78,6 +92,34 @@ impl<C: Clock> AdjudicatorServer<C> {
         self.partitions.get(&PartitionId::new(id)).ok_or_else(|| {
             ErrorKind::InvalidArgument.status(format!("partition {id} is not served here"))
         })
+    }
+
+    /// A partition id of this key space (served here or not).
+    fn known_partition(&self, id: u32) -> Result<PartitionId, Status> {
+        if id >= self.partition_count {
+            return Err(ErrorKind::InvalidArgument.status(format!(
+                "partition {id} does not exist: the key space has {} partitions",
+                self.partition_count
+            )));
+        }
+        Ok(PartitionId::new(id))
+    }
+
+    /// Refuses a key that `partition` does not own: keys are routed by content, whatever
+    /// topology version the request names.
+    fn check_owned<'k>(
+        &self,
+        partition: PartitionId,
+        keys: impl IntoIterator<Item = &'k [u8]>,
+    ) -> Result<(), Status> {
+        for key in keys {
+            let owner = partition_of(key, self.partition_count);
+            if owner != partition {
+                return Err(ErrorKind::InvalidArgument
+                    .status(format!("a key of {owner} was sent to {partition}")));
+            }
+        }
+        Ok(())
     }
 
     fn mutations(&self, wire: Vec<pb::Mutation>) -> Result<Vec<Mutation>, Status> {
@@ -144,12 +186,18 @@ impl<C: Clock + Send + Sync + 'static> AdjudicatorService for AdjudicatorServer<
         request: Request<pb::CommitRequest>,
     ) -> Result<Response<pb::CommitReply>, Status> {
         let req = request.into_inner();
-        self.check_topology(req.topology_version)?;
+        // A retry's original may already have been applied under the map it was routed
+        // by: answer it whatever the version (keys are checked against the owner anyway).
+        if !req.retry {
+            self.check_topology(req.topology_version)?;
+        }
         let part = self.partition(req.partition)?;
+        let mutations = self.mutations(req.mutations)?;
+        self.check_owned(part.id(), mutations.iter().map(|m| &m.key[..]))?;
         let req = CommitRequest {
             txn_id: txn_id(req.txn_id)?,
             start_ts: Timestamp::from_nanos(req.start_ts),
-            mutations: self.mutations(req.mutations)?,
+            mutations,
             retry: req.retry,
         };
         commit_reply(part.commit(self.clock.now(), &req).await)
@@ -168,11 +216,19 @@ impl<C: Clock + Send + Sync + 'static> AdjudicatorService for AdjudicatorServer<
                 .check_key(key)
                 .map_err(|e| ErrorKind::LimitExceeded.status(e.to_string()))?;
         }
+        if req.keys.len() > self.limits.max_txn_mutations {
+            return Err(ErrorKind::LimitExceeded.status(format!(
+                "{} keys in one prepare; at most {}",
+                req.keys.len(),
+                self.limits.max_txn_mutations
+            )));
+        }
+        self.check_owned(part.id(), req.keys.iter().map(|k| &k[..]))?;
         let prepare = PrepareRequest {
             txn_id: txn_id(req.txn_id)?,
             start_ts: Timestamp::from_nanos(req.start_ts),
             keys: req.keys,
-            coordinator: PartitionId::new(req.coordinator),
+            coordinator: self.known_partition(req.coordinator)?,
             coordinator_epoch: req.coordinator_epoch.map(Epoch::from).unwrap_or_default(),
         };
         let vote = match part.prepare(self.clock.now(), &prepare).await {
@@ -200,17 +256,30 @@ impl<C: Clock + Send + Sync + 'static> AdjudicatorService for AdjudicatorServer<
             .iter()
             .map(|&v| Timestamp::from_nanos(v))
             .collect();
-        let participants: Vec<PartitionId> = req
+        let participants = req
             .participants
             .iter()
-            .map(|&p| PartitionId::new(p))
-            .collect();
-        if votes.len() != participants.len() {
+            .map(|&p| self.known_partition(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        if votes.len() != participants.len() || participants.len() < 2 {
             return Err(ErrorKind::InvalidArgument.status(format!(
-                "{} votes for {} participants",
+                "{} votes for {} participants; a cross-partition commit has one vote for \
+                 each of at least two",
                 votes.len(),
                 participants.len()
             )));
+        }
+        if participants.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(ErrorKind::InvalidArgument
+                .status("participants must be listed once each, in ascending order"));
+        }
+        let mutations = self.mutations(req.mutations)?;
+        for m in &mutations {
+            let owner = partition_of(&m.key, self.partition_count);
+            if participants.binary_search(&owner).is_err() {
+                return Err(ErrorKind::InvalidArgument
+                    .status(format!("a key of {owner}, which is not a participant")));
+            }
         }
         let result = part
             .commit_prepared(
@@ -218,7 +287,7 @@ impl<C: Clock + Send + Sync + 'static> AdjudicatorService for AdjudicatorServer<
                 txn_id(req.txn_id)?,
                 Timestamp::from_nanos(req.start_ts),
                 &votes,
-                &self.mutations(req.mutations)?,
+                &mutations,
                 &participants,
             )
             .await;
@@ -237,7 +306,7 @@ impl<C: Clock + Send + Sync + 'static> AdjudicatorService for AdjudicatorServer<
             Some(Outcome::Aborted(_)) => None,
             None => return Err(ErrorKind::InvalidArgument.status("missing outcome")),
         };
-        part.decide(txn_id(req.txn_id)?, outcome, true)
+        part.decide(self.clock.now(), txn_id(req.txn_id)?, outcome, true)
             .await
             .map_err(refusal_status)?;
         Ok(Response::new(pb::DecideReply {}))
@@ -250,14 +319,19 @@ impl<C: Clock + Send + Sync + 'static> AdjudicatorService for AdjudicatorServer<
         use pb::status_reply::Status as S;
         let req = request.into_inner();
         let part = self.partition(req.partition)?;
-        let status = match part.status(txn_id(req.txn_id)?) {
-            Some(TxnStatus::Committed(ts)) => S::CommittedTs(ts.as_nanos()),
-            Some(TxnStatus::Aborted) => S::Aborted(pb::Aborted {}),
-            Some(TxnStatus::InFlight) => S::InFlight(pb::Aborted {}),
-            None => {
-                return Err(ErrorKind::Unavailable
-                    .status("this adjudicator stepped down; its journal must be recovered"));
-            }
+        let status = part
+            .status(
+                self.clock.now(),
+                txn_id(req.txn_id)?,
+                Timestamp::from_nanos(req.start_ts),
+            )
+            .await
+            .map_err(refusal_status)?;
+        let status = match status {
+            TxnStatus::Committed(ts) => S::CommittedTs(ts.as_nanos()),
+            TxnStatus::Aborted => S::Aborted(pb::Aborted {}),
+            TxnStatus::InFlight => S::InFlight(pb::Aborted {}),
+            TxnStatus::TooOld => S::TooOld(pb::Aborted {}),
         };
         Ok(Response::new(pb::StatusReply {
             status: Some(status),
@@ -270,8 +344,12 @@ impl<C: Clock + Send + Sync + 'static> AdjudicatorService for AdjudicatorServer<
     ) -> Result<Response<pb::PromiseReply>, Status> {
         let req = request.into_inner();
         let part = self.partition(req.partition)?;
+        // Never past this node's present: a promise from outside must not drag the floor
+        // (and every later τc, and its commit wait) into the future. A caller that needs
+        // more asks again later.
+        let ts = Timestamp::from_nanos(req.ts).min(self.clock.now().latest);
         let floor = part
-            .promise_durable(Timestamp::from_nanos(req.ts))
+            .promise_durable(ts)
             .await
             .map_err(|_| ErrorKind::Unavailable.status("the journal failed; stepped down"))?;
         Ok(Response::new(pb::PromiseReply {

@@ -15,7 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use journaldb_adjudicator::{
     Adjudicator, AdjudicatorConfig, CommitDecision, CommitRequest, PlantedBug, PrepareDecision,
-    PrepareRequest, TxnStatus,
+    PrepareRequest, StatusDecision, TxnStatus,
 };
 use journaldb_proto::{Epoch, Mutation, PartitionId, TimeInterval, Timestamp, TxnId, pb};
 use rand::{Rng, SeedableRng};
@@ -66,6 +66,7 @@ fn run(seed: u64, planted_bug: Option<PlantedBug>) -> Result<usize, String> {
     let config = AdjudicatorConfig {
         max_skew: Duration::from_micros(100),
         max_txn_age: Duration::from_secs(3600),
+        vote_timeout: Duration::from_secs(3),
         planted_bug,
     };
     let mut w = World {
@@ -119,7 +120,10 @@ fn run(seed: u64, planted_bug: Option<PlantedBug>) -> Result<usize, String> {
                     continue;
                 };
                 let outcome = w.to_decide.remove(&(id, p)).expect("listed");
-                if let Some(record) = w.adjs[p].decide(id, outcome) {
+                if let Some(record) = w.adjs[p]
+                    .decide(now, id, outcome)
+                    .map_err(|d| fail(format!("{d:?}")))?
+                {
                     w.append(p, &record).map_err(fail)?;
                 }
             }
@@ -128,14 +132,23 @@ fn run(seed: u64, planted_bug: Option<PlantedBug>) -> Result<usize, String> {
                 let p = rng.random_range(0..partitions);
                 let undecided: Vec<_> = w.adjs[p]
                     .undecided()
-                    .map(|(id, v)| (id, v.coordinator))
+                    .map(|(id, v)| (id, v.coordinator, v.vote_ts))
                     .collect();
-                let Some(&(id, coordinator)) =
+                let Some(&(id, coordinator, vote_ts)) =
                     undecided.get(rng.random_range(0..undecided.len().max(1)))
                 else {
                     continue;
                 };
-                match w.adjs[coordinator.get() as usize].status(id) {
+                let c = coordinator.get() as usize;
+                let status = match w.adjs[c].status(now, id, vote_ts) {
+                    StatusDecision::Known(status) => status,
+                    StatusDecision::Abort(record) => {
+                        w.append(c, &record).map_err(fail)?;
+                        TxnStatus::Aborted
+                    }
+                    StatusDecision::Refused(d) => return Err(fail(format!("{d:?}"))),
+                };
+                match status {
                     TxnStatus::Aborted => {
                         if w.committed.contains_key(&id) {
                             return Err(fail(format!("{id}: status says aborted after commit")));
@@ -147,6 +160,7 @@ fn run(seed: u64, planted_bug: Option<PlantedBug>) -> Result<usize, String> {
                         w.to_decide.insert((id, p), Some(ts));
                     }
                     TxnStatus::InFlight => {}
+                    TxnStatus::TooOld => return Err(fail(format!("{id}: too old"))),
                 }
             }
             _ => {

@@ -1,6 +1,7 @@
 //! Integration tests of the adjudicator (one test binary per crate, see BUILD.md).
 
 mod cross_oracle;
+mod hostile;
 mod replay;
 mod service;
 mod si_oracle;

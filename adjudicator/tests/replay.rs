@@ -72,7 +72,11 @@ fn history() -> (Vec<pb::Record>, Adjudicator, Timestamp) {
     );
     let t2 = append(&mut log, decision);
     live.appended(TxnId::new(2));
-    log.push(live.decide(TxnId::new(2), Some(t2)).unwrap());
+    log.push(
+        live.decide(at(145), TxnId::new(2), Some(t2))
+            .unwrap()
+            .unwrap(),
+    );
     // An undecided vote from another coordinator.
     let undecided = PrepareRequest {
         coordinator: PartitionId::new(1),

@@ -17,14 +17,14 @@ use journaldb_proto::{EmbeddedClock, Limits, Mutation, PartitionId, Timestamp, T
 use prost::Message;
 use tonic::transport::Channel;
 
-struct Cluster {
-    client: AdjudicatorServiceClient<Channel>,
-    journals: Vec<Arc<Journal>>,
-    clock: Arc<EmbeddedClock>,
+pub(crate) struct Cluster {
+    pub(crate) client: AdjudicatorServiceClient<Channel>,
+    pub(crate) journals: Vec<Arc<Journal>>,
+    pub(crate) clock: Arc<EmbeddedClock>,
     _dir: tempfile::TempDir,
 }
 
-async fn serve() -> Cluster {
+pub(crate) async fn serve() -> Cluster {
     let dir = tempfile::tempdir().unwrap();
     let mut partitions = Vec::new();
     let mut journals = Vec::new();
@@ -44,7 +44,7 @@ async fn serve() -> Cluster {
     let clock = Arc::new(EmbeddedClock::new(Timestamp::ZERO));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let service = AdjudicatorServer::new(partitions, clock.clone(), Limits::default());
+    let service = AdjudicatorServer::new(partitions, 2, clock.clone(), Limits::default());
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(AdjudicatorServiceServer::new(service))
@@ -61,7 +61,7 @@ async fn serve() -> Cluster {
     }
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -69,11 +69,16 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-fn put(key: &str) -> pb::Mutation {
+pub(crate) fn put(key: &str) -> pb::Mutation {
     Mutation::put(key.to_owned(), "v".to_owned()).into()
 }
 
-fn commit(partition: u32, txn: u128, start_ts: Timestamp, key: &str) -> pb::CommitRequest {
+pub(crate) fn commit(
+    partition: u32,
+    txn: u128,
+    start_ts: Timestamp,
+    key: &str,
+) -> pb::CommitRequest {
     pb::CommitRequest {
         partition,
         txn_id: Some(TxnId::new(txn).into()),
@@ -194,6 +199,7 @@ fn the_cross_partition_protocol_runs_over_grpc() {
             .status(pb::StatusRequest {
                 partition: 0,
                 txn_id: txn,
+                start_ts: start.as_nanos(),
             })
             .await
             .unwrap()
@@ -205,6 +211,7 @@ fn the_cross_partition_protocol_runs_over_grpc() {
             .status(pb::StatusRequest {
                 partition: 0,
                 txn_id: Some(TxnId::new(99).into()),
+                start_ts: start.as_nanos(),
             })
             .await
             .unwrap()
@@ -212,6 +219,21 @@ fn the_cross_partition_protocol_runs_over_grpc() {
         assert_eq!(
             unknown.status,
             Some(status_reply::Status::Aborted(pb::Aborted {}))
+        );
+        // Below the horizon it may have been forgotten: unknown, never "aborted".
+        let ancient = c
+            .client
+            .status(pb::StatusRequest {
+                partition: 0,
+                txn_id: Some(TxnId::new(98).into()),
+                start_ts: 1,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            ancient.status,
+            Some(status_reply::Status::TooOld(pb::Aborted {}))
         );
         let kinds = |j: &Journal| -> Vec<&'static str> {
             records(j)
@@ -224,7 +246,11 @@ fn the_cross_partition_protocol_runs_over_grpc() {
                 })
                 .collect()
         };
-        assert_eq!(kinds(&c.journals[0]), ["prepared", "commit", "decided"]);
+        // The last: the coordinator's durable abort of transaction 99.
+        assert_eq!(
+            kinds(&c.journals[0]),
+            ["prepared", "commit", "decided", "decided"]
+        );
         assert_eq!(kinds(&c.journals[1]), ["prepared", "decided"]);
     });
 }
@@ -317,7 +343,7 @@ fn bad_requests_get_typed_statuses_and_the_server_stays_up() {
         // Still deciding.
         let ok = c
             .client
-            .commit(commit(0, 5, start, "fine"))
+            .commit(commit(1, 5, start, "fine"))
             .await
             .unwrap()
             .into_inner();

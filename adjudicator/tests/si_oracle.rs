@@ -236,6 +236,7 @@ fn config(max_txn_age_nanos: u64) -> AdjudicatorConfig {
     AdjudicatorConfig {
         max_txn_age: Duration::from_nanos(max_txn_age_nanos),
         max_skew: Duration::from_micros(100),
+        vote_timeout: Duration::from_secs(3),
         planted_bug: None,
     }
 }

@@ -24,6 +24,7 @@
 
 pub mod clock;
 pub mod ids;
+pub mod keyspace;
 pub mod limits;
 pub mod lookup;
 pub mod mutation;

@@ -73,7 +73,25 @@ pub struct LimitExceeded {
     pub actual: u64,
 }
 
+/// Bytes a journal record may add to a transaction's keys and values: per mutation, the
+/// protobuf tags and length prefixes of its message, key, value and kind (≤ 24 bytes for
+/// any key and value within these limits); per record, its kind, ids, timestamps and the
+/// participant list (≤ 6 bytes a partition, at most one per mutation).
+const RECORD_BYTES_PER_MUTATION: usize = 32;
+const RECORD_BYTES_FIXED: usize = 256;
+
 impl Limits {
+    /// The largest journal record a transaction within these limits can need (its
+    /// `Commit` record, which holds the whole write set). A journal whose record limit is
+    /// below this would refuse valid commits, so a database or node refuses to open with
+    /// such a pair of settings.
+    pub fn max_record_bytes(&self) -> u64 {
+        let per_mutation = RECORD_BYTES_PER_MUTATION.saturating_mul(self.max_txn_mutations);
+        self.max_txn_bytes
+            .saturating_add(per_mutation)
+            .saturating_add(RECORD_BYTES_FIXED) as u64
+    }
+
     /// Checks one limit: `Ok` if `actual ≤ limit`.
     pub fn check(what: LimitKind, limit: usize, actual: usize) -> Result<(), LimitExceeded> {
         if actual <= limit {

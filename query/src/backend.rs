@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use journaldb_adjudicator::{CommitRequest, PrepareRequest, TxnStatus};
+
 use journaldb_proto::{Clock, Limits, Mutation, PartitionId, TimeInterval, Timestamp, TxnId};
 use journaldb_storage::{ScanPage, ScanRange, VersionStore};
 use parking_lot::Mutex;
@@ -37,21 +38,33 @@ pub(crate) enum Backend {
 pub(crate) struct RetryState {
     pub(crate) policy: RetryPolicy,
     pub(crate) budget: RetryBudget,
+    /// Jitter, from the handle's seed.
     pub(crate) rng: Mutex<ChaCha8Rng>,
+    /// Transaction ids: from 256 bits of OS entropy drawn when the handle was made (so two
+    /// handles, two processes or a restarted one never share a stream, whatever their
+    /// seeds), or from an explicit id seed in simulation, where runs must replay.
+    ids: Mutex<ChaCha8Rng>,
 }
 
 impl RetryState {
-    pub(crate) fn new(policy: RetryPolicy, seed: u64) -> Self {
-        RetryState {
+    /// Retry state with jitter from `seed`; ids from the OS unless `id_seed` is given.
+    pub(crate) fn new(policy: RetryPolicy, seed: u64, id_seed: Option<u64>) -> Result<Self> {
+        let ids = match id_seed {
+            Some(id_seed) => rand::SeedableRng::seed_from_u64(id_seed),
+            None => <ChaCha8Rng as rand::SeedableRng>::try_from_os_rng()
+                .map_err(|e| Error::Io(format!("reading OS entropy for transaction ids: {e}")))?,
+        };
+        Ok(RetryState {
             budget: RetryBudget::new(&policy),
             policy,
             rng: Mutex::new(rand::SeedableRng::seed_from_u64(seed)),
-        }
+            ids: Mutex::new(ids),
+        })
     }
 
-    /// A fresh transaction id from the seeded RNG.
+    /// A fresh transaction id.
     pub(crate) fn txn_id(&self) -> TxnId {
-        let mut rng = self.rng.lock();
+        let mut rng = self.ids.lock();
         TxnId::new((u128::from(rng.next_u64()) << 64) | u128::from(rng.random::<u64>()))
     }
 }
@@ -131,6 +144,19 @@ impl Backend {
         }
     }
 
+    /// A single-partition commit, re-sent with `retry: true` after `CommitUnknown`.
+    pub(crate) async fn commit_retry(
+        &self,
+        p: PartitionId,
+        req: &CommitRequest,
+    ) -> Result<Timestamp> {
+        let retry = CommitRequest {
+            retry: true,
+            ..req.clone()
+        };
+        self.commit(p, &retry).await
+    }
+
     pub(crate) async fn prepare(&self, p: PartitionId, req: &PrepareRequest) -> Result<Timestamp> {
         match self {
             Backend::Embedded(db) => db
@@ -171,15 +197,51 @@ impl Backend {
         }
     }
 
-    /// Tells participant `p` the outcome; best effort (a failed decision is resolved when
-    /// the participant recovers).
-    pub(crate) async fn decide(&self, p: PartitionId, txn_id: TxnId, outcome: Option<Timestamp>) {
+    /// Tells participant `p` the outcome (embedded: queued, not awaited).
+    async fn decide(
+        &self,
+        p: PartitionId,
+        txn_id: TxnId,
+        outcome: Option<Timestamp>,
+    ) -> Result<()> {
         match self {
-            Backend::Embedded(db) => {
-                let _queued = db.part(p).decide(txn_id, outcome, false).await;
-            }
+            Backend::Embedded(db) => db
+                .part(p)
+                .decide(db.clock.now(), txn_id, outcome, false)
+                .await
+                .map_err(crate::transaction::refusal),
             Backend::Cluster(c) => c.decide(p, txn_id, outcome).await,
         }
+    }
+
+    /// Tells every participant in `participants` the outcome of `txn_id`, concurrently,
+    /// retrying a failed `Decide` a few times. Best effort beyond that: a participant that
+    /// never hears resolves its vote itself after the vote timeout, by asking the
+    /// coordinator.
+    pub(crate) async fn decide_all(
+        &self,
+        participants: &[PartitionId],
+        txn_id: TxnId,
+        outcome: Option<Timestamp>,
+    ) {
+        let mut sends = tokio::task::JoinSet::new();
+        for &p in participants {
+            let backend = self.clone();
+            sends.spawn(async move {
+                for attempt in 0..DECIDE_ATTEMPTS {
+                    match backend.decide(p, txn_id, outcome).await {
+                        Ok(()) => return,
+                        // A refusal for cause (not an unreachable node) will not change.
+                        Err(e) if !e.is_retryable() && !e.maybe_committed() => return,
+                        Err(_) => {
+                            let pause = backend.retry().policy.outcome_pause(attempt);
+                            tokio::time::sleep(pause).await;
+                        }
+                    }
+                }
+            });
+        }
+        while sends.join_next().await.is_some() {}
     }
 
     /// Between a commit's durability and its acknowledgement (commit wait, visibility).
@@ -190,37 +252,38 @@ impl Backend {
         }
     }
 
-    /// The coordinator's answer about `txn_id`: `None` if it cannot know.
-    async fn status(&self, coordinator: PartitionId, txn_id: TxnId) -> Result<Option<TxnStatus>> {
+    /// The coordinator's answer about `txn_id`, whose snapshot is `start_ts`: `None` if it
+    /// cannot be asked now. Asking aborts an undecided transaction for good.
+    pub(crate) async fn status(
+        &self,
+        coordinator: PartitionId,
+        txn_id: TxnId,
+        start_ts: Timestamp,
+    ) -> Option<TxnStatus> {
         match self {
-            Backend::Embedded(db) => Ok(db.part(coordinator).status(txn_id)),
-            Backend::Cluster(c) => c.status(coordinator, txn_id).await,
+            Backend::Embedded(db) => db
+                .part(coordinator)
+                .status(db.clock.now(), txn_id, start_ts)
+                .await
+                .ok(),
+            Backend::Cluster(c) => c.status(coordinator, txn_id, start_ts).await,
         }
     }
 
-    /// The outcome of `txn_id` after `CommitUnknown`: `Ok(τc)` if it committed,
-    /// `Unavailable` (retryable) if it never will, `CommitUnknown` if it cannot be learned.
-    /// Asking decides an undecided transaction aborted for good.
-    pub(crate) async fn outcome(
-        &self,
-        txn_id: TxnId,
-        coordinator: PartitionId,
-    ) -> Result<Timestamp> {
-        match self.status(coordinator, txn_id).await? {
-            Some(TxnStatus::Committed(ts)) => Ok(ts),
-            Some(TxnStatus::Aborted) => Err(Error::Unavailable {
-                reason: format!("{txn_id} did not commit"),
-                retry_after: None,
-            }),
-            None | Some(TxnStatus::InFlight) => Err(Error::CommitUnknown),
-        }
+    /// The policy of outcome questions.
+    pub(crate) fn policy(&self) -> &RetryPolicy {
+        &self.retry().policy
     }
 }
 
+/// Most attempts at delivering one `Decide`.
+const DECIDE_ATTEMPTS: u32 = 3;
+
 /// `transact` for both backends: runs `f` in a transaction and commits it, re-running it on
 /// retryable errors with full-jitter backoff while the retry budget allows; after
-/// `CommitUnknown`, asks the coordinator by txn id and never re-runs a transaction that may
-/// have committed.
+/// `CommitUnknown`, learns the outcome by txn id (re-sending a single-partition commit,
+/// asking a cross-partition coordinator) and never re-runs a transaction that may have
+/// committed: every abort it re-runs after is binding at the adjudicator.
 pub(crate) async fn transact<T>(
     backend: Backend,
     mut f: impl AsyncFnMut(&mut Transaction) -> Result<T>,
@@ -238,15 +301,9 @@ pub(crate) async fn transact<T>(
         };
         let mut tx = backend.transaction(start_ts);
         let outcome = match f(&mut tx).await {
-            Ok(value) => {
-                let (txn_id, coordinator) = (tx.txn_id(), tx.coordinator());
-                match (tx.commit().await, coordinator) {
-                    (Err(Error::CommitUnknown), Some(c)) => {
-                        backend.outcome(txn_id, c).await.map(|_| value)
-                    }
-                    (result, _) => result.map(|_| value),
-                }
-            }
+            // After `CommitUnknown` the commit learns the outcome by txn id: the closure is
+            // re-run only for a definite, binding abort.
+            Ok(value) => tx.commit_learning_outcome().await.map(|_| value),
             Err(e) => Err(e),
         };
         let retry = backend.retry();

@@ -75,8 +75,17 @@ pub struct Options {
     pub read_timeout: Duration,
     /// How `transact` retries.
     pub retry: RetryPolicy,
-    /// Seed of transaction ids and retry jitter; `None` draws one from the OS.
+    /// Seed of retry jitter; `None` draws one from the OS.
     pub seed: Option<u64>,
+    /// Seed of transaction ids, for simulation and tests that must replay. `None` (the
+    /// default, and the only safe choice in production) draws them from the OS, so no two
+    /// handles — in one process or after a restart — ever reuse an id and read another
+    /// transaction's outcome.
+    pub txn_id_seed: Option<u64>,
+    /// How long a cross-partition vote may stay undecided (its transaction's client gone
+    /// or its future dropped mid-commit) before the participant asks the coordinator and
+    /// records the answer, freeing the keys. Default 3 s.
+    pub vote_timeout: Duration,
     /// Where the journals live: the real file system (default, `None`), or another
     /// [`Disk`] — the crash-testing disk in tests, the simulated disk in simulation.
     pub disk: Option<Arc<dyn Disk>>,
@@ -118,6 +127,8 @@ impl Default for Options {
             read_timeout: Duration::from_secs(5),
             retry: RetryPolicy::default(),
             seed: None,
+            txn_id_seed: None,
+            vote_timeout: Duration::from_secs(3),
             disk: None,
             storage: StorageEngine::RocksDb,
             retention: Duration::from_secs(5 * 60),
@@ -216,6 +227,15 @@ impl Database {
                 options.retention, options.limits.max_txn_age
             )));
         }
+        if options.limits.max_record_bytes() > options.journal.max_record_bytes {
+            return Err(Error::InvalidArgument(format!(
+                "the journal's record limit ({} bytes) is below the largest commit record the \
+                 transaction limits allow ({} bytes): raise journal.max_record_bytes or lower \
+                 limits.max_txn_bytes / max_txn_mutations",
+                options.journal.max_record_bytes,
+                options.limits.max_record_bytes()
+            )));
+        }
         if options.checkpoint_interval.is_zero() {
             return Err(Error::InvalidArgument(
                 "checkpoint interval must be positive".into(),
@@ -256,6 +276,7 @@ impl Database {
         });
         let adjudicator = AdjudicatorConfig {
             max_txn_age: options.limits.max_txn_age,
+            vote_timeout: options.vote_timeout,
             ..AdjudicatorConfig::default()
         };
 
@@ -303,7 +324,7 @@ impl Database {
             maintenance_error: parking_lot::Mutex::new(None),
             // Anything in the journals may have been acknowledged before a crash.
             acknowledged: AtomicU64::new(floor.as_nanos()),
-            retry: RetryState::new(options.retry.clone(), seed),
+            retry: RetryState::new(options.retry.clone(), seed, options.txn_id_seed)?,
             options,
             parts,
             lock: parking_lot::Mutex::new(Some(lock)),
@@ -394,8 +415,13 @@ impl Database {
         crate::backend::transact(self.backend(), f)
     }
 
-    fn backend(&self) -> Backend {
+    pub(crate) fn backend(&self) -> Backend {
         Backend::Embedded(self.inner.clone())
+    }
+
+    #[cfg(test)]
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
     }
 
     /// The partition count.
@@ -452,20 +478,28 @@ impl Inner {
     /// Resolves votes left undecided by a crash: every coordinator is local, so ask it.
     async fn resolve_undecided(&self) -> Result<()> {
         for part in &self.parts {
-            let undecided: Vec<(TxnId, PartitionId)> = {
+            let undecided: Vec<(TxnId, PartitionId, Timestamp)> = {
                 let adj = part.adjudicator();
-                adj.undecided().map(|(id, v)| (id, v.coordinator)).collect()
+                adj.undecided()
+                    .map(|(id, v)| (id, v.coordinator, v.vote_ts))
+                    .collect()
             };
-            for (txn, coordinator) in undecided {
-                let outcome = match self.part(coordinator).status(txn) {
-                    Some(TxnStatus::Committed(ts)) => Some(ts),
-                    Some(TxnStatus::Aborted) => None,
-                    Some(TxnStatus::InFlight) => {
-                        unreachable!("nothing is in flight while opening")
-                    }
-                    None => return Err(Error::CommitUnknown),
+            for (txn, coordinator, bound) in undecided {
+                let now = self.clock.now();
+                let coordinator = self.parts.get(coordinator.get() as usize).ok_or_else(|| {
+                    Error::Corruption(format!(
+                        "{txn}: a vote names {coordinator}, which does not exist"
+                    ))
+                })?;
+                let outcome = match coordinator.status(now, txn, bound).await {
+                    Ok(TxnStatus::Committed(ts)) => Some(ts),
+                    Ok(TxnStatus::Aborted) => None,
+                    // Nothing is in flight while opening, and the horizon is the floor:
+                    // a vote below it is left to the background resolution.
+                    Ok(TxnStatus::InFlight | TxnStatus::TooOld) => continue,
+                    Err(refusal) => return Err(crate::transaction::refusal(refusal)),
                 };
-                part.decide(txn, outcome, true)
+                part.decide(now, txn, outcome, true)
                     .await
                     .map_err(crate::transaction::refusal)?;
             }
@@ -495,15 +529,17 @@ mod tests {
             let db = Database::open_with(dir.path(), options).await.unwrap();
             let mut tx = db.begin();
             tx.put("k", "v").unwrap();
-            let (id, coordinator) = (tx.txn_id(), tx.coordinator().unwrap());
+            let (id, coordinator, start) = (tx.txn_id(), tx.coordinator().unwrap(), tx.start_ts());
             let committed = tx.commit().await.unwrap().commit_ts;
             assert_eq!(
-                db.backend().outcome(id, coordinator).await.unwrap(),
-                committed
+                db.backend().status(coordinator, id, start).await,
+                Some(TxnStatus::Committed(committed))
             );
             let never = TxnId::new(12345);
-            let err = db.backend().outcome(never, coordinator).await.unwrap_err();
-            assert!(matches!(err, Error::Unavailable { .. }), "{err}");
+            assert_eq!(
+                db.backend().status(coordinator, never, start).await,
+                Some(TxnStatus::Aborted)
+            );
             db.close().await.unwrap();
         });
     }

@@ -27,6 +27,8 @@ mod closable;
 pub mod cluster;
 mod database;
 mod error;
+#[cfg(test)]
+mod hardening_tests;
 mod maintenance;
 pub mod manifest;
 mod nosync;

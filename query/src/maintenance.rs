@@ -2,7 +2,9 @@
 //! checkpoint interval, or after `checkpoint_bytes` of journal growth, the adjudicators
 //! forget old conflicts, idle journals promise the current time, storage checkpoints and
 //! collects garbage below the retention horizon, and the journals drop what every
-//! checkpoint older than the retention window covers.
+//! checkpoint older than the retention window covers. At every tick (≤ 100 ms), votes left
+//! undecided past the vote timeout — a `commit()` future dropped between its prepares and
+//! its decision — are resolved by asking their (local) coordinators.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Weak;
@@ -30,6 +32,7 @@ pub(crate) async fn maintain(inner: Weak<Inner>, mut history: VecDeque<Checkpoin
         tokio::time::sleep(tick).await;
         since_last_round += tick;
         let Some(inner) = inner.upgrade() else { return };
+        inner.resolve_overdue().await;
         let written: u64 = inner.parts.iter().map(|p| p.journal().stats().bytes).sum();
         let due =
             since_last_round >= interval || written.saturating_sub(written_at_last_round) >= bytes;
@@ -45,6 +48,19 @@ pub(crate) async fn maintain(inner: Weak<Inner>, mut history: VecDeque<Checkpoin
 }
 
 impl Inner {
+    /// Resolves every vote undecided past the vote timeout by asking its coordinator,
+    /// which is in this process (asking aborts, durably, what it has not committed).
+    pub(crate) async fn resolve_overdue(&self) {
+        let now = self.clock.now();
+        for part in &self.parts {
+            part.resolve_overdue(now, |coordinator, txn, bound| async move {
+                let coordinator = self.parts.get(coordinator.get() as usize)?;
+                coordinator.status(now, txn, bound).await.ok()
+            })
+            .await;
+        }
+    }
+
     /// One maintenance round (see the module docs). `history` holds the checkpoints not yet
     /// old enough to truncate to, oldest first.
     pub(crate) async fn maintain_once(&self, history: &mut VecDeque<Checkpoint>) -> Result<()> {

@@ -24,6 +24,13 @@ pub struct RetryPolicy {
     pub bucket_capacity: f64,
     /// Tokens a success returns (default 0.1: sustained, one retry per ten successes).
     pub success_refill: f64,
+    /// After `CommitUnknown`, how many times `transact` asks for the outcome (re-sending a
+    /// single-partition commit, or asking a cross-partition coordinator's `Status`) before
+    /// it returns `CommitUnknown` (default 6).
+    pub outcome_attempts: u32,
+    /// Pause before the first such question, doubling after each, up to `max_backoff`
+    /// (default 20 ms: ~2 s over six questions).
+    pub outcome_pause: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -34,11 +41,20 @@ impl Default for RetryPolicy {
             max_attempts: 10,
             bucket_capacity: 100.0,
             success_refill: 0.1,
+            outcome_attempts: 6,
+            outcome_pause: Duration::from_millis(20),
         }
     }
 }
 
 impl RetryPolicy {
+    /// The pause before outcome question number `attempt` (0 for the first).
+    pub fn outcome_pause(&self, attempt: u32) -> Duration {
+        self.outcome_pause
+            .saturating_mul(1 << attempt.min(20))
+            .min(self.max_backoff)
+    }
+
     /// The sleep before retry number `retry` (1 for the first retry): uniform in
     /// `[0, min(max_backoff, base_backoff × 2^(retry−1))]` ("full jitter").
     pub fn backoff(&self, retry: u32, rng: &mut impl Rng) -> Duration {

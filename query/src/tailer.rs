@@ -11,7 +11,8 @@ use crate::error::{Error, Result};
 
 /// Feeds `journal`'s records from `from` into `node` as journal `partition` until the
 /// journal is closed. A record that does not decode, or breaks an ordering invariant, stops
-/// the feed with [`Error::Corruption`]: nothing after it is applied.
+/// the feed with [`Error::Corruption`]: nothing after it is applied. A failed storage write
+/// is retried until it succeeds (the watermark waits; nothing is skipped).
 pub async fn tail_into<S: Engine>(
     journal: &Journal,
     partition: PartitionId,
@@ -33,7 +34,9 @@ pub async fn tail_into<S: Engine>(
             };
             records.push((lsn, decode(lsn, payload)?));
         }
-        node.ingest_many(partition, records.iter().map(|(lsn, r)| (*lsn, r)))?;
+        let batch = records.iter().map(|(lsn, r)| (*lsn, r));
+        node.ingest_retrying(partition, batch, journaldb_storage::follow::STORE_RETRY)
+            .await?;
         records.clear();
     }
     Ok(())

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 use journaldb_adjudicator::{
-    CommitDecision, CommitRequest, PrepareRequest, Refusal, Unavailable, Verdict,
+    CommitDecision, CommitRequest, PrepareRequest, Refusal, TxnStatus, Unavailable, Verdict,
 };
 use journaldb_proto::{Epoch, LimitKind, Limits, Mutation, PartitionId, Timestamp, TxnId};
 use journaldb_storage::{ScanPage, ScanRange};
@@ -57,7 +57,9 @@ fn map_verdict(d: CommitDecision) -> Error {
             retry_after: None,
         },
         CommitDecision::Invalid(m) => Error::InvalidArgument(m),
-        CommitDecision::Verdict(Verdict::Committed { .. }) | CommitDecision::Append { .. } => {
+        CommitDecision::Verdict(Verdict::Committed { .. })
+        | CommitDecision::Append { .. }
+        | CommitDecision::AbortThen { .. } => {
             Error::InvalidArgument("unexpected commit decision".into())
         }
     }
@@ -229,7 +231,26 @@ impl Transaction {
     pub fn rollback(self) {}
 
     /// Commits. A read-only transaction commits locally and never aborts.
+    ///
+    /// `CommitUnknown` means the commit may or may not have happened (a reply was lost, a
+    /// journal failed mid-append); `transact` then learns the outcome by the transaction's
+    /// id instead of returning it.
     pub async fn commit(self) -> Result<CommitInfo> {
+        self.commit_with(false).await
+    }
+
+    /// [`Transaction::commit`], learning the outcome after `CommitUnknown` (what
+    /// `transact` does): a single-partition commit is re-sent with `retry: true` (its first
+    /// outcome, or a fresh decision made binding against the original still on its way),
+    /// a cross-partition coordinator is asked `Status` (which aborts, durably, what it has
+    /// not committed), and the participants are told. Committed is acknowledged after commit
+    /// wait like any commit; an abort learned this way is a retryable error; if nothing can
+    /// be learned, `CommitUnknown`.
+    pub(crate) async fn commit_learning_outcome(self) -> Result<CommitInfo> {
+        self.commit_with(true).await
+    }
+
+    async fn commit_with(self, learn_outcome: bool) -> Result<CommitInfo> {
         if self.writes.is_empty() {
             return Ok(CommitInfo {
                 commit_ts: self.start_ts,
@@ -252,19 +273,30 @@ impl Transaction {
             };
             by_part.entry(partition_of(k, n)).or_default().push(m);
         }
-        let commit_ts = if by_part.len() == 1 {
-            self.commit_single(by_part).await?
+        let committed = if by_part.len() == 1 {
+            let (p, req) = self.single_request(by_part)?;
+            match self.backend.commit(p, &req).await {
+                Err(Error::CommitUnknown) if learn_outcome => self.retry_single(p, &req).await,
+                other => other,
+            }
         } else {
-            self.commit_cross(by_part).await?
+            let participants: Vec<PartitionId> = by_part.keys().copied().collect();
+            match self.commit_cross(by_part).await {
+                Err(Error::CommitUnknown) if learn_outcome => {
+                    self.ask_coordinator(&participants).await
+                }
+                other => other,
+            }
         };
+        let commit_ts = committed?;
         self.backend.acknowledge(commit_ts).await;
         Ok(CommitInfo { commit_ts })
     }
 
-    async fn commit_single(
+    fn single_request(
         &self,
         by_part: BTreeMap<PartitionId, Vec<Mutation>>,
-    ) -> Result<Timestamp> {
+    ) -> Result<(PartitionId, CommitRequest)> {
         let Some((p, mutations)) = by_part.into_iter().next() else {
             return Err(Error::InvalidArgument("nothing to commit".into()));
         };
@@ -274,7 +306,58 @@ impl Transaction {
             mutations,
             retry: false,
         };
-        self.backend.commit(p, &req).await
+        Ok((p, req))
+    }
+
+    /// After `CommitUnknown` on a single-partition commit: re-sends it with `retry: true`
+    /// until an answer other than `CommitUnknown` comes back, or the attempts run out. Every
+    /// answer to a retry is binding: its first outcome if the original arrived, or a
+    /// decision the adjudicator keeps against the original if it is still on its way.
+    async fn retry_single(&self, p: PartitionId, req: &CommitRequest) -> Result<Timestamp> {
+        let policy = self.backend.policy().clone();
+        for attempt in 0..policy.outcome_attempts {
+            tokio::time::sleep(policy.outcome_pause(attempt)).await;
+            match self.backend.commit_retry(p, req).await {
+                Err(Error::CommitUnknown) => continue,
+                answered => return answered,
+            }
+        }
+        Err(Error::CommitUnknown)
+    }
+
+    /// After `CommitUnknown` on a cross-partition commit: asks the coordinator's `Status`
+    /// until it is decided (asking aborts it, durably, if it has not committed), then
+    /// tells every participant the outcome.
+    pub(crate) async fn ask_coordinator(&self, participants: &[PartitionId]) -> Result<Timestamp> {
+        let coordinator = self
+            .coordinator()
+            .ok_or_else(|| Error::InvalidArgument("nothing to commit".into()))?;
+        let policy = self.backend.policy().clone();
+        for attempt in 0..policy.outcome_attempts {
+            match self
+                .backend
+                .status(coordinator, self.txn_id, self.start_ts)
+                .await
+            {
+                Some(TxnStatus::Committed(commit_ts)) => {
+                    self.decide(participants, Some(commit_ts)).await;
+                    return Ok(commit_ts);
+                }
+                Some(TxnStatus::Aborted) => {
+                    self.decide(participants, None).await;
+                    return Err(Error::Unavailable {
+                        reason: format!("{} did not commit", self.txn_id),
+                        retry_after: None,
+                    });
+                }
+                // May have committed and been forgotten: never re-run it.
+                Some(TxnStatus::TooOld) => return Err(Error::CommitUnknown),
+                Some(TxnStatus::InFlight) | None => {
+                    tokio::time::sleep(policy.outcome_pause(attempt)).await;
+                }
+            }
+        }
+        Err(Error::CommitUnknown)
     }
 
     async fn commit_cross(
@@ -346,13 +429,10 @@ impl Transaction {
         self.decide(voted, None).await;
     }
 
-    /// Tells every participant that voted the outcome (τc, or `None` for abort) and queues
-    /// its `Decided` record without waiting for it to be durable.
+    /// Tells every participant that voted the outcome (τc, or `None` for abort),
+    /// concurrently, with a few retries; a participant that still does not hear resolves
+    /// its vote itself after the vote timeout, by asking the coordinator.
     async fn decide(&self, voted: &[PartitionId], outcome: Option<Timestamp>) {
-        for &p in voted {
-            // Best effort: an undelivered decision is resolved when the participant
-            // recovers (it asks the coordinator).
-            self.backend.decide(p, self.txn_id, outcome).await;
-        }
+        self.backend.decide_all(voted, self.txn_id, outcome).await;
     }
 }

@@ -461,6 +461,87 @@ fn a_vote_left_undecided_by_a_crash_is_resolved_by_its_coordinator_at_restart() 
             .status(pb::StatusRequest {
                 partition: 0,
                 txn_id: Some(TxnId::new(77).into()),
+                start_ts: clock.now().latest.as_nanos(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            status.status,
+            Some(pb::status_reply::Status::Aborted(pb::Aborted {}))
+        );
+        n1.shutdown().await.unwrap();
+        n2.shutdown().await.unwrap();
+    });
+}
+
+/// Regression (hardening defect 1): participants asked the coordinator only at restart,
+/// so a client that died between its prepares and its `Decide` kept other writers of its
+/// keys out until the participant's node restarted. Now a running participant resolves a
+/// vote older than the vote timeout (3 s by default) by itself.
+#[test]
+fn a_vote_abandoned_by_its_client_is_resolved_without_a_restart() {
+    use journaldb_proto::pb::prepare_reply;
+    let rt = rt();
+    let dir = tempfile::tempdir().unwrap();
+    rt.block_on(async {
+        let (addrs, n1, n2) = start_two(dir.path()).await;
+        let url = |i: usize| format!("http://{}", addrs[i]);
+        let key = (0..)
+            .map(|i| format!("abandoned{i}"))
+            .find(|k| partition_of(k.as_bytes(), 2).get() == 1)
+            .unwrap();
+        let clock = SystemClock::new();
+        let mut participant = AdjudicatorServiceClient::connect(url(1)).await.unwrap();
+        let vote = participant
+            .prepare(pb::PrepareRequest {
+                partition: 1,
+                txn_id: Some(TxnId::new(78).into()),
+                start_ts: clock.now().latest.as_nanos(),
+                keys: vec![Bytes::from(key.clone())],
+                coordinator: 0,
+                coordinator_epoch: None,
+                topology_version: 1,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(matches!(vote.vote, Some(prepare_reply::Vote::VoteTs(_))));
+        let prepared_at = tokio::time::Instant::now();
+        let write = |txn: u128| pb::CommitRequest {
+            partition: 1,
+            txn_id: Some(TxnId::new(txn).into()),
+            start_ts: clock.now().latest.as_nanos(),
+            mutations: vec![Mutation::put(key.clone(), "v".to_owned()).into()],
+            retry: false,
+            topology_version: 1,
+        };
+        let mut committed = false;
+        for attempt in 2000..3500u128 {
+            let reply = participant
+                .commit(write(attempt))
+                .await
+                .unwrap()
+                .into_inner();
+            if let Some(commit_reply::Outcome::CommittedTs(_)) = reply.outcome {
+                committed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(committed, "the abandoned vote was never resolved");
+        // Reported, not judged: the bound is timeout + 1 s; a slow machine may exceed it.
+        eprintln!(
+            "the key took writes again after {:?}",
+            prepared_at.elapsed()
+        );
+        let status = AdjudicatorServiceClient::connect(url(0))
+            .await
+            .unwrap()
+            .status(pb::StatusRequest {
+                partition: 0,
+                txn_id: Some(TxnId::new(78).into()),
+                start_ts: clock.now().latest.as_nanos(),
             })
             .await
             .unwrap()

@@ -86,6 +86,8 @@ pub struct Knobs {
     pub max_latency: Duration,
     /// Largest batch a journal's flusher writes.
     pub max_batch_bytes: u64,
+    /// How long a participant's vote may stay undecided before it asks the coordinator.
+    pub vote_timeout: Duration,
 }
 
 impl Default for Knobs {
@@ -100,6 +102,7 @@ impl Default for Knobs {
             min_latency: Duration::from_micros(200),
             max_latency: Duration::from_millis(2),
             max_batch_bytes: 4 << 20,
+            vote_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -117,6 +120,7 @@ impl Knobs {
             min_latency: Duration::from_micros(rng.random_range(50..=500)),
             max_latency: Duration::from_micros(rng.random_range(1_000..=8_000)),
             max_batch_bytes: [4 << 10, 64 << 10, 4 << 20][rng.random_range(0..3)],
+            vote_timeout: Duration::from_millis(rng.random_range(300..=2_500)),
         }
     }
 }
@@ -195,6 +199,7 @@ impl SimCluster {
                         }
                         _ => None,
                     },
+                    vote_timeout: knobs.vote_timeout,
                     ..AdjudicatorConfig::default()
                 },
                 storage_server: StorageServerConfig {
@@ -242,6 +247,8 @@ impl SimCluster {
             request_timeout: self.knobs.request_timeout,
             connect_timeout: self.knobs.request_timeout,
             seed: Some(seed),
+            // Replays need the same ids; distinct per client because the seeds are.
+            txn_id_seed: Some(seed),
             connector: Some(net::connector()),
             clock: Some(clock),
             ..ClientOptions::default()

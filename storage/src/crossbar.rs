@@ -221,24 +221,24 @@ impl Crossbar {
         Ok(())
     }
 
-    /// Releases every pushed record with τ ≤ the watermark, as one batch with the new
-    /// applied position of each journal it advances and the watermark; `None` if neither
-    /// records nor the watermark moved.
-    pub fn drain(&mut self) -> Option<WriteBatch> {
+    /// Every pushed record with τ ≤ the watermark, as one batch with the new applied
+    /// position of each journal it advances and the watermark; `None` if neither records
+    /// nor the watermark moved. Nothing is consumed: once the batch is stored, hand its
+    /// [`Release`] to [`Crossbar::released`]. A batch that could not be stored is simply
+    /// built again — its records stay here, so a failed write loses nothing and the
+    /// watermark never passes data that is not stored.
+    pub fn batch(&self) -> Option<(WriteBatch, Release)> {
         let watermark = self.watermark();
         // Released in τ order: each version is newer than everything released before.
         let mut batch = WriteBatch {
             in_order: true,
             ..WriteBatch::default()
         };
-        for (&p, q) in &mut self.journals {
+        for (&p, q) in &self.journals {
             let mut last = None;
-            while q.pending.front().is_some_and(|(ts, _, _)| *ts <= watermark) {
-                let Some((_, lsn, versions)) = q.pending.pop_front() else {
-                    break;
-                };
-                batch.versions.extend(versions);
-                last = Some(lsn);
+            for (_, lsn, versions) in q.pending.iter().take_while(|(ts, _, _)| *ts <= watermark) {
+                batch.versions.extend(versions.iter().cloned());
+                last = Some(*lsn);
             }
             if let Some(lsn) = last {
                 batch.applied.push((p, lsn));
@@ -247,10 +247,39 @@ impl Crossbar {
         if batch.applied.is_empty() && watermark <= self.released {
             return None;
         }
-        self.released = self.released.max(watermark);
         batch.watermark = Some(watermark);
-        Some(batch)
+        let release = Release {
+            applied: batch.applied.clone(),
+            watermark,
+        };
+        Some((batch, release))
     }
+
+    /// The batch of `release` is stored: forgets its records.
+    pub fn released(&mut self, release: Release) {
+        for (p, through) in release.applied {
+            let Some(q) = self.journals.get_mut(&p) else {
+                continue;
+            };
+            while q.pending.front().is_some_and(|(_, lsn, _)| *lsn <= through) {
+                q.pending.pop_front();
+            }
+        }
+        assert!(
+            release.watermark >= self.released,
+            "the crossbar's released watermark moves only forward"
+        );
+        self.released = release.watermark;
+    }
+}
+
+/// What a stored batch of [`Crossbar::batch`] releases: the records up to each journal's
+/// applied position, and the watermark.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use = "a stored batch is released by Crossbar::released"]
+pub struct Release {
+    applied: Vec<(PartitionId, Lsn)>,
+    watermark: Timestamp,
 }
 
 #[cfg(test)]
@@ -273,6 +302,13 @@ mod tests {
         pb::Record::heartbeat(Timestamp::from_nanos(ts))
     }
 
+    /// Builds the next batch and releases it, as a store that never fails would.
+    fn drain(x: &mut Crossbar) -> Option<WriteBatch> {
+        let (batch, release) = x.batch()?;
+        x.released(release);
+        Some(batch)
+    }
+
     const A: PartitionId = PartitionId::new(0);
     const B: PartitionId = PartitionId::new(1);
 
@@ -282,14 +318,14 @@ mod tests {
         x.push(A, Lsn::new(1), &commit(10, "a")).unwrap();
         x.push(A, Lsn::new(2), &commit(30, "a")).unwrap();
         assert_eq!(x.watermark(), Timestamp::ZERO, "B has said nothing yet");
-        assert!(x.drain().is_none());
+        assert!(drain(&mut x).is_none());
         x.push(B, Lsn::new(1), &commit(20, "b")).unwrap();
-        let batch = x.drain().unwrap();
+        let batch = drain(&mut x).unwrap();
         let ts: Vec<u64> = batch.versions.iter().map(|v| v.ts.as_nanos()).collect();
         assert_eq!(ts, vec![10, 20]);
         assert_eq!(batch.applied, vec![(A, Lsn::new(1)), (B, Lsn::new(1))]);
         x.push(B, Lsn::new(2), &heartbeat(40)).unwrap();
-        let batch = x.drain().unwrap();
+        let batch = drain(&mut x).unwrap();
         assert_eq!(batch.versions.len(), 1);
         assert_eq!(batch.versions[0].value, Some(Bytes::from_static(b"v30")));
         assert_eq!(batch.applied, vec![(A, Lsn::new(2))]);
@@ -313,22 +349,42 @@ mod tests {
         assert_eq!(x.watermark(), Timestamp::from_nanos(20));
         x.push(B, Lsn::new(2), &commit(30, "b")).unwrap();
         assert_eq!(x.watermark(), Timestamp::from_nanos(50));
-        let batch = x.drain().unwrap();
+        let batch = drain(&mut x).unwrap();
         let ts: Vec<u64> = batch.versions.iter().map(|v| v.ts.as_nanos()).collect();
         assert_eq!(ts, vec![10, 20, 30], "60 is above the watermark");
         assert_eq!(batch.watermark, Some(Timestamp::from_nanos(50)));
         // A promise alone moves the watermark: a batch with no versions says so.
         x.promise(B, Lsn::new(2), Timestamp::from_nanos(70))
             .unwrap();
-        let batch = x.drain().unwrap();
+        let batch = drain(&mut x).unwrap();
         assert_eq!(batch.watermark, Some(Timestamp::from_nanos(60)));
         assert_eq!(batch.applied, vec![(A, Lsn::new(2))]);
-        assert!(x.drain().is_none(), "nothing moved since");
+        assert!(drain(&mut x).is_none(), "nothing moved since");
         // Having promised 70, B's next record must be after it.
         assert!(matches!(
             x.push(B, Lsn::new(3), &commit(65, "b")),
             Err(CrossbarError::TimestampOrder { .. })
         ));
+    }
+
+    /// Regression: the crossbar forgot a batch before the store had written it, so a
+    /// failed write lost its records and the next batch moved the watermark past them.
+    #[test]
+    fn a_batch_that_was_not_stored_is_built_again_with_what_came_since() {
+        let mut x = Crossbar::new([(A, Lsn::ZERO)], Timestamp::ZERO);
+        x.push(A, Lsn::new(1), &commit(10, "a")).unwrap();
+        x.push(A, Lsn::new(2), &commit(20, "b")).unwrap();
+        let (failed, _not_released) = x.batch().unwrap();
+        assert_eq!(failed.versions.len(), 2);
+        // The write failed: nothing is released. A later record joins the retried batch.
+        x.push(A, Lsn::new(3), &commit(30, "c")).unwrap();
+        let (retried, release) = x.batch().unwrap();
+        let ts: Vec<u64> = retried.versions.iter().map(|v| v.ts.as_nanos()).collect();
+        assert_eq!(ts, vec![10, 20, 30]);
+        assert_eq!(retried.applied, vec![(A, Lsn::new(3))]);
+        assert_eq!(retried.watermark, Some(Timestamp::from_nanos(30)));
+        x.released(release);
+        assert!(x.batch().is_none(), "everything stored");
     }
 
     #[test]
@@ -363,7 +419,7 @@ mod tests {
         };
         x.push(A, Lsn::new(2), &start).unwrap();
         assert_eq!(x.watermark(), Timestamp::from_nanos(5));
-        assert_eq!(x.drain().unwrap().applied, vec![(A, Lsn::new(2))]);
+        assert_eq!(drain(&mut x).unwrap().applied, vec![(A, Lsn::new(2))]);
         x.push(A, Lsn::new(3), &heartbeat(6)).unwrap();
     }
 }

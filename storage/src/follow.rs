@@ -41,14 +41,14 @@ pub async fn follow<S: Engine>(
             // The journal closed (its node is shutting down) or the transport failed:
             // the loop ends and the feed reconnects; the node will be back.
             while let Ok(Some(reply)) = stream.message().await {
-                apply(&node, partition, reply)?;
+                apply(&node, partition, reply).await?;
             }
         }
         tokio::time::sleep(retry).await;
     }
 }
 
-fn apply<S: Engine>(
+async fn apply<S: Engine>(
     node: &StorageNode<S>,
     partition: PartitionId,
     reply: pb::TailReply,
@@ -65,5 +65,13 @@ fn apply<S: Engine>(
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    node.ingest_many(partition, records.iter().map(|(lsn, r)| (*lsn, r)))
+    node.ingest_retrying(
+        partition,
+        records.iter().map(|(lsn, r)| (*lsn, r)),
+        STORE_RETRY,
+    )
+    .await
 }
+
+/// Pause before a feed writes again records a failed store write left pending.
+pub const STORE_RETRY: Duration = Duration::from_millis(10);

@@ -23,6 +23,7 @@
 mod cache;
 mod crossbar;
 pub mod encoding;
+mod faulty;
 pub mod follow;
 pub mod gc;
 mod memory;
@@ -33,7 +34,8 @@ pub mod service;
 mod store;
 
 pub use cache::LatestCache;
-pub use crossbar::{Crossbar, CrossbarError};
+pub use crossbar::{Crossbar, CrossbarError, Release};
+pub use faulty::{Faulty, WriteFaults};
 pub use memory::MemoryEngine;
 pub use node::{Checkpoint, StorageNode};
 #[cfg(feature = "rocksdb")]

@@ -105,7 +105,9 @@ impl<S: Engine> StorageNode<S> {
     }
 
     /// Feeds the next records of `journal`, in Lsn order, then writes what the watermark
-    /// releases in one batch (one engine write however many records).
+    /// releases in one batch (one engine write however many records). If that write fails
+    /// ([`Error::Io`]) the records are still taken — the feed continues after them — and
+    /// are written by the next successful release; the watermark waits for them.
     pub fn ingest_many<'a>(
         &self,
         journal: PartitionId,
@@ -124,6 +126,24 @@ impl<S: Engine> StorageNode<S> {
         Ok(pushed?)
     }
 
+    /// [`StorageNode::ingest_many`] for a feed: if the store fails to write
+    /// ([`Error::Io`]), the records are kept and the write is retried every `pause` until
+    /// it succeeds — a feed never skips a record, and never gives up on a store that may
+    /// recover. Other errors (a broken journal invariant, a closed node) are returned.
+    pub async fn ingest_retrying<'a>(
+        &self,
+        journal: PartitionId,
+        records: impl IntoIterator<Item = (Lsn, &'a pb::Record)>,
+        pause: std::time::Duration,
+    ) -> Result<()> {
+        let mut outcome = self.ingest_many(journal, records);
+        while let Err(Error::Io(_)) = outcome {
+            tokio::time::sleep(pause).await;
+            outcome = self.retry_release();
+        }
+        outcome
+    }
+
     /// An in-memory promise of `journal`'s writer in this process (see [`Crossbar::promise`]):
     /// no record with τ ≤ `ts` after Lsn `through`.
     pub fn promise(&self, journal: PartitionId, through: Lsn, ts: Timestamp) -> Result<()> {
@@ -133,17 +153,35 @@ impl<S: Engine> StorageNode<S> {
     }
 
     /// Writes what the watermark releases. Called under the crossbar lock, so batches reach
-    /// the store in order.
+    /// the store in order. If the store fails, the crossbar keeps the records and the
+    /// watermark stays where it was: the next call (a later record, a promise, or
+    /// [`StorageNode::retry_release`]) writes them again — nothing is skipped.
     fn release(&self, crossbar: &mut Crossbar) -> Result<()> {
-        if let Some(batch) = crossbar.drain() {
-            let watermark = batch.watermark.unwrap_or(Timestamp::ZERO);
-            self.store.write(batch)?;
-            let end = watermark.as_nanos().saturating_add(1);
-            if end > self.watermark.end() {
-                self.watermark.advance(end);
-            }
+        let Some((batch, release)) = crossbar.batch() else {
+            return Ok(());
+        };
+        let watermark = batch.watermark.unwrap_or(Timestamp::ZERO);
+        self.store.write(batch)?;
+        crossbar.released(release);
+        let end = watermark.as_nanos().saturating_add(1);
+        // The batch's watermark never falls behind the one published: the crossbar releases
+        // in τ order and only after a write succeeded.
+        assert!(
+            end >= self.watermark.end(),
+            "storage watermark would move back from {} to {watermark}",
+            self.watermark()
+        );
+        if end > self.watermark.end() {
+            self.watermark.advance(end);
         }
         Ok(())
+    }
+
+    /// Writes the records a failed store write left pending (see [`StorageNode::ingest`]):
+    /// what a feed calls, after a pause, when ingesting failed with [`Error::Io`].
+    pub fn retry_release(&self) -> Result<()> {
+        let mut crossbar = self.crossbar.lock();
+        self.release(&mut crossbar)
     }
 
     /// Waits until the watermark reaches `at`, or `deadline` completes first.

@@ -79,8 +79,14 @@ fn run(seed: u64) {
         crossbar.push(j, Lsn::new(i as u64 + 1), r).unwrap();
         cursor.insert(j, i + 1);
         if rng.random_bool(0.4) {
-            if let Some(batch) = crossbar.drain() {
+            if let Some((batch, release)) = crossbar.batch() {
+                if rng.random_bool(0.25) {
+                    // The store's write failed: nothing released; a later batch retries.
+                    drop(batch);
+                    continue;
+                }
                 store.write(batch).unwrap();
+                crossbar.released(release);
             }
             let watermark = crossbar.watermark().as_nanos();
             for at in [watermark / 2, watermark] {
@@ -99,8 +105,9 @@ fn run(seed: u64) {
             }
         }
     }
-    if let Some(batch) = crossbar.drain() {
+    if let Some((batch, release)) = crossbar.batch() {
         store.write(batch).unwrap();
+        crossbar.released(release);
     }
     let applied = store.applied().unwrap();
     for j in &journals {

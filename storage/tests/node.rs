@@ -112,3 +112,52 @@ fn a_restarted_node_resumes_from_its_stored_positions() {
         Err(Error::Crossbar(_))
     ));
 }
+
+/// Regression (hardening defect 3): the crossbar advanced its state before the store's
+/// write succeeded, so a failed write lost its batch, the next batch moved the watermark
+/// past the lost records (stale reads, acknowledged data missing), and a restart failed on
+/// timestamp order.
+#[test]
+fn a_failed_storage_write_loses_nothing_and_holds_the_watermark() {
+    use journaldb_storage::{Faulty, WriteFaults};
+    let rt = runtime();
+    let faults = WriteFaults::default();
+    let node = Arc::new(
+        StorageNode::open(Faulty::new(MemoryEngine::new(), faults.clone()), &[A]).unwrap(),
+    );
+    node.ingest(A, Lsn::new(1), &commit(10, "x")).unwrap();
+    assert_eq!(node.watermark(), ts(10));
+    faults.set_failing(true);
+    let err = node.ingest(A, Lsn::new(2), &commit(20, "y")).unwrap_err();
+    assert!(matches!(err, Error::Io(_)), "{err}");
+    assert_eq!(node.watermark(), ts(10), "nothing past the stored data");
+    assert_eq!(node.next_lsn(A), Some(Lsn::new(3)), "the record was taken");
+    // The store recovers; the next record's batch carries the one that failed.
+    faults.set_failing(false);
+    node.ingest(A, Lsn::new(3), &commit(30, "z")).unwrap();
+    assert_eq!(node.watermark(), ts(30));
+    for (key, at, want) in [("y", 20, "v20"), ("z", 30, "v30"), ("x", 30, "v10")] {
+        let got = rt
+            .block_on(node.get(key.as_bytes(), ts(at), pending()))
+            .unwrap();
+        assert_eq!(got.as_deref(), Some(want.as_bytes()), "{key} at {at}");
+    }
+    // A feed retries by itself: the write fails twice, then the store heals.
+    faults.set_failing(true);
+    let feed = {
+        let node = node.clone();
+        rt.spawn(async move {
+            let record = commit(40, "w");
+            node.ingest_retrying(A, [(Lsn::new(4), &record)], Duration::from_millis(1))
+                .await
+        })
+    };
+    rt.block_on(async { tokio::time::sleep(Duration::from_millis(5)).await });
+    assert!(!feed.is_finished(), "still retrying while the store fails");
+    assert_eq!(node.watermark(), ts(30));
+    faults.set_failing(false);
+    rt.block_on(feed).unwrap().unwrap();
+    assert_eq!(node.watermark(), ts(40));
+    let got = rt.block_on(node.get(b"w", ts(40), pending())).unwrap();
+    assert_eq!(got.as_deref(), Some(&b"v40"[..]));
+}

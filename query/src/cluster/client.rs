@@ -46,8 +46,12 @@ pub struct ClientOptions {
     pub limits: Limits,
     /// How `transact` retries.
     pub retry: RetryPolicy,
-    /// Seed of transaction ids and jitter; `None` draws one from the OS.
+    /// Seed of retry jitter; `None` draws one from the OS.
     pub seed: Option<u64>,
+    /// Seed of transaction ids, for simulation only. `None` (the default, and the only safe
+    /// choice in production) draws them from the OS, so two clients — or one restarted —
+    /// never reuse an id and read another transaction's outcome.
+    pub txn_id_seed: Option<u64>,
     /// The CA certificate (PEM) that signed the nodes' certificates, for a cluster that
     /// uses TLS (`https://` addresses).
     pub tls_ca: Option<Vec<u8>>,
@@ -66,6 +70,7 @@ impl std::fmt::Debug for ClientOptions {
             .field("limits", &self.limits)
             .field("retry", &self.retry)
             .field("seed", &self.seed)
+            .field("txn_id_seed", &self.txn_id_seed)
             .field("tls", &self.tls_ca.is_some())
             .field("connector", &self.connector)
             .field("clock", &self.clock.as_ref().map(|_| "custom"))
@@ -81,6 +86,7 @@ impl Default for ClientOptions {
             limits: Limits::default(),
             retry: RetryPolicy::default(),
             seed: None,
+            txn_id_seed: None,
             tls_ca: None,
             connector: None,
             clock: None,
@@ -271,7 +277,7 @@ impl Client {
                     .clock
                     .clone()
                     .unwrap_or_else(|| Arc::new(SystemClock::new())),
-                retry: RetryState::new(options.retry.clone(), seed),
+                retry: RetryState::new(options.retry.clone(), seed, options.txn_id_seed)?,
                 options,
                 seeds: parking_lot::Mutex::new(seeds),
                 routing: parking_lot::RwLock::new(Arc::new(routing)),
@@ -522,43 +528,48 @@ impl Remote {
         }
     }
 
-    pub(crate) async fn decide(&self, p: PartitionId, txn_id: TxnId, outcome: Option<Timestamp>) {
+    pub(crate) async fn decide(
+        &self,
+        p: PartitionId,
+        txn_id: TxnId,
+        outcome: Option<Timestamp>,
+    ) -> Result<()> {
         let outcome = match outcome {
             Some(ts) => pb::decide_request::Outcome::CommittedTs(ts.as_nanos()),
             None => pb::decide_request::Outcome::Aborted(pb::Aborted {}),
         };
-        if let Ok((mut adjudicator, _)) = self.adjudicator(p) {
-            let request = pb::DecideRequest {
-                partition: p.get(),
-                txn_id: Some(txn_id.into()),
-                outcome: Some(outcome),
-            };
-            // Best effort: an undelivered decision is resolved when the participant asks.
-            let _ = adjudicator.decide(request).await;
+        let (mut adjudicator, _) = self.adjudicator(p)?;
+        let request = pb::DecideRequest {
+            partition: p.get(),
+            txn_id: Some(txn_id.into()),
+            outcome: Some(outcome),
+        };
+        match adjudicator.decide(request).await {
+            Ok(_) => Ok(()),
+            Err(status) => Err(from_status(status, false)),
         }
     }
 
-    pub(crate) async fn status(&self, p: PartitionId, txn_id: TxnId) -> Result<Option<TxnStatus>> {
+    /// The coordinator's answer about `txn_id` (snapshot `start_ts`); `None` if it cannot
+    /// be asked now.
+    pub(crate) async fn status(
+        &self,
+        p: PartitionId,
+        txn_id: TxnId,
+        start_ts: Timestamp,
+    ) -> Option<TxnStatus> {
         let reply = self
-            .adjudicator(p)?
+            .adjudicator(p)
+            .ok()?
             .0
             .status(pb::StatusRequest {
                 partition: p.get(),
                 txn_id: Some(txn_id.into()),
+                start_ts: start_ts.as_nanos(),
             })
-            .await;
-        match reply {
-            Ok(reply) => Ok(match reply.into_inner().status {
-                Some(status_reply::Status::CommittedTs(ts)) => {
-                    Some(TxnStatus::Committed(Timestamp::from_nanos(ts)))
-                }
-                Some(status_reply::Status::Aborted(_)) => Some(TxnStatus::Aborted),
-                Some(status_reply::Status::InFlight(_)) => Some(TxnStatus::InFlight),
-                None => None,
-            }),
-            // The coordinator cannot be asked now: the outcome stays unknown.
-            Err(_) => Ok(None),
-        }
+            .await
+            .ok()?;
+        status_of(reply.into_inner())
     }
 
     /// Commit wait: until `now().earliest > ts`, so a transaction anywhere that begins
@@ -573,6 +584,16 @@ impl Remote {
             tokio::time::sleep(left.max(Duration::from_micros(50))).await;
         }
     }
+}
+
+/// A `Status` reply as a [`TxnStatus`] (`None` for an empty reply).
+pub(crate) fn status_of(reply: pb::StatusReply) -> Option<TxnStatus> {
+    Some(match reply.status? {
+        status_reply::Status::CommittedTs(ts) => TxnStatus::Committed(Timestamp::from_nanos(ts)),
+        status_reply::Status::Aborted(_) => TxnStatus::Aborted,
+        status_reply::Status::InFlight(_) => TxnStatus::InFlight,
+        status_reply::Status::TooOld(_) => TxnStatus::TooOld,
+    })
 }
 
 fn commit_outcome(reply: pb::CommitReply) -> Result<Timestamp> {

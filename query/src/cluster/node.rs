@@ -192,11 +192,13 @@ fn open_partition(config: &NodeConfig, env: &NodeEnv, p: u32) -> Result<Arc<Part
 }
 
 /// Asks coordinators about votes left undecided.
+#[derive(Clone)]
 struct Resolver {
     local: Vec<Arc<Partition>>,
     config: NodeConfig,
     tls: Option<TlsFiles>,
     connector: Option<Connector>,
+    clock: Arc<dyn Clock>,
 }
 
 /// An endpoint for another node: connect timeout, HTTP/2 keep-alive (also idle), and
@@ -217,25 +219,30 @@ fn peer(url: &str, tls: Option<&TlsFiles>) -> Result<Endpoint> {
 }
 
 impl Resolver {
-    /// The outcome of `txn` (`Some(τc)` committed, `None` aborted), asking its coordinator
-    /// until it answers. Asking decides an undecided transaction aborted for good.
-    async fn ask(&self, coordinator: PartitionId, txn: TxnId) -> Option<Timestamp> {
-        loop {
-            let status = match self.local.iter().find(|p| p.id() == coordinator) {
-                Some(p) => p.status(txn),
-                None => self.ask_remote(coordinator, txn).await,
-            };
-            match status {
-                Some(TxnStatus::Committed(ts)) => return Some(ts),
-                Some(TxnStatus::Aborted) => return None,
-                Some(TxnStatus::InFlight) | None => {
-                    tokio::time::sleep(FEED_RETRY).await;
-                }
-            }
+    /// Asks `txn`'s coordinator once (`Status`, with the vote τ `bound` as the snapshot
+    /// bound): `None` if it cannot be asked now. Asking decides an undecided transaction
+    /// aborted for good.
+    async fn ask(
+        &self,
+        coordinator: PartitionId,
+        txn: TxnId,
+        bound: Timestamp,
+    ) -> Option<TxnStatus> {
+        if coordinator.get() >= self.config.partitions {
+            return None; // replayed votes were checked when cast; never panic on one
+        }
+        match self.local.iter().find(|p| p.id() == coordinator) {
+            Some(p) => p.status(self.clock.now(), txn, bound).await.ok(),
+            None => self.ask_remote(coordinator, txn, bound).await,
         }
     }
 
-    async fn ask_remote(&self, coordinator: PartitionId, txn: TxnId) -> Option<TxnStatus> {
+    async fn ask_remote(
+        &self,
+        coordinator: PartitionId,
+        txn: TxnId,
+        bound: Timestamp,
+    ) -> Option<TxnStatus> {
         let url = self.config.owner(coordinator.get()).url();
         let endpoint = peer(&url, self.tls.as_ref()).ok()?;
         let channel = lazy_channel(
@@ -246,16 +253,26 @@ impl Resolver {
             .status(pb::StatusRequest {
                 partition: coordinator.get(),
                 txn_id: Some(txn.into()),
+                start_ts: bound.as_nanos(),
             })
             .await
             .ok()?
             .into_inner();
-        match reply.status? {
-            pb::status_reply::Status::CommittedTs(ts) => {
-                Some(TxnStatus::Committed(Timestamp::from_nanos(ts)))
+        super::client::status_of(reply)
+    }
+
+    /// Resolves `part`'s votes undecided past the vote timeout, every `every`, for as long
+    /// as the node runs: a client that died, was cut off or lost its reply between its
+    /// prepares and its `Decide` keeps the keys for at most the timeout plus one round.
+    async fn run(self, part: Arc<Partition>, every: Duration) {
+        loop {
+            tokio::time::sleep(every).await;
+            if part.adjudicator().is_stepped_down() {
+                return;
             }
-            pb::status_reply::Status::Aborted(_) => Some(TxnStatus::Aborted),
-            pb::status_reply::Status::InFlight(_) => Some(TxnStatus::InFlight),
+            let now = self.clock.now();
+            part.resolve_overdue(now, |c, txn, bound| self.ask(c, txn, bound))
+                .await;
         }
     }
 }
@@ -291,6 +308,15 @@ impl ClusterNode {
             .create_dir_all(&config.data_dir)
             .map_err(|e| Error::Io(format!("creating {}: {e}", config.data_dir.display())))?;
         let tls = config.tls_files().map_err(Error::InvalidArgument)?;
+        let limits = Limits::default();
+        if limits.max_record_bytes() > env.journal.max_record_bytes {
+            return Err(Error::InvalidArgument(format!(
+                "the journal's record limit ({} bytes) is below the largest commit record \
+                 a transaction may need ({} bytes)",
+                env.journal.max_record_bytes,
+                limits.max_record_bytes()
+            )));
+        }
         let clock = env.clock.clone();
         let me = config.me().clone();
         let mut partitions = Vec::new();
@@ -298,26 +324,19 @@ impl ClusterNode {
             partitions.push(open_partition(&config, &env, p)?);
         }
         let mut tasks = Vec::new();
+        // Votes left undecided — by a crash here, or by a client that died mid-protocol —
+        // are resolved once older than the vote timeout (a replayed vote counts from its
+        // τ), by asking their coordinators: the same loop serves both.
+        let resolver = Resolver {
+            local: partitions.clone(),
+            config: config.clone(),
+            tls: tls.clone(),
+            connector: env.connector.clone(),
+            clock: clock.clone(),
+        };
+        let every = (env.adjudicator.vote_timeout / 4).max(Duration::from_millis(10));
         for part in &partitions {
-            let undecided: Vec<(TxnId, PartitionId)> = {
-                let adj = part.adjudicator();
-                adj.undecided().map(|(id, v)| (id, v.coordinator)).collect()
-            };
-            if !undecided.is_empty() {
-                let resolver = Resolver {
-                    local: partitions.clone(),
-                    config: config.clone(),
-                    tls: tls.clone(),
-                    connector: env.connector.clone(),
-                };
-                let part = part.clone();
-                tasks.push(tokio::spawn(async move {
-                    for (txn, coordinator) in undecided {
-                        let outcome = resolver.ask(coordinator, txn).await;
-                        let _ = part.decide(txn, outcome, true).await;
-                    }
-                }));
-            }
+            tasks.push(tokio::spawn(resolver.clone().run(part.clone(), every)));
         }
         let heartbeat_interval = env.heartbeat_interval;
         let rounds_per_second = (Duration::from_secs(1).as_nanos()
@@ -366,8 +385,13 @@ impl ClusterNode {
             )
             .add_service(
                 AdjudicatorServiceServer::new(
-                    AdjudicatorServer::new(partitions.clone(), clock.clone(), Limits::default())
-                        .with_topology_version(config.topology_version),
+                    AdjudicatorServer::new(
+                        partitions.clone(),
+                        config.partitions,
+                        clock.clone(),
+                        limits,
+                    )
+                    .with_topology_version(config.topology_version),
                 )
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
             );
