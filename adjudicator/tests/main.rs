@@ -2,6 +2,7 @@
 
 mod cross_oracle;
 mod hostile;
+mod partition;
 mod replay;
 mod service;
 mod si_oracle;

@@ -264,3 +264,22 @@ fn two_handles_with_one_seed_draw_different_transaction_ids() {
     let replay = |seed| RetryState::new(RetryPolicy::default(), 1, Some(seed)).unwrap();
     assert_eq!(ids(&replay(9)), ids(&replay(9)));
 }
+
+/// Defect 9: with a journal record limit below what the transaction limits allow, valid
+/// commits would be refused at the journal; such a pair of settings is refused at open.
+#[test]
+fn a_journal_record_limit_below_the_transaction_limits_is_refused_at_open() {
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let defaults = options(1);
+        let options = Options {
+            journal: journaldb_journal::JournalOptions {
+                max_record_bytes: 1 << 20,
+                ..defaults.journal.clone()
+            },
+            ..defaults
+        };
+        let err = Database::open_with(dir.path(), options).await.unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+    });
+}
