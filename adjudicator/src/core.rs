@@ -55,6 +55,16 @@ pub enum PlantedBug {
     /// Acknowledge a commit once its record is queued, before it is durable: a crash then
     /// loses acknowledged commits.
     AckBeforeDurable,
+    /// Commit requests ignore the coordinator's abort marks, and a refused retry is not
+    /// made binding: a request delayed past `Status` (or past its retry) commits after
+    /// `transact` re-ran the transaction — applied twice.
+    IgnoreAbortMarks,
+    /// Participants never resolve undecided votes: a client that dies between its
+    /// prepares and its `Decide` keeps its keys pending for good.
+    NoVoteTimeout,
+    /// `Promise` requests from outside the node are served as asked: a client can drag a
+    /// partition's floor (and every later commit τ and commit wait) far into the future.
+    TrustPromises,
 }
 
 /// A commit request: the write set of a transaction that read at `start_ts`.
@@ -183,6 +193,11 @@ pub struct Adjudicator {
     pub(crate) pending: BTreeMap<Bytes, TxnId>,
     /// Undecided cross-partition transactions this partition voted for.
     pub(crate) prepared: BTreeMap<TxnId, crate::cross::Vote>,
+    /// Transactions whose vote here was decided, by the τ of the `Decided` record (in that
+    /// order, for pruning with the outcomes): a `Prepare` repeated after the decision is
+    /// refused instead of casting a second, undecidable vote.
+    decided: LookupMap<TxnId, ()>,
+    decided_by_ts: VecDeque<(Timestamp, TxnId)>,
     /// Transactions this partition decided to abort as coordinator (when asked `Status`
     /// before they committed), durably: pruned once their bound is below the horizon.
     pub(crate) aborted: BTreeMap<TxnId, AbortMark>,
@@ -217,6 +232,8 @@ impl Adjudicator {
             stepped_down: false,
             pending: BTreeMap::new(),
             prepared: BTreeMap::new(),
+            decided: LookupMap::new(),
+            decided_by_ts: VecDeque::new(),
             aborted: BTreeMap::new(),
             durable_end: Lsn::ZERO,
             outcomes_from: floor,
@@ -244,19 +261,34 @@ impl Adjudicator {
     }
 
     /// Raises the horizon to `now().latest − max_txn_age` and forgets what lies below it.
+    ///
+    /// Outcomes and abort marks are kept by age alone (`now().latest − max_txn_age`), not
+    /// by the window's horizon, which an embedded reopen raises to the floor at once: the
+    /// outcomes replayed there must still answer `Status` for the votes being resolved.
     pub fn advance_horizon(&mut self, now: TimeInterval) {
         let h = now.latest.saturating_sub(self.config.max_txn_age);
         self.window.advance_horizon(h);
-        let h = self.window.horizon();
-        self.outcomes_from = self.outcomes_from.max(h);
+        if h <= self.outcomes_from {
+            return;
+        }
+        // Outcomes with τc ≥ h are kept, so "not found" for a bound ≥ h means "never
+        // committed": a commit has τc ≥ every vote and > its τs.
+        self.outcomes_from = h;
         while let Some(&(ts, txn)) = self.outcomes_by_ts.front() {
-            if ts > h {
+            if ts >= h {
                 break;
             }
             self.outcomes_by_ts.pop_front();
             if self.outcomes.get(&txn).is_some_and(|o| o.commit_ts == ts) {
                 self.outcomes.remove(&txn);
             }
+        }
+        while let Some(&(ts, txn)) = self.decided_by_ts.front() {
+            if ts >= h {
+                break;
+            }
+            self.decided_by_ts.pop_front();
+            self.decided.remove(&txn);
         }
         // A request with τs = h still passes the horizon check: keep marks at h.
         self.aborted.retain(|_, mark| mark.bound >= h);
@@ -334,8 +366,11 @@ impl Adjudicator {
         if let Some(known) = self.known_outcome(req.txn_id) {
             return known;
         }
-        if self.aborted.contains_key(&req.txn_id) {
-            return CommitDecision::Unavailable(Unavailable::AbortedByResolution);
+        let ignore_marks = self.config.planted_bug == Some(PlantedBug::IgnoreAbortMarks);
+        if let Some(refused) = self.abort_mark_refusal(req.txn_id)
+            && !ignore_marks
+        {
+            return refused;
         }
         let limit = match self.admit(now, req.start_ts, req.retry) {
             Ok(limit) => limit,
@@ -351,7 +386,7 @@ impl Adjudicator {
             req.mutations.iter().map(|m| &m.key),
         ) {
             let verdict = Verdict::Conflict { key };
-            if req.retry {
+            if req.retry && !ignore_marks {
                 let record = Box::new(self.abort_record(req.txn_id, req.start_ts));
                 return CommitDecision::AbortThen { verdict, record };
             }
@@ -378,17 +413,30 @@ impl Adjudicator {
         CommitDecision::Append { commit_ts, record }
     }
 
+    /// The answer to any commit request for `txn_id` once this coordinator aborted it: a
+    /// definite abort once the abort is durable, `Unknown` until then (a refusal reported
+    /// before the decision that makes it binding is durable could be contradicted after a
+    /// failure). `None` if it did not abort it.
+    pub(crate) fn abort_mark_refusal(&self, txn_id: TxnId) -> Option<CommitDecision> {
+        let mark = self.aborted.get(&txn_id)?;
+        Some(if mark.lsn.is_none() || self.is_durable_at(mark.lsn) {
+            CommitDecision::Unavailable(Unavailable::AbortedByResolution)
+        } else {
+            CommitDecision::Unknown
+        })
+    }
+
     /// Aborts `txn_id` (whose τs is at most `start_bound`) as its coordinator, for good:
     /// every later commit request for it is refused. Returns the `Decided` record that makes
     /// the abort durable; it also decides this partition's own vote for it, if any.
     pub(crate) fn abort_record(&mut self, txn_id: TxnId, start_bound: Timestamp) -> pb::Record {
-        if let Some(vote) = self.prepared.remove(&txn_id) {
+        let had_vote = self.prepared.remove(&txn_id).inspect(|vote| {
             for k in &vote.keys {
                 if self.pending.get(k) == Some(&txn_id) {
                     self.pending.remove(k);
                 }
             }
-        }
+        });
         self.aborted.insert(
             txn_id,
             AbortMark {
@@ -397,6 +445,9 @@ impl Adjudicator {
             },
         );
         let record_ts = self.take_ts(self.floor.next());
+        if had_vote.is_some() {
+            self.record_decided(txn_id, record_ts);
+        }
         pb::Record {
             kind: Some(pb::record::Kind::Decided(pb::Decided {
                 txn_id: Some(txn_id.into()),
@@ -484,6 +535,18 @@ impl Adjudicator {
         assert!(ts > self.floor, "journal τ must strictly increase");
         self.floor = ts;
         ts
+    }
+
+    /// This partition's vote for `txn_id` was decided by a record at `ts`.
+    pub(crate) fn record_decided(&mut self, txn_id: TxnId, ts: Timestamp) {
+        if self.decided.insert(txn_id, ()).is_none() {
+            self.decided_by_ts.push_back((ts, txn_id));
+        }
+    }
+
+    /// Whether this partition's vote for `txn_id` was decided (within the window).
+    pub(crate) fn was_decided(&self, txn_id: TxnId) -> bool {
+        self.decided.get(&txn_id).is_some()
     }
 
     pub(crate) fn record_write(&mut self, key: &Bytes, ts: Timestamp) {

@@ -85,8 +85,11 @@ pub enum TxnStatus {
     /// Aborted, durably (possibly decided just now, by this question): it never commits.
     Aborted,
     /// Unknown: the transaction's τs is below the coordinator's horizon, so it may have
-    /// committed and its outcome been forgotten since. Never a reason to re-run it.
-    TooOld,
+    /// committed and its outcome been forgotten since. Never a reason to re-run it. It
+    /// carries the coordinator's floor: no commit of the transaction can come after it (its
+    /// τs is below the horizon), and any earlier one had a commit τ at or below it — so a
+    /// participant may decide its vote as committed at the floor, conservatively.
+    TooOld(Timestamp),
 }
 
 /// What a coordinator does with a `Status` question.
@@ -112,10 +115,16 @@ impl Adjudicator {
                 vote_ts: vote.vote_ts,
             };
         }
-        if self.aborted.contains_key(&req.txn_id) {
-            return PrepareDecision::Refused(CommitDecision::Unavailable(
-                Unavailable::AbortedByResolution,
-            ));
+        if let Some(refused) = self.abort_mark_refusal(req.txn_id) {
+            return PrepareDecision::Refused(refused);
+        }
+        // Decided here already (or committed here as coordinator): a second vote could
+        // never be decided consistently with the first decision.
+        if self.was_decided(req.txn_id) || self.known_outcome(req.txn_id).is_some() {
+            return PrepareDecision::Refused(CommitDecision::Invalid(format!(
+                "{}: already decided here; a transaction votes once",
+                req.txn_id
+            )));
         }
         if req.keys.is_empty() {
             return PrepareDecision::Refused(CommitDecision::Invalid(
@@ -179,8 +188,12 @@ impl Adjudicator {
         if let Some(known) = self.known_outcome(txn_id) {
             return known;
         }
-        if self.aborted.contains_key(&txn_id) {
-            return CommitDecision::Unavailable(Unavailable::AbortedByResolution);
+        let ignore_marks =
+            self.config().planted_bug == Some(crate::core::PlantedBug::IgnoreAbortMarks);
+        if let Some(refused) = self.abort_mark_refusal(txn_id)
+            && !ignore_marks
+        {
+            return refused;
         }
         let limit = match self.admit(now, start_ts, false) {
             Ok(limit) => limit,
@@ -195,9 +208,17 @@ impl Adjudicator {
                 mutations.len()
             ));
         }
-        if !participants.contains(&self.partition()) || !self.prepared.contains_key(&txn_id) {
+        let own_vote = self.prepared.get(&txn_id).filter(|vote| {
+            vote.coordinator == self.partition()
+                && vote
+                    .keys
+                    .iter()
+                    .all(|k| mutations.iter().any(|m| m.key == *k))
+        });
+        if !participants.contains(&self.partition()) || own_vote.is_none() {
             return CommitDecision::Invalid(format!(
-                "{txn_id}: the coordinator {} holds no vote of its own for it",
+                "{txn_id}: the coordinator {} holds no vote of its own for it naming it as \
+                 coordinator and covering its keys",
                 self.partition()
             ));
         }
@@ -246,6 +267,16 @@ impl Adjudicator {
             Some(_) => return StatusDecision::Known(TxnStatus::InFlight),
             None => {}
         }
+        if self
+            .prepared
+            .get(&txn_id)
+            .is_some_and(|vote| vote.coordinator != self.partition())
+        {
+            // Only a transaction's coordinator decides it.
+            return StatusDecision::Refused(CommitDecision::Invalid(format!(
+                "{txn_id} is coordinated by another partition"
+            )));
+        }
         if let Some(mark) = self.aborted.get(&txn_id) {
             let durable = mark.lsn.is_none() || self.is_durable_at(mark.lsn);
             return StatusDecision::Known(if durable {
@@ -257,7 +288,7 @@ impl Adjudicator {
         // A commit with τc above the bound would be in `outcomes` unless pruned or before
         // the replay: below that point "not found" does not mean "not committed".
         if start_bound < self.outcomes_from() {
-            return StatusDecision::Known(TxnStatus::TooOld);
+            return StatusDecision::Known(TxnStatus::TooOld(self.floor()));
         }
         let limit = now.latest.saturating_add(self.max_skew());
         if start_bound > limit {
@@ -280,10 +311,36 @@ impl Adjudicator {
         txn_id: TxnId,
         commit_ts: Option<Timestamp>,
     ) -> Result<Option<pb::Record>, CommitDecision> {
+        self.decide_checked(now, txn_id, commit_ts, true)
+    }
+
+    /// [`Adjudicator::decide`] with the coordinator's own answer (its `Status`), which is
+    /// never refused: a commit τ below the vote (a client under-reported the vote to the
+    /// coordinator) is raised to the vote, so the keys are always freed and the window is
+    /// at worst conservative.
+    pub fn decide_resolved(
+        &mut self,
+        now: TimeInterval,
+        txn_id: TxnId,
+        commit_ts: Option<Timestamp>,
+    ) -> Option<pb::Record> {
+        let vote_ts = self.prepared.get(&txn_id)?.vote_ts;
+        let commit_ts = commit_ts.map(|ts| ts.max(vote_ts));
+        self.decide_checked(now, txn_id, commit_ts, false)
+            .unwrap_or(None)
+    }
+
+    fn decide_checked(
+        &mut self,
+        now: TimeInterval,
+        txn_id: TxnId,
+        commit_ts: Option<Timestamp>,
+        check: bool,
+    ) -> Result<Option<pb::Record>, CommitDecision> {
         let Some(vote) = self.prepared.get(&txn_id) else {
             return Ok(None);
         };
-        if let Some(ts) = commit_ts {
+        if let (Some(ts), true) = (commit_ts, check) {
             let limit = now.latest.saturating_add(self.max_skew());
             if ts < vote.vote_ts || ts > limit {
                 return Err(CommitDecision::Invalid(format!(
@@ -307,6 +364,7 @@ impl Adjudicator {
             self.raise_floor(ts);
         }
         let record_ts = self.take_ts(self.floor().next());
+        self.record_decided(txn_id, record_ts);
         let outcome = match commit_ts {
             Some(ts) => pb::decided::Outcome::CommittedTs(ts.as_nanos()),
             None => pb::decided::Outcome::Aborted(pb::Aborted {}),
@@ -335,6 +393,9 @@ impl Adjudicator {
     /// Undecided votes cast more than the vote timeout before `now`: the ones to resolve
     /// by asking their coordinators (`Status` with the vote τ as the bound).
     pub fn overdue(&self, now: TimeInterval) -> Vec<(TxnId, Vote)> {
+        if self.config().planted_bug == Some(crate::core::PlantedBug::NoVoteTimeout) {
+            return Vec::new();
+        }
         let cutoff = now.earliest.saturating_sub(self.config().vote_timeout);
         self.prepared
             .iter()
@@ -467,7 +528,7 @@ mod tests {
         let now = TimeInterval::exact(ts(1_000));
         assert_eq!(
             c.status(now, TxnId::new(3), ts(899)),
-            StatusDecision::Known(TxnStatus::TooOld)
+            StatusDecision::Known(TxnStatus::TooOld(ts(0)))
         );
         assert!(matches!(
             c.status(now, TxnId::new(3), ts(900)),

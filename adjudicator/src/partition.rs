@@ -288,6 +288,27 @@ impl Partition {
         Ok(())
     }
 
+    /// Participant: records the coordinator's own answer about a vote (its `Status`),
+    /// which is never refused (see [`Adjudicator::decide_resolved`]).
+    pub async fn decide_resolved(
+        &self,
+        now: TimeInterval,
+        txn_id: TxnId,
+        outcome: Option<Timestamp>,
+        wait: bool,
+    ) -> Result<(), Refusal> {
+        let (_, submitted) = self
+            .decide_then_submit(|adj| match adj.decide_resolved(now, txn_id, outcome) {
+                Some(record) => Ok(Step::Append((), record, None)),
+                None => Ok(Step::Done(())),
+            })
+            .await?;
+        if let (true, Some(submitted)) = (wait, submitted) {
+            self.durable(submitted).await?;
+        }
+        Ok(())
+    }
+
     /// Coordinator: the fate of `txn_id`, whose τs is at most `start_bound`. An undecided
     /// transaction is aborted for good, and `Aborted` answered once that decision is
     /// durable; `TooOld` if it may have been forgotten (see [`Adjudicator::status`]).
@@ -324,13 +345,26 @@ impl Partition {
     {
         let overdue = self.adj.lock().overdue(now);
         let mut decided = 0;
+        // A coordinator that did not answer is not asked again this round: one unreachable
+        // node must not hold up the votes of every other coordinator.
+        let mut unreachable = Vec::new();
         for (txn, vote) in overdue {
+            if unreachable.contains(&vote.coordinator) {
+                continue;
+            }
             let outcome = match ask(vote.coordinator, txn, vote.vote_ts).await {
                 Some(TxnStatus::Committed(ts)) => Some(ts),
                 Some(TxnStatus::Aborted) => None,
-                Some(TxnStatus::InFlight | TxnStatus::TooOld) | None => continue,
+                // Maybe committed and forgotten: committed at the coordinator's floor, as
+                // far as this participant's conflict window is concerned (conservative).
+                Some(TxnStatus::TooOld(floor)) => Some(floor),
+                Some(TxnStatus::InFlight) => continue,
+                None => {
+                    unreachable.push(vote.coordinator);
+                    continue;
+                }
             };
-            if self.decide(now, txn, outcome, false).await.is_ok() {
+            if self.decide_resolved(now, txn, outcome, false).await.is_ok() {
                 decided += 1;
             }
         }

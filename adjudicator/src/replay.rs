@@ -145,6 +145,9 @@ impl Adjudicator {
                             },
                         );
                     }
+                    if adj.prepared.contains_key(&txn) {
+                        adj.record_decided(txn, Timestamp::from_nanos(d.record_ts));
+                    }
                     if let Some(vote) = adj.prepared.remove(&txn) {
                         for k in &vote.keys {
                             if adj.pending.get(k) == Some(&txn) {

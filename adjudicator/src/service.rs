@@ -26,7 +26,7 @@ use journaldb_proto::status::ErrorKind;
 use journaldb_proto::{Clock, Epoch, Limits, Mutation, PartitionId, Timestamp, TxnId, pb};
 use tonic::{Request, Response, Status};
 
-use crate::core::{CommitDecision, CommitRequest, Verdict};
+use crate::core::{CommitDecision, CommitRequest, PlantedBug, Verdict};
 use crate::cross::{PrepareRequest, TxnStatus};
 use crate::partition::{Partition, Refusal};
 
@@ -331,7 +331,7 @@ impl<C: Clock + Send + Sync + 'static> AdjudicatorService for AdjudicatorServer<
             TxnStatus::Committed(ts) => S::CommittedTs(ts.as_nanos()),
             TxnStatus::Aborted => S::Aborted(pb::Aborted {}),
             TxnStatus::InFlight => S::InFlight(pb::Aborted {}),
-            TxnStatus::TooOld => S::TooOld(pb::Aborted {}),
+            TxnStatus::TooOld(floor) => S::TooOld(floor.as_nanos()),
         };
         Ok(Response::new(pb::StatusReply {
             status: Some(status),
@@ -347,7 +347,13 @@ impl<C: Clock + Send + Sync + 'static> AdjudicatorService for AdjudicatorServer<
         // Never past this node's present: a promise from outside must not drag the floor
         // (and every later τc, and its commit wait) into the future. A caller that needs
         // more asks again later.
-        let ts = Timestamp::from_nanos(req.ts).min(self.clock.now().latest);
+        let trust = part.adjudicator().config().planted_bug == Some(PlantedBug::TrustPromises);
+        let asked = Timestamp::from_nanos(req.ts);
+        let ts = if trust {
+            asked
+        } else {
+            asked.min(self.clock.now().latest)
+        };
         let floor = part
             .promise_durable(ts)
             .await

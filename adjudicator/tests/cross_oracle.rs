@@ -160,7 +160,7 @@ fn run(seed: u64, planted_bug: Option<PlantedBug>) -> Result<usize, String> {
                         w.to_decide.insert((id, p), Some(ts));
                     }
                     TxnStatus::InFlight => {}
-                    TxnStatus::TooOld => return Err(fail(format!("{id}: too old"))),
+                    TxnStatus::TooOld(_) => return Err(fail(format!("{id}: too old"))),
                 }
             }
             _ => {

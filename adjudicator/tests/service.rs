@@ -231,9 +231,9 @@ fn the_cross_partition_protocol_runs_over_grpc() {
             .await
             .unwrap()
             .into_inner();
-        assert_eq!(
-            ancient.status,
-            Some(status_reply::Status::TooOld(pb::Aborted {}))
+        assert!(
+            matches!(ancient.status, Some(status_reply::Status::TooOld(floor)) if floor > 0),
+            "{ancient:?}"
         );
         let kinds = |j: &Journal| -> Vec<&'static str> {
             records(j)

@@ -214,25 +214,37 @@ impl Backend {
         }
     }
 
-    /// Tells every participant in `participants` the outcome of `txn_id`, concurrently,
-    /// retrying a failed `Decide` a few times. Best effort beyond that: a participant that
-    /// never hears resolves its vote itself after the vote timeout, by asking the
-    /// coordinator.
+    /// Tells every participant in `participants` the outcome of `txn_id`, concurrently.
+    /// Returns once each has answered its first `Decide` (as the commit path always has);
+    /// a `Decide` that failed (an unreachable node, a timeout) is retried a few times in the
+    /// background, off the caller's path. Best effort beyond that: a participant that never
+    /// hears resolves its vote itself after the vote timeout, by asking the coordinator.
     pub(crate) async fn decide_all(
         &self,
         participants: &[PartitionId],
         txn_id: TxnId,
         outcome: Option<Timestamp>,
     ) {
-        let mut sends = tokio::task::JoinSet::new();
+        let mut first_answers = Vec::new();
         for &p in participants {
             let backend = self.clone();
-            sends.spawn(async move {
+            let (answered, first_answer) = tokio::sync::oneshot::channel::<()>();
+            first_answers.push(first_answer);
+            tokio::spawn(async move {
+                let mut answered = Some(answered);
                 for attempt in 0..DECIDE_ATTEMPTS {
-                    match backend.decide(p, txn_id, outcome).await {
+                    let result = backend.decide(p, txn_id, outcome).await;
+                    if let Some(answered) = answered.take() {
+                        let _ = answered.send(());
+                    }
+                    match result {
                         Ok(()) => return,
-                        // A refusal for cause (not an unreachable node) will not change.
-                        Err(e) if !e.is_retryable() && !e.maybe_committed() => return,
+                        // A refusal for cause will not change by asking again.
+                        Err(
+                            Error::InvalidArgument(_)
+                            | Error::LimitExceeded(_)
+                            | Error::Corruption(_),
+                        ) => return,
                         Err(_) => {
                             let pause = backend.retry().policy.outcome_pause(attempt);
                             tokio::time::sleep(pause).await;
@@ -241,7 +253,9 @@ impl Backend {
                 }
             });
         }
-        while sends.join_next().await.is_some() {}
+        for first_answer in first_answers {
+            let _ = first_answer.await;
+        }
     }
 
     /// Between a commit's durability and its acknowledgement (commit wait, visibility).

@@ -496,10 +496,13 @@ impl Inner {
                     Ok(TxnStatus::Aborted) => None,
                     // Nothing is in flight while opening, and the horizon is the floor:
                     // a vote below it is left to the background resolution.
-                    Ok(TxnStatus::InFlight | TxnStatus::TooOld) => continue,
+                    Ok(TxnStatus::InFlight) => continue,
+                    // Possibly committed and forgotten: committed at the floor, for the
+                    // conflict window's sake (conservative: at worst a spurious conflict).
+                    Ok(TxnStatus::TooOld(floor)) => Some(floor),
                     Err(refusal) => return Err(crate::transaction::refusal(refusal)),
                 };
-                part.decide(now, txn, outcome, true)
+                part.decide_resolved(now, txn, outcome, true)
                     .await
                     .map_err(crate::transaction::refusal)?;
             }

@@ -239,7 +239,10 @@ fn a_commit_learned_through_status_decides_the_participants() {
                 .is_pending(a.as_bytes()),
             "nobody decided yet"
         );
-        let learned = tx.ask_coordinator(&participants).await.unwrap();
+        let learned = tx
+            .ask_coordinator(coordinator, &participants)
+            .await
+            .unwrap();
         assert_eq!(learned, commit_ts);
         for p in participants {
             let adj = db.inner().part(p).adjudicator();

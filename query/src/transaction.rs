@@ -280,10 +280,15 @@ impl Transaction {
                 other => other,
             }
         } else {
+            // Routing is fixed once: the outcome is asked of the partition that was asked
+            // to commit, whatever a later topology says.
             let participants: Vec<PartitionId> = by_part.keys().copied().collect();
-            match self.commit_cross(by_part).await {
+            let coordinator = self
+                .coordinator()
+                .ok_or_else(|| Error::InvalidArgument("nothing to commit".into()))?;
+            match self.commit_cross(coordinator, by_part).await {
                 Err(Error::CommitUnknown) if learn_outcome => {
-                    self.ask_coordinator(&participants).await
+                    self.ask_coordinator(coordinator, &participants).await
                 }
                 other => other,
             }
@@ -318,8 +323,13 @@ impl Transaction {
         for attempt in 0..policy.outcome_attempts {
             tokio::time::sleep(policy.outcome_pause(attempt)).await;
             match self.backend.commit_retry(p, req).await {
-                Err(Error::CommitUnknown) => continue,
-                answered => return answered,
+                // Binding answers: the first outcome, a refusal the adjudicator made
+                // binding (a conflict after a durable abort), or its abort mark.
+                Ok(commit_ts) => return Ok(commit_ts),
+                Err(e @ (Error::Conflict { .. } | Error::Unavailable { .. })) => return Err(e),
+                // Anything else (unknown, a transport failure, a refusal that says nothing
+                // about the original still on its way): the outcome stays unknown.
+                Err(_) => continue,
             }
         }
         Err(Error::CommitUnknown)
@@ -328,10 +338,11 @@ impl Transaction {
     /// After `CommitUnknown` on a cross-partition commit: asks the coordinator's `Status`
     /// until it is decided (asking aborts it, durably, if it has not committed), then
     /// tells every participant the outcome.
-    pub(crate) async fn ask_coordinator(&self, participants: &[PartitionId]) -> Result<Timestamp> {
-        let coordinator = self
-            .coordinator()
-            .ok_or_else(|| Error::InvalidArgument("nothing to commit".into()))?;
+    pub(crate) async fn ask_coordinator(
+        &self,
+        coordinator: PartitionId,
+        participants: &[PartitionId],
+    ) -> Result<Timestamp> {
         let policy = self.backend.policy().clone();
         for attempt in 0..policy.outcome_attempts {
             match self
@@ -351,7 +362,7 @@ impl Transaction {
                     });
                 }
                 // May have committed and been forgotten: never re-run it.
-                Some(TxnStatus::TooOld) => return Err(Error::CommitUnknown),
+                Some(TxnStatus::TooOld(_)) => return Err(Error::CommitUnknown),
                 Some(TxnStatus::InFlight) | None => {
                     tokio::time::sleep(policy.outcome_pause(attempt)).await;
                 }
@@ -362,11 +373,9 @@ impl Transaction {
 
     async fn commit_cross(
         &self,
+        coordinator: PartitionId,
         by_part: BTreeMap<PartitionId, Vec<Mutation>>,
     ) -> Result<Timestamp> {
-        let coordinator = self
-            .coordinator()
-            .ok_or_else(|| Error::InvalidArgument("nothing to commit".into()))?;
         let mut voted = Vec::new();
         let mut votes = Vec::new();
         for (&p, mutations) in &by_part {

@@ -15,6 +15,7 @@ use journaldb::cluster::{ClusterNode, NodeConfig, NodeEntry, NodeEnv};
 use journaldb::{Client, ClientOptions, StorageEngine};
 use journaldb_adjudicator::AdjudicatorConfig;
 use journaldb_journal::{Flusher, JournalOptions};
+use journaldb_storage::WriteFaults;
 use journaldb_storage::service::StorageServerConfig;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -35,31 +36,65 @@ pub enum PlantedBug {
     AckBeforeDurable,
     /// Storage replicas answer reads without waiting for the watermark: stale reads.
     IgnoreWatermark,
+    /// Adjudicators ignore their abort marks: a commit delayed past `Status` or past its
+    /// retry commits after `transact` re-ran it (hardening defects 2 and 6).
+    IgnoreAbortMarks,
+    /// Participants never resolve undecided votes (hardening defect 1).
+    NoVoteTimeout,
+    /// Adjudicators serve outside `Promise`s as asked (hardening defect 4).
+    TrustPromises,
+    /// Storage forgets a batch before writing it (hardening defect 3).
+    ReleaseBeforeWrite,
+}
+
+impl PlantedBug {
+    /// Every planted bug, with its CLI name.
+    pub const ALL: [(PlantedBug, &'static str); 7] = [
+        (PlantedBug::SkipConflictCheck, "skip-conflict-check"),
+        (PlantedBug::AckBeforeDurable, "ack-before-durable"),
+        (PlantedBug::IgnoreWatermark, "ignore-watermark"),
+        (PlantedBug::IgnoreAbortMarks, "ignore-abort-marks"),
+        (PlantedBug::NoVoteTimeout, "no-vote-timeout"),
+        (PlantedBug::TrustPromises, "trust-promises"),
+        (PlantedBug::ReleaseBeforeWrite, "release-before-write"),
+    ];
+
+    /// The bug of the adjudicator's own planted-bug switch, if this is one.
+    fn adjudicator(self) -> Option<journaldb_adjudicator::PlantedBug> {
+        use journaldb_adjudicator::PlantedBug as A;
+        match self {
+            PlantedBug::SkipConflictCheck => Some(A::SkipConflictCheck),
+            PlantedBug::AckBeforeDurable => Some(A::AckBeforeDurable),
+            PlantedBug::IgnoreAbortMarks => Some(A::IgnoreAbortMarks),
+            PlantedBug::NoVoteTimeout => Some(A::NoVoteTimeout),
+            PlantedBug::TrustPromises => Some(A::TrustPromises),
+            PlantedBug::IgnoreWatermark | PlantedBug::ReleaseBeforeWrite => None,
+        }
+    }
 }
 
 impl std::str::FromStr for PlantedBug {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "skip-conflict-check" => Ok(PlantedBug::SkipConflictCheck),
-            "ack-before-durable" => Ok(PlantedBug::AckBeforeDurable),
-            "ignore-watermark" => Ok(PlantedBug::IgnoreWatermark),
-            _ => Err(format!(
-                "unknown planted bug {s:?}; known: skip-conflict-check, ack-before-durable, \
-                 ignore-watermark"
-            )),
-        }
+        PlantedBug::ALL
+            .iter()
+            .find(|(_, name)| *name == s)
+            .map(|(bug, _)| *bug)
+            .ok_or_else(|| {
+                let known: Vec<&str> = PlantedBug::ALL.iter().map(|(_, n)| *n).collect();
+                format!("unknown planted bug {s:?}; known: {}", known.join(", "))
+            })
     }
 }
 
 impl std::fmt::Display for PlantedBug {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            PlantedBug::SkipConflictCheck => "skip-conflict-check",
-            PlantedBug::AckBeforeDurable => "ack-before-durable",
-            PlantedBug::IgnoreWatermark => "ignore-watermark",
-        })
+        let name = PlantedBug::ALL
+            .iter()
+            .find(|(bug, _)| bug == self)
+            .map_or("?", |(_, name)| name);
+        f.write_str(name)
     }
 }
 
@@ -132,6 +167,8 @@ pub struct SimNode {
     pub name: String,
     /// The switch that makes its disk fail.
     pub disk: Arc<DiskFaults>,
+    /// The switch that makes its storage engine's writes fail.
+    pub storage: WriteFaults,
     /// Its clock.
     pub clock: Arc<SimClock>,
 }
@@ -166,6 +203,7 @@ impl SimCluster {
             let node = SimNode {
                 name: name.clone(),
                 disk: Arc::new(DiskFaults::default()),
+                storage: WriteFaults::default(),
                 clock: Arc::new(SimClock::new(knobs.clock_bound)),
             };
             let config = NodeConfig {
@@ -190,23 +228,17 @@ impl SimCluster {
                 },
                 heartbeat_interval: knobs.heartbeat,
                 adjudicator: AdjudicatorConfig {
-                    planted_bug: match planted {
-                        Some(PlantedBug::SkipConflictCheck) => {
-                            Some(journaldb_adjudicator::PlantedBug::SkipConflictCheck)
-                        }
-                        Some(PlantedBug::AckBeforeDurable) => {
-                            Some(journaldb_adjudicator::PlantedBug::AckBeforeDurable)
-                        }
-                        _ => None,
-                    },
+                    planted_bug: planted.and_then(PlantedBug::adjudicator),
                     vote_timeout: knobs.vote_timeout,
                     ..AdjudicatorConfig::default()
                 },
                 storage_server: StorageServerConfig {
                     read_timeout: knobs.read_timeout,
                     ignore_watermark: planted == Some(PlantedBug::IgnoreWatermark),
+                    release_before_write: planted == Some(PlantedBug::ReleaseBeforeWrite),
                     ..StorageServerConfig::default()
                 },
+                storage_faults: Some(node.storage.clone()),
             };
             sim.host(name.as_str(), move || {
                 let (config, env) = (config.clone(), env.clone());

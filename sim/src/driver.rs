@@ -22,6 +22,8 @@ pub(crate) struct Driver<'a> {
     down: BTreeMap<String, u32>,
     /// Nodes whose disks the schedule makes fail, by windows open.
     failing_disks: BTreeMap<String, u32>,
+    /// Nodes whose storage engines the schedule makes fail, by windows open.
+    failing_storage: BTreeMap<String, u32>,
     /// Nodes whose software stopped by itself (fail-stop), since when.
     stopped_since: BTreeMap<String, Duration>,
 }
@@ -41,6 +43,7 @@ impl<'a> Driver<'a> {
             fired: BTreeMap::new(),
             down: BTreeMap::new(),
             failing_disks: BTreeMap::new(),
+            failing_storage: BTreeMap::new(),
             stopped_since: BTreeMap::new(),
         }
     }
@@ -185,6 +188,23 @@ impl<'a> Driver<'a> {
                     }
                 }
             }
+            (FaultKind::StorageError, Target::Host(h)) => {
+                let failing = open_window(&mut self.failing_storage, h, start);
+                if let Some(n) = self.cluster.nodes().iter().find(|n| n.name == *h) {
+                    n.storage.set_failing(failing);
+                }
+            }
+            (FaultKind::ClientCrash, Target::Host(h)) => {
+                open_window(&mut self.shared.crashing.lock(), h, start);
+            }
+            (FaultKind::Hostile, _) => {
+                let mut open = self.shared.hostile.lock();
+                *open = if start {
+                    *open + 1
+                } else {
+                    open.saturating_sub(1)
+                };
+            }
             (kind, target) => unreachable!("no {kind} fault on {target}"),
         }
     }
@@ -232,8 +252,12 @@ impl<'a> Driver<'a> {
         sim.set_max_message_latency(self.knobs.max_latency);
         let true_now = sim.since_epoch().as_nanos() as u64;
         self.failing_disks.clear();
+        self.failing_storage.clear();
+        self.shared.crashing.lock().clear();
+        *self.shared.hostile.lock() = 0;
         for node in self.cluster.nodes() {
             node.disk.set_failing(false);
+            node.storage.set_failing(false);
             node.clock.set_error(true_now, 0, 0, false);
         }
         for (_, clock) in &self.client_clocks {
@@ -245,4 +269,20 @@ impl<'a> Driver<'a> {
                 .event(now, "sim", format_args!("restart {name}"));
         }
     }
+}
+
+/// Counts a window opening (`start`) or closing on `host` in `open`; whether any window is
+/// still open on it afterwards (windows of one kind may overlap on one host).
+fn open_window(open: &mut BTreeMap<String, u32>, host: &str, start: bool) -> bool {
+    let held = open.entry(host.to_owned()).or_default();
+    if start {
+        *held += 1;
+    } else {
+        *held = held.saturating_sub(1);
+    }
+    let still = *held > 0;
+    if !still {
+        open.remove(host);
+    }
+    still
 }

@@ -33,11 +33,19 @@ pub enum FaultKind {
     /// A host's clock leaves its error bound while still claiming it: real-time order may
     /// break (reported, not a failure); snapshot isolation must hold.
     ClockBoundViolation,
+    /// A client dies mid-protocol: half its commits are abandoned at a random moment
+    /// (between prepares, between `CommitPrepared` and `Decide`, with a request in
+    /// flight), and it goes on as a new process.
+    ClientCrash,
+    /// A node's storage engine fails every write (the feed retries; the watermark waits).
+    StorageError,
+    /// A rogue client host sends absurd and random protocol messages to every service.
+    Hostile,
 }
 
 impl FaultKind {
     /// Every kind, in display order.
-    pub const ALL: [FaultKind; 9] = [
+    pub const ALL: [FaultKind; 12] = [
         FaultKind::Partition,
         FaultKind::Hold,
         FaultKind::Latency,
@@ -47,6 +55,9 @@ impl FaultKind {
         FaultKind::Clock,
         FaultKind::Slow,
         FaultKind::ClockBoundViolation,
+        FaultKind::ClientCrash,
+        FaultKind::StorageError,
+        FaultKind::Hostile,
     ];
 
     /// The CLI token.
@@ -61,6 +72,9 @@ impl FaultKind {
             FaultKind::Clock => "clock",
             FaultKind::Slow => "slow",
             FaultKind::ClockBoundViolation => "clock-bound-violation",
+            FaultKind::ClientCrash => "client-crash",
+            FaultKind::StorageError => "storage-error",
+            FaultKind::Hostile => "hostile",
         }
     }
 }
@@ -201,6 +215,7 @@ pub fn schedule(
             let start_ms = rng.random_range(200..=latest);
             let node = hosts.nodes[rng.random_range(0..hosts.nodes.len())].clone();
             let any = all_hosts[rng.random_range(0..all_hosts.len())].clone();
+            let client = hosts.clients[rng.random_range(0..hosts.clients.len())].clone();
             let target = match kind {
                 FaultKind::Partition | FaultKind::Hold => {
                     if rng.random_bool(0.3) {
@@ -217,9 +232,13 @@ pub fn schedule(
                 }
                 FaultKind::Latency => Target::Network,
                 FaultKind::Clock | FaultKind::ClockBoundViolation => Target::Host(any),
-                FaultKind::Crash | FaultKind::Torn | FaultKind::DiskError | FaultKind::Slow => {
-                    Target::Host(node)
-                }
+                FaultKind::Crash
+                | FaultKind::Torn
+                | FaultKind::DiskError
+                | FaultKind::Slow
+                | FaultKind::StorageError => Target::Host(node),
+                FaultKind::ClientCrash => Target::Host(client),
+                FaultKind::Hostile => Target::Network,
             };
             let bound_ns = bound.as_nanos() as i64;
             let (amount, drift_ppm) = match kind {

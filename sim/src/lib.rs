@@ -10,7 +10,9 @@
 //! - [`cluster`]: [`cluster::SimCluster`], the library API — add a simulated cluster to
 //!   your own `turmoil::Sim` and test your service's hosts against it (`sim/examples/`).
 //! - [`faults`]: fault kinds (`partition`, `hold`, `latency`, `crash`, `torn`,
-//!   `disk-error`, `clock`, `slow`, `clock-bound-violation`) and their seeded schedules.
+//!   `disk-error`, `clock`, `slow`, `clock-bound-violation`, `client-crash`,
+//!   `storage-error`, `hostile`) and their seeded schedules; `hostile.rs` is the rogue
+//!   client host.
 //! - [`workload`]: bank, list-append and register workloads with `setup / step / check`.
 //! - [`run`]: one seeded run — cluster, clients, fault driver, checks, trace.
 //! - [`elle`]: the in-house checker of Elle list-append histories.
@@ -25,6 +27,7 @@ pub mod disk;
 mod driver;
 pub mod elle;
 pub mod faults;
+mod hostile;
 pub mod net;
 pub mod run;
 pub mod workload;

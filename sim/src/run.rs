@@ -39,6 +39,10 @@ pub const SETTLE: Duration = Duration::from_secs(1);
 pub const CLIENTS: usize = 8;
 /// Simulated time after which a run is declared stuck.
 const LIMIT: Duration = Duration::from_secs(120);
+/// The liveness check's bound beyond the vote timeout: every key the workload used must
+/// accept a write within `vote_timeout + LIVENESS_SLACK` once the checker starts (the
+/// faults healed several seconds before), or the run fails.
+const LIVENESS_SLACK: Duration = Duration::from_secs(2);
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -114,6 +118,11 @@ pub struct Shared {
     setup_done: Mutex<bool>,
     /// Workload clients that have not finished.
     running: Mutex<usize>,
+    /// Client hosts inside a `client-crash` window (by windows open): their commits may
+    /// be abandoned mid-protocol, as by a client process that dies.
+    pub(crate) crashing: Mutex<BTreeMap<String, u32>>,
+    /// `hostile` windows open: the rogue host sends absurd and random requests meanwhile.
+    pub(crate) hostile: Mutex<u32>,
 }
 
 #[derive(Debug, Default)]
@@ -149,8 +158,8 @@ impl Shared {
 /// How a transaction ended, from its client's point of view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// Committed at this timestamp.
-    Ok(journaldb_proto::Timestamp),
+    /// Committed (at this timestamp, when the client learns it: `transact` does not say).
+    Ok(Option<journaldb_proto::Timestamp>),
     /// Certainly not committed (the error kind).
     Fail(&'static str),
     /// Maybe committed.
@@ -198,17 +207,73 @@ impl ClientCtx {
 
     /// Writes this transaction's unique marker key into `tx`.
     pub fn mark(&mut self, tx: &mut Transaction) -> journaldb::Result<Bytes> {
-        self.seq += 1;
-        let key = Bytes::from(format!("m/{:06}/{:08}", self.process, self.seq));
+        let key = self.next_marker();
         tx.put(key.clone(), Bytes::from_static(b"1"))?;
         Ok(key)
+    }
+
+    /// Inside a `client-crash` window, half the commits are abandoned after a random
+    /// moment (up to 5 ms): the future is dropped wherever it is — between prepares,
+    /// between `CommitPrepared` and `Decide`, with a request in flight.
+    fn crash_after(&mut self) -> Option<Duration> {
+        let crashing = self.shared.crashing.lock().contains_key(&self.host);
+        (crashing && self.rng.random_bool(0.5))
+            .then(|| Duration::from_micros(self.rng.random_range(0..5_000)))
+    }
+
+    /// Runs `commit` (a commit, or a whole `transact`), abandoning it as a crashing client
+    /// would inside a `client-crash` window: then the outcome is unknown (`info`).
+    async fn maybe_crash<T>(
+        &mut self,
+        commit: impl Future<Output = journaldb::Result<T>>,
+    ) -> Option<journaldb::Result<T>> {
+        match self.crash_after() {
+            None => Some(commit.await),
+            Some(after) => match tokio::time::timeout(after, commit).await {
+                Ok(result) => Some(result),
+                Err(_) => {
+                    self.event("client crashed mid-commit");
+                    None
+                }
+            },
+        }
     }
 
     /// Commits `tx`, records the outcome (counts, markers, trace) and moves to a new
     /// process after an `info`.
     pub async fn commit(&mut self, tx: Transaction, marker: Option<Bytes>) -> Outcome {
+        let outcome = match self.maybe_crash(tx.commit()).await {
+            Some(result) => classify(result),
+            None => Outcome::Info("ClientCrash"),
+        };
+        self.finish(outcome, marker)
+    }
+
+    /// Runs `f` through `client.transact` (its retries, and the outcome questions after
+    /// `CommitUnknown`), then records the outcome like [`ClientCtx::commit`]. `f` writes
+    /// `marker` itself, in every attempt.
+    pub async fn transact<T>(
+        &mut self,
+        client: &Client,
+        marker: Option<Bytes>,
+        f: impl AsyncFnMut(&mut Transaction) -> journaldb::Result<T>,
+    ) -> (Outcome, Option<T>) {
+        let (outcome, value) = match self.maybe_crash(client.transact(f)).await {
+            Some(Ok(value)) => (Outcome::Ok(None), Some(value)),
+            Some(Err(e)) => (classify(Err(e)), None),
+            None => (Outcome::Info("ClientCrash"), None),
+        };
+        (self.finish(outcome, marker), value)
+    }
+
+    /// A marker key for a `transact` whose closure writes it (see [`ClientCtx::mark`]).
+    pub fn next_marker(&mut self) -> Bytes {
+        self.seq += 1;
+        Bytes::from(format!("m/{:06}/{:08}", self.process, self.seq))
+    }
+
+    fn finish(&mut self, outcome: Outcome, marker: Option<Bytes>) -> Outcome {
         let writes = marker.is_some();
-        let outcome = classify(tx.commit().await);
         self.record(outcome, writes);
         if let Some(marker) = marker {
             let mut markers = self.shared.markers.lock();
@@ -241,7 +306,7 @@ impl ClientCtx {
 /// The outcome of a commit.
 pub fn classify(result: journaldb::Result<CommitInfo>) -> Outcome {
     match result {
-        Ok(info) => Outcome::Ok(info.commit_ts),
+        Ok(info) => Outcome::Ok(Some(info.commit_ts)),
         Err(e) if e.maybe_committed() => Outcome::Info(e.kind_name()),
         Err(e) => Outcome::Fail(e.kind_name()),
     }
@@ -330,9 +395,28 @@ fn run_with<W: Workload>(options: &RunOptions, workload: W) -> RunReport {
         let ctx = ClientCtx::new("check", 1 << 40, 1, rng.random(), shared.clone());
         let id_seed: u64 = rng.random();
         let realtime_may_break = options.faults.has(FaultKind::ClockBoundViolation);
+        let liveness = knobs.vote_timeout + LIVENESS_SLACK;
         let (cluster, workload) = (cluster.clone(), workload.clone());
         sim.client("check", async move {
-            check_main(cluster, workload, ctx, clock, id_seed, realtime_may_break).await;
+            check_main(
+                cluster,
+                workload,
+                ctx,
+                clock,
+                id_seed,
+                realtime_may_break,
+                liveness,
+            )
+            .await;
+            Ok(())
+        });
+    }
+    if options.faults.has(FaultKind::Hostile) {
+        let rogue_rng = ChaCha8Rng::seed_from_u64(rng.random());
+        let clock = Arc::new(SimClock::new(knobs.clock_bound));
+        let (urls, shared) = (cluster.urls(), shared.clone());
+        sim.client("rogue", async move {
+            rogue_main(urls, rogue_rng, clock, shared).await;
             Ok(())
         });
     }
@@ -441,6 +525,69 @@ async fn client_main<W: Workload>(
     }
 }
 
+/// The rogue host of the `hostile` fault: while a window is open, random requests to
+/// random nodes every few milliseconds ([`crate::hostile`]).
+async fn rogue_main(
+    urls: Vec<String>,
+    mut rng: ChaCha8Rng,
+    clock: Arc<SimClock>,
+    shared: Arc<Shared>,
+) {
+    use journaldb_proto::Clock as _;
+    let connector = crate::net::connector();
+    let channels: Vec<_> = urls
+        .iter()
+        .map(|url| crate::hostile::channel(url, &connector))
+        .collect();
+    while sim_now() < RUN_LENGTH {
+        if *shared.hostile.lock() > 0 {
+            // Requests do not wait for each other: a slow answer (a read from the end of
+            // time waits out its deadline) must not slow the attack.
+            let node = rng.random_range(0..channels.len());
+            let now = clock.now().latest.as_nanos();
+            let mut request_rng = ChaCha8Rng::seed_from_u64(rng.random());
+            let (channel, shared) = (channels[node].clone(), shared.clone());
+            tokio::spawn(async move {
+                let answer = crate::hostile::send_one(&mut request_rng, channel, now).await;
+                shared.event(sim_now(), "rogue", format_args!("n{} {answer}", node + 1));
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(1..=5))).await;
+    }
+}
+
+/// The liveness check: every key the workload used accepts a write (of its own value
+/// back: nothing the other checks see changes) within `bound`. A vote left pending for
+/// good, a stalled partition or a wedged storage feed fails it.
+async fn liveness(client: &Client, keys: Vec<Bytes>, bound: Duration) -> Vec<String> {
+    let deadline = sim_now() + bound;
+    let mut failures = Vec::new();
+    for key in keys {
+        loop {
+            let attempt = async {
+                let mut tx = client.begin();
+                match tx.get(key.clone()).await? {
+                    Some(value) => tx.put(key.clone(), value)?,
+                    None => tx.delete(key.clone())?,
+                }
+                tx.commit().await
+            };
+            match attempt.await {
+                Ok(_) => break,
+                Err(e) if sim_now() > deadline => {
+                    failures.push(format!(
+                        "liveness: key {key:?} accepted no write within {bound:?} of the \
+                         check: {e}"
+                    ));
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+    failures
+}
+
 async fn check_main<W: Workload>(
     cluster: SimCluster,
     workload: Arc<W>,
@@ -448,6 +595,7 @@ async fn check_main<W: Workload>(
     clock: Arc<SimClock>,
     id_seed: u64,
     realtime_may_break: bool,
+    liveness_bound: Duration,
 ) {
     tokio::time::sleep(RUN_LENGTH + SETTLE).await;
     let shared = ctx.shared.clone();
@@ -468,6 +616,9 @@ async fn check_main<W: Workload>(
             return;
         }
     };
+    let stuck = liveness(&client, workload.keys(), liveness_bound).await;
+    ctx.event(format_args!("liveness check: {} keys stuck", stuck.len()));
+    shared.failures.lock().extend(stuck);
     // Faults have healed: the final reads must succeed within a generous deadline.
     let deadline = sim_now() + Duration::from_secs(60);
     let verdict = loop {

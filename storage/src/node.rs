@@ -35,6 +35,8 @@ pub struct StorageNode<S> {
     watermark: DurablePoint,
     /// Reads below this (nanoseconds) are refused; only raised.
     gc_horizon: AtomicU64,
+    /// The planted bug of [`StorageNode::plant_release_before_write`].
+    release_before_write: bool,
 }
 
 /// What [`StorageNode::checkpoint`] made durable.
@@ -75,7 +77,16 @@ impl<S: Engine> StorageNode<S> {
             crossbar: Mutex::new(crossbar),
             watermark: DurablePoint::new(watermark.as_nanos().saturating_add(1)),
             gc_horizon: AtomicU64::new(gc_horizon.as_nanos()),
+            release_before_write: false,
         })
+    }
+
+    /// Plants a bug for the simulation's checkers: batches are forgotten before the store
+    /// writes them (hardening defect 3). Never call outside tests and simulation.
+    #[doc(hidden)]
+    pub fn plant_release_before_write(mut self) -> Self {
+        self.release_before_write = true;
+        self
     }
 
     /// The Lsn each journal must be read from next.
@@ -121,9 +132,11 @@ impl<S: Engine> StorageNode<S> {
                 break;
             }
         }
-        // Records before a bad one are applied; the error stops the feed after them.
-        self.release(&mut crossbar)?;
-        Ok(pushed?)
+        // Records before a bad one are applied; the error stops the feed after them. A
+        // broken invariant is reported before a failed write: a feed retries the latter.
+        let released = self.release(&mut crossbar);
+        pushed?;
+        released
     }
 
     /// [`StorageNode::ingest_many`] for a feed: if the store fails to write
@@ -161,8 +174,13 @@ impl<S: Engine> StorageNode<S> {
             return Ok(());
         };
         let watermark = batch.watermark.unwrap_or(Timestamp::ZERO);
-        self.store.write(batch)?;
-        crossbar.released(release);
+        if self.release_before_write {
+            crossbar.released(release);
+            self.store.write(batch)?;
+        } else {
+            self.store.write(batch)?;
+            crossbar.released(release);
+        }
         let end = watermark.as_nanos().saturating_add(1);
         // The batch's watermark never falls behind the one published: the crossbar releases
         // in τ order and only after a write succeeded.

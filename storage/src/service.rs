@@ -40,6 +40,11 @@ pub struct StorageServerConfig {
     /// outside tests and simulation.
     #[doc(hidden)]
     pub ignore_watermark: bool,
+    /// A deliberately planted bug: the node's crossbar forgets a batch before the store
+    /// has written it (a failed write then loses records and the watermark passes them).
+    /// Never set outside tests and simulation.
+    #[doc(hidden)]
+    pub release_before_write: bool,
 }
 
 impl Default for StorageServerConfig {
@@ -48,6 +53,7 @@ impl Default for StorageServerConfig {
             read_timeout: Duration::from_secs(5),
             limits: Limits::default(),
             ignore_watermark: false,
+            release_before_write: false,
         }
     }
 }

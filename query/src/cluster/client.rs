@@ -592,7 +592,7 @@ pub(crate) fn status_of(reply: pb::StatusReply) -> Option<TxnStatus> {
         status_reply::Status::CommittedTs(ts) => TxnStatus::Committed(Timestamp::from_nanos(ts)),
         status_reply::Status::Aborted(_) => TxnStatus::Aborted,
         status_reply::Status::InFlight(_) => TxnStatus::InFlight,
-        status_reply::Status::TooOld(_) => TxnStatus::TooOld,
+        status_reply::Status::TooOld(floor) => TxnStatus::TooOld(Timestamp::from_nanos(floor)),
     })
 }
 

@@ -30,13 +30,17 @@ use journaldb_proto::pb::journal_service_server::JournalServiceServer;
 use journaldb_proto::pb::storage_service_server::StorageServiceServer;
 use journaldb_proto::{Clock, Limits, PartitionId, SystemClock, Timestamp, TxnId, pb};
 use journaldb_storage::service::{StorageServer, StorageServerConfig};
-use journaldb_storage::{Engine, LatestCache, MemoryEngine, RocksEngine, StorageNode};
+use journaldb_storage::{
+    Engine, Faulty, LatestCache, MemoryEngine, RocksEngine, StorageNode, WriteFaults,
+};
 use prost::Message;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinHandle;
 use tokio_stream::Stream;
 use tonic::transport::server::Connected;
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
+use tonic::transport::{
+    Certificate, Channel, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig,
+};
 use tonic::{Request, Response, Status};
 
 use super::config::{NodeConfig, TlsFiles};
@@ -52,6 +56,8 @@ pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
 const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(20);
 /// How long `shutdown` lets in-flight requests finish before dropping them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Deadline of a participant's `Status` question to a coordinator on another node.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pause before a storage feed reconnects to a journal.
 const FEED_RETRY: Duration = Duration::from_millis(100);
 
@@ -77,6 +83,9 @@ pub struct NodeEnv {
     pub adjudicator: AdjudicatorConfig,
     /// Settings of the storage replica's service.
     pub storage_server: StorageServerConfig,
+    /// A switch that makes the storage engine's writes fail while it is on: the
+    /// simulation's `storage-error` fault. `None` in production.
+    pub storage_faults: Option<WriteFaults>,
 }
 
 impl Default for NodeEnv {
@@ -90,6 +99,7 @@ impl Default for NodeEnv {
             heartbeat_interval: HEARTBEAT_INTERVAL,
             adjudicator: AdjudicatorConfig::default(),
             storage_server: StorageServerConfig::default(),
+            storage_faults: None,
         }
     }
 }
@@ -196,8 +206,9 @@ fn open_partition(config: &NodeConfig, env: &NodeEnv, p: u32) -> Result<Arc<Part
 struct Resolver {
     local: Vec<Arc<Partition>>,
     config: NodeConfig,
-    tls: Option<TlsFiles>,
-    connector: Option<Connector>,
+    /// One (lazily connecting) channel per partition, to its node: reused by every
+    /// question, so a round does not pay a connection per vote.
+    channels: Arc<Vec<Channel>>,
     clock: Arc<dyn Clock>,
 }
 
@@ -243,12 +254,7 @@ impl Resolver {
         txn: TxnId,
         bound: Timestamp,
     ) -> Option<TxnStatus> {
-        let url = self.config.owner(coordinator.get()).url();
-        let endpoint = peer(&url, self.tls.as_ref()).ok()?;
-        let channel = lazy_channel(
-            &endpoint.timeout(Duration::from_secs(5)),
-            self.connector.as_ref(),
-        );
+        let channel = self.channels.get(coordinator.get() as usize)?.clone();
         let reply = AdjudicatorServiceClient::new(channel)
             .status(pb::StatusRequest {
                 partition: coordinator.get(),
@@ -327,11 +333,17 @@ impl ClusterNode {
         // Votes left undecided — by a crash here, or by a client that died mid-protocol —
         // are resolved once older than the vote timeout (a replayed vote counts from its
         // τ), by asking their coordinators: the same loop serves both.
+        let channels = (0..config.partitions)
+            .map(|p| {
+                let url = config.owner(p).url();
+                let endpoint = peer(&url, tls.as_ref())?.timeout(RESOLVE_TIMEOUT);
+                Ok(lazy_channel(&endpoint, env.connector.as_ref()))
+            })
+            .collect::<Result<Vec<_>>>()?;
         let resolver = Resolver {
             local: partitions.clone(),
             config: config.clone(),
-            tls: tls.clone(),
-            connector: env.connector.clone(),
+            channels: Arc::new(channels),
             clock: clock.clone(),
         };
         let every = (env.adjudicator.vote_timeout / 4).max(Duration::from_millis(10));
@@ -404,7 +416,15 @@ impl ClusterNode {
                 )),
                 StorageEngine::Memory => Box::new(MemoryEngine::new()),
             };
-            let node = Arc::new(StorageNode::open(engine, &ids)?);
+            let engine: Box<dyn Engine> = match &env.storage_faults {
+                Some(faults) => Box::new(Faulty::new(engine, faults.clone())),
+                None => engine,
+            };
+            let mut node = StorageNode::open(engine, &ids)?;
+            if env.storage_server.release_before_write {
+                node = node.plant_release_before_write();
+            }
+            let node = Arc::new(node);
             for &p in &ids {
                 let url = config.owner(p.get()).url();
                 let channel = lazy_channel(&peer(&url, tls.as_ref())?, env.connector.as_ref());

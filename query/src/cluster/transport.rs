@@ -54,7 +54,7 @@ impl Connector {
 
     /// A lazily connecting channel to `endpoint` through this connector. The endpoint's
     /// timeouts and keep-alive apply as with TCP.
-    pub(crate) fn channel(&self, endpoint: &Endpoint) -> Channel {
+    pub fn channel(&self, endpoint: &Endpoint) -> Channel {
         let connect = self.0.clone();
         endpoint.connect_with_connector_lazy(tower::service_fn(move |uri: Uri| {
             let connect = connect.clone();

@@ -39,6 +39,40 @@ async fn read_all(tx: &journaldb::Transaction) -> journaldb::Result<Vec<Option<B
     read_keys(tx, (0..ACCOUNTS).map(account)).await
 }
 
+impl Bank {
+    /// A transfer through `transact` (its retries and outcome questions). The marker is
+    /// written in every attempt, with or without funds, so it stays a writing transaction.
+    async fn transfer_with_transact(
+        &self,
+        client: &Client,
+        ctx: &mut ClientCtx,
+        from: u64,
+        to: u64,
+        amount: i64,
+    ) {
+        let marker = ctx.next_marker();
+        let body = async |tx: &mut journaldb::Transaction| {
+            let a = balance(tx.get(account(from)).await?).map_err(journaldb::Error::Corruption)?;
+            let b = balance(tx.get(account(to)).await?).map_err(journaldb::Error::Corruption)?;
+            if a >= amount {
+                tx.put(account(from), Bytes::from((a - amount).to_string()))?;
+                tx.put(account(to), Bytes::from((b + amount).to_string()))?;
+            }
+            tx.put(marker.clone(), Bytes::from_static(b"1"))?;
+            Ok(a >= amount)
+        };
+        let (outcome, moved) = ctx.transact(client, Some(marker.clone()), body).await;
+        if outcome == Outcome::Fail("Corruption") {
+            self.violations
+                .lock()
+                .push("a transfer read an account that is not a number".into());
+        }
+        ctx.event(format_args!(
+            "transfer {amount} {from}->{to} (transact, moved {moved:?}) {outcome:?}"
+        ));
+    }
+}
+
 impl Workload for Bank {
     async fn setup(&self, client: &Client) -> journaldb::Result<()> {
         let mut tx = client.begin();
@@ -84,6 +118,11 @@ impl Workload for Bank {
         let from = ctx.rng.random_range(0..ACCOUNTS);
         let to = (from + ctx.rng.random_range(1..ACCOUNTS)) % ACCOUNTS;
         let amount: i64 = ctx.rng.random_range(1..=20);
+        if ctx.rng.random_bool(0.5) {
+            self.transfer_with_transact(client, ctx, from, to, amount)
+                .await;
+            return;
+        }
         let mut tx = client.begin();
         let balances = async {
             let a = tx.get(account(from)).await?;
@@ -122,6 +161,10 @@ impl Workload for Bank {
         };
         let outcome = ctx.commit(tx, Some(marker)).await;
         ctx.event(format_args!("transfer {amount} {from}->{to} {outcome:?}"));
+    }
+
+    fn keys(&self) -> Vec<Bytes> {
+        (0..ACCOUNTS).map(account).collect()
     }
 
     async fn check(

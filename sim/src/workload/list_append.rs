@@ -80,61 +80,10 @@ impl Workload for ListAppend {
         }
         let process = ctx.process;
         self.push(Kind::Invoke, process, plan.clone());
-        let mut tx = client.begin();
-        let mut done = Vec::new();
-        let mut failed = None;
-        for mop in &plan {
-            let (k, append) = match *mop {
-                Mop::Read(k, _) => (k, None),
-                Mop::Append(k, v) => (k, Some(v)),
-            };
-            let list = match tx.get(key(k)).await {
-                Ok(current) => match parse(current) {
-                    Ok(list) => list,
-                    Err(e) => {
-                        self.violations.lock().push(e);
-                        failed = Some(Outcome::Fail("Corruption"));
-                        break;
-                    }
-                },
-                Err(e) => {
-                    failed = Some(Outcome::Fail(e.kind_name()));
-                    break;
-                }
-            };
-            match append {
-                None => done.push(Mop::Read(k, Some(list))),
-                Some(v) => {
-                    let mut list = list;
-                    list.push(v);
-                    if let Err(e) = tx.put(key(k), render(&list)) {
-                        failed = Some(Outcome::Fail(e.kind_name()));
-                        break;
-                    }
-                    done.push(Mop::Append(k, v));
-                }
-            }
-        }
-        let writes = plan.iter().any(|m| matches!(m, Mop::Append(..)));
-        let outcome = match failed {
-            Some(outcome) => {
-                ctx.record(outcome, writes);
-                outcome
-            }
-            None => {
-                let marker = if writes {
-                    match ctx.mark(&mut tx) {
-                        Ok(m) => Some(m),
-                        Err(e) => {
-                            self.violations.lock().push(format!("a marker write: {e}"));
-                            None
-                        }
-                    }
-                } else {
-                    None
-                };
-                ctx.commit(tx, marker).await
-            }
+        let (outcome, done) = if ctx.rng.random_bool(0.5) {
+            self.run_transact(client, ctx, &plan).await
+        } else {
+            self.run_interactive(client, ctx, &plan).await
         };
         let kind = match outcome {
             Outcome::Ok(_) => Kind::Ok,
@@ -145,6 +94,10 @@ impl Workload for ListAppend {
         let value = if kind == Kind::Ok { done } else { plan };
         ctx.event(format_args!("txn {} {outcome:?}", render_mops(&value)));
         self.push(kind, process, value);
+    }
+
+    fn keys(&self) -> Vec<Bytes> {
+        (0..KEYS).map(key).collect()
     }
 
     async fn check(
@@ -217,6 +170,115 @@ impl Workload for ListAppend {
             out.push('\n');
         }
         Some(out)
+    }
+}
+
+impl ListAppend {
+    /// One transaction, run step by step: begin, reads and appends, commit.
+    async fn run_interactive(
+        &self,
+        client: &Client,
+        ctx: &mut ClientCtx,
+        plan: &[Mop],
+    ) -> (Outcome, Vec<Mop>) {
+        let mut tx = client.begin();
+        let mut done = Vec::new();
+        let mut failed = None;
+        for mop in plan {
+            let (k, append) = match *mop {
+                Mop::Read(k, _) => (k, None),
+                Mop::Append(k, v) => (k, Some(v)),
+            };
+            let list = match tx.get(key(k)).await {
+                Ok(current) => match parse(current) {
+                    Ok(list) => list,
+                    Err(e) => {
+                        self.violations.lock().push(e);
+                        failed = Some(Outcome::Fail("Corruption"));
+                        break;
+                    }
+                },
+                Err(e) => {
+                    failed = Some(Outcome::Fail(e.kind_name()));
+                    break;
+                }
+            };
+            match append {
+                None => done.push(Mop::Read(k, Some(list))),
+                Some(v) => {
+                    let mut list = list;
+                    list.push(v);
+                    if let Err(e) = tx.put(key(k), render(&list)) {
+                        failed = Some(Outcome::Fail(e.kind_name()));
+                        break;
+                    }
+                    done.push(Mop::Append(k, v));
+                }
+            }
+        }
+        let writes = plan.iter().any(|m| matches!(m, Mop::Append(..)));
+        match failed {
+            Some(outcome) => {
+                ctx.record(outcome, writes);
+                (outcome, done)
+            }
+            None => {
+                let marker = if writes {
+                    match ctx.mark(&mut tx) {
+                        Ok(m) => Some(m),
+                        Err(e) => {
+                            self.violations.lock().push(format!("a marker write: {e}"));
+                            None
+                        }
+                    }
+                } else {
+                    None
+                };
+                (ctx.commit(tx, marker).await, done)
+            }
+        }
+    }
+
+    /// One transaction through `transact`, whose retries re-run it and whose outcome
+    /// questions follow `CommitUnknown`: a run applied twice shows as a duplicate element.
+    async fn run_transact(
+        &self,
+        client: &Client,
+        ctx: &mut ClientCtx,
+        plan: &[Mop],
+    ) -> (Outcome, Vec<Mop>) {
+        let writes = plan.iter().any(|m| matches!(m, Mop::Append(..)));
+        let marker = writes.then(|| ctx.next_marker());
+        let body = async |tx: &mut journaldb::Transaction| {
+            let mut done = Vec::new();
+            for mop in plan {
+                let (k, append) = match *mop {
+                    Mop::Read(k, _) => (k, None),
+                    Mop::Append(k, v) => (k, Some(v)),
+                };
+                let list = parse(tx.get(key(k)).await?).map_err(journaldb::Error::Corruption)?;
+                match append {
+                    None => done.push(Mop::Read(k, Some(list))),
+                    Some(v) => {
+                        let mut list = list;
+                        list.push(v);
+                        tx.put(key(k), render(&list))?;
+                        done.push(Mop::Append(k, v));
+                    }
+                }
+            }
+            if let Some(marker) = &marker {
+                tx.put(marker.clone(), Bytes::from_static(b"1"))?;
+            }
+            Ok(done)
+        };
+        let (outcome, done) = ctx.transact(client, marker.clone(), body).await;
+        if outcome == Outcome::Fail("Corruption") {
+            self.violations
+                .lock()
+                .push("a list did not parse (inside transact)".into());
+        }
+        (outcome, done.unwrap_or_default())
     }
 }
 

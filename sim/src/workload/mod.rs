@@ -109,6 +109,10 @@ pub trait Workload: Send + Sync + 'static {
         realtime_may_break: bool,
     ) -> impl Future<Output = journaldb::Result<Verdict>>;
 
+    /// Every key the workload writes: the liveness check makes sure each one accepts a
+    /// write again once the faults have healed (no vote left pending for good).
+    fn keys(&self) -> Vec<Bytes>;
+
     /// The history in Elle's list-append format, if the workload keeps one.
     fn elle_history(&self) -> Option<String> {
         None

@@ -120,6 +120,10 @@ impl Workload for Register {
         ));
     }
 
+    fn keys(&self) -> Vec<Bytes> {
+        (0..REGISTERS).map(key).collect()
+    }
+
     async fn check(
         &self,
         client: &Client,
