@@ -286,3 +286,80 @@ fn a_journal_record_limit_below_the_transaction_limits_is_refused_at_open() {
         assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
     });
 }
+
+/// Review finding: an embedded reopen raised the window horizon to the floor and pruned
+/// with it every replayed outcome, so a vote whose `Decided` was lost in a crash was asked
+/// about, answered "too old", and its keys stayed pending for the life of the process.
+#[test]
+fn a_vote_undecided_at_reopen_is_resolved_from_the_replayed_commit() {
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let options = || Options {
+            vote_timeout: Duration::from_secs(3600),
+            ..self::options(2)
+        };
+        let (a, b) = keys_of_two_partitions();
+        let coordinator = partition_of(a.as_bytes(), 2);
+        let participant = partition_of(b.as_bytes(), 2);
+        {
+            let db = Database::open_with(dir.path(), options()).await.unwrap();
+            let tx = db.begin();
+            let (id, start) = (TxnId::new(41), tx.start_ts());
+            let mut votes = Vec::new();
+            for (key, p) in [(&a, coordinator), (&b, participant)] {
+                let req = PrepareRequest {
+                    txn_id: id,
+                    start_ts: start,
+                    keys: vec![key.clone().into()],
+                    coordinator,
+                    coordinator_epoch: Epoch::default(),
+                };
+                votes.push((p, backend(&db).prepare(p, &req).await.unwrap()));
+            }
+            votes.sort();
+            let vote_ts: Vec<_> = votes.iter().map(|(_, v)| *v).collect();
+            let participants: Vec<_> = votes.iter().map(|(p, _)| *p).collect();
+            let mutations = vec![Mutation::put(a.clone(), "1"), Mutation::put(b.clone(), "2")];
+            let commit_ts = backend(&db)
+                .commit_prepared(coordinator, id, start, &vote_ts, &mutations, &participants)
+                .await
+                .unwrap();
+            // The coordinator's own vote is decided (its floor moves past τc); the process
+            // stops before the other participant's `Decide`.
+            let now = db.inner().clock.now();
+            db.inner()
+                .part(coordinator)
+                .decide(now, id, Some(commit_ts), true)
+                .await
+                .unwrap();
+            db.close().await.unwrap();
+        }
+        let db = Database::open_with(dir.path(), options()).await.unwrap();
+        // The coordinator still knows the outcome: not "too old", whose resolution would
+        // be a conservative guess.
+        assert!(
+            matches!(
+                backend(&db)
+                    .status(coordinator, TxnId::new(41), db.begin().start_ts())
+                    .await,
+                Some(TxnStatus::Committed(_))
+            ),
+            "the replayed outcome was pruned at reopen"
+        );
+        for p in [coordinator, participant] {
+            let adj = db.inner().part(p).adjudicator();
+            assert!(
+                !adj.is_pending(a.as_bytes()) && !adj.is_pending(b.as_bytes()),
+                "{p} still holds the vote after reopening"
+            );
+        }
+        assert_eq!(
+            db.begin().get(b.clone()).await.unwrap().as_deref(),
+            Some(&b"2"[..])
+        );
+        let mut tx = db.begin();
+        tx.put(b.clone(), "3").unwrap();
+        tx.commit().await.unwrap();
+        db.close().await.unwrap();
+    });
+}

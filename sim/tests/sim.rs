@@ -136,6 +136,49 @@ fn acknowledging_before_fsync_is_caught_by_the_durability_check() {
     );
 }
 
+/// Hardening defect 1: a client that dies mid-protocol, with no participant resolving
+/// its votes, leaves keys pending for good — the liveness check sees it.
+#[test]
+fn votes_never_resolved_are_caught_by_the_liveness_check() {
+    let failures = caught(
+        PlantedBug::NoVoteTimeout,
+        WorkloadKind::ListAppend,
+        "client-crash",
+    );
+    assert!(
+        failures.iter().any(|f| f.starts_with("liveness:")),
+        "{failures:?}"
+    );
+}
+
+/// Hardening defect 3: storage that forgets a batch before writing it loses acknowledged
+/// data when its engine fails — the durability check sees it.
+#[test]
+fn a_batch_released_before_its_write_is_caught_by_the_durability_check() {
+    let failures = caught(
+        PlantedBug::ReleaseBeforeWrite,
+        WorkloadKind::ListAppend,
+        "storage-error",
+    );
+    assert!(
+        failures.iter().any(|f| f.starts_with("durability:")),
+        "{failures:?}"
+    );
+}
+
+/// Hardening defect 4: an adjudicator that serves a hostile client's promise from the end
+/// of time stalls its partition — the liveness check sees it.
+#[test]
+fn a_trusted_hostile_promise_is_caught_by_the_liveness_check() {
+    let failures = caught(PlantedBug::TrustPromises, WorkloadKind::Bank, "hostile");
+    assert!(
+        failures
+            .iter()
+            .any(|f| f.starts_with("liveness:") || f.starts_with("availability:")),
+        "{failures:?}"
+    );
+}
+
 #[test]
 fn ignoring_the_watermark_is_caught_as_a_stale_read() {
     let failures = caught(
