@@ -70,6 +70,25 @@ impl Manifest {
         requested: Option<u32>,
         default_partitions: u32,
     ) -> Result<Manifest> {
+        Self::load_or_create_in(disk, dir, requested, default_partitions, false)
+    }
+
+    /// [`Manifest::load_or_create`] for a cluster node's data directory, which records the
+    /// cluster's partition count at creation and refuses to start with another one (a
+    /// config edited to a new count would re-hash keys onto adjudicators without their
+    /// history). A directory written by a build before the manifest (journals but no
+    /// manifest) is adopted with the configured count: the one case not checked.
+    pub fn load_or_adopt(disk: &dyn Disk, dir: &Path, partitions: u32) -> Result<Manifest> {
+        Self::load_or_create_in(disk, dir, Some(partitions), partitions, true)
+    }
+
+    fn load_or_create_in(
+        disk: &dyn Disk,
+        dir: &Path,
+        requested: Option<u32>,
+        default_partitions: u32,
+        adopt: bool,
+    ) -> Result<Manifest> {
         let path = dir.join(MANIFEST);
         let io =
             |what: &str, e: std::io::Error| Error::Io(format!("{what} {}: {e}", path.display()));
@@ -97,7 +116,7 @@ impl Manifest {
                     }
                     return Ok(m);
                 }
-                None if others.is_empty() => {
+                None if others.is_empty() || adopt => {
                     // The creation was torn before anything else was written: redo it.
                     disk.remove_file(&path)
                         .map_err(|e| io("removing the torn", e))?;
@@ -106,7 +125,7 @@ impl Manifest {
                     return Err(Error::Corruption(format!("{} is damaged", path.display())));
                 }
             }
-        } else if !others.is_empty() {
+        } else if !others.is_empty() && !adopt {
             return Err(Error::InvalidArgument(format!(
                 "{} is not a journaldb data directory: it holds files ({}) but no {MANIFEST}",
                 dir.display(),

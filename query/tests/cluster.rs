@@ -595,3 +595,32 @@ fn the_client_follows_a_new_topology_version() {
         }
     });
 }
+
+/// Regression (hardening defect 11): a node restarted with a configuration whose partition
+/// count was edited served at once, re-hashing keys onto adjudicators without their
+/// history. The count is recorded at creation and a different one is refused.
+#[test]
+fn a_node_refuses_to_start_with_another_partition_count() {
+    let rt = rt();
+    let dir = tempfile::tempdir().unwrap();
+    rt.block_on(async {
+        let (addrs, n1, n2) = start_two(dir.path()).await;
+        n1.shutdown().await.unwrap();
+        n2.shutdown().await.unwrap();
+        let mut edited = config(dir.path(), "n1", addrs);
+        edited.partitions = 3;
+        edited.nodes[0].partitions = vec![0, 2];
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let err = ClusterNode::start(edited, listener).await.unwrap_err();
+        assert!(
+            matches!(err, journaldb::Error::InvalidArgument(ref m) if m.contains("2 partitions")),
+            "{err}"
+        );
+        // The original configuration still starts.
+        let listener = tokio::net::TcpListener::bind(addrs[0]).await.unwrap();
+        let n1 = ClusterNode::start(config(dir.path(), "n1", addrs), listener)
+            .await
+            .unwrap();
+        n1.shutdown().await.unwrap();
+    });
+}

@@ -45,11 +45,14 @@ pub enum PlantedBug {
     TrustPromises,
     /// Storage forgets a batch before writing it (hardening defect 3).
     ReleaseBeforeWrite,
+    /// Storage answers reads of versions still in the future of its clock (hardening
+    /// defect 10).
+    SkipVisibilityWait,
 }
 
 impl PlantedBug {
     /// Every planted bug, with its CLI name.
-    pub const ALL: [(PlantedBug, &'static str); 7] = [
+    pub const ALL: [(PlantedBug, &'static str); 8] = [
         (PlantedBug::SkipConflictCheck, "skip-conflict-check"),
         (PlantedBug::AckBeforeDurable, "ack-before-durable"),
         (PlantedBug::IgnoreWatermark, "ignore-watermark"),
@@ -57,6 +60,7 @@ impl PlantedBug {
         (PlantedBug::NoVoteTimeout, "no-vote-timeout"),
         (PlantedBug::TrustPromises, "trust-promises"),
         (PlantedBug::ReleaseBeforeWrite, "release-before-write"),
+        (PlantedBug::SkipVisibilityWait, "skip-visibility-wait"),
     ];
 
     /// The bug of the adjudicator's own planted-bug switch, if this is one.
@@ -68,7 +72,9 @@ impl PlantedBug {
             PlantedBug::IgnoreAbortMarks => Some(A::IgnoreAbortMarks),
             PlantedBug::NoVoteTimeout => Some(A::NoVoteTimeout),
             PlantedBug::TrustPromises => Some(A::TrustPromises),
-            PlantedBug::IgnoreWatermark | PlantedBug::ReleaseBeforeWrite => None,
+            PlantedBug::IgnoreWatermark
+            | PlantedBug::ReleaseBeforeWrite
+            | PlantedBug::SkipVisibilityWait => None,
         }
     }
 }
@@ -236,6 +242,7 @@ impl SimCluster {
                     read_timeout: knobs.read_timeout,
                     ignore_watermark: planted == Some(PlantedBug::IgnoreWatermark),
                     release_before_write: planted == Some(PlantedBug::ReleaseBeforeWrite),
+                    skip_visibility_wait: planted == Some(PlantedBug::SkipVisibilityWait),
                     ..StorageServerConfig::default()
                 },
                 storage_faults: Some(node.storage.clone()),

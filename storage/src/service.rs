@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use journaldb_proto::pb::storage_service_server::StorageService;
 use journaldb_proto::status::ErrorKind;
-use journaldb_proto::{Limits, Timestamp, pb};
+use journaldb_proto::{Clock, Limits, Timestamp, pb};
 use tonic::{Request, Response, Status};
 
 use crate::node::StorageNode;
@@ -45,6 +45,11 @@ pub struct StorageServerConfig {
     /// Never set outside tests and simulation.
     #[doc(hidden)]
     pub release_before_write: bool,
+    /// A deliberately planted bug: answer reads without waiting until their versions lie
+    /// in the past (see [`StorageServer::with_clock`]). Never set outside tests and
+    /// simulation.
+    #[doc(hidden)]
+    pub skip_visibility_wait: bool,
 }
 
 impl Default for StorageServerConfig {
@@ -54,6 +59,7 @@ impl Default for StorageServerConfig {
             limits: Limits::default(),
             ignore_watermark: false,
             release_before_write: false,
+            skip_visibility_wait: false,
         }
     }
 }
@@ -62,6 +68,8 @@ impl Default for StorageServerConfig {
 pub struct StorageServer<S> {
     node: Arc<StorageNode<S>>,
     config: StorageServerConfig,
+    /// The replica's bounded-error clock, for the visibility wait; `None`: no wait.
+    clock: Option<Arc<dyn Clock>>,
 }
 
 impl<S> std::fmt::Debug for StorageServer<S> {
@@ -75,7 +83,26 @@ impl<S> std::fmt::Debug for StorageServer<S> {
 impl<S> StorageServer<S> {
     /// A service reading from `node`.
     pub fn new(node: Arc<StorageNode<S>>, config: StorageServerConfig) -> Self {
-        StorageServer { node, config }
+        StorageServer {
+            node,
+            config,
+            clock: None,
+        }
+    }
+
+    /// Answers a read only once every version it may return lies in the past by `clock`
+    /// (hardening defect 10, read-only real-time order): a commit becomes readable here
+    /// as soon as it is durable, before its commit wait has passed, so without this a
+    /// reader could see a commit while true time is still below its τ, finish, and a
+    /// later reader with a slower clock (within the bound) read below it — the cycle
+    /// W →wr R1 →rt R2 →rw W. Every version a read at `at` returns has τ ≤ min(`at`,
+    /// watermark); the reply waits until `now().earliest` passes that (as Spanner's
+    /// commit wait keeps versions invisible until then). It is usually in the past
+    /// already: the wait is at most the clock's uncertainty, and only for reads of the
+    /// freshest data.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
     }
 }
 
@@ -102,6 +129,33 @@ impl<S: Engine> StorageServer<S> {
     fn deadline(&self) -> tokio::time::Sleep {
         tokio::time::sleep(self.config.read_timeout)
     }
+
+    /// The visibility wait of [`StorageServer::with_clock`] for a read at `at`, bounded by
+    /// the read timeout.
+    async fn wait_until_past(&self, at: Timestamp) -> Result<(), Status> {
+        let Some(clock) = &self.clock else {
+            return Ok(());
+        };
+        if self.config.skip_visibility_wait {
+            return Ok(());
+        }
+        let newest = at.min(self.node.watermark());
+        let give_up = tokio::time::Instant::now() + self.config.read_timeout;
+        loop {
+            let now = clock.now().earliest;
+            if now > newest {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= give_up {
+                return Err(ErrorKind::Unavailable.status(format!(
+                    "the versions of a read at {at} are not yet in the past by this replica's \
+                     clock ({now}); is its clock behind?"
+                )));
+            }
+            let left = newest.saturating_duration_since(now);
+            tokio::time::sleep(left.max(std::time::Duration::from_micros(50))).await;
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -119,6 +173,7 @@ impl<S: Engine + 'static> StorageService for StorageServer<S> {
             self.node.get(&req.key, at, self.deadline()).await
         }
         .map_err(to_status)?;
+        self.wait_until_past(at).await?;
         Ok(Response::new(pb::GetReply { value }))
     }
 
@@ -158,6 +213,7 @@ impl<S: Engine + 'static> StorageService for StorageServer<S> {
                 .await
         }
         .map_err(to_status)?;
+        self.wait_until_past(at).await?;
         // Cap the page's bytes; the rest of the range starts at the first row left out.
         let mut bytes = 0;
         let cut = page.rows.iter().position(|(k, v)| {

@@ -290,3 +290,61 @@ fn a_scan_page_stops_at_its_byte_budget_and_resumes_after_it() {
         }
     });
 }
+
+/// Regression (hardening defect 10): a commit is readable at a replica as soon as it is
+/// durable, before its commit wait has passed; a reply carrying it before true time passed
+/// its τ let a later reader with a slower clock read below it (W →wr R1 →rt R2 →rw W). The
+/// replica now answers only once its clock says every version it may return is past.
+#[test]
+fn a_read_of_versions_in_the_future_of_the_clock_waits_until_they_are_past() {
+    use journaldb_proto::ManualClock;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let node = Arc::new(StorageNode::open(MemoryEngine::new(), &[P]).unwrap());
+        node.ingest(P, Lsn::FIRST, &commit(1_000, "k", "fresh"))
+            .unwrap();
+        node.ingest(
+            P,
+            Lsn::new(2),
+            &pb::Record::heartbeat(Timestamp::from_nanos(2_000)),
+        )
+        .unwrap();
+        let clock = Arc::new(ManualClock::new(Timestamp::from_nanos(500)));
+        let config = StorageServerConfig {
+            read_timeout: Duration::from_secs(30),
+            ..StorageServerConfig::default()
+        };
+        let server = StorageServer::new(node, config).with_clock(clock.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(StorageServiceServer::new(server))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let mut client = StorageServiceClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap();
+        let read = tokio::spawn(async move {
+            client
+                .get(pb::GetRequest {
+                    key: Bytes::from_static(b"k"),
+                    at: 1_500,
+                })
+                .await
+                .map(|r| r.into_inner().value)
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            !read.is_finished(),
+            "answered while τ 1500 is still in the future"
+        );
+        clock.set(Timestamp::from_nanos(1_501));
+        let value = read.await.unwrap().unwrap();
+        assert_eq!(value.as_deref(), Some(&b"fresh"[..]));
+    });
+}

@@ -370,6 +370,12 @@ impl Remote {
             let Ok(fresh) = routing(&url, &self.options).await else {
                 continue;
             };
+            // The partition count is fixed for a cluster's life: a topology with another
+            // one comes from a misconfigured node (or another cluster) and would route keys
+            // to adjudicators without their history. Keep the current one.
+            if fresh.partitions != self.routing().partitions {
+                continue;
+            }
             if fresh.version > self.routing().version {
                 let mut seeds = self.seeds.lock();
                 for node in &fresh.nodes {

@@ -313,6 +313,8 @@ impl ClusterNode {
         env.disk
             .create_dir_all(&config.data_dir)
             .map_err(|e| Error::Io(format!("creating {}: {e}", config.data_dir.display())))?;
+        // The partition count is fixed at creation and checked at every start.
+        crate::manifest::Manifest::load_or_adopt(&*env.disk, &config.data_dir, config.partitions)?;
         let tls = config.tls_files().map_err(Error::InvalidArgument)?;
         let limits = Limits::default();
         if limits.max_record_bytes() > env.journal.max_record_bytes {
@@ -437,9 +439,11 @@ impl ClusterNode {
                 }));
             }
             router = router.add_service(
-                StorageServiceServer::new(StorageServer::new(node, env.storage_server.clone()))
-                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                    .max_encoding_message_size(MAX_MESSAGE_BYTES),
+                StorageServiceServer::new(
+                    StorageServer::new(node, env.storage_server.clone()).with_clock(clock.clone()),
+                )
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
             );
         }
         reporter
