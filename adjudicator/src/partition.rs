@@ -275,17 +275,8 @@ impl Partition {
         outcome: Option<Timestamp>,
         wait: bool,
     ) -> Result<(), Refusal> {
-        let (_, submitted) = self
-            .decide_then_submit(|adj| match adj.decide(now, txn_id, outcome) {
-                Ok(Some(record)) => Ok(Step::Append((), record, None)),
-                Ok(None) => Ok(Step::Done(())),
-                Err(refused) => Err(Refusal::Decision(refused)),
-            })
-            .await?;
-        if let (true, Some(submitted)) = (wait, submitted) {
-            self.durable(submitted).await?;
-        }
-        Ok(())
+        self.record_decision(wait, |adj| adj.decide(now, txn_id, outcome))
+            .await
     }
 
     /// Participant: records the coordinator's own answer about a vote (its `Status`),
@@ -297,10 +288,22 @@ impl Partition {
         outcome: Option<Timestamp>,
         wait: bool,
     ) -> Result<(), Refusal> {
+        self.record_decision(wait, |adj| Ok(adj.decide_resolved(now, txn_id, outcome)))
+            .await
+    }
+
+    /// Queues the `Decided` record `decide` returns (if any) and, with `wait`, waits until
+    /// it is durable.
+    async fn record_decision(
+        &self,
+        wait: bool,
+        decide: impl FnOnce(&mut Adjudicator) -> Result<Option<pb::Record>, CommitDecision>,
+    ) -> Result<(), Refusal> {
         let (_, submitted) = self
-            .decide_then_submit(|adj| match adj.decide_resolved(now, txn_id, outcome) {
-                Some(record) => Ok(Step::Append((), record, None)),
-                None => Ok(Step::Done(())),
+            .decide_then_submit(|adj| match decide(adj) {
+                Ok(Some(record)) => Ok(Step::Append((), record, None)),
+                Ok(None) => Ok(Step::Done(())),
+                Err(refused) => Err(Refusal::Decision(refused)),
             })
             .await?;
         if let (true, Some(submitted)) = (wait, submitted) {

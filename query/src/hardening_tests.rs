@@ -46,6 +46,32 @@ fn backend(db: &Database) -> Backend {
     db.backend()
 }
 
+/// Votes `txn_id` (snapshot `start`, coordinated by the owner of `a`) on the keys `a` and
+/// `b` of two partitions, as a client's prepares would: the votes, by partition, in order.
+async fn prepare_two(
+    db: &Database,
+    txn_id: TxnId,
+    start: journaldb_proto::Timestamp,
+    a: &str,
+    b: &str,
+) -> Vec<(PartitionId, journaldb_proto::Timestamp)> {
+    let coordinator = partition_of(a.as_bytes(), 2);
+    let mut votes = Vec::new();
+    for key in [a, b] {
+        let req = PrepareRequest {
+            txn_id,
+            start_ts: start,
+            keys: vec![key.to_owned().into()],
+            coordinator,
+            coordinator_epoch: Epoch::default(),
+        };
+        let p = partition_of(key.as_bytes(), 2);
+        votes.push((p, backend(db).prepare(p, &req).await.unwrap()));
+    }
+    votes.sort();
+    votes
+}
+
 /// Defect 2: `Status` answered Aborted for a single-partition transaction whose commit
 /// request was still on its way (delayed in backpressure or the network); the request
 /// then committed anyway, and `transact`, told "aborted", had re-run the closure.
@@ -155,17 +181,7 @@ fn keys_of_an_abandoned_cross_partition_commit_take_writes_after_the_vote_timeou
         let (a, b) = keys_of_two_partitions();
         let start = db.begin().start_ts();
         let coordinator = partition_of(a.as_bytes(), 2);
-        for key in [&a, &b] {
-            let req = PrepareRequest {
-                txn_id: TxnId::new(9),
-                start_ts: start,
-                keys: vec![key.clone().into()],
-                coordinator,
-                coordinator_epoch: Epoch::default(),
-            };
-            let p = partition_of(key.as_bytes(), 2);
-            backend(&db).prepare(p, &req).await.unwrap();
-        }
+        prepare_two(&db, TxnId::new(9), start, &a, &b).await;
         // The client is gone. A writer of `b` conflicts with the pending vote at first...
         let mut blocked = db.begin();
         blocked.put(b.clone(), "x").unwrap();
@@ -214,18 +230,7 @@ fn a_commit_learned_through_status_decides_the_participants() {
         let coordinator = tx.coordinator().unwrap();
         let participants = [PartitionId::new(0), PartitionId::new(1)];
         // Votes and the commit happen; the reply is lost before any `Decide`.
-        let mut votes = Vec::new();
-        for (key, p) in [(&a, coordinator), (&b, partition_of(b.as_bytes(), 2))] {
-            let req = PrepareRequest {
-                txn_id: id,
-                start_ts: start,
-                keys: vec![key.clone().into()],
-                coordinator,
-                coordinator_epoch: Epoch::default(),
-            };
-            votes.push((p, backend(&db).prepare(p, &req).await.unwrap()));
-        }
-        votes.sort();
+        let votes = prepare_two(&db, id, start, &a, &b).await;
         let vote_ts: Vec<_> = votes.iter().map(|(_, v)| *v).collect();
         let mutations = vec![Mutation::put(a.clone(), "1"), Mutation::put(b.clone(), "2")];
         let commit_ts = backend(&db)
@@ -305,18 +310,7 @@ fn a_vote_undecided_at_reopen_is_resolved_from_the_replayed_commit() {
             let db = Database::open_with(dir.path(), options()).await.unwrap();
             let tx = db.begin();
             let (id, start) = (TxnId::new(41), tx.start_ts());
-            let mut votes = Vec::new();
-            for (key, p) in [(&a, coordinator), (&b, participant)] {
-                let req = PrepareRequest {
-                    txn_id: id,
-                    start_ts: start,
-                    keys: vec![key.clone().into()],
-                    coordinator,
-                    coordinator_epoch: Epoch::default(),
-                };
-                votes.push((p, backend(&db).prepare(p, &req).await.unwrap()));
-            }
-            votes.sort();
+            let votes = prepare_two(&db, id, start, &a, &b).await;
             let vote_ts: Vec<_> = votes.iter().map(|(_, v)| *v).collect();
             let participants: Vec<_> = votes.iter().map(|(p, _)| *p).collect();
             let mutations = vec![Mutation::put(a.clone(), "1"), Mutation::put(b.clone(), "2")];

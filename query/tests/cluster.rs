@@ -389,44 +389,57 @@ fn bad_requests_get_clear_statuses_and_the_nodes_stay_up() {
     });
 }
 
+/// A transaction coordinated by partition 0 votes on a key of partition 1 (on the node at
+/// `url`), then its client vanishes: no commit, no decision. Returns the key.
+async fn abandon_a_vote(url: &str, prefix: &str, txn: u128) -> String {
+    use journaldb_proto::pb::prepare_reply;
+    let key = (0..)
+        .map(|i| format!("{prefix}{i}"))
+        .find(|k| partition_of(k.as_bytes(), 2).get() == 1)
+        .unwrap();
+    let mut participant = AdjudicatorServiceClient::connect(url.to_owned())
+        .await
+        .unwrap();
+    let vote = participant
+        .prepare(pb::PrepareRequest {
+            partition: 1,
+            txn_id: Some(TxnId::new(txn).into()),
+            start_ts: SystemClock::new().now().latest.as_nanos(),
+            keys: vec![Bytes::from(key.clone())],
+            coordinator: 0,
+            coordinator_epoch: None,
+            topology_version: 1,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(matches!(vote.vote, Some(prepare_reply::Vote::VoteTs(_))));
+    key
+}
+
+/// A single-partition write of `key` (partition 1) as transaction `txn`, reading now.
+fn write_on_1(key: &str, txn: u128) -> pb::CommitRequest {
+    pb::CommitRequest {
+        partition: 1,
+        txn_id: Some(TxnId::new(txn).into()),
+        start_ts: SystemClock::new().now().latest.as_nanos(),
+        mutations: vec![Mutation::put(key.to_owned(), "v".to_owned()).into()],
+        retry: false,
+        topology_version: 1,
+    }
+}
+
 #[test]
 fn a_vote_left_undecided_by_a_crash_is_resolved_by_its_coordinator_at_restart() {
-    use journaldb_proto::pb::prepare_reply;
     let rt = rt();
     let dir = tempfile::tempdir().unwrap();
     rt.block_on(async {
         let (addrs, n1, n2) = start_two(dir.path()).await;
         let url = |i: usize| format!("http://{}", addrs[i]);
-        let key = (0..)
-            .map(|i| format!("pending{i}"))
-            .find(|k| partition_of(k.as_bytes(), 2).get() == 1)
-            .unwrap();
         let clock = SystemClock::new();
+        let key = abandon_a_vote(&url(1), "pending", 77).await;
+        let write = |txn: u128| write_on_1(&key, txn);
         let mut participant = AdjudicatorServiceClient::connect(url(1)).await.unwrap();
-        // A transaction coordinated by partition 0 votes on partition 1, then its client
-        // vanishes: no commit, no decision.
-        let vote = participant
-            .prepare(pb::PrepareRequest {
-                partition: 1,
-                txn_id: Some(TxnId::new(77).into()),
-                start_ts: clock.now().latest.as_nanos(),
-                keys: vec![Bytes::from(key.clone())],
-                coordinator: 0,
-                coordinator_epoch: None,
-                topology_version: 1,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert!(matches!(vote.vote, Some(prepare_reply::Vote::VoteTs(_))));
-        let write = |txn: u128| pb::CommitRequest {
-            partition: 1,
-            txn_id: Some(TxnId::new(txn).into()),
-            start_ts: clock.now().latest.as_nanos(),
-            mutations: vec![Mutation::put(key.clone(), "v".to_owned()).into()],
-            retry: false,
-            topology_version: 1,
-        };
         let blocked = participant.commit(write(1)).await.unwrap().into_inner();
         assert!(
             matches!(blocked.outcome, Some(commit_reply::Outcome::Conflict(_))),
@@ -481,41 +494,16 @@ fn a_vote_left_undecided_by_a_crash_is_resolved_by_its_coordinator_at_restart() 
 /// vote older than the vote timeout (3 s by default) by itself.
 #[test]
 fn a_vote_abandoned_by_its_client_is_resolved_without_a_restart() {
-    use journaldb_proto::pb::prepare_reply;
     let rt = rt();
     let dir = tempfile::tempdir().unwrap();
     rt.block_on(async {
         let (addrs, n1, n2) = start_two(dir.path()).await;
         let url = |i: usize| format!("http://{}", addrs[i]);
-        let key = (0..)
-            .map(|i| format!("abandoned{i}"))
-            .find(|k| partition_of(k.as_bytes(), 2).get() == 1)
-            .unwrap();
         let clock = SystemClock::new();
-        let mut participant = AdjudicatorServiceClient::connect(url(1)).await.unwrap();
-        let vote = participant
-            .prepare(pb::PrepareRequest {
-                partition: 1,
-                txn_id: Some(TxnId::new(78).into()),
-                start_ts: clock.now().latest.as_nanos(),
-                keys: vec![Bytes::from(key.clone())],
-                coordinator: 0,
-                coordinator_epoch: None,
-                topology_version: 1,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert!(matches!(vote.vote, Some(prepare_reply::Vote::VoteTs(_))));
+        let key = abandon_a_vote(&url(1), "abandoned", 78).await;
         let prepared_at = tokio::time::Instant::now();
-        let write = |txn: u128| pb::CommitRequest {
-            partition: 1,
-            txn_id: Some(TxnId::new(txn).into()),
-            start_ts: clock.now().latest.as_nanos(),
-            mutations: vec![Mutation::put(key.clone(), "v".to_owned()).into()],
-            retry: false,
-            topology_version: 1,
-        };
+        let write = |txn: u128| write_on_1(&key, txn);
+        let mut participant = AdjudicatorServiceClient::connect(url(1)).await.unwrap();
         let mut committed = false;
         for attempt in 2000..3500u128 {
             let reply = participant
