@@ -197,6 +197,20 @@ impl<'a> Driver<'a> {
             (FaultKind::ClientCrash, Target::Host(h)) => {
                 open_window(&mut self.shared.crashing.lock(), h, start);
             }
+            (FaultKind::Skew, _) => {
+                let bound = self.knobs.clock_bound.as_nanos() as i64;
+                let offset = |ahead: bool| match (start, ahead) {
+                    (false, _) => 0,
+                    (true, true) => bound,
+                    (true, false) => -bound,
+                };
+                for node in self.cluster.nodes() {
+                    node.clock.set_error(true_now, offset(true), 0, false);
+                }
+                for (i, (_, clock)) in self.client_clocks.iter().enumerate() {
+                    clock.set_error(true_now, offset(i % 2 == 0), 0, false);
+                }
+            }
             (FaultKind::Hostile, _) => {
                 let mut open = self.shared.hostile.lock();
                 *open = if start {

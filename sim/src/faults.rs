@@ -41,11 +41,15 @@ pub enum FaultKind {
     StorageError,
     /// A rogue client host sends absurd and random protocol messages to every service.
     Hostile,
+    /// Every clock at an extreme of its bound at once: nodes and half the clients ahead by
+    /// the full bound, the other clients behind by it — the largest skew the bound allows,
+    /// where real-time order is most fragile (it must hold).
+    Skew,
 }
 
 impl FaultKind {
     /// Every kind, in display order.
-    pub const ALL: [FaultKind; 12] = [
+    pub const ALL: [FaultKind; 13] = [
         FaultKind::Partition,
         FaultKind::Hold,
         FaultKind::Latency,
@@ -58,6 +62,7 @@ impl FaultKind {
         FaultKind::ClientCrash,
         FaultKind::StorageError,
         FaultKind::Hostile,
+        FaultKind::Skew,
     ];
 
     /// The CLI token.
@@ -75,6 +80,7 @@ impl FaultKind {
             FaultKind::ClientCrash => "client-crash",
             FaultKind::StorageError => "storage-error",
             FaultKind::Hostile => "hostile",
+            FaultKind::Skew => "skew",
         }
     }
 }
@@ -238,7 +244,7 @@ pub fn schedule(
                 | FaultKind::Slow
                 | FaultKind::StorageError => Target::Host(node),
                 FaultKind::ClientCrash => Target::Host(client),
-                FaultKind::Hostile => Target::Network,
+                FaultKind::Hostile | FaultKind::Skew => Target::Network,
             };
             let bound_ns = bound.as_nanos() as i64;
             let (amount, drift_ppm) = match kind {
