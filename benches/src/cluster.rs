@@ -117,6 +117,7 @@ async fn start(dir: &std::path::Path) -> anyhow::Result<(Vec<ClusterNode>, Clien
             topology_version: 1,
             nodes: entries.clone(),
             tls: None,
+            vote_timeout_ms: None,
         };
         nodes.push(ClusterNode::start(config, listener).await?);
     }

@@ -32,6 +32,7 @@ fn config(dir: &std::path::Path, me: &str, addrs: [std::net::SocketAddr; 2]) -> 
             })
             .collect(),
         tls: None,
+        vote_timeout_ms: None,
     }
 }
 

@@ -45,6 +45,7 @@ impl LocalCluster {
                 topology_version: 1,
                 nodes: entries.clone(),
                 tls: None,
+                vote_timeout_ms: None,
             };
             running.push(ClusterNode::start(config, listener).await.unwrap());
         }

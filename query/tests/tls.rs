@@ -53,6 +53,7 @@ fn a_tls_cluster_serves_clients_that_trust_its_ca_and_only_them() {
             topology_version: 1,
             nodes: entries.clone(),
             tls: Some(tls.clone()),
+            vote_timeout_ms: None,
         };
         assert_eq!(config(0).check(), Ok(()));
         let n0 = ClusterNode::start(config(0), l1).await.unwrap();

@@ -219,6 +219,7 @@ impl SimCluster {
                 topology_version: 1,
                 nodes: entries.clone(),
                 tls: None,
+                vote_timeout_ms: None,
             };
             // Every field spelled out: `NodeEnv::default()` would build (and drop) a
             // system clock, which reads real time.

@@ -10,6 +10,7 @@
 //! node = "n1"
 //! data_dir = "./cluster/n1"
 //! partitions = 2
+//! # vote_timeout_ms = 3000   # how long an abandoned cross-partition vote holds its keys
 //!
 //! [[nodes]]
 //! name = "n1"
@@ -48,6 +49,12 @@ pub struct NodeConfig {
     /// TLS for every connection to and between nodes (rustls); absent: plain HTTP/2.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// How long, in milliseconds, a participant's vote may stay undecided (its client died
+    /// or lost the outcome mid-commit) before the participant asks the coordinator: the
+    /// longest such a client can keep other writers of its keys out. Default 3000;
+    /// between 10 and 300000.
+    #[serde(default)]
+    pub vote_timeout_ms: Option<u64>,
 }
 
 /// TLS files, PEM, relative to the configuration file.
@@ -168,6 +175,14 @@ impl NodeConfig {
         if self.partitions == 0 {
             problems.push("partitions must be at least 1".to_owned());
         }
+        if let Some(ms) = self
+            .vote_timeout_ms
+            .filter(|ms| !(10..=300_000).contains(ms))
+        {
+            problems.push(format!(
+                "vote_timeout_ms = {ms} is not between 10 and 300000"
+            ));
+        }
         let mut names = BTreeSet::new();
         let mut owners = vec![Vec::new(); self.partitions as usize];
         for n in &self.nodes {
@@ -281,6 +296,24 @@ mod tests {
         assert_eq!(config.me().url(), "http://127.0.0.1:7001");
         assert_eq!(config.owner(1).url(), "http://10.0.0.2:7002");
         assert_eq!(config.topology_version, 1);
+    }
+
+    #[test]
+    fn the_vote_timeout_is_optional_and_bounded() {
+        let with = |ms: u64| {
+            GOOD.replacen(
+                "partitions = 2",
+                &format!("partitions = 2\nvote_timeout_ms = {ms}"),
+                1,
+            )
+        };
+        assert_eq!(parse(&with(1_500)), Ok(()));
+        let config: NodeConfig = toml::from_str(&with(1_500)).unwrap();
+        assert_eq!(config.vote_timeout_ms, Some(1_500));
+        for absurd in [0, 5, 400_000] {
+            let problems = parse(&with(absurd)).unwrap_err();
+            assert!(problems[0].contains("vote_timeout_ms"), "{problems:?}");
+        }
     }
 
     #[test]

@@ -301,7 +301,7 @@ impl ClusterNode {
     /// address they arrive at, as [`ClusterNode::addr`] reports it.
     pub async fn start_with<I, IO, IE>(
         config: NodeConfig,
-        env: NodeEnv,
+        mut env: NodeEnv,
         incoming: I,
         addr: std::net::SocketAddr,
     ) -> Result<ClusterNode>
@@ -313,6 +313,9 @@ impl ClusterNode {
         env.disk
             .create_dir_all(&config.data_dir)
             .map_err(|e| Error::Io(format!("creating {}: {e}", config.data_dir.display())))?;
+        if let Some(ms) = config.vote_timeout_ms {
+            env.adjudicator.vote_timeout = Duration::from_millis(ms);
+        }
         // The partition count is fixed at creation and checked at every start.
         crate::manifest::Manifest::load_or_adopt(&*env.disk, &config.data_dir, config.partitions)?;
         let tls = config.tls_files().map_err(Error::InvalidArgument)?;

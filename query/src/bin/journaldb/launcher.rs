@@ -183,6 +183,7 @@ fn spawn(dir: &Path, partitions: u32, e: &NodeEntry, entries: &[NodeEntry]) -> a
         topology_version: 1,
         nodes: entries.to_vec(),
         tls: None,
+        vote_timeout_ms: None,
     };
     config
         .check()
