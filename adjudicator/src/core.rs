@@ -148,8 +148,8 @@ pub enum Unavailable {
     },
     /// An append failed; this adjudicator has stepped down and decides nothing more.
     SteppedDown,
-    /// A participant's status request made the coordinator decide abort before it
-    /// committed; the transaction did not commit and may be re-run.
+    /// The coordinator aborted the transaction for good before it committed (asked
+    /// `Status`, or refused a retry): it did not commit and may be re-run.
     AbortedByResolution,
 }
 
@@ -323,13 +323,19 @@ impl Adjudicator {
     pub fn forget(&mut self, txn_id: TxnId) {
         self.outcomes.remove(&txn_id);
         self.aborted.remove(&txn_id);
-        if let Some(vote) = self.prepared.remove(&txn_id) {
-            for k in &vote.keys {
-                if self.pending.get(k) == Some(&txn_id) {
-                    self.pending.remove(k);
-                }
+        self.remove_vote(txn_id);
+    }
+
+    /// Removes this partition's undecided vote for `txn_id`, if any, and frees the keys it
+    /// holds pending.
+    pub(crate) fn remove_vote(&mut self, txn_id: TxnId) -> Option<crate::cross::Vote> {
+        let vote = self.prepared.remove(&txn_id)?;
+        for k in &vote.keys {
+            if self.pending.get(k) == Some(&txn_id) {
+                self.pending.remove(k);
             }
         }
+        Some(vote)
     }
 
     /// Raises the horizon to at least `h` (never lowers it).
@@ -430,13 +436,7 @@ impl Adjudicator {
     /// every later commit request for it is refused. Returns the `Decided` record that makes
     /// the abort durable; it also decides this partition's own vote for it, if any.
     pub(crate) fn abort_record(&mut self, txn_id: TxnId, start_bound: Timestamp) -> pb::Record {
-        let had_vote = self.prepared.remove(&txn_id).inspect(|vote| {
-            for k in &vote.keys {
-                if self.pending.get(k) == Some(&txn_id) {
-                    self.pending.remove(k);
-                }
-            }
-        });
+        let had_vote = self.remove_vote(txn_id);
         self.aborted.insert(
             txn_id,
             AbortMark {
@@ -448,15 +448,7 @@ impl Adjudicator {
         if had_vote.is_some() {
             self.record_decided(txn_id, record_ts);
         }
-        pb::Record {
-            kind: Some(pb::record::Kind::Decided(pb::Decided {
-                txn_id: Some(txn_id.into()),
-                record_ts: record_ts.as_nanos(),
-                outcome: Some(pb::decided::Outcome::Aborted(pb::Aborted {})),
-                coordinator_abort: true,
-                snapshot_bound: start_bound.as_nanos(),
-            })),
-        }
+        pb::Record::coordinator_abort(txn_id, record_ts, start_bound)
     }
 
     /// The recorded outcome of a committed transaction, as a decision for a retry.

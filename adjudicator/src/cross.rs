@@ -349,35 +349,18 @@ impl Adjudicator {
                 )));
             }
         }
-        let Some(vote) = self.prepared.remove(&txn_id) else {
+        let Some(vote) = self.remove_vote(txn_id) else {
             return Ok(None);
         };
-        for k in &vote.keys {
-            if self.pending.get(k) == Some(&txn_id) {
-                self.pending.remove(k);
-            }
-            if let Some(ts) = commit_ts {
+        if let Some(ts) = commit_ts {
+            for k in &vote.keys {
                 self.record_write(k, ts);
             }
-        }
-        if let Some(ts) = commit_ts {
             self.raise_floor(ts);
         }
         let record_ts = self.take_ts(self.floor().next());
         self.record_decided(txn_id, record_ts);
-        let outcome = match commit_ts {
-            Some(ts) => pb::decided::Outcome::CommittedTs(ts.as_nanos()),
-            None => pb::decided::Outcome::Aborted(pb::Aborted {}),
-        };
-        Ok(Some(pb::Record {
-            kind: Some(pb::record::Kind::Decided(pb::Decided {
-                txn_id: Some(txn_id.into()),
-                record_ts: record_ts.as_nanos(),
-                outcome: Some(outcome),
-                coordinator_abort: false,
-                snapshot_bound: 0,
-            })),
-        }))
+        Ok(Some(pb::Record::decided(txn_id, record_ts, commit_ts)))
     }
 
     /// Whether `key` is prepared by an undecided transaction here.

@@ -145,15 +145,10 @@ impl Adjudicator {
                             },
                         );
                     }
-                    if adj.prepared.contains_key(&txn) {
+                    if let Some(vote) = adj.remove_vote(txn) {
                         adj.record_decided(txn, Timestamp::from_nanos(d.record_ts));
-                    }
-                    if let Some(vote) = adj.prepared.remove(&txn) {
-                        for k in &vote.keys {
-                            if adj.pending.get(k) == Some(&txn) {
-                                adj.pending.remove(k);
-                            }
-                            if let (true, Some(ts)) = (rebuild_window, committed) {
+                        if let (true, Some(ts)) = (rebuild_window, committed) {
+                            for k in &vote.keys {
                                 adj.record_write(k, ts);
                             }
                         }

@@ -1,6 +1,7 @@
 //! Integration tests of the adjudicator (one test binary per crate, see BUILD.md).
 
 mod cross_oracle;
+mod guards;
 mod hostile;
 mod partition;
 mod replay;

@@ -119,6 +119,43 @@ impl pb::Record {
         }
     }
 
+    /// A participant's `Decided` record at `record_ts`: committed at `commit_ts`, or
+    /// aborted (`None`).
+    pub fn decided(
+        txn_id: crate::TxnId,
+        record_ts: crate::Timestamp,
+        commit_ts: Option<crate::Timestamp>,
+    ) -> Self {
+        let outcome = match commit_ts {
+            Some(ts) => pb::decided::Outcome::CommittedTs(ts.as_nanos()),
+            None => pb::decided::Outcome::Aborted(pb::Aborted {}),
+        };
+        pb::Record {
+            kind: Some(pb::record::Kind::Decided(pb::Decided {
+                txn_id: Some(txn_id.into()),
+                record_ts: record_ts.as_nanos(),
+                outcome: Some(outcome),
+                coordinator_abort: false,
+                snapshot_bound: 0,
+            })),
+        }
+    }
+
+    /// A coordinator's durable abort of `txn_id` (whose τs is at most `snapshot_bound`), a
+    /// `Decided` record at `record_ts` marked `coordinator_abort`.
+    pub fn coordinator_abort(
+        txn_id: crate::TxnId,
+        record_ts: crate::Timestamp,
+        snapshot_bound: crate::Timestamp,
+    ) -> Self {
+        let mut record = Self::decided(txn_id, record_ts, None);
+        if let Some(pb::record::Kind::Decided(d)) = &mut record.kind {
+            d.coordinator_abort = true;
+            d.snapshot_bound = snapshot_bound.as_nanos();
+        }
+        record
+    }
+
     /// A `Heartbeat` record at `ts`.
     pub fn heartbeat(ts: crate::Timestamp) -> Self {
         pb::Record {

@@ -164,16 +164,7 @@ impl<'a> Driver<'a> {
             }
             (FaultKind::DiskError, Target::Host(h)) => {
                 // Windows on one node may overlap: it fails until the last one ends.
-                let held = self.failing_disks.entry(h.clone()).or_default();
-                if start {
-                    *held += 1;
-                } else {
-                    *held -= 1;
-                }
-                let failing = *held > 0;
-                if !failing {
-                    self.failing_disks.remove(h);
-                }
+                let failing = open_window(&mut self.failing_disks, h, start);
                 if let Some(n) = self.cluster.nodes().iter().find(|n| n.name == *h) {
                     n.disk.set_failing(failing);
                 }

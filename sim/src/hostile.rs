@@ -6,6 +6,7 @@
 //! partition, drag a floor into the future or crash a node — the run's checks, the
 //! liveness check among them, see if it did.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,9 +15,12 @@ use journaldb_proto::pb::adjudicator_service_client::AdjudicatorServiceClient;
 use journaldb_proto::pb::journal_service_client::JournalServiceClient;
 use journaldb_proto::pb::storage_service_client::StorageServiceClient;
 use journaldb_proto::{TxnId, pb};
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tonic::transport::{Channel, Endpoint};
+
+use crate::clock::SimClock;
+use crate::run::{RUN_LENGTH, Shared, sim_now};
 
 /// A timestamp: sane (near `now`), zero, the end of time, or anything.
 fn ts(rng: &mut ChaCha8Rng, now: u64) -> u64 {
@@ -198,4 +202,32 @@ pub(crate) fn channel(url: &str, connector: &Connector) -> Channel {
         .timeout(Duration::from_secs(1))
         .connect_timeout(Duration::from_secs(1));
     connector.channel(&endpoint)
+}
+
+/// The rogue host of the `hostile` fault: while a window is open, random requests to
+/// random nodes every few milliseconds.
+pub(crate) async fn rogue_main(
+    urls: Vec<String>,
+    mut rng: ChaCha8Rng,
+    clock: Arc<SimClock>,
+    shared: Arc<Shared>,
+) {
+    use journaldb_proto::Clock as _;
+    let connector = crate::net::connector();
+    let channels: Vec<_> = urls.iter().map(|url| channel(url, &connector)).collect();
+    while sim_now() < RUN_LENGTH {
+        if *shared.hostile.lock() > 0 {
+            // Requests do not wait for each other: a slow answer (a read from the end of
+            // time waits out its deadline) must not slow the attack.
+            let node = rng.random_range(0..channels.len());
+            let now = clock.now().latest.as_nanos();
+            let mut request_rng = ChaCha8Rng::seed_from_u64(rng.random());
+            let (channel, shared) = (channels[node].clone(), shared.clone());
+            tokio::spawn(async move {
+                let answer = send_one(&mut request_rng, channel, now).await;
+                shared.event(sim_now(), "rogue", format_args!("n{} {answer}", node + 1));
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(1..=5))).await;
+    }
 }

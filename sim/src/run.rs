@@ -416,7 +416,7 @@ fn run_with<W: Workload>(options: &RunOptions, workload: W) -> RunReport {
         let clock = Arc::new(SimClock::new(knobs.clock_bound));
         let (urls, shared) = (cluster.urls(), shared.clone());
         sim.client("rogue", async move {
-            rogue_main(urls, rogue_rng, clock, shared).await;
+            crate::hostile::rogue_main(urls, rogue_rng, clock, shared).await;
             Ok(())
         });
     }
@@ -522,37 +522,6 @@ async fn client_main<W: Workload>(
     }
     while sim_now() < RUN_LENGTH {
         workload.step(&client, &mut ctx).await;
-    }
-}
-
-/// The rogue host of the `hostile` fault: while a window is open, random requests to
-/// random nodes every few milliseconds ([`crate::hostile`]).
-async fn rogue_main(
-    urls: Vec<String>,
-    mut rng: ChaCha8Rng,
-    clock: Arc<SimClock>,
-    shared: Arc<Shared>,
-) {
-    use journaldb_proto::Clock as _;
-    let connector = crate::net::connector();
-    let channels: Vec<_> = urls
-        .iter()
-        .map(|url| crate::hostile::channel(url, &connector))
-        .collect();
-    while sim_now() < RUN_LENGTH {
-        if *shared.hostile.lock() > 0 {
-            // Requests do not wait for each other: a slow answer (a read from the end of
-            // time waits out its deadline) must not slow the attack.
-            let node = rng.random_range(0..channels.len());
-            let now = clock.now().latest.as_nanos();
-            let mut request_rng = ChaCha8Rng::seed_from_u64(rng.random());
-            let (channel, shared) = (channels[node].clone(), shared.clone());
-            tokio::spawn(async move {
-                let answer = crate::hostile::send_one(&mut request_rng, channel, now).await;
-                shared.event(sim_now(), "rogue", format_args!("n{} {answer}", node + 1));
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(rng.random_range(1..=5))).await;
     }
 }
 
