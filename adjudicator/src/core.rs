@@ -55,9 +55,11 @@ pub enum PlantedBug {
     /// Acknowledge a commit once its record is queued, before it is durable: a crash then
     /// loses acknowledged commits.
     AckBeforeDurable,
-    /// Commit requests ignore the coordinator's abort marks, and a refused retry is not
-    /// made binding: a request delayed past `Status` (or past its retry) commits after
-    /// `transact` re-ran the transaction — applied twice.
+    /// The coordinator's abort binds nothing: commit requests ignore its abort marks, a
+    /// `CommitPrepared` needs no vote of the coordinator's own (which the abort decides),
+    /// and a refused retry is not made binding. A `CommitPrepared` delayed past the
+    /// client's `Status` question commits after `transact` re-ran the transaction, and a
+    /// commit delayed past its refused retry likewise: applied twice.
     IgnoreAbortMarks,
     /// Participants never resolve undecided votes: a client that dies between its
     /// prepares and its `Decide` keeps its keys pending for good.
@@ -65,6 +67,10 @@ pub enum PlantedBug {
     /// `Promise` requests from outside the node are served as asked: a client can drag a
     /// partition's floor (and every later commit τ and commit wait) far into the future.
     TrustPromises,
+    /// A queued record's durability is learned only by the request that queued it: when
+    /// the request's future is dropped (its client went away), its outcome stays in
+    /// flight and the votes waiting on it stay pending (hardening defect 5).
+    ForgetQueuedOutcomes,
 }
 
 /// A commit request: the write set of a transaction that read at `start_ts`.
@@ -297,6 +303,9 @@ impl Adjudicator {
     /// The journal reports every record below `end` durable: outcomes queued there count
     /// as durable from now on, even if the request that queued them is gone.
     pub fn observe_durable(&mut self, end: Lsn) {
+        if self.config.planted_bug == Some(PlantedBug::ForgetQueuedOutcomes) {
+            return;
+        }
         self.durable_end = self.durable_end.max(end);
     }
 

@@ -215,7 +215,9 @@ impl Adjudicator {
                     .iter()
                     .all(|k| mutations.iter().any(|m| m.key == *k))
         });
-        if !participants.contains(&self.partition()) || own_vote.is_none() {
+        // The own vote is also what makes an abort binding here: the coordinator's abort
+        // decides it, so a `CommitPrepared` arriving after `Status` finds none.
+        if !participants.contains(&self.partition()) || (own_vote.is_none() && !ignore_marks) {
             return CommitDecision::Invalid(format!(
                 "{txn_id}: the coordinator {} holds no vote of its own for it naming it as \
                  coordinator and covering its keys",

@@ -5,11 +5,15 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use journaldb_adjudicator::{
-    Adjudicator, AdjudicatorConfig, CommitDecision, CommitRequest, Partition, Refusal, TxnStatus,
+    Adjudicator, AdjudicatorConfig, CommitDecision, CommitRequest, Partition, PrepareRequest,
+    Refusal, TxnStatus,
 };
 use journaldb_journal::{Journal, JournalOptions};
-use journaldb_proto::{Clock, EmbeddedClock, Mutation, PartitionId, Timestamp, TxnId};
+use journaldb_proto::{
+    Clock, EmbeddedClock, Epoch, Mutation, PartitionId, TimeInterval, Timestamp, TxnId,
+};
 
 use crate::service::runtime;
 
@@ -49,5 +53,60 @@ fn a_record_refused_unwritten_does_not_step_the_adjudicator_down() {
             .status(clock.now(), TxnId::new(2), clock.now().latest)
             .await;
         assert_eq!(status, Ok(TxnStatus::Committed(committed)));
+    });
+}
+
+/// A round of vote resolution asks a coordinator that did not answer only once: its other
+/// overdue votes wait for the next round, and the votes of coordinators that answer are
+/// decided meanwhile. (Without the guard, each vote of an unreachable coordinator costs a
+/// full request timeout, and one dead node holds up every other coordinator's votes.)
+#[test]
+fn a_coordinator_that_does_not_answer_is_asked_once_per_round() {
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Arc::new(Journal::open(dir.path(), JournalOptions::default()).unwrap());
+        let id = PartitionId::new(0);
+        let adj = Adjudicator::new(id, AdjudicatorConfig::default(), Timestamp::ZERO);
+        let part = Partition::new(id, adj, journal);
+        let t = |s: u64| TimeInterval::exact(Timestamp::from_nanos(s * 1_000_000_000));
+        // Three votes coordinated by partition 1 (unreachable), then one by partition 2.
+        for (txn, key, coordinator) in [(1, "a", 1), (2, "b", 1), (3, "c", 1), (4, "d", 2)] {
+            let request = PrepareRequest {
+                txn_id: TxnId::new(txn),
+                start_ts: t(1).latest,
+                keys: vec![Bytes::from_static(key.as_bytes())],
+                coordinator: PartitionId::new(coordinator),
+                coordinator_epoch: Epoch::default(),
+            };
+            part.prepare(t(2), &request).await.unwrap();
+        }
+        let asked = parking_lot::Mutex::new(Vec::new());
+        let decided = part
+            .resolve_overdue(t(60), |coordinator, txn, _bound| {
+                asked.lock().push((coordinator.get(), txn));
+                let answer = (coordinator.get() == 2).then_some(TxnStatus::Aborted);
+                async move { answer }
+            })
+            .await;
+        let asked = asked.into_inner();
+        assert_eq!(
+            asked.iter().filter(|(c, _)| *c == 1).count(),
+            1,
+            "asked {asked:?}"
+        );
+        assert!(asked.contains(&(2, TxnId::new(4))), "asked {asked:?}");
+        assert_eq!(decided, 1);
+        // The next round asks partition 1 again, about the first vote still open.
+        let again = parking_lot::Mutex::new(Vec::new());
+        part.resolve_overdue(t(61), |coordinator, txn, _bound| {
+            again.lock().push((coordinator.get(), txn));
+            async move { Some(TxnStatus::Aborted) }
+        })
+        .await;
+        assert_eq!(
+            again.into_inner().len(),
+            3,
+            "the three open votes are asked"
+        );
     });
 }

@@ -25,6 +25,11 @@ pub(crate) struct Cluster {
 }
 
 pub(crate) async fn serve() -> Cluster {
+    serve_at_version(0).await
+}
+
+/// A server that refuses requests routed by another topology version than `version`.
+async fn serve_at_version(version: u64) -> Cluster {
     let dir = tempfile::tempdir().unwrap();
     let mut partitions = Vec::new();
     let mut journals = Vec::new();
@@ -44,7 +49,8 @@ pub(crate) async fn serve() -> Cluster {
     let clock = Arc::new(EmbeddedClock::new(Timestamp::ZERO));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let service = AdjudicatorServer::new(partitions, 2, clock.clone(), Limits::default());
+    let service = AdjudicatorServer::new(partitions, 2, clock.clone(), Limits::default())
+        .with_topology_version(version);
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(AdjudicatorServiceServer::new(service))
@@ -351,5 +357,49 @@ fn bad_requests_get_typed_statuses_and_the_server_stays_up() {
             ok.outcome,
             Some(commit_reply::Outcome::CommittedTs(_))
         ));
+    });
+}
+
+/// A retry is answered whatever topology version routed it: its original may have been
+/// applied here under the map the client has since replaced, and refusing the retry as
+/// stale would leave the client without the outcome (a first attempt is still refused).
+#[test]
+fn a_retry_routed_by_a_stale_topology_still_learns_its_outcome() {
+    runtime().block_on(async {
+        let mut c = serve_at_version(3).await;
+        let start = c.clock.now().latest;
+        let original = pb::CommitRequest {
+            topology_version: 3,
+            ..commit(0, 1, start, "k")
+        };
+        let first = c
+            .client
+            .commit(original.clone())
+            .await
+            .unwrap()
+            .into_inner();
+        let Some(commit_reply::Outcome::CommittedTs(committed)) = first.outcome else {
+            panic!("{first:?}");
+        };
+        let stale = pb::CommitRequest {
+            topology_version: 2,
+            ..original
+        };
+        let refused = c.client.commit(stale.clone()).await.unwrap_err();
+        assert_eq!(
+            ErrorKind::of(&refused),
+            Some(ErrorKind::Unavailable),
+            "{refused:?}"
+        );
+        let retry = pb::CommitRequest {
+            retry: true,
+            ..stale
+        };
+        let again = c.client.commit(retry).await.unwrap().into_inner();
+        assert_eq!(
+            again.outcome,
+            Some(commit_reply::Outcome::CommittedTs(committed)),
+            "{again:?}"
+        );
     });
 }

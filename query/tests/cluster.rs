@@ -613,3 +613,80 @@ fn a_node_refuses_to_start_with_another_partition_count() {
         n1.shutdown().await.unwrap();
     });
 }
+
+/// A `Decide` that fails is retried off the client's path: with the vote timeout far away
+/// (5 min), only the client's background retry can decide the participant's vote. Each
+/// node's server holds its first `Decide` for a minute — past the client's deadline — so
+/// the first attempt times out; the key must take writes again within seconds.
+#[test]
+fn a_decide_that_timed_out_is_retried_in_the_background() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use journaldb::cluster::{LateRequests, NodeEnv};
+
+    let rt = rt();
+    let dir = tempfile::tempdir().unwrap();
+    rt.block_on(async {
+        let l1 = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let l2 = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addrs = [l1.local_addr().unwrap(), l2.local_addr().unwrap()];
+        let mut nodes = Vec::new();
+        for (name, listener) in [("n1", l1), ("n2", l2)] {
+            let held = Arc::new(AtomicBool::new(false));
+            let env = NodeEnv {
+                late_requests: Some(LateRequests::new(move |path| {
+                    (path.ends_with("/Decide") && !held.swap(true, Ordering::SeqCst))
+                        .then_some(Duration::from_secs(60))
+                })),
+                ..NodeEnv::default()
+            };
+            let config = NodeConfig {
+                vote_timeout_ms: Some(300_000),
+                ..config(dir.path(), name, addrs)
+            };
+            let addr = listener.local_addr().unwrap();
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            nodes.push(
+                ClusterNode::start_with(config, env, incoming, addr)
+                    .await
+                    .unwrap(),
+            );
+        }
+        let options = journaldb::ClientOptions {
+            request_timeout: Duration::from_millis(500),
+            ..journaldb::ClientOptions::default()
+        };
+        let client = journaldb::Client::connect_with(&format!("http://{}", addrs[0]), options)
+            .await
+            .unwrap();
+        let key_on = |p: u32| {
+            (0..)
+                .map(|i| format!("decide{i}"))
+                .find(|k| partition_of(k.as_bytes(), 2).get() == p)
+                .unwrap()
+        };
+        let (k0, k1) = (key_on(0), key_on(1));
+        let mut tx = client.begin();
+        tx.put(k0.clone(), "a").unwrap();
+        tx.put(k1.clone(), "b").unwrap();
+        tx.commit().await.unwrap();
+        let since = tokio::time::Instant::now();
+        // Both keys take a new write once the participant has heard.
+        let mut written = false;
+        while since.elapsed() < Duration::from_secs(10) {
+            let mut tx = client.begin();
+            tx.put(k0.clone(), "c").unwrap();
+            tx.put(k1.clone(), "d").unwrap();
+            if tx.commit().await.is_ok() {
+                written = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(written, "the participant's vote was never decided");
+        for node in nodes {
+            node.shutdown().await.unwrap();
+        }
+    });
+}

@@ -11,13 +11,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use journaldb::cluster::{ClusterNode, NodeConfig, NodeEntry, NodeEnv};
+use journaldb::cluster::{ClusterNode, LateRequests, NodeConfig, NodeEntry, NodeEnv};
 use journaldb::{Client, ClientOptions, StorageEngine};
 use journaldb_adjudicator::AdjudicatorConfig;
 use journaldb_journal::{Flusher, JournalOptions};
 use journaldb_storage::WriteFaults;
 use journaldb_storage::service::StorageServerConfig;
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::clock::SimClock;
@@ -48,11 +48,18 @@ pub enum PlantedBug {
     /// Storage answers reads of versions still in the future of its clock (hardening
     /// defect 10).
     SkipVisibilityWait,
+    /// A client process restarted after a crash draws its transaction ids from the same
+    /// seed as the one that died: it reuses ids, and an adjudicator answers a new
+    /// transaction with an old one's outcome (hardening defect 8).
+    ReuseTxnIds,
+    /// A queued record's durability is learned only by the request that queued it
+    /// (hardening defect 5).
+    ForgetQueuedOutcomes,
 }
 
 impl PlantedBug {
     /// Every planted bug, with its CLI name.
-    pub const ALL: [(PlantedBug, &'static str); 8] = [
+    pub const ALL: [(PlantedBug, &'static str); 10] = [
         (PlantedBug::SkipConflictCheck, "skip-conflict-check"),
         (PlantedBug::AckBeforeDurable, "ack-before-durable"),
         (PlantedBug::IgnoreWatermark, "ignore-watermark"),
@@ -61,6 +68,8 @@ impl PlantedBug {
         (PlantedBug::TrustPromises, "trust-promises"),
         (PlantedBug::ReleaseBeforeWrite, "release-before-write"),
         (PlantedBug::SkipVisibilityWait, "skip-visibility-wait"),
+        (PlantedBug::ReuseTxnIds, "reuse-txn-ids"),
+        (PlantedBug::ForgetQueuedOutcomes, "forget-queued-outcomes"),
     ];
 
     /// The bug of the adjudicator's own planted-bug switch, if this is one.
@@ -72,9 +81,11 @@ impl PlantedBug {
             PlantedBug::IgnoreAbortMarks => Some(A::IgnoreAbortMarks),
             PlantedBug::NoVoteTimeout => Some(A::NoVoteTimeout),
             PlantedBug::TrustPromises => Some(A::TrustPromises),
+            PlantedBug::ForgetQueuedOutcomes => Some(A::ForgetQueuedOutcomes),
             PlantedBug::IgnoreWatermark
             | PlantedBug::ReleaseBeforeWrite
-            | PlantedBug::SkipVisibilityWait => None,
+            | PlantedBug::SkipVisibilityWait
+            | PlantedBug::ReuseTxnIds => None,
         }
     }
 }
@@ -155,7 +166,14 @@ impl Knobs {
             nodes: 3,
             partitions: rng.random_range(1..=4),
             heartbeat: Duration::from_millis(rng.random_range(5..=20)),
-            clock_bound: Duration::from_micros(rng.random_range(500..=5_000)),
+            // A quarter of the seeds get a wide bound (8–16 ms, NTP-like): the window in
+            // which a version is durable but still in the future is then wide enough for
+            // readers to land in it.
+            clock_bound: Duration::from_micros(if rng.random_bool(0.25) {
+                rng.random_range(8_000..=16_000)
+            } else {
+                rng.random_range(500..=5_000)
+            }),
             request_timeout: Duration::from_millis(rng.random_range(500..=3_000)),
             read_timeout: Duration::from_millis(rng.random_range(300..=2_000)),
             min_latency: Duration::from_micros(rng.random_range(50..=500)),
@@ -177,6 +195,64 @@ pub struct SimNode {
     pub storage: WriteFaults,
     /// Its clock.
     pub clock: Arc<SimClock>,
+    /// The switch that makes its server hold some adjudicator requests past their
+    /// callers' deadlines (the `late` fault).
+    pub late: LateSwitch,
+}
+
+/// The `late` fault's switch on one node: while a window is open, half the requests to its
+/// adjudicators are served only after the clients' deadline and up to 3 s more — past the
+/// client's retry, its `Status` question and, often, the participants' vote timeout.
+#[derive(Debug, Clone)]
+pub struct LateSwitch(Arc<parking_lot::Mutex<LateState>>);
+
+#[derive(Debug)]
+struct LateState {
+    open: u32,
+    rng: ChaCha8Rng,
+    /// The clients' request deadline: every held request is held longer.
+    past: Duration,
+}
+
+impl LateSwitch {
+    /// A closed switch; held requests are held longer than `deadline`.
+    pub fn new(deadline: Duration) -> Self {
+        LateSwitch(Arc::new(parking_lot::Mutex::new(LateState {
+            open: 0,
+            rng: ChaCha8Rng::seed_from_u64(0),
+            past: deadline,
+        })))
+    }
+
+    /// A window opens (its choices drawn from `seed`) or closes.
+    pub fn set(&self, open: bool, seed: u64) {
+        let mut state = self.0.lock();
+        if open {
+            state.open += 1;
+            state.rng = ChaCha8Rng::seed_from_u64(seed);
+        } else {
+            state.open = state.open.saturating_sub(1);
+        }
+    }
+
+    /// How long to hold a request for `path`, if at all.
+    fn pick(&self, path: &str) -> Option<Duration> {
+        let mut state = self.0.lock();
+        if state.open == 0 || !path.starts_with("/journaldb.v1.AdjudicatorService/") {
+            return None;
+        }
+        let past = state.past;
+        state
+            .rng
+            .random_bool(0.5)
+            .then(|| past + Duration::from_millis(state.rng.random_range(50..=3_000)))
+    }
+
+    /// The node's side of the switch.
+    fn requests(&self) -> LateRequests {
+        let switch = self.clone();
+        LateRequests::new(move |path| switch.pick(path))
+    }
 }
 
 /// A simulated journaldb cluster. Cheap to clone; use it inside simulated hosts to connect.
@@ -211,6 +287,7 @@ impl SimCluster {
                 disk: Arc::new(DiskFaults::default()),
                 storage: WriteFaults::default(),
                 clock: Arc::new(SimClock::new(knobs.clock_bound)),
+                late: LateSwitch::new(knobs.request_timeout),
             };
             let config = NodeConfig {
                 node: name.clone(),
@@ -247,6 +324,7 @@ impl SimCluster {
                     ..StorageServerConfig::default()
                 },
                 storage_faults: Some(node.storage.clone()),
+                late_requests: Some(node.late.requests()),
             };
             sim.host(name.as_str(), move || {
                 let (config, env) = (config.clone(), env.clone());

@@ -185,6 +185,11 @@ impl<'a> Driver<'a> {
                     n.storage.set_failing(failing);
                 }
             }
+            (FaultKind::Late, Target::Host(h)) => {
+                if let Some(n) = self.cluster.nodes().iter().find(|n| n.name == *h) {
+                    n.late.set(start, w.amount as u64);
+                }
+            }
             (FaultKind::ClientCrash, Target::Host(h)) => {
                 open_window(&mut self.shared.crashing.lock(), h, start);
             }

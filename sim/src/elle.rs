@@ -274,11 +274,20 @@ pub fn check(ops: &[Op]) -> Report {
             }
             kind => {
                 let invoked = open.remove(&op.process).map_or(op.time, |i| i.time);
+                // An `info` completion is the moment the client gave up, not the moment
+                // the transaction took effect: it may commit any time later (a request
+                // held in the network past every deadline), so it precedes nothing in
+                // real time — Elle's rule too.
+                let completed = if kind == Kind::Info {
+                    u64::MAX
+                } else {
+                    op.time
+                };
                 txns.push(Txn {
                     id: op.index,
                     kind,
                     invoked,
-                    completed: op.time,
+                    completed,
                     mops: op.value.clone(),
                 });
             }

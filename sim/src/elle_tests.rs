@@ -211,6 +211,22 @@ fn an_indeterminate_transaction_counts_once_its_write_is_seen() {
 }
 
 #[test]
+fn an_indeterminate_transaction_that_takes_effect_after_its_client_gave_up_is_fine() {
+    // T1's client gave up at 2 (`info`); its request was still in the network and took
+    // effect after T2 read key 1 empty at 3..4; T3 then sees it. T2 missed a
+    // transaction whose end it never saw: no real-time order binds T1 before T2.
+    let found = kinds(&[
+        "0 1 invoke a1:1",
+        "0 2 info a1:1",
+        "1 3 invoke r1:?",
+        "1 4 ok r1:[]",
+        "2 5 invoke r1:?",
+        "2 6 ok r1:[1]",
+    ]);
+    assert_eq!(found, BTreeSet::new());
+}
+
+#[test]
 fn histories_parse_from_elle_json_lines_and_errors_name_the_line() {
     let text = r#"{"index":0,"type":"invoke","process":0,"time":1,"value":[["append",1,5],["r",2,null]]}
 {"index":1,"type":"ok","process":0,"time":2,"value":[["append",1,5],["r",2,[3,4]]]}

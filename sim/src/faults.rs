@@ -45,11 +45,15 @@ pub enum FaultKind {
     /// the full bound, the other clients behind by it — the largest skew the bound allows,
     /// where real-time order is most fragile (it must hold).
     Skew,
+    /// A node's server receives some adjudicator requests but serves them only after
+    /// 0.2–4 s, past their callers' deadlines, retries and `Status` questions: a request
+    /// delayed in the network past every timeout.
+    Late,
 }
 
 impl FaultKind {
     /// Every kind, in display order.
-    pub const ALL: [FaultKind; 13] = [
+    pub const ALL: [FaultKind; 14] = [
         FaultKind::Partition,
         FaultKind::Hold,
         FaultKind::Latency,
@@ -63,6 +67,7 @@ impl FaultKind {
         FaultKind::StorageError,
         FaultKind::Hostile,
         FaultKind::Skew,
+        FaultKind::Late,
     ];
 
     /// The CLI token.
@@ -81,6 +86,7 @@ impl FaultKind {
             FaultKind::StorageError => "storage-error",
             FaultKind::Hostile => "hostile",
             FaultKind::Skew => "skew",
+            FaultKind::Late => "late",
         }
     }
 }
@@ -181,7 +187,8 @@ pub struct Window {
     /// How long it lasts.
     pub length: Duration,
     /// A parameter drawn with it: the latency (`latency`, `slow`) or the clock offset
-    /// (`clock`, `clock-bound-violation`, signed), in nanoseconds.
+    /// (`clock`, `clock-bound-violation`, signed), in nanoseconds; the seed of the
+    /// window's choices (`late`).
     pub amount: i64,
     /// A second parameter: clock drift in ppm.
     pub drift_ppm: i64,
@@ -242,7 +249,8 @@ pub fn schedule(
                 | FaultKind::Torn
                 | FaultKind::DiskError
                 | FaultKind::Slow
-                | FaultKind::StorageError => Target::Host(node),
+                | FaultKind::StorageError
+                | FaultKind::Late => Target::Host(node),
                 FaultKind::ClientCrash => Target::Host(client),
                 FaultKind::Hostile | FaultKind::Skew => Target::Network,
             };
@@ -258,6 +266,8 @@ pub fn schedule(
                     let off = rng.random_range(3 * bound_ns..=20 * bound_ns);
                     (if rng.random_bool(0.5) { off } else { -off }, 0)
                 }
+                // The seed of the window's choices.
+                FaultKind::Late => (rng.random_range(0..i64::MAX), 0),
                 _ => (0, 0),
             };
             windows.push(Window {

@@ -11,8 +11,8 @@
 //!   your own `turmoil::Sim` and test your service's hosts against it (`sim/examples/`).
 //! - [`faults`]: fault kinds (`partition`, `hold`, `latency`, `crash`, `torn`,
 //!   `disk-error`, `clock`, `slow`, `clock-bound-violation`, `client-crash`,
-//!   `storage-error`, `hostile`, `skew`) and their seeded schedules; `hostile.rs` is the
-//!   rogue client host.
+//!   `storage-error`, `hostile`, `skew`, `late`) and their seeded schedules; `hostile.rs`
+//!   is the rogue client host.
 //! - [`workload`]: bank, list-append and register workloads with `setup / step / check`.
 //! - [`run`]: one seeded run — cluster, clients, fault driver, checks, trace.
 //! - [`elle`]: the in-house checker of Elle list-append histories.

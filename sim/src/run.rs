@@ -181,6 +181,9 @@ pub struct ClientCtx {
     pub shared: Arc<Shared>,
     /// Its counter of marker keys.
     seq: u64,
+    /// It abandoned a commit as a dying process would: the next step runs in a new
+    /// process, with a new connection.
+    crashed: bool,
 }
 
 impl ClientCtx {
@@ -193,6 +196,7 @@ impl ClientCtx {
             rng: ChaCha8Rng::seed_from_u64(seed),
             shared,
             seq: 0,
+            crashed: false,
         }
     }
 
@@ -233,6 +237,7 @@ impl ClientCtx {
                 Ok(result) => Some(result),
                 Err(_) => {
                     self.event("client crashed mid-commit");
+                    self.crashed = true;
                     None
                 }
             },
@@ -369,6 +374,7 @@ fn run_with<W: Workload>(options: &RunOptions, workload: W) -> RunReport {
 
     let clients: Vec<String> = (1..=CLIENTS).map(|i| format!("c{i}")).collect();
     let mut client_clocks = Vec::new();
+    let reuse_ids = options.planted == Some(PlantedBug::ReuseTxnIds);
     for (i, host) in clients.iter().enumerate() {
         let clock = Arc::new(SimClock::new(knobs.clock_bound));
         client_clocks.push((host.clone(), clock.clone()));
@@ -376,16 +382,13 @@ fn run_with<W: Workload>(options: &RunOptions, workload: W) -> RunReport {
         let id_seed: u64 = rng.random();
         let (cluster, workload, shared) = (cluster.clone(), workload.clone(), shared.clone());
         sim.client(host.as_str(), async move {
-            client_main(
-                cluster,
-                workload,
-                ctx,
+            let start = ClientStart {
                 clock,
                 id_seed,
-                i == 0,
-                shared.clone(),
-            )
-            .await;
+                does_setup: i == 0,
+                reuse_ids,
+            };
+            client_main(cluster, workload, ctx, start, shared.clone()).await;
             *shared.running.lock() -= 1;
             Ok(())
         });
@@ -483,16 +486,32 @@ fn run_with<W: Workload>(options: &RunOptions, workload: W) -> RunReport {
     }
 }
 
+/// How a workload client starts.
+struct ClientStart {
+    clock: Arc<SimClock>,
+    /// Seed of its transaction ids (and retry jitter).
+    id_seed: u64,
+    /// It runs the workload's setup.
+    does_setup: bool,
+    /// The planted bug `reuse-txn-ids`: a restarted process draws its ids from the same
+    /// seed as the one that died.
+    reuse_ids: bool,
+}
+
 async fn client_main<W: Workload>(
     cluster: SimCluster,
     workload: Arc<W>,
     mut ctx: ClientCtx,
-    clock: Arc<SimClock>,
-    id_seed: u64,
-    does_setup: bool,
+    start: ClientStart,
     shared: Arc<Shared>,
 ) {
-    let client = match cluster.connect(clock, id_seed, RUN_LENGTH).await {
+    let ClientStart {
+        clock,
+        id_seed,
+        does_setup,
+        reuse_ids,
+    } = start;
+    let mut client = match cluster.connect(clock.clone(), id_seed, RUN_LENGTH).await {
         Ok(c) => c,
         Err(e) => {
             ctx.event(format_args!("could not connect: {e}"));
@@ -520,8 +539,26 @@ async fn client_main<W: Workload>(
     while !*shared.setup_done.lock() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    let mut generation = 0u64;
     while sim_now() < RUN_LENGTH {
         workload.step(&client, &mut ctx).await;
+        if std::mem::take(&mut ctx.crashed) {
+            // The process died mid-commit; a new one starts with a new connection and,
+            // like any new process, its own transaction ids.
+            generation += 1;
+            let seed = if reuse_ids {
+                id_seed
+            } else {
+                id_seed ^ generation.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            };
+            match cluster.connect(clock.clone(), seed, RUN_LENGTH).await {
+                Ok(c) => client = c,
+                Err(e) => {
+                    ctx.event(format_args!("could not reconnect: {e}"));
+                    return;
+                }
+            }
+        }
     }
 }
 

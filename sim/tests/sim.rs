@@ -93,9 +93,14 @@ fn fault_lists_parse_and_unknown_ones_are_refused() {
     assert!(err.contains("unknown fault \"meteor\""), "{err}");
 }
 
-/// Runs seeds from 1 with `bug` planted until one fails; returns its failures.
+/// Runs seeds 1 to 8 with `bug` planted until one fails; returns its failures.
 fn caught(bug: PlantedBug, workload: WorkloadKind, faults: &str) -> Vec<String> {
-    for seed in 1..=8 {
+    caught_within(8, bug, workload, faults)
+}
+
+/// Runs seeds 1 to `seeds` with `bug` planted until one fails; returns its failures.
+fn caught_within(seeds: u64, bug: PlantedBug, workload: WorkloadKind, faults: &str) -> Vec<String> {
+    for seed in 1..=seeds {
         let o = RunOptions {
             planted: Some(bug),
             ..options(seed, workload, faults)
@@ -105,7 +110,7 @@ fn caught(bug: PlantedBug, workload: WorkloadKind, faults: &str) -> Vec<String> 
             return report.failures;
         }
     }
-    panic!("{bug} was not caught by {workload} in 8 seeds");
+    panic!("{bug} was not caught by {workload} in {seeds} seeds");
 }
 
 #[test]
@@ -175,6 +180,74 @@ fn a_trusted_hostile_promise_is_caught_by_the_liveness_check() {
         failures
             .iter()
             .any(|f| f.starts_with("liveness:") || f.starts_with("availability:")),
+        "{failures:?}"
+    );
+}
+
+/// Hardening defects 2 and 6: a coordinator whose abort binds nothing serves a
+/// `CommitPrepared` that arrived (late) after the client learned "aborted" through
+/// `Status` and `transact` re-ran the transaction: applied twice, over a newer state.
+#[test]
+fn a_commit_served_after_its_abort_is_caught_as_lost_appends() {
+    let failures = caught(
+        PlantedBug::IgnoreAbortMarks,
+        WorkloadKind::ListAppend,
+        "late",
+    );
+    assert!(
+        failures.iter().any(|f| f.starts_with("durability:")
+            || f.starts_with("Duplicate")
+            || f.starts_with("LostUpdate")
+            || f.starts_with("IncompatibleOrder")),
+        "{failures:?}"
+    );
+}
+
+/// Hardening defect 5: an outcome whose request future was dropped (the client died after
+/// the record was queued) never becomes durable to `Status` — the participants' votes stay
+/// pending, and the liveness check sees it.
+#[test]
+fn an_outcome_learned_only_by_its_request_is_caught_by_the_liveness_check() {
+    let failures = caught(
+        PlantedBug::ForgetQueuedOutcomes,
+        WorkloadKind::ListAppend,
+        "client-crash",
+    );
+    assert!(
+        failures.iter().any(|f| f.starts_with("liveness:")),
+        "{failures:?}"
+    );
+}
+
+/// Hardening defect 8: a restarted client that draws the ids of the process that died is
+/// answered with an old transaction's outcome — an acknowledged write is missing.
+#[test]
+fn a_restarted_client_reusing_ids_is_caught_by_the_durability_check() {
+    let failures = caught(
+        PlantedBug::ReuseTxnIds,
+        WorkloadKind::ListAppend,
+        "client-crash",
+    );
+    assert!(
+        failures.iter().any(|f| f.starts_with("durability:")),
+        "{failures:?}"
+    );
+}
+
+/// Hardening defect 10: storage that answers a read with a version whose τ is still in
+/// the future of its clock lets a fast reader see a write that a later, slower reader
+/// misses — W →wr R1 →rt R2 →rw W. The schedule needs every clock at an extreme of a wide
+/// bound (`skew`, and a seed whose bound is NTP-like): seed 18 is the first to reach it.
+#[test]
+fn a_read_of_a_future_version_is_caught_as_a_real_time_anomaly() {
+    let failures = caught_within(
+        20,
+        PlantedBug::SkipVisibilityWait,
+        WorkloadKind::ListAppend,
+        "skew",
+    );
+    assert!(
+        failures.iter().any(|f| f.starts_with("GSingleRealtime")),
         "{failures:?}"
     );
 }

@@ -4,10 +4,12 @@
 
 pub mod client;
 pub mod config;
+pub mod late;
 pub mod node;
 pub mod transport;
 
 pub use client::{Client, ClientOptions};
 pub use config::{ConfigError, NodeConfig, NodeEntry, TlsConfig};
+pub use late::LateRequests;
 pub use node::{ClusterNode, NodeEnv};
 pub use transport::Connector;

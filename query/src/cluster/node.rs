@@ -44,6 +44,7 @@ use tonic::transport::{
 use tonic::{Request, Response, Status};
 
 use super::config::{NodeConfig, TlsFiles};
+use super::late::LateRequests;
 use super::transport::{Connector, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, lazy_channel};
 use crate::database::StorageEngine;
 use crate::error::{Error, Result};
@@ -86,6 +87,9 @@ pub struct NodeEnv {
     /// A switch that makes the storage engine's writes fail while it is on: the
     /// simulation's `storage-error` fault. `None` in production.
     pub storage_faults: Option<WriteFaults>,
+    /// Requests this node's server receives but serves only after a delay, past their
+    /// callers' deadlines: the simulation's `late` fault. `None` in production.
+    pub late_requests: Option<LateRequests>,
 }
 
 impl Default for NodeEnv {
@@ -100,6 +104,7 @@ impl Default for NodeEnv {
             adjudicator: AdjudicatorConfig::default(),
             storage_server: StorageServerConfig::default(),
             storage_faults: None,
+            late_requests: None,
         }
     }
 }
@@ -382,7 +387,8 @@ impl ClusterNode {
         // connection wedged by a partition) is noticed and its streams end.
         let mut server = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
-            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
+            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+            .layer(tower::util::option_layer(env.late_requests.clone()));
         if let Some(tls) = &tls {
             server = server
                 .tls_config(
