@@ -92,6 +92,34 @@ pub enum TxnStatus {
     TooOld(Timestamp),
 }
 
+impl TxnStatus {
+    /// The `Status` reply that carries this answer over the wire.
+    pub fn into_reply(self) -> pb::StatusReply {
+        use pb::status_reply::Status as S;
+        let status = match self {
+            TxnStatus::Committed(ts) => S::CommittedTs(ts.as_nanos()),
+            TxnStatus::Aborted => S::Aborted(pb::Aborted {}),
+            TxnStatus::InFlight => S::InFlight(pb::Aborted {}),
+            TxnStatus::TooOld(floor) => S::TooOld(floor.as_nanos()),
+        };
+        pb::StatusReply {
+            status: Some(status),
+        }
+    }
+
+    /// The answer a `Status` reply carries; `None` for an empty reply (a peer that sent
+    /// no answer, which a caller treats as no answer at all).
+    pub fn from_reply(reply: pb::StatusReply) -> Option<TxnStatus> {
+        use pb::status_reply::Status as S;
+        Some(match reply.status? {
+            S::CommittedTs(ts) => TxnStatus::Committed(Timestamp::from_nanos(ts)),
+            S::Aborted(_) => TxnStatus::Aborted,
+            S::InFlight(_) => TxnStatus::InFlight,
+            S::TooOld(floor) => TxnStatus::TooOld(Timestamp::from_nanos(floor)),
+        })
+    }
+}
+
 /// What a coordinator does with a `Status` question.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StatusDecision {

@@ -27,7 +27,7 @@ use journaldb_proto::{Clock, Epoch, Limits, Mutation, PartitionId, Timestamp, Tx
 use tonic::{Request, Response, Status};
 
 use crate::core::{CommitDecision, CommitRequest, PlantedBug, Verdict};
-use crate::cross::{PrepareRequest, TxnStatus};
+use crate::cross::PrepareRequest;
 use crate::partition::{Partition, Refusal};
 
 /// The adjudicator role's gRPC service.
@@ -316,7 +316,6 @@ impl<C: Clock + Send + Sync + 'static> AdjudicatorService for AdjudicatorServer<
         &self,
         request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusReply>, Status> {
-        use pb::status_reply::Status as S;
         let req = request.into_inner();
         let part = self.partition(req.partition)?;
         let status = part
@@ -327,15 +326,7 @@ impl<C: Clock + Send + Sync + 'static> AdjudicatorService for AdjudicatorServer<
             )
             .await
             .map_err(refusal_status)?;
-        let status = match status {
-            TxnStatus::Committed(ts) => S::CommittedTs(ts.as_nanos()),
-            TxnStatus::Aborted => S::Aborted(pb::Aborted {}),
-            TxnStatus::InFlight => S::InFlight(pb::Aborted {}),
-            TxnStatus::TooOld(floor) => S::TooOld(floor.as_nanos()),
-        };
-        Ok(Response::new(pb::StatusReply {
-            status: Some(status),
-        }))
+        Ok(Response::new(status.into_reply()))
     }
 
     async fn promise(

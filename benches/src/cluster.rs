@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use journaldb::cluster::{ClusterNode, NodeConfig, NodeEntry};
 use journaldb::{Client, Error};
+use journaldb_node::{ClusterNode, NodeConfig, NodeEntry};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -118,6 +118,7 @@ async fn start(dir: &std::path::Path) -> anyhow::Result<(Vec<ClusterNode>, Clien
             nodes: entries.clone(),
             tls: None,
             vote_timeout_ms: None,
+            storage_cache_mib: None,
         };
         nodes.push(ClusterNode::start(config, listener).await?);
     }

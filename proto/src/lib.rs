@@ -38,6 +38,6 @@ pub mod pb {
 
 pub use clock::{Clock, EmbeddedClock, ManualClock, SystemClock, SystemClockConfig, TimeInterval};
 pub use ids::{Epoch, Lsn, PartitionId, Timestamp, TxnId};
-pub use limits::{LimitExceeded, LimitKind, Limits};
+pub use limits::{LimitExceeded, LimitKind, Limits, MAX_MESSAGE_BYTES};
 pub use lookup::LookupMap;
 pub use mutation::{DecodeError, Mutation, MutationOp};

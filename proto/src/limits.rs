@@ -6,6 +6,11 @@
 use std::fmt;
 use std::time::Duration;
 
+/// Largest gRPC message a node accepts and a client sends or receives: a transaction's
+/// write set (≤ 10 MiB by default, [`Limits::max_txn_bytes`]) with room for its framing.
+/// Both sides of the wire need it, so it lives here.
+pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
+
 /// Configurable limits. `Limits::default()` gives the defaults of ARCHITECTURE §8.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {

@@ -32,7 +32,7 @@ use journaldb_journal::disk::{DirLock, Disk, RealDisk};
 use journaldb_journal::{Journal, JournalOptions};
 use journaldb_proto::{Clock, EmbeddedClock, Limits, Lsn, PartitionId, Timestamp, TxnId, pb};
 use journaldb_storage::{
-    Checkpoint, Engine, LatestCache, MemoryEngine, RocksEngine, StorageNode, VersionStore,
+    Checkpoint, DEFAULT_LATEST_CACHE_BYTES, Engine, StorageEngine, StorageNode, VersionStore,
 };
 use prost::Message;
 use rand::TryRngCore;
@@ -91,6 +91,9 @@ pub struct Options {
     pub disk: Option<Arc<dyn Disk>>,
     /// The storage engine.
     pub storage: StorageEngine,
+    /// Memory for the RocksDB engine's cache of each key's newest version, in bytes
+    /// (keys, values and a per-entry overhead). Default 64 MiB.
+    pub latest_cache_bytes: usize,
     /// How far back `snapshot_at` can read (and how long journal records are kept after
     /// storage has them). At least `limits.max_txn_age`; default 5 minutes.
     pub retention: Duration,
@@ -102,20 +105,6 @@ pub struct Options {
     pub checkpoint_bytes: u64,
     /// Settings of every partition's journal (segment size, batching, record limit).
     pub journal: JournalOptions,
-}
-
-/// Keys whose newest version the RocksDB engine keeps in memory ([`LatestCache`]): 256 k
-/// entries, tens of MiB for small values.
-pub(crate) const LATEST_CACHE_ENTRIES: usize = 256 << 10;
-
-/// Which engine stores the versions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum StorageEngine {
-    /// RocksDB in `<dir>/storage` (default).
-    #[default]
-    RocksDb,
-    /// In memory, rebuilt from the journals at every open (tests, simulation).
-    Memory,
 }
 
 impl Default for Options {
@@ -131,6 +120,7 @@ impl Default for Options {
             vote_timeout: Duration::from_secs(3),
             disk: None,
             storage: StorageEngine::RocksDb,
+            latest_cache_bytes: DEFAULT_LATEST_CACHE_BYTES,
             retention: Duration::from_secs(5 * 60),
             checkpoint_interval: Duration::from_secs(10),
             checkpoint_bytes: 16 << 20,
@@ -256,13 +246,7 @@ impl Database {
         })?;
         let manifest = Manifest::load_or_create(&*disk, &dir, options.partitions, 1)?;
         let ids: Vec<PartitionId> = (0..manifest.partitions).map(PartitionId::new).collect();
-        let engine: Box<dyn Engine> = match options.storage {
-            StorageEngine::RocksDb => Box::new(LatestCache::new(
-                RocksEngine::open(&dir.join("storage"))?,
-                LATEST_CACHE_ENTRIES,
-            )),
-            StorageEngine::Memory => Box::new(MemoryEngine::new()),
-        };
+        let engine = options.storage.open(&dir, options.latest_cache_bytes)?;
         let node = Arc::new(StorageNode::open(Closable::new(engine), &ids)?);
         let resume = node.resume_positions()?;
         let checkpoint_ts = node.watermark();

@@ -7,8 +7,9 @@ use std::time::Duration;
 use journaldb_adjudicator::{CommitRequest, PrepareRequest, TxnStatus};
 use journaldb_proto::{Clock, Epoch, Mutation, PartitionId, TxnId};
 
+use crate::StorageEngine;
 use crate::backend::{Backend, RetryState};
-use crate::database::{Database, Options, StorageEngine};
+use crate::database::{Database, Options};
 use crate::error::Error;
 use crate::partition::partition_of;
 use crate::retry::RetryPolicy;

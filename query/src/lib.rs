@@ -5,8 +5,7 @@
 //! [`Store`]s, with interactive snapshot-isolation [`Transaction`]s (`get`, `scan`, `put`,
 //! `delete`, `commit`, `rollback`) with read-your-writes, `transact` with backoff and a
 //! retry budget, `snapshot_at` time travel, the typed [`Error`] with `is_retryable()` and
-//! `maybe_committed()`; a cluster node ([`cluster`]: configuration, `ClusterNode`); and the
-//! `journaldb` binary (`src/bin/journaldb.rs`: the CLI, `serve`, `cluster start|stop|status`).
+//! `maybe_committed()`.
 //!
 //! What it guarantees: strong snapshot isolation (a transaction that begins after a commit
 //! was acknowledged sees it; write-write conflicts abort; read-only transactions never
@@ -16,11 +15,13 @@
 //! the version store (`journaldb-storage`): it wires them together in process, with the
 //! maintenance that keeps it bounded (checkpoints, garbage collection below the retention
 //! window, journal truncation), or drives them over gRPC; the transaction logic is written
-//! once, over a backend (`backend.rs`: in process or cluster).
+//! once, over a backend (`backend.rs`: in process or cluster). Nor is it a cluster node
+//! (`journaldb-node`) or the command line (`journaldb-cli`, the `journaldb` binary): an
+//! application that embeds this crate compiles no server, configuration-file or CLI code.
 //!
 //! Start at [`Database`] (`database.rs`) and [`Transaction`] (`transaction.rs`); the pieces
-//! they use are [`partition`], [`manifest`], [`tailer`] and [`retry`]; the cluster side is
-//! in [`cluster`].
+//! they use are [`partition`], [`manifest`], [`tailer`] and [`retry`]; the cluster client
+//! is in [`cluster`].
 
 mod backend;
 mod closable;
@@ -40,9 +41,9 @@ mod transaction;
 mod visibility;
 
 pub use cluster::{Client, ClientOptions};
-pub use database::{CommitInfo, Database, JournalStats, Options, Stats, StorageEngine, SyncMode};
+pub use database::{CommitInfo, Database, JournalStats, Options, Stats, SyncMode};
 pub use error::{Error, Result};
 pub use journaldb_journal::JournalOptions;
-pub use journaldb_storage::{ScanPage, ScanRange};
+pub use journaldb_storage::{ScanPage, ScanRange, StorageEngine};
 pub use store::Store;
 pub use transaction::Transaction;

@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use journaldb::cluster::{ClusterNode, NodeConfig, NodeEntry};
 use journaldb::partition::partition_of;
+use journaldb_node::{ClusterNode, NodeConfig, NodeEntry};
 use journaldb_proto::pb::adjudicator_service_client::AdjudicatorServiceClient;
 use journaldb_proto::pb::cluster_service_client::ClusterServiceClient;
 use journaldb_proto::pb::storage_service_client::StorageServiceClient;
@@ -33,6 +33,7 @@ fn config(dir: &std::path::Path, me: &str, addrs: [std::net::SocketAddr; 2]) -> 
             .collect(),
         tls: None,
         vote_timeout_ms: None,
+        storage_cache_mib: None,
     }
 }
 
@@ -623,7 +624,7 @@ fn a_decide_that_timed_out_is_retried_in_the_background() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    use journaldb::cluster::{LateRequests, NodeEnv};
+    use journaldb_node::{LateRequests, NodeEnv};
 
     let rt = rt();
     let dir = tempfile::tempdir().unwrap();
@@ -632,8 +633,10 @@ fn a_decide_that_timed_out_is_retried_in_the_background() {
         let l2 = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addrs = [l1.local_addr().unwrap(), l2.local_addr().unwrap()];
         let mut nodes = Vec::new();
+        let mut holds = Vec::new();
         for (name, listener) in [("n1", l1), ("n2", l2)] {
             let held = Arc::new(AtomicBool::new(false));
+            holds.push(held.clone());
             let env = NodeEnv {
                 late_requests: Some(LateRequests::new(move |path| {
                     (path.ends_with("/Decide") && !held.swap(true, Ordering::SeqCst))
@@ -671,6 +674,12 @@ fn a_decide_that_timed_out_is_retried_in_the_background() {
         tx.put(k0.clone(), "a").unwrap();
         tx.put(k1.clone(), "b").unwrap();
         tx.commit().await.unwrap();
+        // The commit's Decide was held: the fault was in place (else this test shows
+        // nothing about the retry).
+        assert!(
+            holds.iter().any(|h| h.load(Ordering::SeqCst)),
+            "no Decide was held"
+        );
         let since = tokio::time::Instant::now();
         // Both keys take a new write once the participant has heard.
         let mut written = false;

@@ -3,7 +3,7 @@
 //! node (so topology is learned, not configured).
 
 use journaldb::Client;
-use journaldb::cluster::{ClusterNode, NodeConfig, NodeEntry};
+use journaldb_node::{ClusterNode, NodeConfig, NodeEntry};
 
 /// A running local cluster.
 pub struct LocalCluster {
@@ -46,6 +46,7 @@ impl LocalCluster {
                 nodes: entries.clone(),
                 tls: None,
                 vote_timeout_ms: None,
+                storage_cache_mib: None,
             };
             running.push(ClusterNode::start(config, listener).await.unwrap());
         }

@@ -1,16 +1,13 @@
 //! Integration tests of the embedded database (one test binary per crate, see BUILD.md).
 
 mod bank;
-mod cli;
 mod cluster;
 mod commit_unknown;
 mod crash;
 mod embedded;
-mod failover;
 mod isolation;
 mod local_cluster;
 mod maintenance;
-mod serve;
 mod sigkill;
 mod tls;
 

@@ -3,8 +3,8 @@
 //! storage feeds and each other over TLS); a client without the CA, or speaking plain
 //! HTTP/2, gets no answer.
 
-use journaldb::cluster::{ClusterNode, NodeConfig, NodeEntry, TlsConfig};
 use journaldb::{Client, ClientOptions};
+use journaldb_node::{ClusterNode, NodeConfig, NodeEntry, TlsConfig};
 
 use crate::rt;
 
@@ -54,6 +54,7 @@ fn a_tls_cluster_serves_clients_that_trust_its_ca_and_only_them() {
             nodes: entries.clone(),
             tls: Some(tls.clone()),
             vote_timeout_ms: None,
+            storage_cache_mib: None,
         };
         assert_eq!(config(0).check(), Ok(()));
         let n0 = ClusterNode::start(config(0), l1).await.unwrap();

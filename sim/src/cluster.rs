@@ -11,10 +11,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use journaldb::cluster::{ClusterNode, LateRequests, NodeConfig, NodeEntry, NodeEnv};
 use journaldb::{Client, ClientOptions, StorageEngine};
 use journaldb_adjudicator::AdjudicatorConfig;
 use journaldb_journal::{Flusher, JournalOptions};
+use journaldb_node::{ClusterNode, LateRequests, NodeConfig, NodeEntry, NodeEnv};
 use journaldb_storage::WriteFaults;
 use journaldb_storage::service::StorageServerConfig;
 use rand::{Rng, SeedableRng};
@@ -209,6 +209,8 @@ pub struct LateSwitch(Arc<parking_lot::Mutex<LateState>>);
 #[derive(Debug)]
 struct LateState {
     open: u32,
+    /// Requests held since the last window opened.
+    held: u64,
     rng: ChaCha8Rng,
     /// The clients' request deadline: every held request is held longer.
     past: Duration,
@@ -219,20 +221,25 @@ impl LateSwitch {
     pub fn new(deadline: Duration) -> Self {
         LateSwitch(Arc::new(parking_lot::Mutex::new(LateState {
             open: 0,
+            held: 0,
             rng: ChaCha8Rng::seed_from_u64(0),
             past: deadline,
         })))
     }
 
-    /// A window opens (its choices drawn from `seed`) or closes.
-    pub fn set(&self, open: bool, seed: u64) {
+    /// A window opens (its choices drawn from `seed`) or closes; returns how many requests
+    /// were held since the last window opened.
+    pub fn set(&self, open: bool, seed: u64) -> u64 {
         let mut state = self.0.lock();
+        let held = state.held;
         if open {
             state.open += 1;
+            state.held = 0;
             state.rng = ChaCha8Rng::seed_from_u64(seed);
         } else {
             state.open = state.open.saturating_sub(1);
         }
+        held
     }
 
     /// How long to hold a request for `path`, if at all.
@@ -242,10 +249,12 @@ impl LateSwitch {
             return None;
         }
         let past = state.past;
-        state
+        let delay = state
             .rng
             .random_bool(0.5)
-            .then(|| past + Duration::from_millis(state.rng.random_range(50..=3_000)))
+            .then(|| past + Duration::from_millis(state.rng.random_range(50..=3_000)));
+        state.held += u64::from(delay.is_some());
+        delay
     }
 
     /// The node's side of the switch.
@@ -297,6 +306,7 @@ impl SimCluster {
                 nodes: entries.clone(),
                 tls: None,
                 vote_timeout_ms: None,
+                storage_cache_mib: None,
             };
             // Every field spelled out: `NodeEnv::default()` would build (and drop) a
             // system clock, which reads real time.

@@ -90,7 +90,8 @@ impl<'a> Driver<'a> {
             "fault",
             format_args!("{verb} {} on {} for {:?}", w.kind, w.target, w.length),
         );
-        if start {
+        // A `late` window counts as fired once it has held a request (at its end).
+        if start && w.kind != FaultKind::Late {
             *self.fired.entry(w.kind).or_default() += 1;
         }
         let true_now = (sim.since_epoch()).as_nanos() as u64;
@@ -187,7 +188,17 @@ impl<'a> Driver<'a> {
             }
             (FaultKind::Late, Target::Host(h)) => {
                 if let Some(n) = self.cluster.nodes().iter().find(|n| n.name == *h) {
-                    n.late.set(start, w.amount as u64);
+                    let held = n.late.set(start, w.amount as u64);
+                    if !start {
+                        self.shared.event(
+                            now,
+                            "fault",
+                            format_args!("late held {held} requests on {h}"),
+                        );
+                        if held > 0 {
+                            *self.fired.entry(w.kind).or_default() += 1;
+                        }
+                    }
                 }
             }
             (FaultKind::ClientCrash, Target::Host(h)) => {

@@ -227,6 +227,22 @@ fn an_indeterminate_transaction_that_takes_effect_after_its_client_gave_up_is_fi
 }
 
 #[test]
+fn an_indeterminate_transaction_still_follows_what_completed_before_it_began() {
+    // Y completes before I is invoked (Y →rt I); Z, concurrent with Y, reads I's append
+    // (I →wr Z) but not Y's (Z →rw Y): a cycle that closes only through the real-time
+    // edge into the `info` transaction.
+    let found = kinds(&[
+        "2 1 invoke r1:? r2:?",
+        "0 1 invoke a1:1",
+        "0 2 ok a1:1",
+        "1 3 invoke a2:1",
+        "1 4 info a2:1",
+        "2 5 ok r1:[] r2:[1]",
+    ]);
+    assert_eq!(found, BTreeSet::from([AnomalyKind::GSingleRealtime]));
+}
+
+#[test]
 fn histories_parse_from_elle_json_lines_and_errors_name_the_line() {
     let text = r#"{"index":0,"type":"invoke","process":0,"time":1,"value":[["append",1,5],["r",2,null]]}
 {"index":1,"type":"ok","process":0,"time":2,"value":[["append",1,5],["r",2,[3,4]]]}

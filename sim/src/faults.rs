@@ -45,9 +45,11 @@ pub enum FaultKind {
     /// the full bound, the other clients behind by it — the largest skew the bound allows,
     /// where real-time order is most fragile (it must hold).
     Skew,
-    /// A node's server receives some adjudicator requests but serves them only after
-    /// 0.2–4 s, past their callers' deadlines, retries and `Status` questions: a request
-    /// delayed in the network past every timeout.
+    /// A node's server holds half the adjudicator requests it receives and serves them
+    /// only 0.05–3 s after the clients' request deadline — past the client's deadline, and
+    /// often past its retries and `Status` questions: a request delayed in the network past
+    /// every timeout. (A node's own `Status` question to another node has a 2 s deadline,
+    /// which a held request with a short client deadline may still meet.)
     Late,
 }
 
@@ -201,6 +203,8 @@ pub struct Hosts {
     pub nodes: Vec<String>,
     /// Client hosts.
     pub clients: Vec<String>,
+    /// Node hosts that run at least one adjudicator (`late` holds their requests).
+    pub adjudicators: Vec<String>,
 }
 
 /// Draws the schedule of `faults` for a workload of length `run`, with clock error bound
@@ -226,7 +230,9 @@ pub fn schedule(
             };
             let latest = run_ms.saturating_sub(length_ms + 200).max(300);
             let start_ms = rng.random_range(200..=latest);
-            let node = hosts.nodes[rng.random_range(0..hosts.nodes.len())].clone();
+            let node_index = rng.random_range(0..hosts.nodes.len());
+            let node = hosts.nodes[node_index].clone();
+            let adjudicator = hosts.adjudicators[node_index % hosts.adjudicators.len()].clone();
             let any = all_hosts[rng.random_range(0..all_hosts.len())].clone();
             let client = hosts.clients[rng.random_range(0..hosts.clients.len())].clone();
             let target = match kind {
@@ -249,8 +255,8 @@ pub fn schedule(
                 | FaultKind::Torn
                 | FaultKind::DiskError
                 | FaultKind::Slow
-                | FaultKind::StorageError
-                | FaultKind::Late => Target::Host(node),
+                | FaultKind::StorageError => Target::Host(node),
+                FaultKind::Late => Target::Host(adjudicator),
                 FaultKind::ClientCrash => Target::Host(client),
                 FaultKind::Hostile | FaultKind::Skew => Target::Network,
             };

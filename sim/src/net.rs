@@ -51,7 +51,7 @@ impl AsyncWrite for SimConnection {
 }
 
 /// The connections accepted on `port` of the current simulated host, for
-/// [`journaldb::cluster::ClusterNode::start_with`], and the address they arrive at.
+/// [`journaldb_node::ClusterNode::start_with`], and the address they arrive at.
 /// Must be called inside a simulated host.
 pub async fn listen(
     port: u16,

@@ -123,6 +123,10 @@ pub struct Shared {
     pub(crate) crashing: Mutex<BTreeMap<String, u32>>,
     /// `hostile` windows open: the rogue host sends absurd and random requests meanwhile.
     pub(crate) hostile: Mutex<u32>,
+    /// Client hosts whose process died mid-commit: the run loop restarts each (turmoil's
+    /// bounce), which ends every task of the dead process — its requests in flight and its
+    /// background `Decide` retries — as a process's death does.
+    pub(crate) killed: Mutex<Vec<String>>,
 }
 
 #[derive(Debug, Default)]
@@ -184,6 +188,8 @@ pub struct ClientCtx {
     /// It abandoned a commit as a dying process would: the next step runs in a new
     /// process, with a new connection.
     crashed: bool,
+    /// Processes of this client host that died so far: the one running is the next.
+    generation: u64,
 }
 
 impl ClientCtx {
@@ -197,6 +203,7 @@ impl ClientCtx {
             shared,
             seq: 0,
             crashed: false,
+            generation: 0,
         }
     }
 
@@ -380,17 +387,27 @@ fn run_with<W: Workload>(options: &RunOptions, workload: W) -> RunReport {
         client_clocks.push((host.clone(), clock.clone()));
         let ctx = ClientCtx::new(host, i as u64, CLIENTS as u64, rng.random(), shared.clone());
         let id_seed: u64 = rng.random();
+        let start = ClientStart {
+            clock,
+            id_seed,
+            does_setup: i == 0,
+            reuse_ids,
+        };
+        // What outlives a process of this host: its context (history, process numbers,
+        // random choices), put back by a process that dies.
+        let slot = Arc::new(Mutex::new(Some(ctx)));
         let (cluster, workload, shared) = (cluster.clone(), workload.clone(), shared.clone());
-        sim.client(host.as_str(), async move {
-            let start = ClientStart {
-                clock,
-                id_seed,
-                does_setup: i == 0,
-                reuse_ids,
-            };
-            client_main(cluster, workload, ctx, start, shared.clone()).await;
-            *shared.running.lock() -= 1;
-            Ok(())
+        sim.host(host.as_str(), move || {
+            let (cluster, workload, shared) = (cluster.clone(), workload.clone(), shared.clone());
+            let (start, slot) = (start.clone(), slot.clone());
+            async move {
+                let ctx = slot
+                    .lock()
+                    .take()
+                    .expect("a client process starts with its context");
+                client_main(cluster, workload, ctx, start, shared.clone(), slot).await;
+                Ok(())
+            }
         });
     }
     {
@@ -427,6 +444,13 @@ fn run_with<W: Workload>(options: &RunOptions, workload: W) -> RunReport {
     let hosts = Hosts {
         nodes: cluster.nodes().iter().map(|n| n.name.clone()).collect(),
         clients: clients.clone(),
+        // Partition p lives on node p mod nodes (SimCluster::add_to).
+        adjudicators: cluster
+            .nodes()
+            .iter()
+            .take(knobs.partitions as usize)
+            .map(|n| n.name.clone())
+            .collect(),
     };
     let windows = faults::schedule(
         &mut rng,
@@ -457,6 +481,9 @@ fn run_with<W: Workload>(options: &RunOptions, workload: W) -> RunReport {
             driver.heal(&mut sim, now);
         }
         driver.supervise(&mut sim, now);
+        for host in std::mem::take(&mut *shared.killed.lock()) {
+            sim.bounce(host.as_str());
+        }
         match sim.step() {
             Ok(true) => break,
             Ok(false) => {}
@@ -487,6 +514,7 @@ fn run_with<W: Workload>(options: &RunOptions, workload: W) -> RunReport {
 }
 
 /// How a workload client starts.
+#[derive(Clone)]
 struct ClientStart {
     clock: Arc<SimClock>,
     /// Seed of its transaction ids (and retry jitter).
@@ -498,12 +526,17 @@ struct ClientStart {
     reuse_ids: bool,
 }
 
+/// One process of a workload client host: connects (with the ids of its generation),
+/// runs the setup if it is the first process of the host that does it, then steps the
+/// workload until the run ends — or until it dies mid-commit, when it hands its context
+/// back to `slot`, asks to be killed and waits for the end.
 async fn client_main<W: Workload>(
     cluster: SimCluster,
     workload: Arc<W>,
     mut ctx: ClientCtx,
     start: ClientStart,
     shared: Arc<Shared>,
+    slot: Arc<Mutex<Option<ClientCtx>>>,
 ) {
     let ClientStart {
         clock,
@@ -511,14 +544,21 @@ async fn client_main<W: Workload>(
         does_setup,
         reuse_ids,
     } = start;
-    let mut client = match cluster.connect(clock.clone(), id_seed, RUN_LENGTH).await {
+    // A new process, like any, draws its own transaction ids (planted bug: the dead one's).
+    let seed = if reuse_ids {
+        id_seed
+    } else {
+        id_seed ^ ctx.generation.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    };
+    let client = match cluster.connect(clock.clone(), seed, RUN_LENGTH).await {
         Ok(c) => c,
         Err(e) => {
             ctx.event(format_args!("could not connect: {e}"));
+            *shared.running.lock() -= 1;
             return;
         }
     };
-    if does_setup {
+    if does_setup && ctx.generation == 0 {
         loop {
             match workload.setup(&client).await {
                 Ok(()) => break,
@@ -527,6 +567,7 @@ async fn client_main<W: Workload>(
                     if sim_now() > RUN_LENGTH {
                         shared.fail(format!("setup never succeeded: {e}"));
                         *shared.setup_done.lock() = true;
+                        *shared.running.lock() -= 1;
                         return;
                     }
                     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -539,27 +580,23 @@ async fn client_main<W: Workload>(
     while !*shared.setup_done.lock() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let mut generation = 0u64;
     while sim_now() < RUN_LENGTH {
         workload.step(&client, &mut ctx).await;
         if std::mem::take(&mut ctx.crashed) {
-            // The process died mid-commit; a new one starts with a new connection and,
-            // like any new process, its own transaction ids.
-            generation += 1;
-            let seed = if reuse_ids {
-                id_seed
-            } else {
-                id_seed ^ generation.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            };
-            match cluster.connect(clock.clone(), seed, RUN_LENGTH).await {
-                Ok(c) => client = c,
-                Err(e) => {
-                    ctx.event(format_args!("could not reconnect: {e}"));
-                    return;
-                }
-            }
+            // The process dies: it abandoned the commit (its streams are reset as the
+            // future drops), lingers for up to 2 ms — a process on its way out — and the
+            // run loop kills every task it has left before the next step; a new process
+            // takes its place.
+            let linger = Duration::from_micros(ctx.rng.random_range(0..=2_000));
+            tokio::time::sleep(linger).await;
+            ctx.generation += 1;
+            shared.killed.lock().push(ctx.host.clone());
+            slot.lock().replace(ctx);
+            let dead: std::convert::Infallible = std::future::pending().await;
+            match dead {}
         }
     }
+    *shared.running.lock() -= 1;
 }
 
 /// The liveness check: every key the workload used accepts a write (of its own value

@@ -21,6 +21,7 @@
 //! differs between embedded and cluster).
 
 mod cache;
+mod choice;
 mod crossbar;
 pub mod encoding;
 mod faulty;
@@ -33,7 +34,8 @@ mod rocks;
 pub mod service;
 mod store;
 
-pub use cache::LatestCache;
+pub use cache::{DEFAULT_LATEST_CACHE_BYTES, LatestCache};
+pub use choice::StorageEngine;
 pub use crossbar::{Crossbar, CrossbarError, Release};
 pub use faulty::{Faulty, WriteFaults};
 pub use memory::MemoryEngine;

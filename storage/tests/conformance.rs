@@ -270,7 +270,7 @@ macro_rules! conformance {
             $(#[test] fn $case() { super::$case(&crate::rocks().store); })*
         }
         mod cached_rocksdb {
-            $(#[test] fn $case() { super::$case(&crate::cached_rocks(4).store); })*
+            $(#[test] fn $case() { super::$case(&crate::cached_rocks(64 * 200).store); })*
         }
     };
 }

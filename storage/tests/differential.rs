@@ -79,7 +79,7 @@ fn run(seed: u64) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let (mem, rocks) = (crate::memory(), crate::rocks());
     // Behind the latest-version cache, one that holds everything and one that evicts.
-    let (cached, evicting) = (crate::cached_rocks(1 << 10), crate::cached_rocks(2));
+    let (cached, evicting) = (crate::cached_rocks(64 << 20), crate::cached_rocks(64 * 100));
     let stores = [&mem.store, &rocks.store, &cached.store, &evicting.store];
     let mut model = Model::default();
     let mut horizon = 0;

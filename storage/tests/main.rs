@@ -33,14 +33,14 @@ pub fn rocks() -> Subject {
     }
 }
 
-/// A fresh RocksDB store behind a latest-version cache of `entries` entries (small sizes
-/// make it evict all the time).
-pub fn cached_rocks(entries: usize) -> Subject {
+/// A fresh RocksDB store behind a latest-version cache of `bytes` (small sizes make it
+/// evict all the time).
+pub fn cached_rocks(bytes: usize) -> Subject {
     let dir = tempfile::tempdir().unwrap();
     Subject {
         store: Box::new(LatestCache::new(
             RocksEngine::open(dir.path()).unwrap(),
-            entries,
+            bytes,
         )),
         _dir: Some(dir),
     }

@@ -22,7 +22,7 @@ use journaldb_adjudicator::{CommitRequest, PrepareRequest, TxnStatus};
 use journaldb_proto::pb::adjudicator_service_client::AdjudicatorServiceClient;
 use journaldb_proto::pb::cluster_service_client::ClusterServiceClient;
 use journaldb_proto::pb::storage_service_client::StorageServiceClient;
-use journaldb_proto::pb::{self, commit_reply, prepare_reply, status_reply};
+use journaldb_proto::pb::{self, commit_reply, prepare_reply};
 use journaldb_proto::status::ErrorKind;
 use journaldb_proto::{Clock, Limits, Mutation, PartitionId, SystemClock, Timestamp, TxnId};
 use journaldb_storage::{ScanPage, ScanRange};
@@ -144,7 +144,7 @@ async fn routing(url: &str, options: &ClientOptions) -> Result<Routing> {
             "{url}: the topology has no storage replica"
         )));
     }
-    let max = super::node::MAX_MESSAGE_BYTES;
+    let max = journaldb_proto::MAX_MESSAGE_BYTES;
     let adjudicators = placements
         .iter()
         .map(|p| {
@@ -575,7 +575,7 @@ impl Remote {
             })
             .await
             .ok()?;
-        status_of(reply.into_inner())
+        TxnStatus::from_reply(reply.into_inner())
     }
 
     /// Commit wait: until `now().earliest > ts`, so a transaction anywhere that begins
@@ -590,16 +590,6 @@ impl Remote {
             tokio::time::sleep(left.max(Duration::from_micros(50))).await;
         }
     }
-}
-
-/// A `Status` reply as a [`TxnStatus`] (`None` for an empty reply).
-pub(crate) fn status_of(reply: pb::StatusReply) -> Option<TxnStatus> {
-    Some(match reply.status? {
-        status_reply::Status::CommittedTs(ts) => TxnStatus::Committed(Timestamp::from_nanos(ts)),
-        status_reply::Status::Aborted(_) => TxnStatus::Aborted,
-        status_reply::Status::InFlight(_) => TxnStatus::InFlight,
-        status_reply::Status::TooOld(floor) => TxnStatus::TooOld(Timestamp::from_nanos(floor)),
-    })
 }
 
 fn commit_outcome(reply: pb::CommitReply) -> Result<Timestamp> {

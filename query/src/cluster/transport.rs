@@ -17,9 +17,9 @@ use tonic::transport::{Channel, Endpoint, Uri};
 /// connection whose peer vanished — a crashed host, a segment lost in a partition — is
 /// noticed within interval + timeout and replaced, so requests and storage feeds recover
 /// in seconds instead of waiting for TCP.
-pub(crate) const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+pub const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 /// How long a keep-alive ping may go unanswered.
-pub(crate) const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+pub const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A byte stream a connector returns: anything readable and writable.
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
@@ -70,7 +70,7 @@ impl Connector {
 
 /// A lazily connecting channel to `endpoint`: through `connector` if one is given, else
 /// over TCP.
-pub(crate) fn lazy_channel(endpoint: &Endpoint, connector: Option<&Connector>) -> Channel {
+pub fn lazy_channel(endpoint: &Endpoint, connector: Option<&Connector>) -> Channel {
     match connector {
         Some(connector) => connector.channel(endpoint),
         None => endpoint.connect_lazy(),

@@ -28,11 +28,11 @@ use journaldb_proto::pb::cluster_service_server::{ClusterService, ClusterService
 use journaldb_proto::pb::journal_service_client::JournalServiceClient;
 use journaldb_proto::pb::journal_service_server::JournalServiceServer;
 use journaldb_proto::pb::storage_service_server::StorageServiceServer;
-use journaldb_proto::{Clock, Limits, PartitionId, SystemClock, Timestamp, TxnId, pb};
-use journaldb_storage::service::{StorageServer, StorageServerConfig};
-use journaldb_storage::{
-    Engine, Faulty, LatestCache, MemoryEngine, RocksEngine, StorageNode, WriteFaults,
+use journaldb_proto::{
+    Clock, Limits, MAX_MESSAGE_BYTES, PartitionId, SystemClock, Timestamp, TxnId, pb,
 };
+use journaldb_storage::service::{StorageServer, StorageServerConfig};
+use journaldb_storage::{Engine, Faulty, StorageNode, WriteFaults};
 use prost::Message;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinHandle;
@@ -43,16 +43,15 @@ use tonic::transport::{
 };
 use tonic::{Request, Response, Status};
 
-use super::config::{NodeConfig, TlsFiles};
-use super::late::LateRequests;
-use super::transport::{Connector, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, lazy_channel};
-use crate::database::StorageEngine;
-use crate::error::{Error, Result};
-use crate::partition::partition_of;
+use journaldb::cluster::transport::{
+    Connector, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, lazy_channel,
+};
+use journaldb::partition::partition_of;
+use journaldb::{Error, Result, StorageEngine};
 
-/// Largest request a node accepts: a transaction's write set (≤ 10 MiB by default)
-/// with room for its framing.
-pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
+use crate::config::{NodeConfig, TlsFiles};
+use crate::late::LateRequests;
+
 /// How often an idle journal gets a heartbeat.
 const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(20);
 /// How long `shutdown` lets in-flight requests finish before dropping them.
@@ -269,7 +268,7 @@ impl Resolver {
             .await
             .ok()?
             .into_inner();
-        super::client::status_of(reply)
+        TxnStatus::from_reply(reply)
     }
 
     /// Resolves `part`'s votes undecided past the vote timeout, every `every`, for as long
@@ -322,7 +321,11 @@ impl ClusterNode {
             env.adjudicator.vote_timeout = Duration::from_millis(ms);
         }
         // The partition count is fixed at creation and checked at every start.
-        crate::manifest::Manifest::load_or_adopt(&*env.disk, &config.data_dir, config.partitions)?;
+        journaldb::manifest::Manifest::load_or_adopt(
+            &*env.disk,
+            &config.data_dir,
+            config.partitions,
+        )?;
         let tls = config.tls_files().map_err(Error::InvalidArgument)?;
         let limits = Limits::default();
         if limits.max_record_bytes() > env.journal.max_record_bytes {
@@ -420,13 +423,9 @@ impl ClusterNode {
             );
         if me.storage {
             let ids: Vec<PartitionId> = (0..config.partitions).map(PartitionId::new).collect();
-            let engine: Box<dyn Engine> = match env.storage {
-                StorageEngine::RocksDb => Box::new(LatestCache::new(
-                    RocksEngine::open(&config.data_dir.join("storage"))?,
-                    crate::database::LATEST_CACHE_ENTRIES,
-                )),
-                StorageEngine::Memory => Box::new(MemoryEngine::new()),
-            };
+            let engine = env
+                .storage
+                .open(&config.data_dir, config.latest_cache_bytes())?;
             let engine: Box<dyn Engine> = match &env.storage_faults {
                 Some(faults) => Box::new(Faulty::new(engine, faults.clone())),
                 None => engine,

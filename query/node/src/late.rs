@@ -6,7 +6,14 @@
 //! and then the original arrives and is served. Whatever it does then must agree with
 //! every answer already given: that is what the fault tests (hardening defects 2 and 6).
 //!
-//! `None` in production; nothing here runs unless a [`NodeEnv`](super::NodeEnv) carries one.
+//! `None` in production; nothing here runs unless a [`NodeEnv`](crate::NodeEnv) carries one.
+//!
+//! Limits, as a test seam: it is meant for unary requests (every adjudicator method is
+//! one) — a held request's body is read whole before the delay, so a streaming request
+//! would be held until its stream ends; the late answer is dropped (its caller is gone);
+//! the stream of the original request stays open until its caller's deadline resets it;
+//! and the detached task may outlive the node's `shutdown`, then finds its services
+//! closed (a `Closed` refusal, which is dropped like any answer).
 
 use std::convert::Infallible;
 use std::fmt;

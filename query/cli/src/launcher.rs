@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use journaldb::cluster::{NodeConfig, NodeEntry};
+use journaldb_node::{NodeConfig, NodeEntry};
 
 /// Storage replicas of a launched cluster (of the whole key space).
 const STORAGE_REPLICAS: usize = 2;
@@ -184,6 +184,7 @@ fn spawn(dir: &Path, partitions: u32, e: &NodeEntry, entries: &[NodeEntry]) -> a
         nodes: entries.to_vec(),
         tls: None,
         vote_timeout_ms: None,
+        storage_cache_mib: None,
     };
     config
         .check()

@@ -16,9 +16,7 @@ use clap::{Parser, Subcommand};
 use journaldb::{Database, ScanRange, Store};
 use journaldb_proto::Timestamp;
 
-#[path = "journaldb/launcher.rs"]
 mod launcher;
-#[path = "journaldb/shell.rs"]
 mod shell;
 
 /// journaldb: a journal-backed transactional key-value store.
@@ -304,13 +302,13 @@ async fn execute(
 /// `journaldb serve`: checks the configuration, binds, serves until SIGTERM or ctrl-c, then
 /// shuts down gracefully.
 async fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let config = journaldb::cluster::NodeConfig::load(path)?;
+    let config = journaldb_node::NodeConfig::load(path)?;
     let listen = config.me().listen.clone();
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .map_err(|e| anyhow::anyhow!("binding {listen}: {e}"))?;
     let name = config.node.clone();
-    let node = journaldb::cluster::ClusterNode::start(config, listener).await?;
+    let node = journaldb_node::ClusterNode::start(config, listener).await?;
     println!("journaldb node {name} serving on {}", node.addr());
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     // A journal that failed (an I/O error) refuses commits until a restart recovers it:

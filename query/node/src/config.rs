@@ -11,6 +11,7 @@
 //! data_dir = "./cluster/n1"
 //! partitions = 2
 //! # vote_timeout_ms = 3000   # how long an abandoned cross-partition vote holds its keys
+//! # storage_cache_mib = 64    # memory for a storage replica's cache of newest versions
 //!
 //! [[nodes]]
 //! name = "n1"
@@ -55,6 +56,11 @@ pub struct NodeConfig {
     /// between 10 and 300000.
     #[serde(default)]
     pub vote_timeout_ms: Option<u64>,
+    /// Memory, in MiB, for a storage replica's cache of each key's newest version (keys,
+    /// values and a per-entry overhead). Default 64; at most 1048576 (1 TiB); 0 caches
+    /// nothing.
+    #[serde(default)]
+    pub storage_cache_mib: Option<u64>,
 }
 
 /// TLS files, PEM, relative to the configuration file.
@@ -169,6 +175,14 @@ impl NodeConfig {
         }))
     }
 
+    /// Bytes of a storage replica's newest-version cache (`storage_cache_mib`).
+    pub fn latest_cache_bytes(&self) -> usize {
+        match self.storage_cache_mib {
+            Some(mib) => usize::try_from(mib << 20).unwrap_or(usize::MAX),
+            None => journaldb_storage::DEFAULT_LATEST_CACHE_BYTES,
+        }
+    }
+
     /// Every problem with this configuration (empty: usable).
     pub fn check(&self) -> Result<(), Vec<String>> {
         let mut problems = Vec::new();
@@ -181,6 +195,11 @@ impl NodeConfig {
         {
             problems.push(format!(
                 "vote_timeout_ms = {ms} is not between 10 and 300000"
+            ));
+        }
+        if let Some(mib) = self.storage_cache_mib.filter(|mib| *mib > 1 << 20) {
+            problems.push(format!(
+                "storage_cache_mib = {mib} is more than 1048576 (1 TiB)"
             ));
         }
         let mut names = BTreeSet::new();
@@ -314,6 +333,23 @@ mod tests {
             let problems = parse(&with(absurd)).unwrap_err();
             assert!(problems[0].contains("vote_timeout_ms"), "{problems:?}");
         }
+    }
+
+    #[test]
+    fn the_storage_cache_is_optional_and_bounded() {
+        let with = |mib: u64| {
+            GOOD.replacen(
+                "partitions = 2",
+                &format!("partitions = 2\nstorage_cache_mib = {mib}"),
+                1,
+            )
+        };
+        let config: NodeConfig = toml::from_str(&with(0)).unwrap();
+        assert_eq!(config.latest_cache_bytes(), 0);
+        let config: NodeConfig = toml::from_str(GOOD).unwrap();
+        assert_eq!(config.latest_cache_bytes(), 64 << 20);
+        let problems = parse(&with(1 << 30)).unwrap_err();
+        assert!(problems[0].contains("storage_cache_mib"), "{problems:?}");
     }
 
     #[test]

@@ -1,0 +1,20 @@
+//! # journaldb-node: a node of a journaldb cluster
+//!
+//! What `journaldb serve --config node.toml` runs (ARCHITECTURE §3, §9): a node's
+//! configuration ([`config`]: its name, data directory and the cluster's static map), the
+//! node itself ([`node`]: the journals and adjudicators of its partitions, a storage
+//! replica fed over `Tail`, the topology service and health, on one gRPC listener), and the
+//! simulation's seam for requests served past their deadline ([`late`]).
+//!
+//! It is a layer above the library (`journaldb`: `Database`, `Client`, errors) and below
+//! the command line (`journaldb-cli`): an application that embeds the library compiles
+//! none of this, and the simulation (`journaldb-sim`) runs these nodes as they run in
+//! production, with only their [`NodeEnv`] replaced.
+
+pub mod config;
+pub mod late;
+pub mod node;
+
+pub use config::{ConfigError, NodeConfig, NodeEntry, TlsConfig, TlsFiles};
+pub use late::LateRequests;
+pub use node::{ClusterNode, NodeEnv};
