@@ -28,18 +28,20 @@
 //! here: resolving through journal recovery when a coordinator's journal must be sealed
 //! (replication).
 //!
-//! Start at [`Adjudicator`] in `core.rs`; the window is in `window.rs`.
+//! Start at [`Adjudicator`] in `core/mod.rs` (its cross-partition half in `core/cross.rs`);
+//! what it takes and returns is in `protocol.rs`, the window in `window.rs`.
 
 mod core;
-mod cross;
 mod partition;
+pub mod protocol;
 mod replay;
 pub mod service;
 mod window;
 
-pub use crate::core::{
-    Adjudicator, AdjudicatorConfig, CommitDecision, CommitRequest, PlantedBug, Unavailable, Verdict,
-};
-pub use crate::cross::{PrepareDecision, PrepareRequest, StatusDecision, TxnStatus, Vote};
+pub use crate::core::{Adjudicator, AdjudicatorConfig, PlantedBug};
 pub use crate::partition::{Partition, Refusal};
+pub use crate::protocol::{
+    CommitDecision, CommitRequest, PrepareDecision, PrepareRequest, StatusDecision, TxnStatus,
+    Unavailable, Verdict, Vote,
+};
 pub use crate::replay::{ReplayError, ReplayMode};

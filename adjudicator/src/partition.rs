@@ -23,8 +23,11 @@ use journaldb_proto::{Lsn, Mutation, PartitionId, TimeInterval, Timestamp, TxnId
 use parking_lot::{Mutex, MutexGuard};
 use prost::Message;
 
-use crate::core::{Adjudicator, CommitDecision, CommitRequest, PlantedBug, Verdict};
-use crate::cross::{PrepareDecision, PrepareRequest, StatusDecision, TxnStatus};
+use crate::core::{Adjudicator, PlantedBug};
+use crate::protocol::{
+    CommitDecision, CommitRequest, PrepareDecision, PrepareRequest, StatusDecision, TxnStatus,
+    Verdict,
+};
 
 /// Why a [`Partition`] call did not commit (or vote).
 #[derive(Debug, Clone, PartialEq)]

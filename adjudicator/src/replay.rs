@@ -6,8 +6,9 @@
 //!   records set `last_write` (for this partition's keys) and the outcomes of retries;
 //!   `Decided` records set `last_write` (and a coordinator's own abort rebuilds the aborted
 //!   set, so it stays binding); `Prepared` records without a `Decided` stay
-//!   pending, to be resolved through their coordinators before serving. Only then is the
-//!   horizon computed from the clock.
+//!   pending, to be resolved through their coordinators (the node asks them in the
+//!   background while it serves; until then a pending vote refuses writers of its keys).
+//!   The horizon is computed from the clock after the replay.
 //! - [`ReplayMode::Embedded`]: a reopened embedded database has no transaction in flight,
 //!   so the conflict window is not rebuilt: the horizon is the floor (the last τ), and only
 //!   undecided `Prepared` records (after the last storage checkpoint) matter.
@@ -17,7 +18,7 @@
 use journaldb_proto::{Mutation, PartitionId, TimeInterval, Timestamp, TxnId, pb};
 
 use crate::core::{AbortMark, Adjudicator, AdjudicatorConfig};
-use crate::cross::Vote;
+use crate::protocol::Vote;
 
 /// How much state to rebuild.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

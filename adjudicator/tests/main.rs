@@ -1,4 +1,4 @@
-//! Integration tests of the adjudicator (one test binary per crate, see BUILD.md).
+//! Integration tests of the adjudicator (one test binary per crate, see docs/BUILD.md).
 
 mod cross_oracle;
 mod guards;

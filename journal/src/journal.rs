@@ -1,10 +1,11 @@
 //! [`Journal`]: opening (with recovery), appending with group commit, truncating, closing.
-//! The write path itself is in `writer.rs`, reading in `reader.rs`.
+//! The write path itself is in `writer.rs`, reading in `reader.rs`, and the state they
+//! share with the handle in `shared.rs`.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
@@ -12,41 +13,14 @@ use journaldb_proto::Lsn;
 use journaldb_sync::{Batcher, Closed, DurablePoint};
 use parking_lot::{Mutex, RwLock};
 
-use crate::disk::{DirLock, Disk};
+use crate::disk::Disk;
 use crate::error::{Error, Result};
 use crate::format::{HeaderError, SegmentHeader, frame_record};
 use crate::options::{Flusher, JournalOptions};
+use crate::reader::{Reader, Tail};
 use crate::segment::{self, Segment, Stop};
+use crate::shared::{Counters, Shared};
 use crate::writer::{Writer, create_segment};
-
-/// State shared by the journal handle, its flusher and its readers.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) dir: PathBuf,
-    pub(crate) disk: Arc<dyn Disk>,
-    pub(crate) options: JournalOptions,
-    /// Framed records waiting for the flusher; sequence numbers are Lsns.
-    pub(crate) batcher: Batcher<Bytes>,
-    /// Every Lsn below `durable.end()` is durable and indexed.
-    pub(crate) durable: DurablePoint,
-    /// Segments in Lsn order; the last is the one being written.
-    pub(crate) segments: RwLock<Vec<Arc<Segment>>>,
-    /// The I/O error that poisoned the journal, if one did.
-    poison: Mutex<Option<String>>,
-    /// Serialises prefix truncations (each deletes oldest-first, syncing after each).
-    truncation: Mutex<()>,
-    pub(crate) lock: Mutex<Option<DirLock>>,
-    /// Counters for [`Journal::stats`].
-    pub(crate) stats: Counters,
-}
-
-/// Running totals kept by the flusher.
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub(crate) batches: AtomicU64,
-    pub(crate) records: AtomicU64,
-    pub(crate) bytes: AtomicU64,
-}
 
 /// What the journal has written since it was opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -57,32 +31,6 @@ pub struct JournalStats {
     pub records: u64,
     /// Bytes written to segments (framing and padding included).
     pub bytes: u64,
-}
-
-impl Shared {
-    /// Poisons the journal: no append succeeds from now on.
-    pub(crate) fn poison(&self, cause: &str) {
-        self.poison.lock().get_or_insert_with(|| cause.to_owned());
-        self.batcher.close();
-    }
-
-    /// Called by the flusher as it exits: drops what can no longer be written and wakes
-    /// every waiter, who then learns whether the journal closed or was poisoned.
-    pub(crate) fn stop_flushing(&self) {
-        self.batcher.close();
-        while self.batcher.take_blocking(u64::MAX).is_some() {}
-        self.durable.halt();
-    }
-
-    /// The error for an operation that found the journal no longer writing.
-    pub(crate) fn stopped_error(&self) -> Error {
-        match &*self.poison.lock() {
-            Some(cause) => Error::Poisoned {
-                cause: cause.clone(),
-            },
-            None => Error::Closed,
-        }
-    }
 }
 
 /// A local, durable, append-only log of records, positioned by dense [`Lsn`]s.
@@ -362,7 +310,7 @@ impl Journal {
         let mut records = 0;
         for (i, seg) in segments.iter().enumerate() {
             let end = segments.get(i + 1).map_or(durable_end, |s| s.first_lsn);
-            crate::reader::index_segment(seg, end)?;
+            seg.build_index(end)?;
             records += end.distance_from(seg.first_lsn);
         }
         Ok(records)
@@ -386,6 +334,24 @@ impl Journal {
             Error::Closed => Ok(()),
             poisoned => Err(poisoned),
         }
+    }
+
+    /// An iterator over the durable records from `from` (which may be the durable end,
+    /// giving an empty iterator). [`Error::Truncated`] if `from` was truncated away.
+    pub fn read_from(&self, from: Lsn) -> Result<Reader> {
+        let first = self.first_lsn();
+        if from < first {
+            return Err(Error::Truncated {
+                requested: from,
+                first,
+            });
+        }
+        Ok(Reader::new(self.shared().clone(), from))
+    }
+
+    /// A tailing reader from `from`; see [`Tail`].
+    pub fn tail(&self, from: Lsn) -> Result<Tail> {
+        Ok(Tail::new(self.read_from(from)?))
     }
 }
 

@@ -30,6 +30,7 @@ mod options;
 mod reader;
 mod segment;
 pub mod service;
+mod shared;
 mod writer;
 
 pub use error::{Error, Result};

@@ -13,77 +13,7 @@ use bytes::Bytes;
 use journaldb_proto::Lsn;
 
 use crate::error::{Error, Result};
-use crate::journal::{Journal, Shared};
-use crate::segment::{self, BatchLoc, Segment, Stop};
-
-/// Builds the index of a sealed segment on first use, checking that it holds exactly the
-/// records `seg.first_lsn .. end` and nothing after them.
-pub(crate) fn index_segment(seg: &Segment, end: Lsn) -> Result<()> {
-    if seg.index.read().is_some() {
-        return Ok(());
-    }
-    let scan = segment::scan(&*seg.file, &seg.path, seg.block_size, seg.first_lsn)?;
-    let corrupt = |offset, reason| Error::Corruption {
-        segment: seg.path.clone(),
-        offset,
-        reason,
-    };
-    match scan.stop {
-        // A sealed segment ends with the zeros written ahead of its last batch.
-        Some(Stop::Invalid { offset, .. })
-            if scan.next_lsn == end && segment::is_zero_from(&*seg.file, &seg.path, offset)? => {}
-        Some(Stop::Invalid { offset, reason } | Stop::Misplaced { offset, reason }) => {
-            return Err(corrupt(offset, reason));
-        }
-        None if scan.next_lsn != end => {
-            return Err(corrupt(
-                scan.end_offset,
-                format!(
-                    "sealed segment ends at {}, but the next segment starts at {end}",
-                    scan.next_lsn
-                ),
-            ));
-        }
-        None => {}
-    }
-    *seg.index.write() = Some(scan.batches);
-    Ok(())
-}
-
-impl Shared {
-    /// The payloads of the durable batch holding `lsn`, with the Lsn of the first.
-    fn read_batch_holding(&self, lsn: Lsn) -> Result<(Lsn, Vec<Bytes>)> {
-        let (seg, end) = {
-            let segments = self.segments.read();
-            let first = segments[0].first_lsn;
-            if lsn < first {
-                return Err(Error::Truncated {
-                    requested: lsn,
-                    first,
-                });
-            }
-            let i = segments.partition_point(|s| s.first_lsn <= lsn) - 1;
-            let end = segments.get(i + 1).map(|s| s.first_lsn);
-            (segments[i].clone(), end)
-        };
-        if let Some(end) = end {
-            index_segment(&seg, end)?;
-        }
-        let loc: BatchLoc = {
-            let index = seg.index.read();
-            let batches = index.as_deref().unwrap_or_default();
-            let i = batches.partition_point(|b| b.first_lsn <= lsn);
-            match i.checked_sub(1).map(|i| batches[i]) {
-                Some(loc) if lsn < loc.end_lsn() => loc,
-                _ => unreachable!(
-                    "durable {lsn} is not in the index of {}",
-                    seg.path.display()
-                ),
-            }
-        };
-        Ok((loc.first_lsn, seg.read_batch(loc)?))
-    }
-}
+use crate::shared::Shared;
 
 /// Iterates the durable records from a position, ending at the durable end (as it is
 /// when the iterator gets there). Created by [`Journal::read_from`].
@@ -95,6 +25,15 @@ pub struct Reader {
 }
 
 impl Reader {
+    /// A reader of `shared` from `from` (checked by the caller to be readable).
+    pub(crate) fn new(shared: Arc<Shared>, from: Lsn) -> Self {
+        Reader {
+            shared,
+            next: from,
+            buffered: VecDeque::new(),
+        }
+    }
+
     /// The Lsn of the next record this reader yields.
     pub fn position(&self) -> Lsn {
         self.next
@@ -142,6 +81,11 @@ pub struct Tail {
 }
 
 impl Tail {
+    /// A tailing reader that continues `reader`.
+    pub(crate) fn new(reader: Reader) -> Self {
+        Tail { reader }
+    }
+
     /// The Lsn of the next record this tail yields.
     pub fn position(&self) -> Lsn {
         self.reader.position()
@@ -177,31 +121,5 @@ impl Tail {
                 };
             }
         }
-    }
-}
-
-impl Journal {
-    /// An iterator over the durable records from `from` (which may be the durable end,
-    /// giving an empty iterator). [`Error::Truncated`] if `from` was truncated away.
-    pub fn read_from(&self, from: Lsn) -> Result<Reader> {
-        let first = self.first_lsn();
-        if from < first {
-            return Err(Error::Truncated {
-                requested: from,
-                first,
-            });
-        }
-        Ok(Reader {
-            shared: self.shared().clone(),
-            next: from,
-            buffered: VecDeque::new(),
-        })
-    }
-
-    /// A tailing reader from `from`; see [`Tail`].
-    pub fn tail(&self, from: Lsn) -> Result<Tail> {
-        Ok(Tail {
-            reader: self.read_from(from)?,
-        })
     }
 }

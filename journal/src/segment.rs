@@ -65,6 +65,40 @@ pub struct Segment {
 }
 
 impl Segment {
+    /// Builds the index of a sealed segment on first use, checking that it holds exactly the
+    /// records `self.first_lsn .. end` and nothing after them.
+    pub(crate) fn build_index(&self, end: Lsn) -> Result<()> {
+        if self.index.read().is_some() {
+            return Ok(());
+        }
+        let scan = scan(&*self.file, &self.path, self.block_size, self.first_lsn)?;
+        let corrupt = |offset, reason| Error::Corruption {
+            segment: self.path.clone(),
+            offset,
+            reason,
+        };
+        match scan.stop {
+            // A sealed segment ends with the zeros written ahead of its last batch.
+            Some(Stop::Invalid { offset, .. })
+                if scan.next_lsn == end && is_zero_from(&*self.file, &self.path, offset)? => {}
+            Some(Stop::Invalid { offset, reason } | Stop::Misplaced { offset, reason }) => {
+                return Err(corrupt(offset, reason));
+            }
+            None if scan.next_lsn != end => {
+                return Err(corrupt(
+                    scan.end_offset,
+                    format!(
+                        "sealed segment ends at {}, but the next segment starts at {end}",
+                        scan.next_lsn
+                    ),
+                ));
+            }
+            None => {}
+        }
+        *self.index.write() = Some(scan.batches);
+        Ok(())
+    }
+
     /// Reads and checks the batch at `loc`, returning its record payloads.
     pub fn read_batch(&self, loc: BatchLoc) -> Result<Vec<Bytes>> {
         let corrupt = |reason: String| Error::Corruption {

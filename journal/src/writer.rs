@@ -23,8 +23,8 @@ use parking_lot::RwLock;
 use crate::disk::Disk;
 use crate::error::{Error, Result};
 use crate::format::{SegmentHeader, align_up, encode_batch};
-use crate::journal::Shared;
 use crate::segment::{self, BatchLoc, Segment};
+use crate::shared::Shared;
 
 /// The flusher's state: where the next batch goes.
 pub(crate) struct Writer {

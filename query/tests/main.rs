@@ -1,4 +1,4 @@
-//! Integration tests of the embedded database (one test binary per crate, see BUILD.md).
+//! Integration tests of the embedded database (one test binary per crate, see docs/BUILD.md).
 
 mod bank;
 mod cluster;

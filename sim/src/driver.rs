@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::clock::SimClock;
 use crate::cluster::{Knobs, SimCluster};
 use crate::faults::{FaultKind, Target, Window};
-use crate::run::Shared;
+use crate::recorder::Shared;
 
 /// Applies fault windows and restarts nodes that stopped.
 pub(crate) struct Driver<'a> {

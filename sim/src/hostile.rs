@@ -20,7 +20,7 @@ use rand_chacha::ChaCha8Rng;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::clock::SimClock;
-use crate::run::{RUN_LENGTH, Shared, sim_now};
+use crate::recorder::{RUN_LENGTH, Shared, sim_now};
 
 /// A timestamp: sane (near `now`), zero, the end of time, or anything.
 fn ts(rng: &mut ChaCha8Rng, now: u64) -> u64 {

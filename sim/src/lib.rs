@@ -29,6 +29,7 @@ pub mod elle;
 pub mod faults;
 mod hostile;
 pub mod net;
+pub mod recorder;
 pub mod run;
 pub mod workload;
 

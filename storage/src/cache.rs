@@ -24,7 +24,8 @@ use journaldb_proto::{LookupMap, Timestamp};
 use parking_lot::RwLock;
 
 use crate::encoding::is_latest_key;
-use crate::store::{Engine, Result};
+use crate::error::Result;
+use crate::store::Engine;
 
 const SHARDS: usize = 64;
 /// What an entry costs beyond its key and value bytes: the map slot, the boxed key's and

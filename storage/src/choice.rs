@@ -5,10 +5,11 @@ use std::path::Path;
 
 #[cfg(feature = "rocksdb")]
 use crate::cache::LatestCache;
+use crate::error::Result;
 use crate::memory::MemoryEngine;
 #[cfg(feature = "rocksdb")]
 use crate::rocks::RocksEngine;
-use crate::store::{Engine, Result};
+use crate::store::Engine;
 
 /// Which engine stores the versions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

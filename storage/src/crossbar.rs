@@ -18,48 +18,8 @@ use std::collections::{BTreeMap, VecDeque};
 
 use journaldb_proto::{Lsn, Mutation, MutationOp, PartitionId, Timestamp, pb};
 
+use crate::error::CrossbarError;
 use crate::store::{Version, WriteBatch};
-
-/// A record that breaks a journal invariant.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum CrossbarError {
-    /// A record of a journal the crossbar was not configured with.
-    #[error("{0} is not one of this crossbar's journals")]
-    UnknownJournal(PartitionId),
-    /// Lsns of a journal must be dense.
-    #[error("{journal}: got {got}, expected {expected}")]
-    LsnGap {
-        /// The journal.
-        journal: PartitionId,
-        /// The Lsn pushed.
-        got: Lsn,
-        /// The Lsn expected next.
-        expected: Lsn,
-    },
-    /// τ of a journal's records must strictly increase.
-    #[error("{journal}: {lsn} has τ {ts}, not after the previous τ {previous}")]
-    TimestampOrder {
-        /// The journal.
-        journal: PartitionId,
-        /// The record.
-        lsn: Lsn,
-        /// Its τ.
-        ts: Timestamp,
-        /// The previous record's τ.
-        previous: Timestamp,
-    },
-    /// The record cannot be decoded.
-    #[error("{journal}: {lsn} is malformed: {reason}")]
-    Malformed {
-        /// The journal.
-        journal: PartitionId,
-        /// The record.
-        lsn: Lsn,
-        /// What is wrong.
-        reason: String,
-    },
-}
 
 #[derive(Debug)]
 struct Queue {

@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use bytes::Bytes;
 use journaldb_proto::Timestamp;
 
-use crate::store::{Engine, Error, Result};
+use crate::error::{Error, Result};
+use crate::store::Engine;
 
 /// The switch of a [`Faulty`] engine; clones share it.
 #[derive(Debug, Clone, Default)]

@@ -17,8 +17,9 @@ use journaldb_proto::{Lsn, PartitionId, pb};
 use prost::Message;
 use tonic::transport::Channel;
 
+use crate::error::{Error, Result};
 use crate::node::StorageNode;
-use crate::store::{Engine, Error, Result};
+use crate::store::Engine;
 
 /// Follows `partition`'s journal through `client` into `node` until an invariant breaks
 /// (or the task is dropped). Pauses `retry` before each reconnection.

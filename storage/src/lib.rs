@@ -24,6 +24,7 @@ mod cache;
 mod choice;
 mod crossbar;
 pub mod encoding;
+mod error;
 mod faulty;
 pub mod follow;
 pub mod gc;
@@ -36,10 +37,11 @@ mod store;
 
 pub use cache::{DEFAULT_LATEST_CACHE_BYTES, LatestCache};
 pub use choice::StorageEngine;
-pub use crossbar::{Crossbar, CrossbarError, Release};
+pub use crossbar::{Crossbar, Release};
+pub use error::{CrossbarError, Error, Result};
 pub use faulty::{Faulty, WriteFaults};
 pub use memory::MemoryEngine;
 pub use node::{Checkpoint, StorageNode};
 #[cfg(feature = "rocksdb")]
 pub use rocks::{FORMAT as ROCKSDB_FORMAT, RocksEngine};
-pub use store::{Engine, Error, Result, ScanPage, ScanRange, Version, VersionStore, WriteBatch};
+pub use store::{Engine, ScanPage, ScanRange, Version, VersionStore, WriteBatch};

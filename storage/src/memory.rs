@@ -6,8 +6,9 @@ use std::ops::Bound;
 use journaldb_proto::Timestamp;
 use parking_lot::RwLock;
 
+use crate::error::Result;
 use crate::gc::GcPass;
-use crate::store::{Engine, Result};
+use crate::store::Engine;
 
 /// An ordered map in memory. Nothing survives the process; in simulation it is rebuilt
 /// from the journal after a crash.

@@ -25,7 +25,8 @@ use journaldb_sync::DurablePoint;
 use parking_lot::Mutex;
 
 use crate::crossbar::Crossbar;
-use crate::store::{Engine, Error, Result, ScanPage, ScanRange, VersionStore};
+use crate::error::{Error, Result};
+use crate::store::{Engine, ScanPage, ScanRange, VersionStore};
 
 /// A version store kept up to date from the journals.
 pub struct StorageNode<S> {

@@ -41,8 +41,9 @@ use rocksdb::{
 };
 
 use crate::encoding::{is_latest_key, latest_of_version, newest_version_key};
+use crate::error::{Error, Result};
 use crate::gc::GcPass;
-use crate::store::{Engine, Error, Result, meta_key};
+use crate::store::{Engine, meta_key};
 
 /// The layout version of what a [`RocksEngine`] stores, kept under the meta key `format`:
 /// 2 since latest-version entries are derived instead of stored. A database without the

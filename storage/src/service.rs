@@ -19,8 +19,9 @@ use journaldb_proto::status::ErrorKind;
 use journaldb_proto::{Clock, Limits, Timestamp, pb};
 use tonic::{Request, Response, Status};
 
+use crate::error::Error;
 use crate::node::StorageNode;
-use crate::store::{Engine, Error, ScanRange, VersionStore};
+use crate::store::{Engine, ScanRange, VersionStore};
 
 /// Most rows one `Scan` page may ask for.
 pub const MAX_SCAN_LIMIT: u32 = 10_000;

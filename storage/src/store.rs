@@ -15,62 +15,7 @@ use crate::encoding::{
     META_PREFIX, after_all_versions, decode_latest, decode_value_owned, decode_version_key,
     encode_latest, encode_value, key_prefix, latest_key, version_key,
 };
-
-/// Result alias for storage.
-pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// Storage errors.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// The engine failed to read or write.
-    #[error("storage I/O error: {0}")]
-    Io(String),
-    /// Stored bytes are not what this format writes.
-    #[error("corrupt storage: {0}")]
-    Corruption(String),
-    /// The request is malformed.
-    #[error("invalid argument: {0}")]
-    InvalidArgument(String),
-    /// A read at `at` timed out waiting for the watermark (one journal is behind).
-    #[error("read at {at} timed out: the watermark is at {watermark}")]
-    WatermarkTimeout {
-        /// The read timestamp.
-        at: Timestamp,
-        /// The watermark when the deadline passed.
-        watermark: Timestamp,
-    },
-    /// The storage node was closed.
-    #[error("storage node is closed")]
-    Closed,
-    /// A read below the garbage-collection horizon: the versions it needs may be gone.
-    #[error("snapshot {at} is older than the garbage-collection horizon {horizon}")]
-    SnapshotTooOld {
-        /// The read timestamp.
-        at: Timestamp,
-        /// The horizon.
-        horizon: Timestamp,
-    },
-    /// A journal record broke an invariant; nothing of it was applied.
-    #[error(transparent)]
-    Crossbar(#[from] crate::crossbar::CrossbarError),
-}
-
-impl Error {
-    /// Whether retrying may succeed: a watermark timeout (the lagging journal may catch
-    /// up) or a too-old snapshot (retry at a newer one); the rest need an operator or a
-    /// fixed request.
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            Error::WatermarkTimeout { .. } | Error::SnapshotTooOld { .. } => true,
-            Error::Io(_)
-            | Error::Corruption(_)
-            | Error::InvalidArgument(_)
-            | Error::Closed
-            | Error::Crossbar(_) => false,
-        }
-    }
-}
+use crate::error::{Error, Result};
 
 /// One version of one key.
 #[derive(Debug, Clone, PartialEq, Eq)]

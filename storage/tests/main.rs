@@ -1,4 +1,4 @@
-//! Integration tests of storage (one test binary per crate, see BUILD.md).
+//! Integration tests of storage (one test binary per crate, see docs/BUILD.md).
 
 mod conformance;
 mod crossbar;

@@ -9,7 +9,7 @@ use parking_lot::Mutex;
 use rand::Rng;
 
 use super::{Verdict, Workload, read_keys};
-use crate::run::{ClientCtx, Outcome, classify};
+use crate::recorder::{ClientCtx, Outcome, classify};
 
 /// Accounts in the bank.
 pub const ACCOUNTS: u64 = 12;

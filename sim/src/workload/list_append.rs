@@ -13,7 +13,7 @@ use rand::Rng;
 
 use super::{Verdict, Workload, read_keys};
 use crate::elle::{self, AnomalyKind, Kind, Mop, Op};
-use crate::run::{ClientCtx, Outcome, sim_now};
+use crate::recorder::{ClientCtx, Outcome, sim_now};
 
 /// Lists.
 pub const KEYS: u64 = 10;

@@ -14,7 +14,7 @@ use std::future::Future;
 use bytes::Bytes;
 use journaldb::{Client, Transaction};
 
-use crate::run::ClientCtx;
+use crate::recorder::ClientCtx;
 
 /// Which workload a run uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 use rand::Rng;
 
 use super::{Verdict, Workload, read_keys};
-use crate::run::{ClientCtx, Outcome, sim_now};
+use crate::recorder::{ClientCtx, Outcome, sim_now};
 
 /// Counters.
 pub const REGISTERS: u64 = 8;

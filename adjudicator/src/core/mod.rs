@@ -11,9 +11,12 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use bytes::Bytes;
-use journaldb_proto::{LookupMap, Lsn, Mutation, PartitionId, TimeInterval, Timestamp, TxnId, pb};
+use journaldb_proto::{LookupMap, Lsn, PartitionId, TimeInterval, Timestamp, TxnId, pb};
 
+use crate::protocol::{CommitDecision, CommitRequest, Unavailable, Verdict, Vote};
 use crate::window::ConflictWindow;
+
+mod cross;
 
 /// Settings of an adjudicator.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,92 +76,6 @@ pub enum PlantedBug {
     ForgetQueuedOutcomes,
 }
 
-/// A commit request: the write set of a transaction that read at `start_ts`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CommitRequest {
-    /// Chosen by the client; the same on every retry of this commit.
-    pub txn_id: TxnId,
-    /// τs: the snapshot the transaction read at.
-    pub start_ts: Timestamp,
-    /// The writes (non-empty; read-only transactions never reach an adjudicator).
-    pub mutations: Vec<Mutation>,
-    /// Whether the client already sent this commit and did not learn the outcome.
-    pub retry: bool,
-}
-
-/// The decision on a transaction: a value, not an error.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    /// Committed at τc.
-    Committed {
-        /// τc.
-        commit_ts: Timestamp,
-    },
-    /// Another transaction wrote `key` and committed after this one's snapshot.
-    Conflict {
-        /// One key written by both.
-        key: Bytes,
-    },
-    /// The snapshot is older than the conflict window; retry with a new snapshot.
-    TooOld,
-}
-
-/// What the caller must do with a commit request.
-#[derive(Debug, Clone, PartialEq)]
-pub enum CommitDecision {
-    /// Append `record`; once it is durable and `now().earliest > commit_ts`, answer
-    /// `Committed { commit_ts }`. The adjudicator already counts it as committed.
-    Append {
-        /// τc.
-        commit_ts: Timestamp,
-        /// The `Commit` record to append to this adjudicator's journal.
-        record: pb::Record,
-    },
-    /// Answer this verdict (for `Committed`, after commit wait). Nothing to append.
-    Verdict(Verdict),
-    /// A retry of a commit whose record is being appended: answer `Committed` once that
-    /// append is durable (and commit wait has passed).
-    InFlight {
-        /// τc of the first attempt.
-        commit_ts: Timestamp,
-    },
-    /// A retried request (`retry: true`) for a transaction this adjudicator never saw
-    /// commit, refused by `verdict`: the original request may still be on its way, so the
-    /// refusal is made binding first — append `record` (a coordinator's abort), and once it
-    /// is durable answer `verdict`. Nothing of this transaction commits afterwards.
-    AbortThen {
-        /// The refusal to answer once the abort is durable.
-        verdict: Verdict,
-        /// The `Decided` record of the abort (boxed: a rare decision should not grow
-        /// every other one).
-        record: Box<pb::Record>,
-    },
-    /// Refused for now, nothing changed; the client may retry.
-    Unavailable(Unavailable),
-    /// A retry whose outcome this adjudicator no longer remembers: the transaction may
-    /// have committed. The client must not re-run it.
-    Unknown,
-    /// The request is malformed; nothing changed.
-    Invalid(String),
-}
-
-/// Why a request was refused with nothing changed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Unavailable {
-    /// τs (or the τc it would need) is too far ahead of this adjudicator's clock.
-    SkewGuard {
-        /// The offending timestamp.
-        ts: Timestamp,
-        /// The latest this adjudicator accepts now.
-        limit: Timestamp,
-    },
-    /// An append failed; this adjudicator has stepped down and decides nothing more.
-    SteppedDown,
-    /// The coordinator aborted the transaction for good before it committed (asked
-    /// `Status`, or refused a retry): it did not commit and may be re-run.
-    AbortedByResolution,
-}
-
 /// A committed outcome kept for idempotent retries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Outcome {
@@ -198,7 +115,7 @@ pub struct Adjudicator {
     /// Keys prepared by undecided cross-partition transactions (participant side).
     pub(crate) pending: BTreeMap<Bytes, TxnId>,
     /// Undecided cross-partition transactions this partition voted for.
-    pub(crate) prepared: BTreeMap<TxnId, crate::cross::Vote>,
+    pub(crate) prepared: BTreeMap<TxnId, Vote>,
     /// Transactions whose vote here was decided, by the τ of the `Decided` record (in that
     /// order, for pruning with the outcomes): a `Prepare` repeated after the decision is
     /// refused instead of casting a second, undecidable vote.
@@ -337,7 +254,7 @@ impl Adjudicator {
 
     /// Removes this partition's undecided vote for `txn_id`, if any, and frees the keys it
     /// holds pending.
-    pub(crate) fn remove_vote(&mut self, txn_id: TxnId) -> Option<crate::cross::Vote> {
+    pub(crate) fn remove_vote(&mut self, txn_id: TxnId) -> Option<Vote> {
         let vote = self.prepared.remove(&txn_id)?;
         for k in &vote.keys {
             if self.pending.get(k) == Some(&txn_id) {
@@ -604,6 +521,8 @@ impl Adjudicator {
 
 #[cfg(test)]
 mod tests {
+    use journaldb_proto::Mutation;
+
     use super::*;
 
     fn ts(n: u64) -> Timestamp {

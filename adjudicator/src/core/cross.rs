@@ -22,115 +22,13 @@
 //! partitions (the services and the transaction), and coordinator epochs beyond recording
 //! them.
 
-use bytes::Bytes;
-use journaldb_proto::{Epoch, Mutation, PartitionId, TimeInterval, Timestamp, TxnId, pb};
+use journaldb_proto::{Mutation, PartitionId, TimeInterval, Timestamp, TxnId, pb};
 
-use crate::core::{Adjudicator, CommitDecision, Unavailable, Verdict};
-
-/// A participant's undecided vote.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Vote {
-    /// The vote τ (also the `Prepared` record's τ).
-    pub vote_ts: Timestamp,
-    /// The keys prepared here.
-    pub keys: Vec<Bytes>,
-    /// The coordinator to ask if no decision arrives.
-    pub coordinator: PartitionId,
-    /// When it was cast (`now().latest` then; the vote τ after a replay): the vote is
-    /// resolved by asking the coordinator once it is older than the vote timeout.
-    pub cast_at: Timestamp,
-}
-
-/// A `Prepare` for the keys of one participant.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PrepareRequest {
-    /// The transaction.
-    pub txn_id: TxnId,
-    /// Its snapshot τs.
-    pub start_ts: Timestamp,
-    /// The keys it writes in this participant's partition.
-    pub keys: Vec<Bytes>,
-    /// The coordinating partition.
-    pub coordinator: PartitionId,
-    /// The coordinator's epoch; only that epoch may append the `Commit`.
-    pub coordinator_epoch: Epoch,
-}
-
-/// What a participant does with a `Prepare`.
-#[derive(Debug, Clone, PartialEq)]
-pub enum PrepareDecision {
-    /// Append this `Prepared` record; once durable, reply with `vote_ts`.
-    Append {
-        /// The vote.
-        vote_ts: Timestamp,
-        /// The `Prepared` record.
-        record: pb::Record,
-    },
-    /// Already voted (a retried `Prepare`): reply with the same vote.
-    Voted {
-        /// The vote given before.
-        vote_ts: Timestamp,
-    },
-    /// No vote: the transaction must abort (a conflict, `TooOld`, skew, stepped down…).
-    Refused(CommitDecision),
-}
-
-/// A coordinator's answer to `Status`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TxnStatus {
-    /// Committed at τc, durably.
-    Committed(Timestamp),
-    /// The `Commit` (or the abort) is being appended: ask again.
-    InFlight,
-    /// Aborted, durably (possibly decided just now, by this question): it never commits.
-    Aborted,
-    /// Unknown: the transaction's τs is below the coordinator's horizon, so it may have
-    /// committed and its outcome been forgotten since. Never a reason to re-run it. It
-    /// carries the coordinator's floor: no commit of the transaction can come after it (its
-    /// τs is below the horizon), and any earlier one had a commit τ at or below it — so a
-    /// participant may decide its vote as committed at the floor, conservatively.
-    TooOld(Timestamp),
-}
-
-impl TxnStatus {
-    /// The `Status` reply that carries this answer over the wire.
-    pub fn into_reply(self) -> pb::StatusReply {
-        use pb::status_reply::Status as S;
-        let status = match self {
-            TxnStatus::Committed(ts) => S::CommittedTs(ts.as_nanos()),
-            TxnStatus::Aborted => S::Aborted(pb::Aborted {}),
-            TxnStatus::InFlight => S::InFlight(pb::Aborted {}),
-            TxnStatus::TooOld(floor) => S::TooOld(floor.as_nanos()),
-        };
-        pb::StatusReply {
-            status: Some(status),
-        }
-    }
-
-    /// The answer a `Status` reply carries; `None` for an empty reply (a peer that sent
-    /// no answer, which a caller treats as no answer at all).
-    pub fn from_reply(reply: pb::StatusReply) -> Option<TxnStatus> {
-        use pb::status_reply::Status as S;
-        Some(match reply.status? {
-            S::CommittedTs(ts) => TxnStatus::Committed(Timestamp::from_nanos(ts)),
-            S::Aborted(_) => TxnStatus::Aborted,
-            S::InFlight(_) => TxnStatus::InFlight,
-            S::TooOld(floor) => TxnStatus::TooOld(Timestamp::from_nanos(floor)),
-        })
-    }
-}
-
-/// What a coordinator does with a `Status` question.
-#[derive(Debug, Clone, PartialEq)]
-pub enum StatusDecision {
-    /// The answer.
-    Known(TxnStatus),
-    /// Undecided: it is aborted now. Append this `Decided` record; once it is durable the
-    /// answer is [`TxnStatus::Aborted`] (until then, other askers hear `InFlight`).
-    Abort(pb::Record),
-    /// Not answered, nothing changed (stepped down, or the τ is beyond the skew guard).
-    Refused(CommitDecision),
-}
+use super::{Adjudicator, PlantedBug};
+use crate::protocol::{
+    CommitDecision, PrepareDecision, PrepareRequest, StatusDecision, TxnStatus, Unavailable,
+    Verdict, Vote,
+};
 
 impl Adjudicator {
     /// Participant, step 2: votes on `req` (at most once per txn_id).
@@ -164,9 +62,7 @@ impl Adjudicator {
             return PrepareDecision::Refused(refused);
         }
         if let Some(key) = self.conflict(req.txn_id, req.start_ts, &req.keys) {
-            return PrepareDecision::Refused(CommitDecision::Verdict(
-                crate::core::Verdict::Conflict { key },
-            ));
+            return PrepareDecision::Refused(CommitDecision::Verdict(Verdict::Conflict { key }));
         }
         let vote_ts = self.take_ts(self.floor().next().max(req.start_ts.next()));
         for k in &req.keys {
@@ -216,8 +112,7 @@ impl Adjudicator {
         if let Some(known) = self.known_outcome(txn_id) {
             return known;
         }
-        let ignore_marks =
-            self.config().planted_bug == Some(crate::core::PlantedBug::IgnoreAbortMarks);
+        let ignore_marks = self.config().planted_bug == Some(PlantedBug::IgnoreAbortMarks);
         if let Some(refused) = self.abort_mark_refusal(txn_id)
             && !ignore_marks
         {
@@ -406,7 +301,7 @@ impl Adjudicator {
     /// Undecided votes cast more than the vote timeout before `now`: the ones to resolve
     /// by asking their coordinators (`Status` with the vote τ as the bound).
     pub fn overdue(&self, now: TimeInterval) -> Vec<(TxnId, Vote)> {
-        if self.config().planted_bug == Some(crate::core::PlantedBug::NoVoteTimeout) {
+        if self.config().planted_bug == Some(PlantedBug::NoVoteTimeout) {
             return Vec::new();
         }
         let cutoff = now.earliest.saturating_sub(self.config().vote_timeout);
@@ -420,8 +315,12 @@ impl Adjudicator {
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+    use journaldb_proto::Epoch;
+
     use super::*;
-    use crate::core::{AdjudicatorConfig, Verdict};
+    use crate::core::AdjudicatorConfig;
+    use crate::protocol::CommitRequest;
 
     fn ts(n: u64) -> Timestamp {
         Timestamp::from_nanos(n)
@@ -519,7 +418,7 @@ mod tests {
             CommitDecision::Unavailable(Unavailable::AbortedByResolution)
         );
         // Binding for single-partition commits too (hardening defect 2).
-        let single = crate::core::CommitRequest {
+        let single = CommitRequest {
             txn_id: TxnId::new(9),
             start_ts: ts(50),
             mutations: vec![Mutation::put("k", "v")],
