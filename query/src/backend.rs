@@ -15,15 +15,11 @@ use journaldb_adjudicator::{CommitRequest, PrepareRequest, TxnStatus};
 
 use journaldb_proto::{Clock, Limits, Mutation, PartitionId, TimeInterval, Timestamp, TxnId};
 use journaldb_storage::{ScanPage, ScanRange, VersionStore};
-use parking_lot::Mutex;
-use rand::{Rng, RngCore};
-use rand_chacha::ChaCha8Rng;
 
-use crate::cluster::client::Remote;
-use crate::database::Inner;
+use crate::cluster::remote::Remote;
+use crate::embedded::Inner;
 use crate::error::{Error, Result};
-use crate::retry::{RetryBudget, RetryPolicy};
-use crate::transaction::Transaction;
+use crate::retry::{RetryPolicy, RetryState};
 
 /// The roles a transaction talks to.
 #[derive(Clone)]
@@ -32,41 +28,6 @@ pub(crate) enum Backend {
     Embedded(Arc<Inner>),
     /// A cluster, over gRPC.
     Cluster(Arc<Remote>),
-}
-
-/// What retrying needs, the same for both backends.
-pub(crate) struct RetryState {
-    pub(crate) policy: RetryPolicy,
-    pub(crate) budget: RetryBudget,
-    /// Jitter, from the handle's seed.
-    pub(crate) rng: Mutex<ChaCha8Rng>,
-    /// Transaction ids: from 256 bits of OS entropy drawn when the handle was made (so two
-    /// handles, two processes or a restarted one never share a stream, whatever their
-    /// seeds), or from an explicit id seed in simulation, where runs must replay.
-    ids: Mutex<ChaCha8Rng>,
-}
-
-impl RetryState {
-    /// Retry state with jitter from `seed`; ids from the OS unless `id_seed` is given.
-    pub(crate) fn new(policy: RetryPolicy, seed: u64, id_seed: Option<u64>) -> Result<Self> {
-        let ids = match id_seed {
-            Some(id_seed) => rand::SeedableRng::seed_from_u64(id_seed),
-            None => <ChaCha8Rng as rand::SeedableRng>::try_from_os_rng()
-                .map_err(|e| Error::Io(format!("reading OS entropy for transaction ids: {e}")))?,
-        };
-        Ok(RetryState {
-            budget: RetryBudget::new(&policy),
-            policy,
-            rng: Mutex::new(rand::SeedableRng::seed_from_u64(seed)),
-            ids: Mutex::new(ids),
-        })
-    }
-
-    /// A fresh transaction id.
-    pub(crate) fn txn_id(&self) -> TxnId {
-        let mut rng = self.ids.lock();
-        TxnId::new((u128::from(rng.next_u64()) << 64) | u128::from(rng.random::<u64>()))
-    }
 }
 
 impl Backend {
@@ -91,7 +52,7 @@ impl Backend {
         }
     }
 
-    fn retry(&self) -> &RetryState {
+    pub(crate) fn retry(&self) -> &RetryState {
         match self {
             Backend::Embedded(db) => &db.retry,
             Backend::Cluster(c) => &c.retry,
@@ -106,9 +67,9 @@ impl Backend {
         }
     }
 
-    /// A new transaction at `start_ts`.
-    pub(crate) fn transaction(&self, start_ts: Timestamp) -> Transaction {
-        Transaction::new(self.clone(), self.retry().txn_id(), start_ts)
+    /// A fresh transaction id.
+    pub(crate) fn txn_id(&self) -> TxnId {
+        self.retry().txn_id()
     }
 
     pub(crate) async fn get(&self, key: &[u8], at: Timestamp) -> Result<Option<Bytes>> {
@@ -163,7 +124,7 @@ impl Backend {
                 .part(p)
                 .prepare(db.clock.now(), req)
                 .await
-                .map_err(crate::transaction::refusal),
+                .map_err(crate::error::refusal),
             Backend::Cluster(c) => c.prepare(p, req).await,
         }
     }
@@ -189,7 +150,7 @@ impl Backend {
                     participants,
                 )
                 .await
-                .map_err(crate::transaction::refusal),
+                .map_err(crate::error::refusal),
             Backend::Cluster(c) => {
                 c.commit_prepared(p, txn_id, start_ts, votes, mutations, participants)
                     .await
@@ -209,7 +170,7 @@ impl Backend {
                 .part(p)
                 .decide(db.clock.now(), txn_id, outcome, false)
                 .await
-                .map_err(crate::transaction::refusal),
+                .map_err(crate::error::refusal),
             Backend::Cluster(c) => c.decide(p, txn_id, outcome).await,
         }
     }
@@ -292,51 +253,3 @@ impl Backend {
 
 /// Most attempts at delivering one `Decide`.
 const DECIDE_ATTEMPTS: u32 = 3;
-
-/// `transact` for both backends: runs `f` in a transaction and commits it, re-running it on
-/// retryable errors with full-jitter backoff while the retry budget allows; after
-/// `CommitUnknown`, learns the outcome by txn id (re-sending a single-partition commit,
-/// asking a cross-partition coordinator) and never re-runs a transaction that may have
-/// committed: every abort it re-runs after is binding at the adjudicator.
-pub(crate) async fn transact<T>(
-    backend: Backend,
-    mut f: impl AsyncFnMut(&mut Transaction) -> Result<T>,
-) -> Result<T> {
-    let mut attempt = 1;
-    let mut fresh = false;
-    loop {
-        // After a conflict, the retry reads at `now`, which includes the conflicting
-        // write (it committed at or below our old τc < now): reads then wait for it to
-        // be applied instead of conflicting with it again.
-        let start_ts = if fresh {
-            backend.now().latest
-        } else {
-            backend.start_ts()
-        };
-        let mut tx = backend.transaction(start_ts);
-        let outcome = match f(&mut tx).await {
-            // After `CommitUnknown` the commit learns the outcome by txn id: the closure is
-            // re-run only for a definite, binding abort.
-            Ok(value) => tx.commit_learning_outcome().await.map(|_| value),
-            Err(e) => Err(e),
-        };
-        let retry = backend.retry();
-        match outcome {
-            Ok(value) => {
-                retry.budget.on_success();
-                return Ok(value);
-            }
-            Err(e)
-                if e.is_retryable()
-                    && attempt < retry.policy.max_attempts
-                    && retry.budget.try_take() =>
-            {
-                fresh = matches!(e, Error::Conflict { .. } | Error::SnapshotTooOld);
-                let pause = retry.policy.backoff(attempt, &mut *retry.rng.lock());
-                tokio::time::sleep(pause).await;
-                attempt += 1;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}

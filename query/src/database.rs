@@ -7,7 +7,7 @@
 //! The commit path of a single-partition transaction: the partition's adjudicator decides
 //! and the `Commit` record is queued on its journal under one lock (so journal order is τ
 //! order); the lock is released; the append becomes durable (the commit point) and storage
-//! applies it; commit wait; acknowledge (`visibility.rs`: the commit is woken once, by
+//! applies it; commit wait; acknowledge (`embedded/visibility.rs`: the commit is woken once, by
 //! storage's watermark, which implies durability). Cross-partition: durable `Prepared` on
 //! each participant, one `Commit` in the coordinator's journal, `Decided` on each
 //! participant (not waited for).
@@ -22,116 +22,28 @@
 //! newest checkpoint whose records are all older than the retention window (§5).
 
 use std::collections::VecDeque;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::time::Duration;
 
-use journaldb_adjudicator::{Adjudicator, AdjudicatorConfig, Partition, ReplayMode, TxnStatus};
-use journaldb_journal::disk::{DirLock, Disk, RealDisk};
-use journaldb_journal::{Journal, JournalOptions};
-use journaldb_proto::{Clock, EmbeddedClock, Limits, Lsn, PartitionId, Timestamp, TxnId, pb};
-use journaldb_storage::{
-    Checkpoint, DEFAULT_LATEST_CACHE_BYTES, Engine, StorageEngine, StorageNode, VersionStore,
-};
+use journaldb_adjudicator::{Adjudicator, AdjudicatorConfig, Partition, ReplayMode};
+use journaldb_journal::Journal;
+use journaldb_journal::disk::{Disk, RealDisk};
+use journaldb_proto::{Clock, EmbeddedClock, Lsn, PartitionId, Timestamp, pb};
+use journaldb_storage::{Checkpoint, Engine, StorageNode, VersionStore};
 use prost::Message;
 use rand::TryRngCore;
-use tokio::task::JoinHandle;
 
-use crate::backend::{Backend, RetryState};
+use crate::backend::Backend;
 use crate::closable::Closable;
+use crate::embedded::Inner;
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;
 use crate::nosync::NoSync;
+use crate::options::{Options, SyncMode};
 use crate::partition::partition_of;
-use crate::retry::RetryPolicy;
+use crate::retry::RetryState;
 use crate::transaction::Transaction;
-
-/// Whether commits wait for the journal's fsync.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SyncMode {
-    /// A commit is acknowledged once its record is fsynced (default).
-    #[default]
-    Fsync,
-    /// No fsync: an OS crash or power loss may lose acknowledged commits (a process crash
-    /// does not). For tests and data that can be rebuilt.
-    None,
-}
-
-/// Settings of an embedded database.
-#[derive(Debug, Clone)]
-pub struct Options {
-    /// Partitions (adjudicators with a journal each). Fixed at creation: `None` means 1 for
-    /// a new database and the stored count for an existing one. On one disk one journal
-    /// is fastest — its group commit batches every concurrent commit into one fsync, where
-    /// N journals pay N fsyncs (docs/BENCHMARKS.md); more partitions spread adjudication
-    /// and exercise the cross-partition protocol a cluster uses.
-    pub partitions: Option<u32>,
-    /// Durability of commits.
-    pub sync: SyncMode,
-    /// Size and age limits.
-    pub limits: Limits,
-    /// How long a read waits for the storage watermark before `Unavailable`.
-    pub read_timeout: Duration,
-    /// How `transact` retries.
-    pub retry: RetryPolicy,
-    /// Seed of retry jitter; `None` draws one from the OS.
-    pub seed: Option<u64>,
-    /// Seed of transaction ids, for simulation and tests that must replay. `None` (the
-    /// default, and the only safe choice in production) draws them from the OS, so no two
-    /// handles — in one process or after a restart — ever reuse an id and read another
-    /// transaction's outcome.
-    pub txn_id_seed: Option<u64>,
-    /// How long a cross-partition vote may stay undecided (its transaction's client gone
-    /// or its future dropped mid-commit) before the participant asks the coordinator and
-    /// records the answer, freeing the keys. Default 3 s.
-    pub vote_timeout: Duration,
-    /// Where the journals live: the real file system (default, `None`), or another
-    /// [`Disk`] — the crash-testing disk in tests, the simulated disk in simulation.
-    pub disk: Option<Arc<dyn Disk>>,
-    /// The storage engine.
-    pub storage: StorageEngine,
-    /// Memory for the RocksDB engine's cache of each key's newest version, in bytes
-    /// (keys, values and a per-entry overhead). Default 64 MiB.
-    pub latest_cache_bytes: usize,
-    /// How far back `snapshot_at` can read (and how long journal records are kept after
-    /// storage has them). At least `limits.max_txn_age`; default 5 minutes.
-    pub retention: Duration,
-    /// How often storage checkpoints, collects garbage and lets the journals truncate.
-    /// Default 10 s.
-    pub checkpoint_interval: Duration,
-    /// A checkpoint also happens once the journals have grown by this many bytes since the
-    /// last one, which bounds what a reopen after a crash replays. Default 16 MiB.
-    pub checkpoint_bytes: u64,
-    /// Settings of every partition's journal (segment size, batching, record limit).
-    pub journal: JournalOptions,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            partitions: None,
-            sync: SyncMode::Fsync,
-            limits: Limits::default(),
-            read_timeout: Duration::from_secs(5),
-            retry: RetryPolicy::default(),
-            seed: None,
-            txn_id_seed: None,
-            vote_timeout: Duration::from_secs(3),
-            disk: None,
-            storage: StorageEngine::RocksDb,
-            latest_cache_bytes: DEFAULT_LATEST_CACHE_BYTES,
-            retention: Duration::from_secs(5 * 60),
-            checkpoint_interval: Duration::from_secs(10),
-            checkpoint_bytes: 16 << 20,
-            // 16 MiB segments: a reopen scans the last one whole, so this bounds it.
-            journal: JournalOptions {
-                segment_bytes: 16 << 20,
-                ..JournalOptions::default()
-            },
-        }
-    }
-}
 
 /// A snapshot of the database's state, for operators (`journaldb stats`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,32 +70,6 @@ pub struct JournalStats {
     pub batches: u64,
     /// Since open: records made durable.
     pub records: u64,
-}
-
-/// What a successful commit reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CommitInfo {
-    /// τc; for a read-only transaction, its snapshot τs.
-    pub commit_ts: Timestamp,
-}
-
-pub(crate) struct Inner {
-    pub(crate) dir: PathBuf,
-    pub(crate) partitions: u32,
-    pub(crate) options: Options,
-    pub(crate) clock: EmbeddedClock,
-    pub(crate) parts: Vec<Partition>,
-    pub(crate) node: Arc<StorageNode<Closable>>,
-    pub(crate) tailers: parking_lot::Mutex<Vec<JoinHandle<Result<()>>>>,
-    maintenance: parking_lot::Mutex<Option<JoinHandle<()>>>,
-    /// The first error of a maintenance round, reported by `close`.
-    pub(crate) maintenance_error: parking_lot::Mutex<Option<Error>>,
-    /// The newest acknowledged commit τ, in nanoseconds: a floor for new snapshots.
-    pub(crate) acknowledged: AtomicU64,
-    /// Retry policy, budget and the seeded RNG of transaction ids and jitter.
-    pub(crate) retry: RetryState,
-    /// Released by `close` (or when the last clone is dropped).
-    lock: parking_lot::Mutex<Option<DirLock>>,
 }
 
 /// An embedded journaldb database. Cheap to clone; every clone is the same database.
@@ -324,7 +210,7 @@ impl Database {
             inner.tailers.lock().push(feed);
         }
         let history: VecDeque<Checkpoint> = opened_at.transpose()?.into_iter().collect();
-        let task = tokio::spawn(crate::maintenance::maintain(
+        let task = tokio::spawn(crate::embedded::maintenance::maintain(
             Arc::downgrade(&inner),
             history,
         ));
@@ -334,7 +220,7 @@ impl Database {
 
     /// Begins a transaction reading at now.
     pub fn begin(&self) -> Transaction {
-        self.backend().transaction(self.inner.start_ts())
+        Transaction::at(self.backend(), self.inner.start_ts())
     }
 
     /// A read-only view as of `ts` (time travel), for any `ts` within the retention window
@@ -348,7 +234,7 @@ impl Database {
         if ts < self.inner.node.gc_horizon() {
             return Err(Error::SnapshotTooOld);
         }
-        Ok(self.backend().transaction(ts))
+        Ok(Transaction::at(self.backend(), ts))
     }
 
     /// Runs a maintenance round now (see the module docs) and then compacts storage
@@ -396,7 +282,7 @@ impl Database {
         F: AsyncFnMut(&mut Transaction) -> Result<T>,
     {
         // An owned handle, so the future borrows nothing from the caller (spawnable).
-        crate::backend::transact(self.backend(), f)
+        crate::transaction::transact(self.backend(), f)
     }
 
     pub(crate) fn backend(&self) -> Backend {
@@ -454,49 +340,12 @@ impl Database {
     }
 }
 
-impl Inner {
-    pub(crate) fn part(&self, p: PartitionId) -> &Partition {
-        &self.parts[p.get() as usize]
-    }
-
-    /// Resolves votes left undecided by a crash: every coordinator is local, so ask it.
-    async fn resolve_undecided(&self) -> Result<()> {
-        for part in &self.parts {
-            let undecided: Vec<(TxnId, PartitionId, Timestamp)> = {
-                let adj = part.adjudicator();
-                adj.undecided()
-                    .map(|(id, v)| (id, v.coordinator, v.vote_ts))
-                    .collect()
-            };
-            for (txn, coordinator, bound) in undecided {
-                let now = self.clock.now();
-                let coordinator = self.parts.get(coordinator.get() as usize).ok_or_else(|| {
-                    Error::Corruption(format!(
-                        "{txn}: a vote names {coordinator}, which does not exist"
-                    ))
-                })?;
-                let outcome = match coordinator.status(now, txn, bound).await {
-                    Ok(TxnStatus::Committed(ts)) => Some(ts),
-                    Ok(TxnStatus::Aborted) => None,
-                    // Nothing is in flight while opening, and the horizon is the floor:
-                    // a vote below it is left to the background resolution.
-                    Ok(TxnStatus::InFlight) => continue,
-                    // Possibly committed and forgotten: committed at the floor, for the
-                    // conflict window's sake (conservative: at worst a spurious conflict).
-                    Ok(TxnStatus::TooOld(floor)) => Some(floor),
-                    Err(refusal) => return Err(crate::transaction::refusal(refusal)),
-                };
-                part.decide_resolved(now, txn, outcome, true)
-                    .await
-                    .map_err(crate::transaction::refusal)?;
-            }
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use journaldb_adjudicator::TxnStatus;
+    use journaldb_proto::TxnId;
+    use journaldb_storage::StorageEngine;
+
     use super::*;
 
     #[test]

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use journaldb_adjudicator::{CommitDecision, Refusal, Unavailable, Verdict};
 use journaldb_proto::LimitExceeded;
 
 /// Result alias for journaldb.
@@ -125,6 +126,36 @@ impl From<journaldb_storage::Error> for Error {
             S::Corruption(_) | S::Crossbar(_) => Error::Corruption(msg),
             S::InvalidArgument(_) => Error::InvalidArgument(msg),
             _ => Error::Io(msg),
+        }
+    }
+}
+
+/// The error a refused [`journaldb_adjudicator::Partition`] call becomes.
+pub(crate) fn refusal(r: Refusal) -> Error {
+    match r {
+        Refusal::Decision(d) => map_verdict(d),
+        Refusal::AppendFailed => Error::CommitUnknown,
+    }
+}
+
+fn map_verdict(d: CommitDecision) -> Error {
+    match d {
+        CommitDecision::Verdict(Verdict::Conflict { key }) => Error::Conflict { key },
+        CommitDecision::Verdict(Verdict::TooOld) => Error::SnapshotTooOld,
+        CommitDecision::Unknown | CommitDecision::InFlight { .. } => Error::CommitUnknown,
+        CommitDecision::Unavailable(Unavailable::SteppedDown) => Error::Unavailable {
+            reason: "the partition's adjudicator stepped down after a journal failure; reopen the database".into(),
+            retry_after: None,
+        },
+        CommitDecision::Unavailable(u) => Error::Unavailable {
+            reason: format!("{u:?}"),
+            retry_after: None,
+        },
+        CommitDecision::Invalid(m) => Error::InvalidArgument(m),
+        CommitDecision::Verdict(Verdict::Committed { .. })
+        | CommitDecision::Append { .. }
+        | CommitDecision::AbortThen { .. } => {
+            Error::InvalidArgument("unexpected commit decision".into())
         }
     }
 }

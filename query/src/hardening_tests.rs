@@ -8,11 +8,13 @@ use journaldb_adjudicator::{CommitRequest, PrepareRequest, TxnStatus};
 use journaldb_proto::{Clock, Epoch, Mutation, PartitionId, TxnId};
 
 use crate::StorageEngine;
-use crate::backend::{Backend, RetryState};
-use crate::database::{Database, Options};
+use crate::backend::Backend;
+use crate::Options;
+use crate::database::Database;
 use crate::error::Error;
 use crate::partition::partition_of;
 use crate::retry::RetryPolicy;
+use crate::retry::RetryState;
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()

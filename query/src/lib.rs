@@ -19,31 +19,36 @@
 //! (`journaldb-node`) or the command line (`journaldb-cli`, the `journaldb` binary): an
 //! application that embeds this crate compiles no server, configuration-file or CLI code.
 //!
-//! Start at [`Database`] (`database.rs`) and [`Transaction`] (`transaction.rs`); the pieces
-//! they use are [`partition`], [`manifest`], [`tailer`] and [`retry`]; the cluster client
-//! is in [`cluster`].
+//! Start at [`Database`] (`database.rs`) and [`Transaction`] (`transaction.rs`, with
+//! `transact`). A transaction runs over a `Backend` (`backend.rs`) whose two arms are
+//! peers with the same verbs: the roles in this process (`embedded/`: the database's
+//! internals, its visibility waits and maintenance) and a cluster over gRPC
+//! (`cluster/remote.rs`, behind [`Client`]). Below them: [`Options`], [`Error`] (with the
+//! classification of the adjudicator's refusals), [`retry`], [`partition`], [`manifest`]
+//! and [`tailer`]. No file imports a file that imports it back (`.ci/layers.rs` checks).
 
 mod backend;
 mod closable;
 pub mod cluster;
 mod database;
+mod embedded;
 mod error;
 #[cfg(test)]
 mod hardening_tests;
-mod maintenance;
 pub mod manifest;
 mod nosync;
+mod options;
 pub mod partition;
 pub mod retry;
 mod store;
 pub mod tailer;
 mod transaction;
-mod visibility;
 
 pub use cluster::{Client, ClientOptions};
-pub use database::{CommitInfo, Database, JournalStats, Options, Stats, SyncMode};
+pub use database::{Database, JournalStats, Stats};
 pub use error::{Error, Result};
 pub use journaldb_journal::JournalOptions;
 pub use journaldb_storage::{ScanPage, ScanRange, StorageEngine};
+pub use options::{Options, SyncMode};
 pub use store::Store;
-pub use transaction::Transaction;
+pub use transaction::{CommitInfo, Transaction};

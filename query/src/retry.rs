@@ -8,8 +8,12 @@
 
 use std::time::Duration;
 
+use journaldb_proto::TxnId;
 use parking_lot::Mutex;
-use rand::Rng;
+use rand::{Rng, RngCore};
+use rand_chacha::ChaCha8Rng;
+
+use crate::error::{Error, Result};
 
 /// Retry settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -106,6 +110,41 @@ impl RetryBudget {
     /// Tokens now in the bucket.
     pub fn tokens(&self) -> f64 {
         *self.tokens.lock()
+    }
+}
+
+/// What retrying needs, the same for both backends.
+pub(crate) struct RetryState {
+    pub(crate) policy: RetryPolicy,
+    pub(crate) budget: RetryBudget,
+    /// Jitter, from the handle's seed.
+    pub(crate) rng: Mutex<ChaCha8Rng>,
+    /// Transaction ids: from 256 bits of OS entropy drawn when the handle was made (so two
+    /// handles, two processes or a restarted one never share a stream, whatever their
+    /// seeds), or from an explicit id seed in simulation, where runs must replay.
+    ids: Mutex<ChaCha8Rng>,
+}
+
+impl RetryState {
+    /// Retry state with jitter from `seed`; ids from the OS unless `id_seed` is given.
+    pub(crate) fn new(policy: RetryPolicy, seed: u64, id_seed: Option<u64>) -> Result<Self> {
+        let ids = match id_seed {
+            Some(id_seed) => rand::SeedableRng::seed_from_u64(id_seed),
+            None => <ChaCha8Rng as rand::SeedableRng>::try_from_os_rng()
+                .map_err(|e| Error::Io(format!("reading OS entropy for transaction ids: {e}")))?,
+        };
+        Ok(RetryState {
+            budget: RetryBudget::new(&policy),
+            policy,
+            rng: Mutex::new(rand::SeedableRng::seed_from_u64(seed)),
+            ids: Mutex::new(ids),
+        })
+    }
+
+    /// A fresh transaction id.
+    pub(crate) fn txn_id(&self) -> TxnId {
+        let mut rng = self.ids.lock();
+        TxnId::new((u128::from(rng.next_u64()) << 64) | u128::from(rng.random::<u64>()))
     }
 }
 

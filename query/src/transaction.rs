@@ -4,16 +4,20 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
-use journaldb_adjudicator::{
-    CommitDecision, CommitRequest, PrepareRequest, Refusal, TxnStatus, Unavailable, Verdict,
-};
+use journaldb_adjudicator::{CommitRequest, PrepareRequest, TxnStatus};
 use journaldb_proto::{Epoch, LimitKind, Limits, Mutation, PartitionId, Timestamp, TxnId};
 use journaldb_storage::{ScanPage, ScanRange};
 
 use crate::backend::Backend;
-use crate::database::CommitInfo;
 use crate::error::{Error, Result};
 use crate::partition::partition_of;
+
+/// What a successful commit reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommitInfo {
+    /// τc; for a read-only transaction, its snapshot τs.
+    pub commit_ts: Timestamp,
+}
 
 /// An interactive snapshot-isolation transaction. Reads see the snapshot at its start plus
 /// its own writes; writes are buffered until [`Transaction::commit`].
@@ -35,37 +39,13 @@ impl std::fmt::Debug for Transaction {
     }
 }
 
-/// The error a refused [`journaldb_adjudicator::Partition`] call becomes.
-pub(crate) fn refusal(r: Refusal) -> Error {
-    match r {
-        Refusal::Decision(d) => map_verdict(d),
-        Refusal::AppendFailed => Error::CommitUnknown,
-    }
-}
-
-fn map_verdict(d: CommitDecision) -> Error {
-    match d {
-        CommitDecision::Verdict(Verdict::Conflict { key }) => Error::Conflict { key },
-        CommitDecision::Verdict(Verdict::TooOld) => Error::SnapshotTooOld,
-        CommitDecision::Unknown | CommitDecision::InFlight { .. } => Error::CommitUnknown,
-        CommitDecision::Unavailable(Unavailable::SteppedDown) => Error::Unavailable {
-            reason: "the partition's adjudicator stepped down after a journal failure; reopen the database".into(),
-            retry_after: None,
-        },
-        CommitDecision::Unavailable(u) => Error::Unavailable {
-            reason: format!("{u:?}"),
-            retry_after: None,
-        },
-        CommitDecision::Invalid(m) => Error::InvalidArgument(m),
-        CommitDecision::Verdict(Verdict::Committed { .. })
-        | CommitDecision::Append { .. }
-        | CommitDecision::AbortThen { .. } => {
-            Error::InvalidArgument("unexpected commit decision".into())
-        }
-    }
-}
-
 impl Transaction {
+    /// A new transaction of `backend` reading at `start_ts`, with a fresh id.
+    pub(crate) fn at(backend: Backend, start_ts: Timestamp) -> Self {
+        let txn_id = backend.txn_id();
+        Transaction::new(backend, txn_id, start_ts)
+    }
+
     pub(crate) fn new(backend: Backend, txn_id: TxnId, start_ts: Timestamp) -> Self {
         Transaction {
             backend,
@@ -443,5 +423,53 @@ impl Transaction {
     /// its vote itself after the vote timeout, by asking the coordinator.
     async fn decide(&self, voted: &[PartitionId], outcome: Option<Timestamp>) {
         self.backend.decide_all(voted, self.txn_id, outcome).await;
+    }
+}
+
+/// `transact` for both backends: runs `f` in a transaction and commits it, re-running it on
+/// retryable errors with full-jitter backoff while the retry budget allows; after
+/// `CommitUnknown`, learns the outcome by txn id (re-sending a single-partition commit,
+/// asking a cross-partition coordinator) and never re-runs a transaction that may have
+/// committed: every abort it re-runs after is binding at the adjudicator.
+pub(crate) async fn transact<T>(
+    backend: Backend,
+    mut f: impl AsyncFnMut(&mut Transaction) -> Result<T>,
+) -> Result<T> {
+    let mut attempt = 1;
+    let mut fresh = false;
+    loop {
+        // After a conflict, the retry reads at `now`, which includes the conflicting
+        // write (it committed at or below our old τc < now): reads then wait for it to
+        // be applied instead of conflicting with it again.
+        let start_ts = if fresh {
+            backend.now().latest
+        } else {
+            backend.start_ts()
+        };
+        let mut tx = Transaction::at(backend.clone(), start_ts);
+        let outcome = match f(&mut tx).await {
+            // After `CommitUnknown` the commit learns the outcome by txn id: the closure is
+            // re-run only for a definite, binding abort.
+            Ok(value) => tx.commit_learning_outcome().await.map(|_| value),
+            Err(e) => Err(e),
+        };
+        let retry = backend.retry();
+        match outcome {
+            Ok(value) => {
+                retry.budget.on_success();
+                return Ok(value);
+            }
+            Err(e)
+                if e.is_retryable()
+                    && attempt < retry.policy.max_attempts
+                    && retry.budget.try_take() =>
+            {
+                fresh = matches!(e, Error::Conflict { .. } | Error::SnapshotTooOld);
+                let pause = retry.policy.backoff(attempt, &mut *retry.rng.lock());
+                tokio::time::sleep(pause).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
     }
 }

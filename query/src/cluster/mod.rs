@@ -3,7 +3,10 @@
 //! *node* — its configuration and its gRPC services — is the `journaldb-node` crate.
 
 pub mod client;
+pub mod options;
+pub(crate) mod remote;
 pub mod transport;
 
-pub use client::{Client, ClientOptions};
+pub use client::Client;
+pub use options::ClientOptions;
 pub use transport::Connector;

@@ -13,7 +13,7 @@ use std::time::Duration;
 use journaldb_proto::{Clock, Lsn, PartitionId};
 use journaldb_storage::{Checkpoint, Engine};
 
-use crate::database::Inner;
+use super::Inner;
 use crate::error::Result;
 
 /// The maintenance loop: a round every checkpoint interval, or sooner once the journals

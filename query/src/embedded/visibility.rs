@@ -11,7 +11,7 @@ use std::time::Duration;
 use journaldb_adjudicator::CommitRequest;
 use journaldb_proto::{Clock, PartitionId, Timestamp};
 
-use crate::database::Inner;
+use super::Inner;
 use crate::error::Result;
 
 impl Inner {
@@ -66,7 +66,7 @@ impl Inner {
         req: &CommitRequest,
     ) -> Result<Timestamp> {
         let part = self.part(p);
-        let refusal = crate::transaction::refusal;
+        let refusal = crate::error::refusal;
         let (ts, queued) = part
             .commit_queued(self.clock.now(), req)
             .await
