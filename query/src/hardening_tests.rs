@@ -7,9 +7,9 @@ use std::time::Duration;
 use journaldb_adjudicator::{CommitRequest, PrepareRequest, TxnStatus};
 use journaldb_proto::{Clock, Epoch, Mutation, PartitionId, TxnId};
 
+use crate::Options;
 use crate::StorageEngine;
 use crate::backend::Backend;
-use crate::Options;
 use crate::database::Database;
 use crate::error::Error;
 use crate::partition::partition_of;
