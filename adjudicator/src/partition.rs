@@ -205,7 +205,18 @@ impl Partition {
         submitted: Submitted<'_>,
         known_durable: bool,
     ) -> Result<(), Refusal> {
-        if !known_durable {
+        if known_durable {
+            // Paired with storage's rule that it applies only durable records: the caller
+            // was woken by the storage watermark passing τc, which implies the record is
+            // below the journal's durable end. Should that ever not hold, stop here rather
+            // than acknowledge a commit a crash could lose.
+            assert!(
+                submitted.lsn() < self.journal.durable_end(),
+                "{txn_id}: treated as durable at {}, but the journal is durable only below {}",
+                submitted.lsn(),
+                self.journal.durable_end()
+            );
+        } else {
             self.durable(submitted).await?;
         }
         self.adj.lock().appended(txn_id);

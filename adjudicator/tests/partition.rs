@@ -110,3 +110,38 @@ fn a_coordinator_that_does_not_answer_is_asked_once_per_round() {
         );
     });
 }
+
+/// Hardening paired assertion: a caller that learned of a commit's durability another way
+/// (embedded: storage applied it) skips awaiting the journal — and if its record is not in
+/// fact below the journal's durable end, the partition stops (a crash in simulation)
+/// instead of acknowledging a commit a crash could lose. Here the flusher is a task on a
+/// one-thread runtime that has not run yet, so the record cannot be durable.
+#[test]
+#[should_panic(expected = "treated as durable")]
+fn treating_a_queued_commit_as_durable_before_it_is_stops_the_partition() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let options = JournalOptions {
+            flusher: journaldb_journal::Flusher::Task,
+            ..JournalOptions::default()
+        };
+        let journal = Arc::new(Journal::open(dir.path(), options).unwrap());
+        let id = PartitionId::new(0);
+        let adj = Adjudicator::new(id, AdjudicatorConfig::default(), Timestamp::ZERO);
+        let part = Partition::new(id, adj, journal);
+        let clock = EmbeddedClock::new(Timestamp::ZERO);
+        let request = CommitRequest {
+            txn_id: TxnId::new(7),
+            start_ts: clock.now().latest,
+            mutations: vec![Mutation::put("k", "v")],
+            retry: false,
+        };
+        let (_, queued) = part.commit_queued(clock.now(), &request).await.unwrap();
+        let submitted = queued.expect("a new commit queues its record");
+        let _ = part.finish_commit(request.txn_id, submitted, true).await;
+    });
+}
