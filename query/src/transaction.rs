@@ -409,7 +409,9 @@ impl Transaction {
                 return Err(e);
             }
         };
-        // Decide: participants learn τc and append `Decided` off the client's path.
+        // Decide: participants learn τc and append `Decided`. The commit is durable already;
+        // this awaits each participant's first answer (embedded: queued; cluster: durable)
+        // and retries failed ones in the background (docs/COMMIT_PATH.md, paths 2 and 4).
         self.decide(&voted, Some(commit_ts)).await;
         Ok(commit_ts)
     }

@@ -8,7 +8,9 @@
 //! 3. [`Adjudicator::commit_prepared`]: C picks τc ≥ every vote and appends the **whole**
 //!    transaction as one `Commit` in its own journal — one journal holds it;
 //! 4. [`Adjudicator::decide`]: each Ai records the decision (last_write = τc, pending
-//!    cleared) and appends `Decided` off the client's path;
+//!    cleared) and appends `Decided` (the commit is already durable in C's journal: the
+//!    client awaits only each participant's first answer — embedded once it is queued, in
+//!    the cluster once it is durable — and retries a failed one in the background);
 //! 5. [`Adjudicator::status`]: a participant that hears nothing for
 //!    [`AdjudicatorConfig::vote_timeout`](crate::AdjudicatorConfig) asks C (so does a client
 //!    that lost a reply); an undecided C decides abort **durably** (a `Decided` record
