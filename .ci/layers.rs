@@ -86,6 +86,7 @@ fn check_crate(src: &Path) -> Vec<Vec<(PathBuf, PathBuf, Site)>> {
         .iter()
         .map(|f| (f.module.clone(), reexports_of(f)))
         .collect();
+    let facade: Vec<bool> = files.iter().map(is_facade).collect();
     let mut edges: BTreeMap<(usize, usize), Site> = BTreeMap::new();
     for (i, file) in files.iter().enumerate() {
         for (line, path) in references(&file.text) {
@@ -96,7 +97,7 @@ fn check_crate(src: &Path) -> Vec<Vec<(PathBuf, PathBuf, Site)>> {
                 continue;
             };
             let j = by_module[&target];
-            if j != i && !is_facade(&files[j]) {
+            if j != i && !facade[j] {
                 edges.entry((i, j)).or_insert(Site {
                     line,
                     what: path.join("::"),

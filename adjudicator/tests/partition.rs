@@ -17,6 +17,14 @@ use journaldb_proto::{
 
 use crate::service::runtime;
 
+/// Partition 0, a fresh adjudicator over a journal opened in `dir` with `options`.
+fn partition(dir: &std::path::Path, options: JournalOptions) -> Partition {
+    let journal = Arc::new(Journal::open(dir, options).unwrap());
+    let id = PartitionId::new(0);
+    let adj = Adjudicator::new(id, AdjudicatorConfig::default(), Timestamp::ZERO);
+    Partition::new(id, adj, journal)
+}
+
 #[test]
 fn a_record_refused_unwritten_does_not_step_the_adjudicator_down() {
     runtime().block_on(async {
@@ -25,10 +33,7 @@ fn a_record_refused_unwritten_does_not_step_the_adjudicator_down() {
             max_record_bytes: 1024,
             ..JournalOptions::default()
         };
-        let journal = Arc::new(Journal::open(dir.path(), options).unwrap());
-        let id = PartitionId::new(0);
-        let adj = Adjudicator::new(id, AdjudicatorConfig::default(), Timestamp::ZERO);
-        let part = Partition::new(id, adj, journal);
+        let part = partition(dir.path(), options);
         let clock = EmbeddedClock::new(Timestamp::ZERO);
         let request = |txn: u128, value: usize| CommitRequest {
             txn_id: TxnId::new(txn),
@@ -64,10 +69,7 @@ fn a_record_refused_unwritten_does_not_step_the_adjudicator_down() {
 fn a_coordinator_that_does_not_answer_is_asked_once_per_round() {
     runtime().block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let journal = Arc::new(Journal::open(dir.path(), JournalOptions::default()).unwrap());
-        let id = PartitionId::new(0);
-        let adj = Adjudicator::new(id, AdjudicatorConfig::default(), Timestamp::ZERO);
-        let part = Partition::new(id, adj, journal);
+        let part = partition(dir.path(), JournalOptions::default());
         let t = |s: u64| TimeInterval::exact(Timestamp::from_nanos(s * 1_000_000_000));
         // Three votes coordinated by partition 1 (unreachable), then one by partition 2.
         for (txn, key, coordinator) in [(1, "a", 1), (2, "b", 1), (3, "c", 1), (4, "d", 2)] {
@@ -129,10 +131,7 @@ fn treating_a_queued_commit_as_durable_before_it_is_stops_the_partition() {
             flusher: journaldb_journal::Flusher::Task,
             ..JournalOptions::default()
         };
-        let journal = Arc::new(Journal::open(dir.path(), options).unwrap());
-        let id = PartitionId::new(0);
-        let adj = Adjudicator::new(id, AdjudicatorConfig::default(), Timestamp::ZERO);
-        let part = Partition::new(id, adj, journal);
+        let part = partition(dir.path(), options);
         let clock = EmbeddedClock::new(Timestamp::ZERO);
         let request = CommitRequest {
             txn_id: TxnId::new(7),

@@ -258,7 +258,7 @@ impl Journal {
 
     /// Whether an I/O error has poisoned the journal.
     pub fn is_poisoned(&self) -> bool {
-        self.shared.poison.lock().is_some()
+        self.shared.is_poisoned()
     }
 
     /// Totals since open: batches (= fsyncs), records and bytes written.

@@ -52,6 +52,11 @@ impl Shared {
         self.batcher.close();
     }
 
+    /// Whether an I/O error has poisoned the journal.
+    pub(crate) fn is_poisoned(&self) -> bool {
+        self.poison.lock().is_some()
+    }
+
     /// Called by the flusher as it exits: drops what can no longer be written and wakes
     /// every waiter, who then learns whether the journal closed or was poisoned.
     pub(crate) fn stop_flushing(&self) {

@@ -167,6 +167,8 @@ fn run_with<W: Workload>(options: &RunOptions, workload: W) -> RunReport {
                     .take()
                     .expect("a client process starts with its context");
                 client_main(cluster, workload, ctx, start, shared.clone(), slot).await;
+                // A process that finished (a killed one never returns here).
+                *shared.running.lock() -= 1;
                 Ok(())
             }
         });
@@ -315,7 +317,6 @@ async fn client_main<W: Workload>(
         Ok(c) => c,
         Err(e) => {
             ctx.event(format_args!("could not connect: {e}"));
-            *shared.running.lock() -= 1;
             return;
         }
     };
@@ -328,7 +329,6 @@ async fn client_main<W: Workload>(
                     if sim_now() > RUN_LENGTH {
                         shared.fail(format!("setup never succeeded: {e}"));
                         *shared.setup_done.lock() = true;
-                        *shared.running.lock() -= 1;
                         return;
                     }
                     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -357,7 +357,6 @@ async fn client_main<W: Workload>(
             match dead {}
         }
     }
-    *shared.running.lock() -= 1;
 }
 
 /// The liveness check: every key the workload used accepts a write (of its own value
