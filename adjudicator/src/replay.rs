@@ -8,7 +8,8 @@
 //!   set, so it stays binding); `Prepared` records without a `Decided` stay
 //!   pending, to be resolved through their coordinators (the node asks them in the
 //!   background while it serves; until then a pending vote refuses writers of its keys).
-//!   The horizon is computed from the clock after the replay.
+//!   The horizon is computed from the clock after the replay. A journal whose oldest
+//!   records were dropped knows outcomes only from its first record on.
 //! - [`ReplayMode::Embedded`]: a reopened embedded database has no transaction in flight,
 //!   so the conflict window is not rebuilt: the horizon is the floor (the last τ), and only
 //!   undecided `Prepared` records (after the last storage checkpoint) matter.
@@ -34,6 +35,10 @@ pub enum ReplayMode {
     Failover {
         /// The clock reading at which the new adjudicator starts serving.
         now: TimeInterval,
+        /// Whether the journal's oldest records were dropped (§5 truncation): outcomes are
+        /// then known only for commits from the first replayed record on, and `Status`
+        /// below it answers "too old" rather than "not committed".
+        truncated: bool,
     },
 }
 
@@ -79,6 +84,7 @@ impl Adjudicator {
         let mut adj = Adjudicator::new(partition, config, start);
         let rebuild_window = matches!(mode, ReplayMode::Failover { .. });
         let mut floor = Timestamp::ZERO;
+        let mut first_ts = None;
         for (index, record) in records.into_iter().enumerate() {
             let malformed = |reason: &str| ReplayError::Malformed {
                 index,
@@ -96,6 +102,7 @@ impl Adjudicator {
                     });
                 }
                 floor = ts;
+                first_ts.get_or_insert(ts);
             }
             match kind {
                 pb::record::Kind::Commit(c) => {
@@ -160,11 +167,18 @@ impl Adjudicator {
         }
         adj.raise_floor(floor);
         // Every commit after `start` was replayed into the outcomes (embedded: records
-        // after the checkpoint hold every τ above it; failover: the whole journal held).
-        adj.set_outcomes_from(start);
+        // after the checkpoint hold every τ above it; failover: the whole journal held, or
+        // every record from the first one replayed on).
+        let outcomes_from = match mode {
+            ReplayMode::Failover {
+                truncated: true, ..
+            } => first_ts.map_or(floor, |ts| Timestamp::from_nanos(ts.as_nanos() - 1)),
+            _ => start,
+        };
+        adj.set_outcomes_from(outcomes_from);
         match mode {
             ReplayMode::Embedded { .. } => adj.raise_horizon_to(adj.floor()),
-            ReplayMode::Failover { now } => adj.advance_horizon(now),
+            ReplayMode::Failover { now, .. } => adj.advance_horizon(now),
         }
         Ok(adj)
     }

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use journaldb_adjudicator::{
     Adjudicator, AdjudicatorConfig, CommitDecision, CommitRequest, PrepareDecision, PrepareRequest,
-    ReplayError, ReplayMode, Verdict,
+    ReplayError, ReplayMode, StatusDecision, TxnStatus, Verdict,
 };
 use journaldb_proto::{Epoch, Mutation, PartitionId, TimeInterval, Timestamp, TxnId, pb};
 
@@ -99,7 +99,10 @@ fn failover_rebuilds_window_outcomes_and_pending_votes() {
         AdjudicatorConfig::default(),
         log,
         owns,
-        ReplayMode::Failover { now: at(200) },
+        ReplayMode::Failover {
+            now: at(200),
+            truncated: false,
+        },
     )
     .unwrap();
     assert_eq!(a.floor(), live.floor());
@@ -136,6 +139,41 @@ fn failover_rebuilds_window_outcomes_and_pending_votes() {
     assert!(matches!(
         a.commit(at(200), &commit_req(13, 180, &["a3"])),
         CommitDecision::Verdict(Verdict::Conflict { .. })
+    ));
+}
+
+#[test]
+fn a_truncated_journal_knows_outcomes_only_from_its_first_record() {
+    let (log, _, _) = history();
+    // The first record, t1's Commit, was dropped by truncation.
+    let replay = |truncated| {
+        Adjudicator::replay(
+            PartitionId::new(0),
+            AdjudicatorConfig::default(),
+            log[1..].to_vec(),
+            owns,
+            ReplayMode::Failover {
+                now: at(200),
+                truncated,
+            },
+        )
+        .unwrap()
+    };
+    let mut a = replay(true);
+    // Asked about txn 1 (τs 50 < t1): it may have committed in what was dropped.
+    assert!(matches!(
+        a.status(at(200), TxnId::new(1), ts(50)),
+        StatusDecision::Known(TxnStatus::TooOld(_))
+    ));
+    // From the first replayed record on, "not found" still means "not committed".
+    assert!(matches!(
+        a.status(at(200), TxnId::new(9), ts(170)),
+        StatusDecision::Abort(_)
+    ));
+    // A replay that took the rest for the whole journal would abort t1's commit.
+    assert!(matches!(
+        replay(false).status(at(200), TxnId::new(1), ts(50)),
+        StatusDecision::Abort(_)
     ));
 }
 
@@ -199,7 +237,10 @@ fn a_journal_out_of_order_or_malformed_is_refused() {
             AdjudicatorConfig::default(),
             bad,
             owns,
-            ReplayMode::Failover { now: at(10) }
+            ReplayMode::Failover {
+                now: at(10),
+                truncated: false,
+            }
         ),
         Err(ReplayError::Malformed { index: 0, .. })
     ));

@@ -119,6 +119,9 @@ async fn start(dir: &std::path::Path) -> anyhow::Result<(Vec<ClusterNode>, Clien
             tls: None,
             vote_timeout_ms: None,
             storage_cache_mib: None,
+            max_txn_age_ms: None,
+            retention_ms: None,
+            checkpoint_interval_ms: None,
         };
         nodes.push(ClusterNode::start(config, listener).await?);
     }

@@ -21,7 +21,6 @@
 //! positions become durable together); and each journal drops the segments below the
 //! newest checkpoint whose records are all older than the retention window (§5).
 
-use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -30,7 +29,7 @@ use journaldb_adjudicator::{Adjudicator, AdjudicatorConfig, Partition, ReplayMod
 use journaldb_journal::Journal;
 use journaldb_journal::disk::{Disk, RealDisk};
 use journaldb_proto::{Clock, EmbeddedClock, Lsn, PartitionId, Timestamp, pb};
-use journaldb_storage::{Checkpoint, Engine, StorageNode, VersionStore};
+use journaldb_storage::{Engine, StorageNode};
 use prost::Message;
 use rand::TryRngCore;
 
@@ -136,14 +135,6 @@ impl Database {
         let node = Arc::new(StorageNode::open(Closable::new(engine), &ids)?);
         let resume = node.resume_positions()?;
         let checkpoint_ts = node.watermark();
-        // What is on disk at open is a checkpoint (RocksDB's WAL is off).
-        let opened_at = node.store().is_durable().then(|| -> Result<Checkpoint> {
-            Ok(Checkpoint {
-                applied: node.store().applied()?,
-                watermark: checkpoint_ts,
-                gc_horizon: node.gc_horizon(),
-            })
-        });
         let adjudicator = AdjudicatorConfig {
             max_txn_age: options.limits.max_txn_age,
             vote_timeout: options.vote_timeout,
@@ -209,11 +200,9 @@ impl Database {
                 );
             inner.tailers.lock().push(feed);
         }
-        let history: VecDeque<Checkpoint> = opened_at.transpose()?.into_iter().collect();
-        let task = tokio::spawn(crate::embedded::maintenance::maintain(
-            Arc::downgrade(&inner),
-            history,
-        ));
+        let task = tokio::spawn(crate::embedded::maintenance::maintain(Arc::downgrade(
+            &inner,
+        )));
         *inner.maintenance.lock() = Some(task);
         Ok(Database { inner })
     }
@@ -241,7 +230,7 @@ impl Database {
     /// completely, so garbage below the horizon is gone from disk. Blocks the calling
     /// task while RocksDB compacts.
     pub async fn compact(&self) -> Result<()> {
-        self.inner.maintain_once(&mut VecDeque::new()).await?;
+        self.inner.maintain_once().await?;
         Ok(self.inner.node.store().compact()?)
     }
 

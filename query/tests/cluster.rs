@@ -34,6 +34,9 @@ fn config(dir: &std::path::Path, me: &str, addrs: [std::net::SocketAddr; 2]) -> 
         tls: None,
         vote_timeout_ms: None,
         storage_cache_mib: None,
+        max_txn_age_ms: None,
+        retention_ms: None,
+        checkpoint_interval_ms: None,
     }
 }
 

@@ -47,6 +47,9 @@ impl LocalCluster {
                 tls: None,
                 vote_timeout_ms: None,
                 storage_cache_mib: None,
+                max_txn_age_ms: None,
+                retention_ms: None,
+                checkpoint_interval_ms: None,
             };
             running.push(ClusterNode::start(config, listener).await.unwrap());
         }

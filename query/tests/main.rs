@@ -2,6 +2,7 @@
 
 mod bank;
 mod cluster;
+mod cluster_disk;
 mod commit_unknown;
 mod crash;
 mod embedded;

@@ -55,6 +55,9 @@ fn a_tls_cluster_serves_clients_that_trust_its_ca_and_only_them() {
             tls: Some(tls.clone()),
             vote_timeout_ms: None,
             storage_cache_mib: None,
+            max_txn_age_ms: None,
+            retention_ms: None,
+            checkpoint_interval_ms: None,
         };
         assert_eq!(config(0).check(), Ok(()));
         let n0 = ClusterNode::start(config(0), l1).await.unwrap();

@@ -307,6 +307,9 @@ impl SimCluster {
                 tls: None,
                 vote_timeout_ms: None,
                 storage_cache_mib: None,
+                max_txn_age_ms: None,
+                retention_ms: None,
+                checkpoint_interval_ms: None,
             };
             // Every field spelled out: `NodeEnv::default()` would build (and drop) a
             // system clock, which reads real time.

@@ -17,7 +17,8 @@
 //! [`service::StorageServer`] serves a node over gRPC (`StorageService`); [`follow::follow`]
 //! feeds one from a journal on another node.
 //! Garbage collection ([`gc`]) keeps what reads at or above the horizon need; the node
-//! refuses reads below it. Tailing the journals into a node is the caller's (the transport
+//! refuses reads below it; [`retention`] says how far each journal may be truncated.
+//! Tailing the journals into a node is the caller's (the transport
 //! differs between embedded and cluster).
 
 mod cache;
@@ -30,6 +31,7 @@ pub mod follow;
 pub mod gc;
 mod memory;
 mod node;
+pub mod retention;
 #[cfg(feature = "rocksdb")]
 mod rocks;
 pub mod service;

@@ -10,8 +10,9 @@
 //! horizon is checked before and after each read, so a read that overlapped a raise of the
 //! horizon (and so maybe a compaction below it) is refused rather than answered wrongly.
 //! [`StorageNode::checkpoint`] raises the horizon, makes the store durable and lets the engine
-//! collect garbage. It does not own tailing (transport differs between embedded and cluster)
-//! or deciding when to checkpoint.
+//! collect garbage; [`StorageNode::maintain`] does so at a retention cutoff and remembers
+//! the durable checkpoints journals may truncate to ([`crate::retention`]). It does not own
+//! tailing (transport differs between embedded and cluster) or deciding when to checkpoint.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -26,6 +27,7 @@ use parking_lot::Mutex;
 
 use crate::crossbar::Crossbar;
 use crate::error::{Error, Result};
+use crate::retention::CheckpointHistory;
 use crate::store::{Engine, ScanPage, ScanRange, VersionStore};
 
 /// A version store kept up to date from the journals.
@@ -36,6 +38,8 @@ pub struct StorageNode<S> {
     watermark: DurablePoint,
     /// Reads below this (nanoseconds) are refused; only raised.
     gc_horizon: AtomicU64,
+    /// Durable checkpoints, for journal truncation (empty for a store that is not durable).
+    history: Mutex<CheckpointHistory>,
     /// The planted bug of [`StorageNode::plant_release_before_write`].
     release_before_write: bool,
 }
@@ -67,6 +71,12 @@ impl<S: Engine> StorageNode<S> {
         let watermark = store.watermark()?;
         let gc_horizon = store.gc_horizon()?;
         store.collect_garbage(gc_horizon)?;
+        // What is on disk at open is a checkpoint (the engine writes no log of its own).
+        let opened_at = store.is_durable().then(|| Checkpoint {
+            applied: applied.clone(),
+            watermark,
+            gc_horizon,
+        });
         let crossbar = Crossbar::new(
             journals
                 .iter()
@@ -78,6 +88,7 @@ impl<S: Engine> StorageNode<S> {
             crossbar: Mutex::new(crossbar),
             watermark: DurablePoint::new(watermark.as_nanos().saturating_add(1)),
             gc_horizon: AtomicU64::new(gc_horizon.as_nanos()),
+            history: Mutex::new(CheckpointHistory::new(opened_at)),
             release_before_write: false,
         })
     }
@@ -266,6 +277,25 @@ impl<S: Engine> StorageNode<S> {
             watermark,
             gc_horizon: horizon,
         })
+    }
+
+    /// A maintenance round (§6 GC, §5 truncation): a [checkpoint](StorageNode::checkpoint)
+    /// with the garbage-collection horizon raised to the retention `cutoff` (`now −
+    /// retention`), remembered for [`StorageNode::checkpoint_before`] if the store is
+    /// durable. Blocks while the engine flushes.
+    pub fn maintain(&self, cutoff: Timestamp) -> Result<Checkpoint> {
+        let checkpoint = self.checkpoint(cutoff)?;
+        if self.store.is_durable() {
+            self.history.lock().record(checkpoint.clone(), cutoff);
+        }
+        Ok(checkpoint)
+    }
+
+    /// The newest durable checkpoint whose records are all older than `before` (see
+    /// [`crate::retention`]): journals may drop their records up to its positions, as far
+    /// as this node is concerned. `None` if there is none, or the store is not durable.
+    pub fn checkpoint_before(&self, before: Timestamp) -> Option<Checkpoint> {
+        self.history.lock().before(before).cloned()
     }
 
     /// `key` as of `at`, once the watermark reaches `at`.

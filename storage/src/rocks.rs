@@ -36,8 +36,8 @@ use parking_lot::Mutex;
 use rocksdb::compaction_filter::{CompactionFilter, Decision};
 use rocksdb::compaction_filter_factory::{CompactionFilterContext, CompactionFilterFactory};
 use rocksdb::{
-    BlockBasedOptions, BottommostLevelCompaction, CompactOptions, DB, DBRawIterator, Options,
-    ReadOptions, SliceTransform, WriteBatch, WriteOptions,
+    BlockBasedOptions, BottommostLevelCompaction, CompactOptions, DB, DBRawIterator, LogLevel,
+    Options, ReadOptions, SliceTransform, WriteBatch, WriteOptions,
 };
 
 use crate::encoding::{is_latest_key, latest_of_version, newest_version_key};
@@ -160,6 +160,14 @@ impl RocksEngine {
         options.set_max_background_jobs(4);
         options.set_level_zero_slowdown_writes_trigger(48);
         options.set_level_zero_stop_writes_trigger(72);
+        // Bounded files beside the data: every checkpoint flushes, and at RocksDB's default
+        // info level each flush logged ~2.5 KiB, which made the `LOG` file the one thing
+        // a steadily updated cluster's disk grew by (tests/cluster_disk.rs). Warnings
+        // and errors only, rotated; the manifest is rewritten once it reaches 64 MiB.
+        options.set_log_level(LogLevel::Warn);
+        options.set_max_log_file_size(8 << 20);
+        options.set_keep_log_file_num(2);
+        options.set_max_manifest_file_size(64 << 20);
         // One writer (the storage node's crossbar): skip the concurrent-insert machinery.
         options.set_allow_concurrent_memtable_write(false);
         options.set_enable_write_thread_adaptive_yield(false);

@@ -1,6 +1,6 @@
 //! [`StorageServer`]: the `StorageService` gRPC service (ARCHITECTURE §6, §9) over a
 //! [`StorageNode`] — `Get`, `Scan` with limit, reverse, continuation and pushed-down
-//! keys-only / count-only, and `Watermark`.
+//! keys-only / count-only, `Watermark`, and `Checkpointed` (what the journals may drop).
 //!
 //! A read waits for the watermark up to the server's read timeout (the client's gRPC
 //! deadline may end it sooner) and then fails `Unavailable`; reads below the
@@ -268,5 +268,15 @@ impl<S: Engine + 'static> StorageService for StorageServer<S> {
             watermark: self.node.watermark().as_nanos(),
             gc_horizon: self.node.gc_horizon().as_nanos(),
         }))
+    }
+
+    async fn checkpointed(
+        &self,
+        request: Request<pb::CheckpointedRequest>,
+    ) -> Result<Response<pb::CheckpointedReply>, Status> {
+        let before = Timestamp::from_nanos(request.into_inner().before);
+        Ok(Response::new(crate::retention::checkpoint_reply(
+            self.node.checkpoint_before(before).as_ref(),
+        )))
     }
 }

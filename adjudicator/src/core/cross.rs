@@ -300,6 +300,16 @@ impl Adjudicator {
         self.prepared.iter().map(|(id, v)| (*id, v))
     }
 
+    /// Where its journal must be kept from (ARCHITECTURE §5 truncation): the retention
+    /// `cutoff`, or the τ of its oldest undecided vote if that is older — a restart's replay
+    /// must find every undecided `Prepared` to resolve it.
+    pub fn keep_journal_from(&self, cutoff: Timestamp) -> Timestamp {
+        self.prepared
+            .values()
+            .map(|vote| vote.vote_ts)
+            .fold(cutoff, Timestamp::min)
+    }
+
     /// Undecided votes cast more than the vote timeout before `now`: the ones to resolve
     /// by asking their coordinators (`Status` with the vote τ as the bound).
     pub fn overdue(&self, now: TimeInterval) -> Vec<(TxnId, Vote)> {

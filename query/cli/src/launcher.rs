@@ -185,6 +185,9 @@ fn spawn(dir: &Path, partitions: u32, e: &NodeEntry, entries: &[NodeEntry]) -> a
         tls: None,
         vote_timeout_ms: None,
         storage_cache_mib: None,
+        max_txn_age_ms: None,
+        retention_ms: None,
+        checkpoint_interval_ms: None,
     };
     config
         .check()

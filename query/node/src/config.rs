@@ -12,6 +12,9 @@
 //! partitions = 2
 //! # vote_timeout_ms = 3000   # how long an abandoned cross-partition vote holds its keys
 //! # storage_cache_mib = 64    # memory for a storage replica's cache of newest versions
+//! # max_txn_age_ms = 300000   # the longest a transaction may run
+//! # retention_ms = 300000     # how far back snapshots read; journals keep at least this
+//! # checkpoint_interval_ms = 10000  # how often storage checkpoints and journals truncate
 //!
 //! [[nodes]]
 //! name = "n1"
@@ -29,6 +32,7 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -61,7 +65,27 @@ pub struct NodeConfig {
     /// nothing.
     #[serde(default)]
     pub storage_cache_mib: Option<u64>,
+    /// The longest a transaction may run, in milliseconds: a commit whose snapshot is older
+    /// is refused (`SnapshotTooOld`), and adjudicators remember conflicts this long.
+    /// Default 300000; between 100 and 86400000.
+    #[serde(default)]
+    pub max_txn_age_ms: Option<u64>,
+    /// How far back, in milliseconds, a snapshot can read (older versions are collected),
+    /// and how long journal records are kept after every storage replica has checkpointed
+    /// them. Default 300000; at least `max_txn_age_ms`, at most 30 days.
+    #[serde(default)]
+    pub retention_ms: Option<u64>,
+    /// How often, in milliseconds, a storage replica checkpoints and collects garbage, and
+    /// a journal drops what every replica's checkpoint older than the retention window
+    /// holds. Default 10000; between 10 and 3600000.
+    #[serde(default)]
+    pub checkpoint_interval_ms: Option<u64>,
 }
+
+/// Default of [`NodeConfig::max_txn_age_ms`] and [`NodeConfig::retention_ms`].
+const DEFAULT_RETENTION_MS: u64 = 300_000;
+/// Default of [`NodeConfig::checkpoint_interval_ms`].
+const DEFAULT_CHECKPOINT_INTERVAL_MS: u64 = 10_000;
 
 /// TLS files, PEM, relative to the configuration file.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -183,9 +207,53 @@ impl NodeConfig {
         }
     }
 
+    /// The longest a transaction may run (`max_txn_age_ms`).
+    pub fn max_txn_age(&self) -> Duration {
+        Duration::from_millis(self.max_txn_age_ms.unwrap_or(DEFAULT_RETENTION_MS))
+    }
+
+    /// How far back snapshots read and journals are kept (`retention_ms`).
+    pub fn retention(&self) -> Duration {
+        Duration::from_millis(self.retention_ms.unwrap_or(DEFAULT_RETENTION_MS))
+    }
+
+    /// How often storage checkpoints and journals truncate (`checkpoint_interval_ms`).
+    pub fn checkpoint_interval(&self) -> Duration {
+        Duration::from_millis(
+            self.checkpoint_interval_ms
+                .unwrap_or(DEFAULT_CHECKPOINT_INTERVAL_MS),
+        )
+    }
+
     /// Every problem with this configuration (empty: usable).
     pub fn check(&self) -> Result<(), Vec<String>> {
         let mut problems = Vec::new();
+        let ranges = [
+            ("max_txn_age_ms", self.max_txn_age_ms, 100..=86_400_000),
+            ("retention_ms", self.retention_ms, 100..=30 * 86_400_000),
+            (
+                "checkpoint_interval_ms",
+                self.checkpoint_interval_ms,
+                10..=3_600_000,
+            ),
+        ];
+        for (name, value, range) in ranges {
+            if let Some(ms) = value.filter(|ms| !range.contains(ms)) {
+                problems.push(format!(
+                    "{name} = {ms} is not between {} and {}",
+                    range.start(),
+                    range.end()
+                ));
+            }
+        }
+        if self.retention() < self.max_txn_age() {
+            problems.push(format!(
+                "retention_ms = {} is shorter than max_txn_age_ms = {}: a transaction could \
+                 read below what is kept",
+                self.retention().as_millis(),
+                self.max_txn_age().as_millis()
+            ));
+        }
         if self.partitions == 0 {
             problems.push("partitions must be at least 1".to_owned());
         }
@@ -350,6 +418,43 @@ mod tests {
         assert_eq!(config.latest_cache_bytes(), 64 << 20);
         let problems = parse(&with(1 << 30)).unwrap_err();
         assert!(problems[0].contains("storage_cache_mib"), "{problems:?}");
+    }
+
+    #[test]
+    fn retention_is_optional_bounded_and_never_shorter_than_a_transaction() {
+        let with =
+            |lines: &str| GOOD.replacen("partitions = 2", &format!("partitions = 2\n{lines}"), 1);
+        let config: NodeConfig = toml::from_str(GOOD).unwrap();
+        assert_eq!(
+            (
+                config.max_txn_age(),
+                config.retention(),
+                config.checkpoint_interval()
+            ),
+            (
+                Duration::from_secs(300),
+                Duration::from_secs(300),
+                Duration::from_secs(10)
+            )
+        );
+        let short = with("max_txn_age_ms = 200\nretention_ms = 500\ncheckpoint_interval_ms = 50");
+        assert_eq!(parse(&short), Ok(()));
+        let config: NodeConfig = toml::from_str(&short).unwrap();
+        assert_eq!(config.retention(), Duration::from_millis(500));
+        let problems = parse(&with("retention_ms = 1000")).unwrap_err();
+        assert!(
+            problems[0].contains("shorter than max_txn_age_ms"),
+            "{problems:?}"
+        );
+        for absurd in [
+            "checkpoint_interval_ms = 0",
+            "retention_ms = 99",
+            "max_txn_age_ms = 0",
+        ] {
+            let problems = parse(&with(absurd)).unwrap_err();
+            let name = absurd.split(' ').next().unwrap();
+            assert!(problems[0].contains(name), "{problems:?}");
+        }
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! What `journaldb serve --config node.toml` runs (ARCHITECTURE §3, §9): a node's
 //! configuration ([`config`]: its name, data directory and the cluster's static map), the
 //! node itself ([`node`]: the journals and adjudicators of its partitions, a storage
-//! replica fed over `Tail`, the topology service and health, on one gRPC listener), and the
+//! replica fed over `Tail`, the topology service and health, on one gRPC listener), its
+//! maintenance (checkpoints, garbage collection, journal truncation), and the
 //! simulation's seam for requests served past their deadline ([`late`]).
 //!
 //! It is a layer above the library (`journaldb`: `Database`, `Client`, errors) and below
@@ -13,6 +14,7 @@
 
 pub mod config;
 pub mod late;
+mod maintenance;
 pub mod node;
 
 pub use config::{ConfigError, NodeConfig, NodeEntry, TlsConfig, TlsFiles};

@@ -29,7 +29,7 @@ use journaldb_proto::pb::journal_service_client::JournalServiceClient;
 use journaldb_proto::pb::journal_service_server::JournalServiceServer;
 use journaldb_proto::pb::storage_service_server::StorageServiceServer;
 use journaldb_proto::{
-    Clock, Limits, MAX_MESSAGE_BYTES, PartitionId, SystemClock, Timestamp, TxnId, pb,
+    Clock, Limits, Lsn, MAX_MESSAGE_BYTES, PartitionId, SystemClock, Timestamp, TxnId, pb,
 };
 use journaldb_storage::service::{StorageServer, StorageServerConfig};
 use journaldb_storage::{Engine, Faulty, StorageNode, WriteFaults};
@@ -51,6 +51,7 @@ use journaldb::{Error, Result, StorageEngine};
 
 use crate::config::{NodeConfig, TlsFiles};
 use crate::late::LateRequests;
+use crate::maintenance::{Failure, Maintenance};
 
 /// How often an idle journal gets a heartbeat.
 const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(20);
@@ -127,6 +128,8 @@ pub struct ClusterNode {
     stop: tokio::sync::oneshot::Sender<()>,
     tasks: Vec<JoinHandle<()>>,
     journals: Vec<Arc<Journal>>,
+    /// The first error of a maintenance round.
+    failure: Failure,
     addr: std::net::SocketAddr,
 }
 
@@ -199,6 +202,7 @@ fn open_partition(config: &NodeConfig, env: &NodeEnv, p: u32) -> Result<Arc<Part
         |key| partition_of(key, n) == id,
         ReplayMode::Failover {
             now: env.clock.now(),
+            truncated: journal.first_lsn() != Lsn::FIRST,
         },
     )
     .map_err(|e| Error::Corruption(format!("{id}: {e}")))?;
@@ -287,6 +291,140 @@ impl Resolver {
     }
 }
 
+/// Checks and applies what the configuration says about the environment before anything
+/// starts: the data directory, the adjudicators' timeouts and transaction age, the
+/// partition count on disk, and that the journal can hold any commit a request may make.
+/// Returns the limits requests are checked against.
+fn prepare(config: &NodeConfig, env: &mut NodeEnv) -> Result<Limits> {
+    env.disk
+        .create_dir_all(&config.data_dir)
+        .map_err(|e| Error::Io(format!("creating {}: {e}", config.data_dir.display())))?;
+    if let Some(ms) = config.vote_timeout_ms {
+        env.adjudicator.vote_timeout = Duration::from_millis(ms);
+    }
+    if config.max_txn_age_ms.is_some() {
+        env.adjudicator.max_txn_age = config.max_txn_age();
+    }
+    if config.retention() < env.adjudicator.max_txn_age {
+        return Err(Error::InvalidArgument(format!(
+            "retention ({:?}) must be at least the longest transaction ({:?})",
+            config.retention(),
+            env.adjudicator.max_txn_age
+        )));
+    }
+    // The partition count is fixed at creation and checked at every start.
+    journaldb::manifest::Manifest::load_or_adopt(&*env.disk, &config.data_dir, config.partitions)?;
+    let limits = Limits {
+        max_txn_age: env.adjudicator.max_txn_age,
+        ..Limits::default()
+    };
+    if limits.max_record_bytes() > env.journal.max_record_bytes {
+        return Err(Error::InvalidArgument(format!(
+            "the journal's record limit ({} bytes) is below the largest commit record \
+             a transaction may need ({} bytes)",
+            env.journal.max_record_bytes,
+            limits.max_record_bytes()
+        )));
+    }
+    Ok(limits)
+}
+
+/// The background tasks of this node's partitions: resolution of overdue votes, and the
+/// heartbeat that keeps storage watermarks moving and the conflict window bounded.
+fn partition_tasks(
+    config: &NodeConfig,
+    env: &NodeEnv,
+    tls: Option<&TlsFiles>,
+    partitions: &[Arc<Partition>],
+) -> Result<Vec<JoinHandle<()>>> {
+    let mut tasks = Vec::new();
+    // Votes left undecided — by a crash here, or by a client that died mid-protocol —
+    // are resolved once older than the vote timeout (a replayed vote counts from its
+    // τ), by asking their coordinators: the same loop serves both.
+    let channels = (0..config.partitions)
+        .map(|p| {
+            let url = config.owner(p).url();
+            let endpoint = peer(&url, tls)?.timeout(RESOLVE_TIMEOUT);
+            Ok(lazy_channel(&endpoint, env.connector.as_ref()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let resolver = Resolver {
+        local: partitions.to_vec(),
+        config: config.clone(),
+        channels: Arc::new(channels),
+        clock: env.clock.clone(),
+    };
+    let every = (env.adjudicator.vote_timeout / 4).max(Duration::from_millis(10));
+    for part in partitions {
+        tasks.push(tokio::spawn(resolver.clone().run(part.clone(), every)));
+        tasks.push(tokio::spawn(heartbeat(
+            part.clone(),
+            env.clock.clone(),
+            env.heartbeat_interval,
+        )));
+    }
+    Ok(tasks)
+}
+
+/// Appends a heartbeat whenever `part`'s journal has been idle for `interval`, and about
+/// once a second forgets conflicts older than the longest transaction, so the window's
+/// memory stays bounded. Ends when the partition steps down.
+async fn heartbeat(part: Arc<Partition>, clock: Arc<dyn Clock>, interval: Duration) {
+    let rounds_per_second =
+        (Duration::from_secs(1).as_nanos() / interval.as_nanos().max(1)).max(1) as u64;
+    let mut tick = tokio::time::interval(interval);
+    for round in 0u64.. {
+        tick.tick().await;
+        if part.promise_durable(clock.now().earliest).await.is_err() {
+            return; // stepped down: nothing more to promise
+        }
+        if round % rounds_per_second == 0 {
+            part.adjudicator().advance_horizon(clock.now());
+        }
+    }
+}
+
+/// The storage replica: its engine, a feed from every partition's journal wherever it
+/// lives, its maintenance rounds, and the `StorageService` that serves it.
+fn start_storage(
+    config: &NodeConfig,
+    env: &NodeEnv,
+    tls: Option<&TlsFiles>,
+    maintenance: &Maintenance,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> Result<StorageServiceServer<StorageServer<Box<dyn Engine>>>> {
+    let ids: Vec<PartitionId> = (0..config.partitions).map(PartitionId::new).collect();
+    let engine = env
+        .storage
+        .open(&config.data_dir, config.latest_cache_bytes())?;
+    let engine: Box<dyn Engine> = match &env.storage_faults {
+        Some(faults) => Box::new(Faulty::new(engine, faults.clone())),
+        None => engine,
+    };
+    let mut node = StorageNode::open(engine, &ids)?;
+    if env.storage_server.release_before_write {
+        node = node.plant_release_before_write();
+    }
+    let node = Arc::new(node);
+    for &p in &ids {
+        let url = config.owner(p.get()).url();
+        let channel = lazy_channel(&peer(&url, tls)?, env.connector.as_ref());
+        let node = node.clone();
+        tasks.push(tokio::spawn(async move {
+            let client = JournalServiceClient::new(channel);
+            // Ends when the journal closes; an invariant break stops it (the node
+            // then serves reads only up to its watermark, never a wrong history).
+            let _ = journaldb_storage::follow::follow(client, p, node, FEED_RETRY).await;
+        }));
+    }
+    tasks.push(tokio::spawn(maintenance.clone().checkpoint(node.clone())));
+    Ok(StorageServiceServer::new(
+        StorageServer::new(node, env.storage_server.clone()).with_clock(env.clock.clone()),
+    )
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES))
+}
+
 impl ClusterNode {
     /// Starts the node on `listener` (bound by the caller: `serve` binds the configured
     /// address; tests bind port 0), with the production [`NodeEnv`].
@@ -314,75 +452,33 @@ impl ClusterNode {
         IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
         IE: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
     {
-        env.disk
-            .create_dir_all(&config.data_dir)
-            .map_err(|e| Error::Io(format!("creating {}: {e}", config.data_dir.display())))?;
-        if let Some(ms) = config.vote_timeout_ms {
-            env.adjudicator.vote_timeout = Duration::from_millis(ms);
-        }
-        // The partition count is fixed at creation and checked at every start.
-        journaldb::manifest::Manifest::load_or_adopt(
-            &*env.disk,
-            &config.data_dir,
-            config.partitions,
-        )?;
+        let limits = prepare(&config, &mut env)?;
         let tls = config.tls_files().map_err(Error::InvalidArgument)?;
-        let limits = Limits::default();
-        if limits.max_record_bytes() > env.journal.max_record_bytes {
-            return Err(Error::InvalidArgument(format!(
-                "the journal's record limit ({} bytes) is below the largest commit record \
-                 a transaction may need ({} bytes)",
-                env.journal.max_record_bytes,
-                limits.max_record_bytes()
-            )));
-        }
-        let clock = env.clock.clone();
-        let me = config.me().clone();
-        let mut partitions = Vec::new();
-        for &p in &me.partitions {
-            partitions.push(open_partition(&config, &env, p)?);
-        }
-        let mut tasks = Vec::new();
-        // Votes left undecided — by a crash here, or by a client that died mid-protocol —
-        // are resolved once older than the vote timeout (a replayed vote counts from its
-        // τ), by asking their coordinators: the same loop serves both.
-        let channels = (0..config.partitions)
-            .map(|p| {
-                let url = config.owner(p).url();
-                let endpoint = peer(&url, tls.as_ref())?.timeout(RESOLVE_TIMEOUT);
+        let partitions = config
+            .me()
+            .partitions
+            .iter()
+            .map(|&p| open_partition(&config, &env, p))
+            .collect::<Result<Vec<_>>>()?;
+        let maintenance = Maintenance {
+            clock: env.clock.clone(),
+            retention: config.retention(),
+            every: config.checkpoint_interval(),
+            failure: Failure::default(),
+        };
+        let mut tasks = partition_tasks(&config, &env, tls.as_ref(), &partitions)?;
+        let replicas = config
+            .nodes
+            .iter()
+            .filter(|n| n.storage)
+            .map(|n| {
+                let endpoint = peer(&n.url(), tls.as_ref())?.timeout(RESOLVE_TIMEOUT);
                 Ok(lazy_channel(&endpoint, env.connector.as_ref()))
             })
             .collect::<Result<Vec<_>>>()?;
-        let resolver = Resolver {
-            local: partitions.clone(),
-            config: config.clone(),
-            channels: Arc::new(channels),
-            clock: clock.clone(),
-        };
-        let every = (env.adjudicator.vote_timeout / 4).max(Duration::from_millis(10));
-        for part in &partitions {
-            tasks.push(tokio::spawn(resolver.clone().run(part.clone(), every)));
-        }
-        let heartbeat_interval = env.heartbeat_interval;
-        let rounds_per_second = (Duration::from_secs(1).as_nanos()
-            / heartbeat_interval.as_nanos().max(1))
-        .max(1) as u64;
-        for part in &partitions {
-            let (part, clock) = (part.clone(), clock.clone());
-            tasks.push(tokio::spawn(async move {
-                let mut tick = tokio::time::interval(heartbeat_interval);
-                for round in 0u64.. {
-                    tick.tick().await;
-                    if part.promise_durable(clock.now().earliest).await.is_err() {
-                        return; // stepped down: nothing more to promise
-                    }
-                    // About once a second: forget conflicts older than the longest
-                    // transaction, so the window's memory stays bounded.
-                    if round % rounds_per_second == 0 {
-                        part.adjudicator().advance_horizon(clock.now());
-                    }
-                }
-            }));
+        if !partitions.is_empty() {
+            let truncate = maintenance.clone().truncate(partitions.clone(), replicas);
+            tasks.push(tokio::spawn(truncate));
         }
 
         let (reporter, health) = tonic_health::server::health_reporter();
@@ -414,45 +510,16 @@ impl ClusterNode {
                     AdjudicatorServer::new(
                         partitions.clone(),
                         config.partitions,
-                        clock.clone(),
+                        env.clock.clone(),
                         limits,
                     )
                     .with_topology_version(config.topology_version),
                 )
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
             );
-        if me.storage {
-            let ids: Vec<PartitionId> = (0..config.partitions).map(PartitionId::new).collect();
-            let engine = env
-                .storage
-                .open(&config.data_dir, config.latest_cache_bytes())?;
-            let engine: Box<dyn Engine> = match &env.storage_faults {
-                Some(faults) => Box::new(Faulty::new(engine, faults.clone())),
-                None => engine,
-            };
-            let mut node = StorageNode::open(engine, &ids)?;
-            if env.storage_server.release_before_write {
-                node = node.plant_release_before_write();
-            }
-            let node = Arc::new(node);
-            for &p in &ids {
-                let url = config.owner(p.get()).url();
-                let channel = lazy_channel(&peer(&url, tls.as_ref())?, env.connector.as_ref());
-                let node = node.clone();
-                tasks.push(tokio::spawn(async move {
-                    let client = JournalServiceClient::new(channel);
-                    // Ends when the journal closes; an invariant break stops it (the node
-                    // then serves reads only up to its watermark, never a wrong history).
-                    let _ = journaldb_storage::follow::follow(client, p, node, FEED_RETRY).await;
-                }));
-            }
-            router = router.add_service(
-                StorageServiceServer::new(
-                    StorageServer::new(node, env.storage_server.clone()).with_clock(clock.clone()),
-                )
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
-            );
+        if config.me().storage {
+            let storage = start_storage(&config, &env, tls.as_ref(), &maintenance, &mut tasks)?;
+            router = router.add_service(storage);
         }
         reporter
             .set_service_status("", tonic_health::ServingStatus::Serving)
@@ -467,15 +534,18 @@ impl ClusterNode {
             stop,
             tasks,
             journals: partitions.iter().map(|p| p.journal().clone()).collect(),
+            failure: maintenance.failure,
             addr,
         })
     }
 
-    /// Whether one of its journals has failed (an I/O error poisoned it): its partition
-    /// then refuses every commit until the node is restarted, which recovers the journal.
-    /// `serve` exits when this happens, so a supervisor restarts the process.
+    /// Whether one of its journals has failed (an I/O error poisoned it: its partition
+    /// then refuses every commit until the node is restarted, which recovers the journal),
+    /// or a maintenance round did (storage could not checkpoint, a journal segment could
+    /// not be removed). `serve` exits when this happens, so a supervisor restarts the
+    /// process.
     pub fn is_failed(&self) -> bool {
-        self.journals.iter().any(|j| j.is_poisoned())
+        self.journals.iter().any(|j| j.is_poisoned()) || self.failure.lock().is_some()
     }
 
     /// The address it listens on.
@@ -498,7 +568,7 @@ impl ClusterNode {
             t.abort();
         }
         // Closing the journals ends their Tail streams, so the server can drain.
-        let mut first_error = None;
+        let mut first_error = self.failure.lock().take();
         for j in &self.journals {
             if let Err(e) = j.close() {
                 first_error.get_or_insert(Error::from(e));

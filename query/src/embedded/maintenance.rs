@@ -6,19 +6,18 @@
 //! undecided past the vote timeout — a `commit()` future dropped between its prepares and
 //! its decision — are resolved by asking their (local) coordinators.
 
-use std::collections::{BTreeMap, VecDeque};
 use std::sync::Weak;
 use std::time::Duration;
 
-use journaldb_proto::{Clock, Lsn, PartitionId};
-use journaldb_storage::{Checkpoint, Engine};
+use journaldb_proto::Clock;
+use journaldb_storage::retention;
 
 use super::Inner;
 use crate::error::Result;
 
 /// The maintenance loop: a round every checkpoint interval, or sooner once the journals
 /// grew by the checkpoint bytes, while the database is open.
-pub(crate) async fn maintain(inner: Weak<Inner>, mut history: VecDeque<Checkpoint>) {
+pub(crate) async fn maintain(inner: Weak<Inner>) {
     let Some((interval, bytes)) = inner
         .upgrade()
         .map(|i| (i.options.checkpoint_interval, i.options.checkpoint_bytes))
@@ -41,7 +40,7 @@ pub(crate) async fn maintain(inner: Weak<Inner>, mut history: VecDeque<Checkpoin
         }
         since_last_round = Duration::ZERO;
         written_at_last_round = written;
-        if let Err(e) = inner.maintain_once(&mut history).await {
+        if let Err(e) = inner.maintain_once().await {
             inner.maintenance_error.lock().get_or_insert(e);
         }
     }
@@ -61,9 +60,11 @@ impl Inner {
         }
     }
 
-    /// One maintenance round (see the module docs). `history` holds the checkpoints not yet
-    /// old enough to truncate to, oldest first.
-    pub(crate) async fn maintain_once(&self, history: &mut VecDeque<Checkpoint>) -> Result<()> {
+    /// One maintenance round (see the module docs): the rules are storage's
+    /// ([`StorageNode::maintain`](journaldb_storage::StorageNode::maintain),
+    /// [`retention`](journaldb_storage::retention)) and the adjudicators'
+    /// (`keep_journal_from`); a cluster's nodes call the same ones.
+    pub(crate) async fn maintain_once(&self) -> Result<()> {
         let now = self.clock.now();
         for part in &self.parts {
             part.adjudicator().advance_horizon(now);
@@ -71,21 +72,15 @@ impl Inner {
         // The watermark moves only as every journal does: an idle one gets a heartbeat.
         self.promise_all(now.earliest)?;
         let cutoff = now.earliest.saturating_sub(self.options.retention);
-        let checkpoint = self.node.checkpoint(cutoff)?;
-        if !self.node.store().is_durable() {
-            return Ok(()); // the journals are the only copy: keep them whole
-        }
-        history.push_back(checkpoint);
-        // Every record below a checkpoint's positions has τ ≤ its watermark.
-        while history.get(1).is_some_and(|next| next.watermark < cutoff) {
-            history.pop_front();
-        }
-        let Some(old) = history.front().filter(|c| c.watermark < cutoff) else {
-            return Ok(());
+        self.node.maintain(cutoff)?;
+        let Some(checkpoint) = self.node.checkpoint_before(cutoff) else {
+            return Ok(()); // nothing old enough, or the journals are the only copy
         };
-        let applied: &BTreeMap<PartitionId, Lsn> = &old.applied;
-        for (p, lsn) in applied {
-            self.part(*p).journal().truncate_prefix(lsn.next())?;
+        for part in &self.parts {
+            let keep_from = part.adjudicator().keep_journal_from(cutoff);
+            if let Some(first) = retention::first_to_keep([&checkpoint], part.id(), keep_from) {
+                part.journal().truncate_prefix(first)?;
+            }
         }
         Ok(())
     }
