@@ -266,16 +266,30 @@ impl Transaction {
             let coordinator = self
                 .coordinator()
                 .ok_or_else(|| Error::InvalidArgument("nothing to commit".into()))?;
-            match self.commit_cross(coordinator, by_part).await {
+            // Both ways acknowledge the commit themselves: the participants' `Decide`s run
+            // during commit wait.
+            let commit_ts = match self.commit_cross(coordinator, by_part).await {
                 Err(Error::CommitUnknown) if learn_outcome => {
                     self.ask_coordinator(coordinator, &participants).await
                 }
                 other => other,
-            }
+            }?;
+            return Ok(CommitInfo { commit_ts });
         };
         let commit_ts = committed?;
         self.backend.acknowledge(commit_ts).await;
         Ok(CommitInfo { commit_ts })
+    }
+
+    /// The end of a cross-partition commit at `commit_ts`: the participants are told
+    /// (each appends `Decided`) while commit wait runs, and the commit is acknowledged once
+    /// both are done — a `Decide`'s round trip and fsync overlap commit wait instead of
+    /// adding to it, and a client's next transaction finds no key of this one pending.
+    async fn decide_and_acknowledge(&self, voted: &[PartitionId], commit_ts: Timestamp) {
+        tokio::join!(
+            self.decide(voted, Some(commit_ts)),
+            self.backend.acknowledge(commit_ts)
+        );
     }
 
     fn single_request(
@@ -331,7 +345,7 @@ impl Transaction {
                 .await
             {
                 Some(TxnStatus::Committed(commit_ts)) => {
-                    self.decide(participants, Some(commit_ts)).await;
+                    self.decide_and_acknowledge(participants, commit_ts).await;
                     return Ok(commit_ts);
                 }
                 Some(TxnStatus::Aborted) => {
@@ -351,14 +365,14 @@ impl Transaction {
         Err(Error::CommitUnknown)
     }
 
+    /// Prepares on every participant at once, then the coordinator's `Commit`, then
+    /// [`Transaction::decide_and_acknowledge`]. Returns once acknowledged.
     async fn commit_cross(
         &self,
         coordinator: PartitionId,
         by_part: BTreeMap<PartitionId, Vec<Mutation>>,
     ) -> Result<Timestamp> {
-        let mut voted = Vec::new();
-        let mut votes = Vec::new();
-        for (&p, mutations) in &by_part {
+        let prepares = by_part.iter().map(|(&p, mutations)| {
             let req = PrepareRequest {
                 txn_id: self.txn_id,
                 start_ts: self.start_ts,
@@ -366,26 +380,36 @@ impl Transaction {
                 coordinator,
                 coordinator_epoch: Epoch::default(),
             };
-            match self.backend.prepare(p, &req).await {
+            async move { (p, self.backend.prepare(p, &req).await) }
+        });
+        let mut voted = Vec::new();
+        let mut votes = Vec::new();
+        let mut refused = None;
+        for (p, answer) in join_all(prepares.collect()).await {
+            match answer {
                 Ok(vote_ts) => {
                     voted.push(p);
                     votes.push(vote_ts);
                 }
+                // The vote may be in the journal: decide it. No `Commit` can exist without
+                // every vote, so this is a definite abort.
                 Err(e) if e.maybe_committed() => {
-                    // The vote may be in the journal: decide it. No `Commit` can exist
-                    // without every vote, so this is a definite abort.
                     voted.push(p);
-                    self.abort(&voted).await;
-                    return Err(Error::Unavailable {
-                        reason: format!("{p}: the vote's append failed; nothing was committed"),
+                    refused.get_or_insert(Error::Unavailable {
+                        reason: format!(
+                            "{p}: the vote's outcome is unknown; nothing was committed"
+                        ),
                         retry_after: None,
                     });
                 }
                 Err(e) => {
-                    self.abort(&voted).await;
-                    return Err(e);
+                    refused.get_or_insert(e);
                 }
             }
+        }
+        if let Some(e) = refused {
+            self.abort(&voted).await;
+            return Err(e);
         }
         let mutations: Vec<Mutation> = by_part.values().flatten().cloned().collect();
         let participants: Vec<PartitionId> = by_part.keys().copied().collect();
@@ -409,10 +433,8 @@ impl Transaction {
                 return Err(e);
             }
         };
-        // Decide: participants learn τc and append `Decided`. The commit is durable already;
-        // this awaits each participant's first answer (embedded: queued; cluster: durable)
-        // and retries failed ones in the background (docs/COMMIT_PATH.md, paths 2 and 4).
-        self.decide(&voted, Some(commit_ts)).await;
+        // The commit is durable already (docs/COMMIT_PATH.md, paths 2 and 4).
+        self.decide_and_acknowledge(&voted, commit_ts).await;
         Ok(commit_ts)
     }
 
@@ -474,4 +496,34 @@ pub(crate) async fn transact<T>(
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Runs `futures` concurrently on the calling task (no spawn: dropping the caller drops
+/// them); their outputs, in order.
+async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut running: Vec<_> = futures.into_iter().map(Box::pin).map(Some).collect();
+    let mut outputs: Vec<Option<F::Output>> = running.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (slot, output) in running.iter_mut().zip(outputs.iter_mut()) {
+            let Some(future) = slot else { continue };
+            match future.as_mut().poll(cx) {
+                std::task::Poll::Ready(out) => {
+                    *output = Some(out);
+                    *slot = None;
+                }
+                std::task::Poll::Pending => pending = true,
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs
+        .into_iter()
+        .map(|out| out.expect("every future finished"))
+        .collect()
 }

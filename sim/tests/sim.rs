@@ -186,10 +186,11 @@ fn a_trusted_hostile_promise_is_caught_by_the_liveness_check() {
 /// Hardening defects 2 and 6: a coordinator whose abort binds nothing serves a
 /// `CommitPrepared` that arrived (late) after the client learned "aborted" through
 /// `Status` and `transact` re-ran the transaction: applied twice, over a newer state.
+/// Since prepares go out concurrently, seed 15 is the first to catch it.
 #[test]
 fn a_commit_served_after_its_abort_is_caught_as_lost_appends() {
     assert_caught(
-        8,
+        20,
         PlantedBug::IgnoreAbortMarks,
         WorkloadKind::ListAppend,
         "late",
