@@ -38,10 +38,11 @@ mod replay;
 pub mod service;
 mod window;
 
-pub use crate::core::{Adjudicator, AdjudicatorConfig, PlantedBug};
+pub use crate::core::{Adjudicator, AdjudicatorConfig};
 pub use crate::partition::{Partition, Refusal};
 pub use crate::protocol::{
     CommitDecision, CommitRequest, PrepareDecision, PrepareRequest, StatusDecision, TxnStatus,
     Unavailable, Verdict, Vote,
 };
 pub use crate::replay::{ReplayError, ReplayMode};
+pub use journaldb_proto::PlantedBug;

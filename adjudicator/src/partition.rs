@@ -23,11 +23,12 @@ use journaldb_proto::{Lsn, Mutation, PartitionId, TimeInterval, Timestamp, TxnId
 use parking_lot::{Mutex, MutexGuard};
 use prost::Message;
 
-use crate::core::{Adjudicator, PlantedBug};
+use crate::core::Adjudicator;
 use crate::protocol::{
     CommitDecision, CommitRequest, PrepareDecision, PrepareRequest, StatusDecision, TxnStatus,
     Verdict,
 };
+use journaldb_proto::PlantedBug;
 
 /// Why a [`Partition`] call did not commit (or vote).
 #[derive(Debug, Clone, PartialEq)]

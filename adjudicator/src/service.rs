@@ -26,9 +26,9 @@ use journaldb_proto::status::ErrorKind;
 use journaldb_proto::{Clock, Epoch, Limits, Mutation, PartitionId, Timestamp, TxnId, pb};
 use tonic::{Request, Response, Status};
 
-use crate::core::PlantedBug;
 use crate::partition::{Partition, Refusal};
 use crate::protocol::{CommitDecision, CommitRequest, PrepareRequest, Verdict};
+use journaldb_proto::PlantedBug;
 
 /// The adjudicator role's gRPC service.
 pub struct AdjudicatorServer<C> {

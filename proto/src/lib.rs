@@ -28,6 +28,7 @@ pub mod keyspace;
 pub mod limits;
 pub mod lookup;
 pub mod mutation;
+pub mod planted;
 pub mod status;
 
 /// Messages generated from the `.proto` files by prost (see `build.rs`).
@@ -41,3 +42,4 @@ pub use ids::{Epoch, Lsn, PartitionId, Timestamp, TxnId};
 pub use limits::{LimitExceeded, LimitKind, Limits, MAX_MESSAGE_BYTES};
 pub use lookup::LookupMap;
 pub use mutation::{DecodeError, Mutation, MutationOp};
+pub use planted::PlantedBug;

@@ -15,6 +15,7 @@ use journaldb::{Client, ClientOptions, StorageEngine};
 use journaldb_adjudicator::AdjudicatorConfig;
 use journaldb_journal::{Flusher, JournalOptions};
 use journaldb_node::{ClusterNode, LateRequests, NodeConfig, NodeEntry, NodeEnv};
+use journaldb_proto::PlantedBug;
 use journaldb_storage::WriteFaults;
 use journaldb_storage::service::StorageServerConfig;
 use rand::{Rng, SeedableRng};
@@ -26,94 +27,6 @@ use crate::net;
 
 /// The port every simulated node listens on.
 pub const PORT: u16 = 7000;
-
-/// A bug planted on purpose, to show that the checkers catch it (sim-only switches).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PlantedBug {
-    /// Adjudicators commit without checking for conflicts: lost updates, G-single.
-    SkipConflictCheck,
-    /// Adjudicators acknowledge a commit before its record is durable: a crash loses it.
-    AckBeforeDurable,
-    /// Storage replicas answer reads without waiting for the watermark: stale reads.
-    IgnoreWatermark,
-    /// Adjudicators ignore their abort marks: a commit delayed past `Status` or past its
-    /// retry commits after `transact` re-ran it (hardening defects 2 and 6).
-    IgnoreAbortMarks,
-    /// Participants never resolve undecided votes (hardening defect 1).
-    NoVoteTimeout,
-    /// Adjudicators serve outside `Promise`s as asked (hardening defect 4).
-    TrustPromises,
-    /// Storage forgets a batch before writing it (hardening defect 3).
-    ReleaseBeforeWrite,
-    /// Storage answers reads of versions still in the future of its clock (hardening
-    /// defect 10).
-    SkipVisibilityWait,
-    /// A client process restarted after a crash draws its transaction ids from the same
-    /// seed as the one that died: it reuses ids, and an adjudicator answers a new
-    /// transaction with an old one's outcome (hardening defect 8).
-    ReuseTxnIds,
-    /// A queued record's durability is learned only by the request that queued it
-    /// (hardening defect 5).
-    ForgetQueuedOutcomes,
-}
-
-impl PlantedBug {
-    /// Every planted bug, with its CLI name.
-    pub const ALL: [(PlantedBug, &'static str); 10] = [
-        (PlantedBug::SkipConflictCheck, "skip-conflict-check"),
-        (PlantedBug::AckBeforeDurable, "ack-before-durable"),
-        (PlantedBug::IgnoreWatermark, "ignore-watermark"),
-        (PlantedBug::IgnoreAbortMarks, "ignore-abort-marks"),
-        (PlantedBug::NoVoteTimeout, "no-vote-timeout"),
-        (PlantedBug::TrustPromises, "trust-promises"),
-        (PlantedBug::ReleaseBeforeWrite, "release-before-write"),
-        (PlantedBug::SkipVisibilityWait, "skip-visibility-wait"),
-        (PlantedBug::ReuseTxnIds, "reuse-txn-ids"),
-        (PlantedBug::ForgetQueuedOutcomes, "forget-queued-outcomes"),
-    ];
-
-    /// The bug of the adjudicator's own planted-bug switch, if this is one.
-    fn adjudicator(self) -> Option<journaldb_adjudicator::PlantedBug> {
-        use journaldb_adjudicator::PlantedBug as A;
-        match self {
-            PlantedBug::SkipConflictCheck => Some(A::SkipConflictCheck),
-            PlantedBug::AckBeforeDurable => Some(A::AckBeforeDurable),
-            PlantedBug::IgnoreAbortMarks => Some(A::IgnoreAbortMarks),
-            PlantedBug::NoVoteTimeout => Some(A::NoVoteTimeout),
-            PlantedBug::TrustPromises => Some(A::TrustPromises),
-            PlantedBug::ForgetQueuedOutcomes => Some(A::ForgetQueuedOutcomes),
-            PlantedBug::IgnoreWatermark
-            | PlantedBug::ReleaseBeforeWrite
-            | PlantedBug::SkipVisibilityWait
-            | PlantedBug::ReuseTxnIds => None,
-        }
-    }
-}
-
-impl std::str::FromStr for PlantedBug {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        PlantedBug::ALL
-            .iter()
-            .find(|(_, name)| *name == s)
-            .map(|(bug, _)| *bug)
-            .ok_or_else(|| {
-                let known: Vec<&str> = PlantedBug::ALL.iter().map(|(_, n)| *n).collect();
-                format!("unknown planted bug {s:?}; known: {}", known.join(", "))
-            })
-    }
-}
-
-impl std::fmt::Display for PlantedBug {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let name = PlantedBug::ALL
-            .iter()
-            .find(|(bug, _)| bug == self)
-            .map_or("?", |(_, name)| name);
-        f.write_str(name)
-    }
-}
 
 /// The cluster's randomised settings (FoundationDB's knobs), drawn from the seed within
 /// sane ranges.
@@ -325,15 +238,13 @@ impl SimCluster {
                 },
                 heartbeat_interval: knobs.heartbeat,
                 adjudicator: AdjudicatorConfig {
-                    planted_bug: planted.and_then(PlantedBug::adjudicator),
+                    planted_bug: planted,
                     vote_timeout: knobs.vote_timeout,
                     ..AdjudicatorConfig::default()
                 },
                 storage_server: StorageServerConfig {
                     read_timeout: knobs.read_timeout,
-                    ignore_watermark: planted == Some(PlantedBug::IgnoreWatermark),
-                    release_before_write: planted == Some(PlantedBug::ReleaseBeforeWrite),
-                    skip_visibility_wait: planted == Some(PlantedBug::SkipVisibilityWait),
+                    planted_bug: planted,
                     ..StorageServerConfig::default()
                 },
                 storage_faults: Some(node.storage.clone()),

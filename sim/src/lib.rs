@@ -33,7 +33,8 @@ pub mod recorder;
 pub mod run;
 pub mod workload;
 
-pub use cluster::{Knobs, PlantedBug, SimCluster};
+pub use cluster::{Knobs, SimCluster};
 pub use faults::{FaultKind, FaultSet};
+pub use journaldb_proto::PlantedBug;
 pub use run::{RunOptions, RunReport, run};
 pub use workload::WorkloadKind;

@@ -23,13 +23,14 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::clock::SimClock;
-use crate::cluster::{Knobs, PlantedBug, SimCluster};
+use crate::cluster::{Knobs, SimCluster};
 use crate::driver::Driver;
 use crate::faults::{self, FaultKind, FaultSet, Hosts};
 use crate::recorder::{
     CLIENTS, ClientCtx, FAULT_PHASE, RUN_LENGTH, SETTLE, Shared, scan_prefix, sim_now,
 };
 use crate::workload::{Verdict, Workload, WorkloadKind, bank, list_append, register};
+use journaldb_proto::PlantedBug;
 
 /// Simulated time after which a run is declared stuck.
 const LIMIT: Duration = Duration::from_secs(120);

@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use journaldb_proto::pb::storage_service_server::StorageService;
 use journaldb_proto::status::ErrorKind;
-use journaldb_proto::{Clock, Limits, Timestamp, pb};
+use journaldb_proto::{Clock, Limits, PlantedBug, Timestamp, pb};
 use tonic::{Request, Response, Status};
 
 use crate::error::Error;
@@ -36,21 +36,13 @@ pub struct StorageServerConfig {
     pub read_timeout: Duration,
     /// Key size limit (ARCHITECTURE §8).
     pub limits: Limits,
-    /// A deliberately planted bug for the simulation's checkers: answer reads from whatever
-    /// has been applied, without waiting for the watermark (stale reads follow). Never set
-    /// outside tests and simulation.
+    /// A bug planted on purpose (tests and simulation only): `IgnoreWatermark` answers
+    /// reads from whatever has been applied, without waiting for the watermark;
+    /// `ReleaseBeforeWrite` makes the node's crossbar forget a batch before the store has
+    /// written it; `SkipVisibilityWait` answers reads without waiting until their versions
+    /// lie in the past (see [`StorageServer::with_clock`]). Others do nothing here.
     #[doc(hidden)]
-    pub ignore_watermark: bool,
-    /// A deliberately planted bug: the node's crossbar forgets a batch before the store
-    /// has written it (a failed write then loses records and the watermark passes them).
-    /// Never set outside tests and simulation.
-    #[doc(hidden)]
-    pub release_before_write: bool,
-    /// A deliberately planted bug: answer reads without waiting until their versions lie
-    /// in the past (see [`StorageServer::with_clock`]). Never set outside tests and
-    /// simulation.
-    #[doc(hidden)]
-    pub skip_visibility_wait: bool,
+    pub planted_bug: Option<PlantedBug>,
 }
 
 impl Default for StorageServerConfig {
@@ -58,9 +50,7 @@ impl Default for StorageServerConfig {
         StorageServerConfig {
             read_timeout: Duration::from_secs(5),
             limits: Limits::default(),
-            ignore_watermark: false,
-            release_before_write: false,
-            skip_visibility_wait: false,
+            planted_bug: None,
         }
     }
 }
@@ -137,7 +127,7 @@ impl<S: Engine> StorageServer<S> {
         let Some(clock) = &self.clock else {
             return Ok(());
         };
-        if self.config.skip_visibility_wait {
+        if self.config.planted_bug == Some(PlantedBug::SkipVisibilityWait) {
             return Ok(());
         }
         let newest = at.min(self.node.watermark());
@@ -168,7 +158,7 @@ impl<S: Engine + 'static> StorageService for StorageServer<S> {
         let req = request.into_inner();
         self.check_key("key", &req.key)?;
         let at = Timestamp::from_nanos(req.at);
-        let value = if self.config.ignore_watermark {
+        let value = if self.config.planted_bug == Some(PlantedBug::IgnoreWatermark) {
             self.node.read_at(at, |s| s.get(&req.key, at))
         } else {
             self.node.get(&req.key, at, self.deadline()).await
@@ -205,7 +195,7 @@ impl<S: Engine + 'static> StorageService for StorageServer<S> {
         };
         let at = Timestamp::from_nanos(req.at);
         let (limit, reverse) = (req.limit as usize, req.reverse);
-        let mut page = if self.config.ignore_watermark {
+        let mut page = if self.config.planted_bug == Some(PlantedBug::IgnoreWatermark) {
             self.node
                 .read_at(at, |s| s.scan(&range, at, limit, reverse))
         } else {

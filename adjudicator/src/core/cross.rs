@@ -26,11 +26,12 @@
 
 use journaldb_proto::{Mutation, PartitionId, TimeInterval, Timestamp, TxnId, pb};
 
-use super::{Adjudicator, PlantedBug};
+use super::Adjudicator;
 use crate::protocol::{
     CommitDecision, PrepareDecision, PrepareRequest, StatusDecision, TxnStatus, Unavailable,
     Verdict, Vote,
 };
+use journaldb_proto::PlantedBug;
 
 impl Adjudicator {
     /// Participant, step 2: votes on `req` (at most once per txn_id).

@@ -11,7 +11,9 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use bytes::Bytes;
-use journaldb_proto::{LookupMap, Lsn, PartitionId, TimeInterval, Timestamp, TxnId, pb};
+use journaldb_proto::{
+    LookupMap, Lsn, PartitionId, PlantedBug, TimeInterval, Timestamp, TxnId, pb,
+};
 
 use crate::protocol::{CommitDecision, CommitRequest, Unavailable, Verdict, Vote};
 use crate::window::ConflictWindow;
@@ -47,33 +49,6 @@ impl Default for AdjudicatorConfig {
             planted_bug: None,
         }
     }
-}
-
-/// Bugs the adjudicator can be told to have (FoundationDB's `ResolverBug`).
-#[doc(hidden)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PlantedBug {
-    /// Commit without checking `last_write`: lost updates and read skew follow.
-    SkipConflictCheck,
-    /// Acknowledge a commit once its record is queued, before it is durable: a crash then
-    /// loses acknowledged commits.
-    AckBeforeDurable,
-    /// The coordinator's abort binds nothing: commit requests ignore its abort marks, a
-    /// `CommitPrepared` needs no vote of the coordinator's own (which the abort decides),
-    /// and a refused retry is not made binding. A `CommitPrepared` delayed past the
-    /// client's `Status` question commits after `transact` re-ran the transaction, and a
-    /// commit delayed past its refused retry likewise: applied twice.
-    IgnoreAbortMarks,
-    /// Participants never resolve undecided votes: a client that dies between its
-    /// prepares and its `Decide` keeps its keys pending for good.
-    NoVoteTimeout,
-    /// `Promise` requests from outside the node are served as asked: a client can drag a
-    /// partition's floor (and every later commit τ and commit wait) far into the future.
-    TrustPromises,
-    /// A queued record's durability is learned only by the request that queued it: when
-    /// the request's future is dropped (its client went away), its outcome stays in
-    /// flight and the votes waiting on it stay pending (hardening defect 5).
-    ForgetQueuedOutcomes,
 }
 
 /// A committed outcome kept for idempotent retries.

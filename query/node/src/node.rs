@@ -29,7 +29,8 @@ use journaldb_proto::pb::journal_service_client::JournalServiceClient;
 use journaldb_proto::pb::journal_service_server::JournalServiceServer;
 use journaldb_proto::pb::storage_service_server::StorageServiceServer;
 use journaldb_proto::{
-    Clock, Limits, Lsn, MAX_MESSAGE_BYTES, PartitionId, SystemClock, Timestamp, TxnId, pb,
+    Clock, Limits, Lsn, MAX_MESSAGE_BYTES, PartitionId, PlantedBug, SystemClock, Timestamp, TxnId,
+    pb,
 };
 use journaldb_storage::service::{StorageServer, StorageServerConfig};
 use journaldb_storage::{Engine, Faulty, StorageNode, WriteFaults};
@@ -402,7 +403,7 @@ fn start_storage(
         None => engine,
     };
     let mut node = StorageNode::open(engine, &ids)?;
-    if env.storage_server.release_before_write {
+    if env.storage_server.planted_bug == Some(PlantedBug::ReleaseBeforeWrite) {
         node = node.plant_release_before_write();
     }
     let node = Arc::new(node);

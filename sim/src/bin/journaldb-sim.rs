@@ -44,6 +44,21 @@ enum Command {
     },
     /// Runs one seed; with `--trace` prints its events in simulated time only, so two
     /// replays of a seed print identical bytes.
+    /// Runs one seed and prints its report as one JSON line: what `run` starts, in a fresh
+    /// process, for each seed of a sweep.
+    #[command(hide = true)]
+    Seed {
+        #[arg(long)]
+        seed: u64,
+        #[arg(long)]
+        workload: WorkloadKind,
+        #[arg(long)]
+        faults: FaultSet,
+        #[arg(long)]
+        plant: Option<PlantedBug>,
+        #[arg(long)]
+        history_out: Option<PathBuf>,
+    },
     Replay {
         /// The seed.
         #[arg(long)]
@@ -84,6 +99,21 @@ fn main() -> ExitCode {
             plant,
             min_commits,
         } => run(workload, faults, seeds, history_out, plant, min_commits),
+        Command::Seed {
+            seed,
+            workload,
+            faults,
+            plant,
+            history_out,
+        } => one_seed(
+            RunOptions {
+                seed,
+                workload,
+                faults,
+                planted: plant,
+            },
+            history_out,
+        ),
         Command::Replay {
             seed,
             workload,
@@ -163,7 +193,7 @@ fn run(
             faults: faults.clone(),
             planted,
         };
-        let mut report = journaldb_sim::run(&options);
+        let mut report = run_in_own_process(&options, history_out.as_deref());
         if report.commits < min_commits {
             report.failures.push(format!(
                 "only {} commits, fewer than --min-commits {min_commits}",
@@ -182,13 +212,6 @@ fn run(
             *fired.entry(*k).or_default() += n;
         }
         expected += report.expected.len();
-        if let (Some(dir), Some(history)) = (&history_out, &report.history) {
-            let path = dir.join(format!("{workload}-seed-{seed}.jsonl"));
-            if let Err(e) = std::fs::write(&path, history) {
-                eprintln!("journaldb-sim: writing {}: {e}", path.display());
-                return ExitCode::FAILURE;
-            }
-        }
         if !report.passed() {
             for f in &report.failures {
                 println!("  FAIL {f}");
@@ -264,4 +287,134 @@ fn none_if_empty(items: &[String]) -> String {
     } else {
         items.join(", ")
     }
+}
+
+/// Runs `options` in a fresh process (`journaldb-sim seed …`), so that every seed of a
+/// sweep runs exactly as its replay command does: tokio numbers tasks from a
+/// process-wide counter, and a seed run after others in one process could take another
+/// path after a host restart (docs/SIMULATION.md). A child that dies without a report is a
+/// failure of the seed.
+fn run_in_own_process(options: &RunOptions, history_out: Option<&std::path::Path>) -> RunReport {
+    let failed = |why: String| RunReport {
+        seed: options.seed,
+        failures: vec![why],
+        ..RunReport::default()
+    };
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => return failed(format!("cannot find this program to run the seed: {e}")),
+    };
+    let mut child = std::process::Command::new(exe);
+    child.args([
+        "seed",
+        "--seed",
+        &options.seed.to_string(),
+        "--workload",
+        &options.workload.to_string(),
+        "--faults",
+        &options.faults.to_string(),
+    ]);
+    if let Some(bug) = options.planted {
+        child.args(["--plant", &bug.to_string()]);
+    }
+    if let Some(dir) = history_out {
+        child.arg("--history-out").arg(dir);
+    }
+    let output = match child.output() {
+        Ok(output) => output,
+        Err(e) => return failed(format!("cannot start the seed's process: {e}")),
+    };
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    match stdout.lines().last().map(parse_report) {
+        Some(Ok(report)) => report,
+        Some(Err(e)) if output.status.success() => failed(format!("unreadable report: {e}")),
+        _ => {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
+            failed(format!(
+                "the seed's process died ({}): {}",
+                output.status,
+                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+            ))
+        }
+    }
+}
+
+/// `journaldb-sim seed`: one run; writes its history if asked; its report on one line.
+fn one_seed(options: RunOptions, history_out: Option<PathBuf>) -> ExitCode {
+    let report = journaldb_sim::run(&options);
+    if let (Some(dir), Some(history)) = (&history_out, &report.history) {
+        let path = dir.join(format!("{}-seed-{}.jsonl", options.workload, options.seed));
+        if let Err(e) = std::fs::write(&path, history) {
+            eprintln!("journaldb-sim: writing {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    let fired: serde_json::Map<String, serde_json::Value> = report
+        .fired
+        .iter()
+        .map(|(k, n)| (k.token().to_owned(), (*n).into()))
+        .collect();
+    let line = serde_json::json!({
+        "seed": report.seed,
+        "commits": report.commits,
+        "reads": report.reads,
+        "simulated_ns": report.simulated.as_nanos() as u64,
+        "aborts": report.aborts,
+        "fired": fired,
+        "failures": report.failures,
+        "expected": report.expected,
+    });
+    println!("{line}");
+    ExitCode::SUCCESS
+}
+
+/// The report a `journaldb-sim seed` process printed.
+fn parse_report(line: &str) -> Result<RunReport, String> {
+    let v: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    let number = |key: &str| v[key].as_u64().ok_or(format!("no {key}"));
+    let strings = |key: &str| -> Result<Vec<String>, String> {
+        v[key]
+            .as_array()
+            .ok_or(format!("no {key}"))?
+            .iter()
+            .map(|s| {
+                s.as_str()
+                    .map(str::to_owned)
+                    .ok_or(format!("{key}: not a string"))
+            })
+            .collect()
+    };
+    let counts = |key: &str| -> Result<Vec<(String, u64)>, String> {
+        v[key]
+            .as_object()
+            .ok_or(format!("no {key}"))?
+            .iter()
+            .map(|(k, n)| {
+                Ok((
+                    k.clone(),
+                    n.as_u64().ok_or(format!("{key}.{k}: not a count"))?,
+                ))
+            })
+            .collect()
+    };
+    let mut fired = std::collections::BTreeMap::new();
+    for (token, n) in counts("fired")? {
+        let kind = FaultKind::ALL
+            .iter()
+            .find(|k| k.token() == token)
+            .ok_or(format!("unknown fault kind {token}"))?;
+        fired.insert(*kind, n);
+    }
+    Ok(RunReport {
+        seed: number("seed")?,
+        commits: number("commits")?,
+        reads: number("reads")?,
+        simulated: Duration::from_nanos(number("simulated_ns")?),
+        aborts: counts("aborts")?.into_iter().collect(),
+        fired,
+        failures: strings("failures")?,
+        expected: strings("expected")?,
+        ..RunReport::default()
+    })
 }

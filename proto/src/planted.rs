@@ -1,0 +1,107 @@
+//! [`PlantedBug`]: the one list of bugs a test or the simulation can plant on purpose, to
+//! show that its checkers catch each (FoundationDB's `BUGGIFY`-style switches, but named
+//! and never random). Every role reads the same type from its settings — the adjudicator's
+//! `AdjudicatorConfig::planted_bug`, the storage server's `StorageServerConfig::planted_bug`
+//! — and the simulation's `--plant NAME` parses it. Never set outside tests and simulation.
+
+/// A bug planted on purpose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlantedBug {
+    /// Adjudicators commit without checking `last_write`: lost updates and read skew.
+    SkipConflictCheck,
+    /// Adjudicators acknowledge a commit once its record is queued, before it is durable:
+    /// a crash then loses acknowledged commits.
+    AckBeforeDurable,
+    /// Storage replicas answer reads without waiting for the watermark: stale reads.
+    IgnoreWatermark,
+    /// The coordinator's abort binds nothing: commit requests ignore its abort marks, a
+    /// `CommitPrepared` needs no vote of the coordinator's own (which the abort decides),
+    /// and a refused retry is not made binding. A `CommitPrepared` delayed past the
+    /// client's `Status` question commits after `transact` re-ran the transaction, and a
+    /// commit delayed past its refused retry likewise: applied twice (hardening defects 2
+    /// and 6).
+    IgnoreAbortMarks,
+    /// Participants never resolve undecided votes: a client that dies between its
+    /// prepares and its `Decide` keeps its keys pending for good (hardening defect 1).
+    NoVoteTimeout,
+    /// `Promise` requests from outside the node are served as asked: a client can drag a
+    /// partition's floor (and every later commit τ and commit wait) far into the future
+    /// (hardening defect 4).
+    TrustPromises,
+    /// A storage node forgets a batch before its store has written it: a failed write then
+    /// loses records and the watermark passes them (hardening defect 3).
+    ReleaseBeforeWrite,
+    /// Storage answers reads of versions still in the future of its clock (hardening
+    /// defect 10).
+    SkipVisibilityWait,
+    /// A client process restarted after a crash draws its transaction ids from the same
+    /// seed as the one that died: it reuses ids, and an adjudicator answers a new
+    /// transaction with an old one's outcome (hardening defect 8).
+    ReuseTxnIds,
+    /// A queued record's durability is learned only by the request that queued it: when
+    /// the request's future is dropped (its client went away), its outcome stays in flight
+    /// and the votes waiting on it stay pending (hardening defect 5).
+    ForgetQueuedOutcomes,
+}
+
+impl PlantedBug {
+    /// Every planted bug, with its name (as `--plant` takes it).
+    pub const ALL: [(PlantedBug, &'static str); 10] = [
+        (PlantedBug::SkipConflictCheck, "skip-conflict-check"),
+        (PlantedBug::AckBeforeDurable, "ack-before-durable"),
+        (PlantedBug::IgnoreWatermark, "ignore-watermark"),
+        (PlantedBug::IgnoreAbortMarks, "ignore-abort-marks"),
+        (PlantedBug::NoVoteTimeout, "no-vote-timeout"),
+        (PlantedBug::TrustPromises, "trust-promises"),
+        (PlantedBug::ReleaseBeforeWrite, "release-before-write"),
+        (PlantedBug::SkipVisibilityWait, "skip-visibility-wait"),
+        (PlantedBug::ReuseTxnIds, "reuse-txn-ids"),
+        (PlantedBug::ForgetQueuedOutcomes, "forget-queued-outcomes"),
+    ];
+}
+
+impl std::str::FromStr for PlantedBug {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        PlantedBug::ALL
+            .iter()
+            .find(|(_, name)| *name == s)
+            .map(|(bug, _)| *bug)
+            .ok_or_else(|| {
+                let known: Vec<&str> = PlantedBug::ALL.iter().map(|(_, n)| *n).collect();
+                format!("unknown planted bug {s:?}; known: {}", known.join(", "))
+            })
+    }
+}
+
+impl std::fmt::Display for PlantedBug {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = PlantedBug::ALL
+            .iter()
+            .find(|(bug, _)| bug == self)
+            .map_or("?", |(_, name)| name);
+        f.write_str(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_bug_has_one_name_that_parses_back() {
+        for (bug, name) in PlantedBug::ALL {
+            assert_eq!(name.parse::<PlantedBug>(), Ok(bug));
+            assert_eq!(bug.to_string(), name);
+        }
+        let names: std::collections::BTreeSet<_> = PlantedBug::ALL.iter().map(|(_, n)| n).collect();
+        assert_eq!(names.len(), PlantedBug::ALL.len());
+        assert!(
+            "no-such-bug"
+                .parse::<PlantedBug>()
+                .unwrap_err()
+                .contains("known:")
+        );
+    }
+}
