@@ -39,7 +39,7 @@ pub mod service;
 mod window;
 
 pub use crate::core::{Adjudicator, AdjudicatorConfig};
-pub use crate::partition::{Partition, Refusal};
+pub use crate::partition::{Partition, RecoveryError, Refusal};
 pub use crate::protocol::{
     CommitDecision, CommitRequest, PrepareDecision, PrepareRequest, StatusDecision, TxnStatus,
     Unavailable, Verdict, Vote,

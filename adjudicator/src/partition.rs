@@ -23,11 +23,12 @@ use journaldb_proto::{Lsn, Mutation, PartitionId, TimeInterval, Timestamp, TxnId
 use parking_lot::{Mutex, MutexGuard};
 use prost::Message;
 
-use crate::core::Adjudicator;
+use crate::core::{Adjudicator, AdjudicatorConfig};
 use crate::protocol::{
     CommitDecision, CommitRequest, PrepareDecision, PrepareRequest, StatusDecision, TxnStatus,
     Verdict,
 };
+use crate::replay::{ReplayError, ReplayMode};
 use journaldb_proto::PlantedBug;
 
 /// Why a [`Partition`] call did not commit (or vote).
@@ -63,7 +64,65 @@ fn encode(record: &pb::Record) -> Bytes {
     Bytes::from(record.encode_to_vec())
 }
 
+/// Why a partition could not be recovered from its journal.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecoveryError {
+    /// Reading the journal failed.
+    #[error(transparent)]
+    Journal(#[from] journaldb_journal::Error),
+    /// A record's payload is not a `Record`.
+    #[error("{partition}, {lsn}: undecodable record: {reason}")]
+    Undecodable {
+        /// The partition.
+        partition: PartitionId,
+        /// Where the record is.
+        lsn: Lsn,
+        /// What the decoder said.
+        reason: String,
+    },
+    /// The records cannot be replayed.
+    #[error("{partition}: {error}")]
+    Replay {
+        /// The partition.
+        partition: PartitionId,
+        /// What is wrong with them.
+        error: ReplayError,
+    },
+}
+
 impl Partition {
+    /// Recovery (ARCHITECTURE §4): partition `id`'s adjudicator rebuilt from `journal`'s
+    /// records from `from` on — read, decoded and [`Adjudicator::replay`]ed in `mode`;
+    /// `owns` says which keys are the partition's. The one recovery both the embedded
+    /// database and a cluster node run.
+    pub fn recover(
+        id: PartitionId,
+        config: AdjudicatorConfig,
+        journal: Arc<Journal>,
+        from: Lsn,
+        owns: impl Fn(&[u8]) -> bool,
+        mode: ReplayMode,
+    ) -> Result<Partition, RecoveryError> {
+        let mut records = Vec::new();
+        for item in journal.read_from(from)? {
+            let (lsn, payload) = item?;
+            let record = pb::Record::decode(payload).map_err(|e| RecoveryError::Undecodable {
+                partition: id,
+                lsn,
+                reason: e.to_string(),
+            })?;
+            records.push(record);
+        }
+        let adj = Adjudicator::replay(id, config, records, owns, mode).map_err(|error| {
+            RecoveryError::Replay {
+                partition: id,
+                error,
+            }
+        })?;
+        Ok(Partition::new(id, adj, journal))
+    }
+
     /// Partition `id`, decided by `adj` (typically [`Adjudicator::replay`]ed from `journal`).
     pub fn new(id: PartitionId, adj: Adjudicator, journal: Arc<Journal>) -> Self {
         Partition {

@@ -163,10 +163,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     let rt = runtime()?;
-    let options = Options {
-        partitions: Some(args.partitions),
-        ..Options::default()
-    };
+    let options = Options::default().with_partitions(args.partitions);
     let db = rt.block_on(Database::open_with(args.dir.join("journaldb"), options))?;
     let rocks = Arc::new(open_rocks(&args.dir.join("rocksdb"))?);
     let loaded = Instant::now();

@@ -25,12 +25,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use journaldb_adjudicator::{Adjudicator, AdjudicatorConfig, Partition, ReplayMode};
+use journaldb_adjudicator::{AdjudicatorConfig, Partition, ReplayMode};
 use journaldb_journal::Journal;
-use journaldb_journal::disk::{Disk, RealDisk};
-use journaldb_proto::{Clock, EmbeddedClock, Lsn, PartitionId, Timestamp, pb};
+use journaldb_journal::disk::{DirLock, Disk, RealDisk};
+use journaldb_proto::{Clock, EmbeddedClock, Lsn, PartitionId, Timestamp};
 use journaldb_storage::{Engine, StorageNode};
-use prost::Message;
 use rand::TryRngCore;
 
 use crate::backend::Backend;
@@ -93,82 +92,29 @@ impl Database {
     }
 
     /// Opens (creating if needed) the database in `dir`. Must be called inside a tokio
-    /// runtime: the storage feed runs as tasks on it.
+    /// runtime: the storage feed runs as tasks on it. In phases: check the options, lock
+    /// the directory, open storage, recover every partition from its journal after
+    /// storage's checkpoint, resolve the votes a crash left undecided, then start the
+    /// feeds and maintenance.
     pub async fn open_with(dir: impl AsRef<Path>, options: Options) -> Result<Database> {
         let dir = dir.as_ref().to_path_buf();
-        if options.retention < options.limits.max_txn_age {
-            return Err(Error::InvalidArgument(format!(
-                "retention ({:?}) must be at least the longest transaction ({:?})",
-                options.retention, options.limits.max_txn_age
-            )));
-        }
-        if options.limits.max_record_bytes() > options.journal.max_record_bytes {
-            return Err(Error::InvalidArgument(format!(
-                "the journal's record limit ({} bytes) is below the largest commit record the \
-                 transaction limits allow ({} bytes): raise journal.max_record_bytes or lower \
-                 limits.max_txn_bytes / max_txn_mutations",
-                options.journal.max_record_bytes,
-                options.limits.max_record_bytes()
-            )));
-        }
-        if options.checkpoint_interval.is_zero() {
-            return Err(Error::InvalidArgument(
-                "checkpoint interval must be positive".into(),
-            ));
-        }
+        check(&options)?;
         let disk: Arc<dyn Disk> = match (&options.disk, options.sync) {
             (Some(disk), _) => disk.clone(),
             (None, SyncMode::Fsync) => Arc::new(RealDisk),
             (None, SyncMode::None) => Arc::new(NoSync(RealDisk)),
         };
-        disk.create_dir_all(&dir)
-            .map_err(|e| Error::Io(format!("creating {}: {e}", dir.display())))?;
-        let lock = disk.lock_dir(&dir).map_err(|e| match e.kind() {
-            std::io::ErrorKind::WouldBlock => {
-                Error::InvalidArgument(format!("{} is locked by another process", dir.display()))
-            }
-            _ => Error::Io(format!("locking {}: {e}", dir.display())),
-        })?;
+        let lock = lock(&*disk, &dir)?;
         let manifest = Manifest::load_or_create(&*disk, &dir, options.partitions, 1)?;
         let ids: Vec<PartitionId> = (0..manifest.partitions).map(PartitionId::new).collect();
         let engine = options.storage.open(&dir, options.latest_cache_bytes)?;
         let node = Arc::new(StorageNode::open(Closable::new(engine), &ids)?);
         let resume = node.resume_positions()?;
-        let checkpoint_ts = node.watermark();
-        let adjudicator = AdjudicatorConfig {
-            max_txn_age: options.limits.max_txn_age,
-            vote_timeout: options.vote_timeout,
-            ..AdjudicatorConfig::default()
-        };
-
-        let mut parts = Vec::new();
-        let mut floor = checkpoint_ts;
-        for &p in &ids {
-            let journal = Arc::new(Journal::open_on(
-                disk.clone(),
-                dir.join(format!("journal-{}", p.get())),
-                options.journal.clone(),
-            )?);
-            let from = resume.get(&p).copied().unwrap_or(Lsn::FIRST);
-            let mut records = Vec::new();
-            for item in journal.read_from(from)? {
-                let (lsn, payload) = item?;
-                records.push(pb::Record::decode(payload).map_err(|e| {
-                    Error::Corruption(format!("{p}, {lsn}: undecodable record: {e}"))
-                })?);
-            }
-            let n = manifest.partitions;
-            let adj = Adjudicator::replay(
-                p,
-                adjudicator.clone(),
-                records,
-                |key| partition_of(key, n) == p,
-                ReplayMode::Embedded { checkpoint_ts },
-            )
-            .map_err(|e| Error::Corruption(format!("{p}: {e}")))?;
-            floor = floor.max(adj.floor());
-            parts.push(Partition::new(p, adj, journal));
-        }
+        let parts = recover(&disk, &dir, &options, &ids, &resume, node.watermark())?;
+        let floor = parts
+            .iter()
+            .map(|p| p.adjudicator().floor())
+            .fold(node.watermark(), Timestamp::max);
         let seed = match options.seed {
             Some(seed) => seed,
             None => rand::rngs::OsRng
@@ -327,6 +273,79 @@ impl Database {
         drop(self.inner.lock.lock().take());
         first_error.map_or(Ok(()), Err)
     }
+}
+
+/// Refuses options that cannot work together.
+fn check(options: &Options) -> Result<()> {
+    if options.retention < options.limits.max_txn_age {
+        return Err(Error::InvalidArgument(format!(
+            "retention ({:?}) must be at least the longest transaction ({:?})",
+            options.retention, options.limits.max_txn_age
+        )));
+    }
+    if options.limits.max_record_bytes() > options.journal.max_record_bytes {
+        return Err(Error::InvalidArgument(format!(
+            "the journal's record limit ({} bytes) is below the largest commit record the \
+             transaction limits allow ({} bytes): raise journal.max_record_bytes or lower \
+             limits.max_txn_bytes / max_txn_mutations",
+            options.journal.max_record_bytes,
+            options.limits.max_record_bytes()
+        )));
+    }
+    if options.checkpoint_interval.is_zero() {
+        return Err(Error::InvalidArgument(
+            "checkpoint interval must be positive".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Creates `dir` if needed and locks it for this process.
+fn lock(disk: &dyn Disk, dir: &Path) -> Result<DirLock> {
+    disk.create_dir_all(dir)
+        .map_err(|e| Error::Io(format!("creating {}: {e}", dir.display())))?;
+    disk.lock_dir(dir).map_err(|e| match e.kind() {
+        std::io::ErrorKind::WouldBlock => {
+            Error::InvalidArgument(format!("{} is locked by another process", dir.display()))
+        }
+        _ => Error::Io(format!("locking {}: {e}", dir.display())),
+    })
+}
+
+/// Every partition recovered from its journal, from where storage's checkpoint left it
+/// (`resume`; `checkpoint_ts` is that checkpoint's watermark).
+fn recover(
+    disk: &Arc<dyn Disk>,
+    dir: &Path,
+    options: &Options,
+    ids: &[PartitionId],
+    resume: &std::collections::BTreeMap<PartitionId, Lsn>,
+    checkpoint_ts: Timestamp,
+) -> Result<Vec<Partition>> {
+    let config = AdjudicatorConfig {
+        max_txn_age: options.limits.max_txn_age,
+        vote_timeout: options.vote_timeout,
+        ..AdjudicatorConfig::default()
+    };
+    let n = ids.len() as u32;
+    ids.iter()
+        .map(|&p| {
+            let journal = Arc::new(Journal::open_on(
+                disk.clone(),
+                dir.join(format!("journal-{}", p.get())),
+                options.journal.clone(),
+            )?);
+            let from = resume.get(&p).copied().unwrap_or(Lsn::FIRST);
+            Ok(Partition::recover(
+                p,
+                config.clone(),
+                journal,
+                from,
+                |key| partition_of(key, n) == p,
+                ReplayMode::Embedded { checkpoint_ts },
+            )?)
+        })
+        .collect()
 }
 
 #[cfg(test)]

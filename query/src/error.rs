@@ -113,6 +113,15 @@ impl From<journaldb_journal::Error> for Error {
     }
 }
 
+impl From<journaldb_adjudicator::RecoveryError> for Error {
+    fn from(e: journaldb_adjudicator::RecoveryError) -> Self {
+        match e {
+            journaldb_adjudicator::RecoveryError::Journal(e) => Error::from(e),
+            other => Error::Corruption(other.to_string()),
+        }
+    }
+}
+
 impl From<journaldb_storage::Error> for Error {
     fn from(e: journaldb_storage::Error) -> Self {
         use journaldb_storage::Error as S;

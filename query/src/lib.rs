@@ -27,6 +27,24 @@
 //! classification of the adjudicator's refusals), [`retry`], [`partition`], [`manifest`]
 //! and [`tailer`]. No file imports a file that imports it back (`.ci/layers.rs` checks).
 
+/// Builder methods for an options struct (`#[non_exhaustive]`, so built from `default()`
+/// and these): `setter => field: Type` sets the field; `setter => field: Some(Type)` sets
+/// an optional one.
+macro_rules! setters {
+    ($ty:ident { $($setter:ident => $field:ident: $($some:ident)? ($t:ty)),* $(,)? }) => {
+        impl $ty {
+            $(
+                #[doc = concat!("Sets [`", stringify!($ty), "::", stringify!($field), "`].")]
+                #[must_use]
+                pub fn $setter(mut self, value: $t) -> Self {
+                    self.$field = $($some)?(value);
+                    self
+                }
+            )*
+        }
+    };
+}
+
 mod backend;
 mod closable;
 pub mod cluster;

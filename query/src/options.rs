@@ -23,8 +23,9 @@ pub enum SyncMode {
     None,
 }
 
-/// Settings of an embedded database.
+/// Settings of an embedded database: `Options::default()` and the `with_…` setters.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Options {
     /// Partitions (adjudicators with a journal each). Fixed at creation: `None` means 1 for
     /// a new database and the stored count for an existing one. On one disk one journal
@@ -97,3 +98,21 @@ impl Default for Options {
         }
     }
 }
+
+setters!(Options {
+    with_partitions => partitions: Some(u32),
+    with_sync => sync: (SyncMode),
+    with_limits => limits: (Limits),
+    with_read_timeout => read_timeout: (Duration),
+    with_retry => retry: (RetryPolicy),
+    with_seed => seed: Some(u64),
+    with_txn_id_seed => txn_id_seed: Some(u64),
+    with_vote_timeout => vote_timeout: (Duration),
+    with_disk => disk: Some(Arc<dyn Disk>),
+    with_storage => storage: (StorageEngine),
+    with_latest_cache_bytes => latest_cache_bytes: (usize),
+    with_retention => retention: (Duration),
+    with_checkpoint_interval => checkpoint_interval: (Duration),
+    with_checkpoint_bytes => checkpoint_bytes: (u64),
+    with_journal => journal: (JournalOptions),
+});

@@ -15,8 +15,9 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::error::{Error, Result};
 
-/// Retry settings.
+/// Retry settings: `RetryPolicy::default()` and the `with_…` setters.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct RetryPolicy {
     /// Backoff cap of the first retry (default 1 ms).
     pub base_backoff: Duration,
@@ -50,6 +51,16 @@ impl Default for RetryPolicy {
         }
     }
 }
+
+setters!(RetryPolicy {
+    with_base_backoff => base_backoff: (Duration),
+    with_max_backoff => max_backoff: (Duration),
+    with_max_attempts => max_attempts: (u32),
+    with_bucket_capacity => bucket_capacity: (f64),
+    with_success_refill => success_refill: (f64),
+    with_outcome_attempts => outcome_attempts: (u32),
+    with_outcome_pause => outcome_pause: (Duration),
+});
 
 impl RetryPolicy {
     /// The pause before outcome question number `attempt` (0 for the first).

@@ -24,11 +24,7 @@ fn account(i: u64) -> String {
 fn transfers_keep_the_total_and_audits_never_abort() {
     let dir = tempfile::tempdir().unwrap();
     crate::rt().block_on(async {
-        let options = Options {
-            partitions: Some(4),
-            seed: Some(42),
-            ..Options::default()
-        };
+        let options = Options::default().with_partitions(4).with_seed(42);
         let db = Database::open_with(dir.path(), options).await.unwrap();
         bank(db.clone()).await;
         db.close().await.unwrap();

@@ -659,10 +659,8 @@ fn a_decide_that_timed_out_is_retried_in_the_background() {
                     .unwrap(),
             );
         }
-        let options = journaldb::ClientOptions {
-            request_timeout: Duration::from_millis(500),
-            ..journaldb::ClientOptions::default()
-        };
+        let options =
+            journaldb::ClientOptions::default().with_request_timeout(Duration::from_millis(500));
         let client = journaldb::Client::connect_with(&format!("http://{}", addrs[0]), options)
             .await
             .unwrap();

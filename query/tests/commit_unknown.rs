@@ -13,15 +13,13 @@ use journaldb_journal::disk::{CrashDisk, Disk};
 use crate::rt;
 
 fn options(disk: &CrashDisk) -> Options {
-    Options {
-        partitions: Some(2),
-        seed: Some(5),
-        disk: Some(Arc::new(disk.clone()) as Arc<dyn Disk>),
-        storage: StorageEngine::Memory,
+    Options::default()
+        .with_partitions(2)
+        .with_seed(5)
+        .with_disk(Arc::new(disk.clone()) as Arc<dyn Disk>)
+        .with_storage(StorageEngine::Memory)
         // No maintenance heartbeat may take the failing fsync.
-        checkpoint_interval: Duration::from_secs(3600),
-        ..Options::default()
-    }
+        .with_checkpoint_interval(Duration::from_secs(3600))
 }
 
 /// Two keys owned by different partitions.

@@ -19,13 +19,11 @@ struct History {
 }
 
 async fn open(disk: &CrashDisk, seed: u64) -> Database {
-    let options = Options {
-        partitions: Some(3),
-        seed: Some(seed),
-        disk: Some(Arc::new(disk.clone()) as Arc<dyn Disk>),
-        storage: StorageEngine::Memory,
-        ..Options::default()
-    };
+    let options = Options::default()
+        .with_partitions(3)
+        .with_seed(seed)
+        .with_disk(Arc::new(disk.clone()) as Arc<dyn Disk>)
+        .with_storage(StorageEngine::Memory);
     Database::open_with("/db", options)
         .await
         .unwrap_or_else(|e| panic!("seed {seed}: reopen after a crash failed: {e}"))

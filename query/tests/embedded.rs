@@ -7,11 +7,7 @@ use bytes::Bytes;
 use journaldb::{Database, Error, Options};
 
 fn options(partitions: u32) -> Options {
-    Options {
-        partitions: Some(partitions),
-        seed: Some(7),
-        ..Options::default()
-    }
+    Options::default().with_partitions(partitions).with_seed(7)
 }
 
 use crate::rt;
@@ -130,20 +126,12 @@ fn transact_retries_conflicts_until_every_increment_lands() {
     let total = rt.block_on(async {
         // Eight tasks on one key: far more contention than the default retry budget is
         // sized for (it stops retry storms by design), so this test grants a larger one.
-        let retry = journaldb::retry::RetryPolicy {
-            max_attempts: 1_000,
-            bucket_capacity: 100_000.0,
-            ..Default::default()
-        };
-        let db = Database::open_with(
-            dir.path(),
-            Options {
-                retry,
-                ..options(2)
-            },
-        )
-        .await
-        .unwrap();
+        let retry = journaldb::retry::RetryPolicy::default()
+            .with_max_attempts(1_000)
+            .with_bucket_capacity(100_000.0);
+        let db = Database::open_with(dir.path(), options(2).with_retry(retry))
+            .await
+            .unwrap();
         let tasks: Vec<_> = (0..8)
             .map(|_| {
                 let db = db.clone();
@@ -313,19 +301,10 @@ fn an_empty_retry_budget_returns_the_conflict_instead_of_retrying() {
     let rt = rt();
     let dir = tempfile::tempdir().unwrap();
     rt.block_on(async {
-        let retry = journaldb::retry::RetryPolicy {
-            bucket_capacity: 0.0,
-            ..Default::default()
-        };
-        let db = Database::open_with(
-            dir.path(),
-            Options {
-                retry,
-                ..options(1)
-            },
-        )
-        .await
-        .unwrap();
+        let retry = journaldb::retry::RetryPolicy::default().with_bucket_capacity(0.0);
+        let db = Database::open_with(dir.path(), options(1).with_retry(retry))
+            .await
+            .unwrap();
         let mut attempts = 0;
         let err = db
             .transact(async |tx| {

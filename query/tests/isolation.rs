@@ -24,11 +24,7 @@ fn with_db(body: impl AsyncFn(&dyn Store)) {
     let rt = rt();
     let dir = tempfile::tempdir().unwrap();
     rt.block_on(async {
-        let options = Options {
-            partitions: Some(2),
-            seed: Some(1),
-            ..Options::default()
-        };
+        let options = Options::default().with_partitions(2).with_seed(1);
         let db = Database::open_with(dir.path(), options).await.unwrap();
         setup(&db).await;
         body(&db).await;

@@ -13,23 +13,21 @@ use crate::rt;
 
 /// Short windows so a test sees several maintenance rounds.
 fn options(storage: StorageEngine) -> Options {
-    Options {
-        partitions: Some(2),
-        seed: Some(11),
-        storage,
-        limits: Limits {
+    Options::default()
+        .with_partitions(2)
+        .with_seed(11)
+        .with_storage(storage)
+        .with_limits(Limits {
             max_txn_age: Duration::from_millis(100),
             ..Limits::default()
-        },
-        retention: Duration::from_millis(200),
-        checkpoint_interval: Duration::from_millis(20),
-        journal: JournalOptions {
+        })
+        .with_retention(Duration::from_millis(200))
+        .with_checkpoint_interval(Duration::from_millis(20))
+        .with_journal(JournalOptions {
             segment_bytes: 16 * 1024,
             preallocate_bytes: 4096,
             ..JournalOptions::default()
-        },
-        ..Options::default()
-    }
+        })
 }
 
 async fn put(db: &Database, key: &str, value: &str) -> Timestamp {
@@ -192,10 +190,7 @@ fn retention_shorter_than_the_longest_transaction_is_refused() {
     let err = rt
         .block_on(Database::open_with(
             dir.path(),
-            Options {
-                retention: Duration::from_millis(50),
-                ..options(StorageEngine::Memory)
-            },
+            options(StorageEngine::Memory).with_retention(Duration::from_millis(50)),
         ))
         .unwrap_err();
     assert!(matches!(err, Error::InvalidArgument(_)), "{err}");

@@ -22,21 +22,19 @@ const DIR_VAR: &str = "JOURNALDB_SIGKILL_DIR";
 const ROUND_VAR: &str = "JOURNALDB_SIGKILL_ROUND";
 
 fn options() -> Options {
-    Options {
-        partitions: Some(3),
-        limits: Limits {
+    Options::default()
+        .with_partitions(3)
+        .with_limits(Limits {
             max_txn_age: Duration::from_millis(100),
             ..Limits::default()
-        },
-        retention: Duration::from_millis(150),
-        checkpoint_interval: Duration::from_millis(20),
-        journal: JournalOptions {
+        })
+        .with_retention(Duration::from_millis(150))
+        .with_checkpoint_interval(Duration::from_millis(20))
+        .with_journal(JournalOptions {
             segment_bytes: 32 * 1024,
             preallocate_bytes: 4096,
             ..JournalOptions::default()
-        },
-        ..Options::default()
-    }
+        })
 }
 
 /// The child: commits until killed. Prints `attempt ID` before and `ack ID` after.

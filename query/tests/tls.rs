@@ -64,10 +64,7 @@ fn a_tls_cluster_serves_clients_that_trust_its_ca_and_only_them() {
         let n1 = ClusterNode::start(config(1), l2).await.unwrap();
 
         let url = format!("https://localhost:{}", ports[0]);
-        let options = ClientOptions {
-            tls_ca: Some(std::fs::read(&tls.ca).unwrap()),
-            ..ClientOptions::default()
-        };
+        let options = ClientOptions::default().with_tls_ca(std::fs::read(&tls.ca).unwrap());
         let client = Client::connect_with(&url, options).await.unwrap();
         // Keys in both partitions: the storage replica (n1) follows n0's journal over TLS.
         let mut tx = client.begin();

@@ -285,16 +285,14 @@ impl SimCluster {
     /// Client options for a simulated host: the simulated network, `clock`, the knobs'
     /// deadlines, and `seed` for transaction ids and retry jitter.
     pub fn client_options(&self, clock: Arc<SimClock>, seed: u64) -> ClientOptions {
-        ClientOptions {
-            request_timeout: self.knobs.request_timeout,
-            connect_timeout: self.knobs.request_timeout,
-            seed: Some(seed),
+        ClientOptions::default()
+            .with_request_timeout(self.knobs.request_timeout)
+            .with_connect_timeout(self.knobs.request_timeout)
+            .with_seed(seed)
             // Replays need the same ids; distinct per client because the seeds are.
-            txn_id_seed: Some(seed),
-            connector: Some(net::connector()),
-            clock: Some(clock),
-            ..ClientOptions::default()
-        }
+            .with_txn_id_seed(seed)
+            .with_connector(net::connector())
+            .with_clock(clock)
     }
 
     /// Connects from inside a simulated host, trying each node in turn until one answers

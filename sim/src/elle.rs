@@ -262,8 +262,51 @@ enum Edge {
     Rt,
 }
 
-/// Checks a history.
+/// Who appended each (key, value), and whether it was the writer's last append to that key.
+type Writers = BTreeMap<(Value, Value), (usize, bool)>;
+/// A read by a committed transaction: (transaction, key, the list it read).
+type Read<'a> = (usize, Value, &'a Vec<Value>);
+/// Dependency edges between transactions, with their kinds.
+type Edges = BTreeMap<(usize, usize), BTreeSet<Edge>>;
+
+/// Checks a history, in phases: transactions from the operations, who wrote what, the
+/// version order of each key (with the anomalies reads alone show), aborted and
+/// intermediate reads, the dependency graph (with lost updates), and its cycles.
 pub fn check(ops: &[Op]) -> Report {
+    let txns = transactions(ops);
+    let writer = writers(&txns);
+    let observed = observed(&txns, &writer);
+    let committed = |t: usize| match txns[t].kind {
+        Kind::Ok => true,
+        Kind::Info => observed.contains(&t),
+        Kind::Fail | Kind::Invoke => false,
+    };
+    let reads = reads(&txns);
+    let mut anomalies = Vec::new();
+    let order = version_order(&txns, &reads, &mut anomalies);
+    aborted_and_intermediate_reads(&txns, &writer, &reads, &mut anomalies);
+    let mut edges = dependencies(&txns, &writer, &order, &reads, &mut anomalies);
+    let n = txns.len();
+    let live: Vec<usize> = (0..n).filter(|t| committed(*t)).collect();
+    for (a, b) in realtime_edges(&txns, &live) {
+        if a != b {
+            edges.entry((a, b)).or_default().insert(Edge::Rt);
+        }
+    }
+    edges.retain(|(a, b), _| committed(*a) && committed(*b));
+    // A cycle lies inside one strongly connected component: search only edges within one.
+    let component = components(n, edges.keys().copied());
+    edges.retain(|(a, b), _| component[*a] == component[*b]);
+    anomalies.extend(cycles(&txns, &edges));
+    Report {
+        anomalies,
+        committed: live.len(),
+    }
+}
+
+/// Invocations paired with their completions, per process, in order; a process still
+/// open at the end is indeterminate (`info`).
+fn transactions(ops: &[Op]) -> Vec<Txn> {
     // Pair invocations with completions, per process, in order.
     let mut open: BTreeMap<u64, &Op> = BTreeMap::new();
     let mut txns = Vec::new();
@@ -304,9 +347,12 @@ pub fn check(ops: &[Op]) -> Report {
         });
     }
 
-    let mut anomalies = Vec::new();
+    txns
+}
+
+fn writers(txns: &[Txn]) -> Writers {
     // Who appended each (key, value), and whether it was the writer's last to that key.
-    let mut writer: BTreeMap<(Value, Value), (usize, bool)> = BTreeMap::new();
+    let mut writer = Writers::new();
     for (t, txn) in txns.iter().enumerate() {
         let mut last: BTreeMap<Value, Value> = BTreeMap::new();
         for m in &txn.mops {
@@ -320,8 +366,13 @@ pub fn check(ops: &[Op]) -> Report {
             }
         }
     }
-    let observed: BTreeSet<usize> = txns
-        .iter()
+    writer
+}
+
+/// Transactions whose appends some committed read observed: an `info` one among them
+/// committed.
+fn observed(txns: &[Txn], writer: &Writers) -> BTreeSet<usize> {
+    txns.iter()
         .filter(|t| t.kind == Kind::Ok)
         .flat_map(|t| t.mops.iter())
         .filter_map(|m| match m {
@@ -330,16 +381,12 @@ pub fn check(ops: &[Op]) -> Report {
         })
         .flatten()
         .filter_map(|kv| writer.get(&kv).map(|(t, _)| *t))
-        .collect();
-    let committed = |t: usize| match txns[t].kind {
-        Kind::Ok => true,
-        Kind::Info => observed.contains(&t),
-        Kind::Fail | Kind::Invoke => false,
-    };
+        .collect()
+}
 
-    // Reads by committed (`ok`) transactions: (txn, key, list).
-    let reads: Vec<(usize, Value, &Vec<Value>)> = txns
-        .iter()
+/// Reads by committed (`ok`) transactions.
+fn reads(txns: &[Txn]) -> Vec<Read<'_>> {
+    txns.iter()
         .enumerate()
         .filter(|(_, t)| t.kind == Kind::Ok)
         .flat_map(|(i, t)| {
@@ -348,11 +395,18 @@ pub fn check(ops: &[Op]) -> Report {
                 _ => None,
             })
         })
-        .collect();
+        .collect()
+}
 
-    // Version order per key: the longest read; every read a prefix of it.
+/// The version order of each key: its longest read, every other read a prefix of it
+/// (`IncompatibleOrder` if not; `Duplicate` for a value read twice).
+fn version_order(
+    txns: &[Txn],
+    reads: &[Read<'_>],
+    anomalies: &mut Vec<Anomaly>,
+) -> BTreeMap<Value, Vec<Value>> {
     let mut order: BTreeMap<Value, Vec<Value>> = BTreeMap::new();
-    for (t, k, list) in &reads {
+    for (t, k, list) in reads {
         let mut seen = BTreeSet::new();
         if let Some(dup) = list.iter().find(|v| !seen.insert(**v)) {
             anomalies.push(Anomaly {
@@ -380,8 +434,18 @@ pub fn check(ops: &[Op]) -> Report {
         }
     }
 
-    // G1a and G1b.
-    for (t, k, list) in &reads {
+    order
+}
+
+/// G1a (a read of a failed transaction's append) and G1b (a read ending at another
+/// transaction's intermediate append).
+fn aborted_and_intermediate_reads(
+    txns: &[Txn],
+    writer: &Writers,
+    reads: &[Read<'_>],
+    anomalies: &mut Vec<Anomaly>,
+) {
+    for (t, k, list) in reads {
         for v in list.iter() {
             if let Some((w, _)) = writer.get(&(*k, *v))
                 && txns[*w].kind == Kind::Fail
@@ -410,17 +474,25 @@ pub fn check(ops: &[Op]) -> Report {
             });
         }
     }
+}
 
-    // Edges between committed transactions.
-    let n = txns.len();
-    let mut edges: BTreeMap<(usize, usize), BTreeSet<Edge>> = BTreeMap::new();
+/// The ww, wr and rw edges between transactions, and the lost updates (two transactions
+/// that read the same version of a key and both appended to it).
+fn dependencies(
+    txns: &[Txn],
+    writer: &Writers,
+    order: &BTreeMap<Value, Vec<Value>>,
+    reads: &[Read<'_>],
+    anomalies: &mut Vec<Anomaly>,
+) -> Edges {
+    let mut edges = Edges::new();
     let mut add = |a: usize, b: usize, e: Edge| {
         if a != b {
             edges.entry((a, b)).or_default().insert(e);
         }
     };
     let writer_of = |k: Value, v: Value| writer.get(&(k, v)).map(|(t, _)| *t);
-    for (k, versions) in &order {
+    for (k, versions) in order {
         for pair in versions.windows(2) {
             if let (Some(a), Some(b)) = (writer_of(*k, pair[0]), writer_of(*k, pair[1])) {
                 add(a, b, Edge::Ww);
@@ -429,12 +501,12 @@ pub fn check(ops: &[Op]) -> Report {
     }
     // Every append, per key: (value, writer).
     let mut appends_to: BTreeMap<Value, Vec<(Value, usize)>> = BTreeMap::new();
-    for ((k, v), (w, _)) in &writer {
+    for ((k, v), (w, _)) in writer {
         appends_to.entry(*k).or_default().push((*v, *w));
     }
     // Per (key, version read): who read it; for lost updates.
     let mut readers_of_version: BTreeMap<(Value, usize), Vec<usize>> = BTreeMap::new();
-    for (t, k, list) in &reads {
+    for (t, k, list) in reads {
         if let Some(w) = list.last().and_then(|v| writer_of(*k, *v)) {
             add(w, *t, Edge::Wr);
         }
@@ -480,17 +552,15 @@ pub fn check(ops: &[Op]) -> Report {
             });
         }
     }
-    let live: Vec<usize> = (0..n).filter(|t| committed(*t)).collect();
-    for (a, b) in realtime_edges(&txns, &live) {
-        add(a, b, Edge::Rt);
-    }
-    edges.retain(|(a, b), _| committed(*a) && committed(*b));
-    // A cycle lies inside one strongly connected component: search only edges within one.
-    let component = components(n, edges.keys().copied());
-    edges.retain(|(a, b), _| component[*a] == component[*b]);
+    edges
+}
 
-    // Cycles, by class: G0 (ww), G1c (ww, wr), G-single (one rw, then ww/wr), and
-    // G-single-realtime (one rw, then ww/wr/rt). Whether an edge a → b closes a cycle of
+/// The dependency cycles of `edges`, by class: G0 (ww), G1c (ww, wr), G-single (one rw,
+/// then ww/wr), and G-single-realtime (one rw, then ww/wr/rt).
+fn cycles(txns: &[Txn], edges: &Edges) -> Vec<Anomaly> {
+    let n = txns.len();
+    let mut anomalies = Vec::new();
+    // Whether an edge a → b closes a cycle of
     // a class is a reachability question (b reaches a over the class's other edges),
     // answered for every edge at once from a closure of the condensed graph; paths are
     // searched only for the first few cycles of each class reported.
@@ -544,7 +614,7 @@ pub fn check(ops: &[Op]) -> Report {
     for (kind, closing, others) in classes {
         let closure = closure(others);
         let mut found = 0;
-        for ((a, b), kinds) in &edges {
+        for ((a, b), kinds) in edges {
             let (a, b) = (*a, *b);
             // G1c may close over a ww or a wr edge; the others over their own kind.
             let closes =
@@ -572,10 +642,7 @@ pub fn check(ops: &[Op]) -> Report {
             });
         }
     }
-    Report {
-        anomalies,
-        committed: live.len(),
-    }
+    anomalies
 }
 
 /// Cycles of one class reported with their transactions (the rest are counted in the

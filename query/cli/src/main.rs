@@ -186,10 +186,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ),
             None => None,
         };
-        let options = journaldb::ClientOptions {
-            tls_ca,
-            ..journaldb::ClientOptions::default()
-        };
+        let mut options = journaldb::ClientOptions::default();
+        options.tls_ca = tls_ca;
         let client = journaldb::Client::connect_with(url, options).await?;
         return execute(&client, None, cli.command).await;
     }

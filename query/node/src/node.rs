@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use journaldb_adjudicator::service::AdjudicatorServer;
-use journaldb_adjudicator::{Adjudicator, AdjudicatorConfig, Partition, ReplayMode, TxnStatus};
+use journaldb_adjudicator::{AdjudicatorConfig, Partition, ReplayMode, TxnStatus};
 use journaldb_journal::disk::{Disk, RealDisk};
 use journaldb_journal::service::JournalServer;
 use journaldb_journal::{Journal, JournalOptions};
@@ -34,7 +34,6 @@ use journaldb_proto::{
 };
 use journaldb_storage::service::{StorageServer, StorageServerConfig};
 use journaldb_storage::{Engine, Faulty, StorageNode, WriteFaults};
-use prost::Message;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinHandle;
 use tokio_stream::Stream;
@@ -187,27 +186,14 @@ fn open_partition(config: &NodeConfig, env: &NodeEnv, p: u32) -> Result<Arc<Part
         config.data_dir.join(format!("journal-{p}")),
         env.journal.clone(),
     )?);
-    let mut records = Vec::new();
-    for item in journal.read_from(journal.first_lsn())? {
-        let (lsn, payload) = item?;
-        records.push(
-            pb::Record::decode(payload)
-                .map_err(|e| Error::Corruption(format!("{id}, {lsn}: undecodable record: {e}")))?,
-        );
-    }
-    let n = config.partitions;
-    let adj = Adjudicator::replay(
-        id,
-        env.adjudicator.clone(),
-        records,
-        |key| partition_of(key, n) == id,
-        ReplayMode::Failover {
-            now: env.clock.now(),
-            truncated: journal.first_lsn() != Lsn::FIRST,
-        },
-    )
-    .map_err(|e| Error::Corruption(format!("{id}: {e}")))?;
-    Ok(Arc::new(Partition::new(id, adj, journal)))
+    let (first, n) = (journal.first_lsn(), config.partitions);
+    let mode = ReplayMode::Failover {
+        now: env.clock.now(),
+        truncated: first != Lsn::FIRST,
+    };
+    let owns = |key: &[u8]| partition_of(key, n) == id;
+    let part = Partition::recover(id, env.adjudicator.clone(), journal, first, owns, mode)?;
+    Ok(Arc::new(part))
 }
 
 /// Asks coordinators about votes left undecided.

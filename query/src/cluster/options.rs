@@ -8,8 +8,9 @@ use journaldb_proto::{Clock, Limits};
 use super::transport::Connector;
 use crate::retry::RetryPolicy;
 
-/// Settings of a [`Client`].
+/// Settings of a [`Client`]: `ClientOptions::default()` and the `with_…` setters.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct ClientOptions {
     /// Deadline of every request (reads wait up to this for a replica's watermark).
     pub request_timeout: Duration,
@@ -66,3 +67,15 @@ impl Default for ClientOptions {
         }
     }
 }
+
+setters!(ClientOptions {
+    with_request_timeout => request_timeout: (Duration),
+    with_connect_timeout => connect_timeout: (Duration),
+    with_limits => limits: (Limits),
+    with_retry => retry: (RetryPolicy),
+    with_seed => seed: Some(u64),
+    with_txn_id_seed => txn_id_seed: Some(u64),
+    with_tls_ca => tls_ca: Some(Vec<u8>),
+    with_connector => connector: Some(Connector),
+    with_clock => clock: Some(Arc<dyn Clock>),
+});
