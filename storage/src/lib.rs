@@ -43,7 +43,8 @@ pub use crossbar::{Crossbar, Release};
 pub use error::{CrossbarError, Error, Result};
 pub use faulty::{Faulty, WriteFaults};
 pub use memory::MemoryEngine;
-pub use node::{Checkpoint, StorageNode};
+pub use node::StorageNode;
+pub use retention::Checkpoint;
 #[cfg(feature = "rocksdb")]
 pub use rocks::{FORMAT as ROCKSDB_FORMAT, RocksEngine};
 pub use store::{Engine, ScanPage, ScanRange, Version, VersionStore, WriteBatch};

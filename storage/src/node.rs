@@ -27,7 +27,7 @@ use parking_lot::Mutex;
 
 use crate::crossbar::Crossbar;
 use crate::error::{Error, Result};
-use crate::retention::CheckpointHistory;
+use crate::retention::{Checkpoint, CheckpointHistory};
 use crate::store::{Engine, ScanPage, ScanRange, VersionStore};
 
 /// A version store kept up to date from the journals.
@@ -42,17 +42,6 @@ pub struct StorageNode<S> {
     history: Mutex<CheckpointHistory>,
     /// The planted bug of [`StorageNode::plant_release_before_write`].
     release_before_write: bool,
-}
-
-/// What [`StorageNode::checkpoint`] made durable.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Checkpoint {
-    /// Every record of each journal up to this position is stored durably.
-    pub applied: BTreeMap<PartitionId, Lsn>,
-    /// Every version ≤ this is stored (so every record above was at or below it).
-    pub watermark: Timestamp,
-    /// The garbage-collection horizon now in force.
-    pub gc_horizon: Timestamp,
 }
 
 impl<S> std::fmt::Debug for StorageNode<S> {

@@ -21,11 +21,20 @@
 //!
 //! [`StorageNode::maintain`]: crate::StorageNode::maintain
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use journaldb_proto::{Lsn, PartitionId, Timestamp, pb};
 
-use crate::node::Checkpoint;
+/// What [`StorageNode::checkpoint`](crate::StorageNode::checkpoint) made durable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Every record of each journal up to this position is stored durably.
+    pub applied: BTreeMap<PartitionId, Lsn>,
+    /// Every version ≤ this is stored (so every record above was at or below it).
+    pub watermark: Timestamp,
+    /// The garbage-collection horizon now in force.
+    pub gc_horizon: Timestamp,
+}
 
 /// A storage node's durable checkpoints that are not yet old enough to truncate to, after
 /// the newest one that is.
@@ -121,7 +130,7 @@ pub fn checkpoint_from_reply(reply: pb::CheckpointedReply) -> Result<Option<Chec
     if !reply.found {
         return Ok(None);
     }
-    let mut applied = std::collections::BTreeMap::new();
+    let mut applied = BTreeMap::new();
     for position in reply.applied {
         let journal = PartitionId::new(position.partition);
         if position.lsn == 0 {
@@ -141,8 +150,6 @@ pub fn checkpoint_from_reply(reply: pb::CheckpointedReply) -> Result<Option<Chec
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
 
     fn ts(n: u64) -> Timestamp {
