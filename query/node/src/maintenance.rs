@@ -82,8 +82,9 @@ impl Maintenance {
 }
 
 /// Every replica's newest durable checkpoint below `cutoff`; `None` unless each answered
-/// with one (a checkpoint at or past the cutoff counts as none: the replica is not to be
-/// trusted further than the question).
+/// with one. A checkpoint at or past the cutoff (the replica answered beyond the question)
+/// keeps the journal whole: `first_to_keep` refuses it, `keep_from` being at most the
+/// cutoff.
 async fn ask_replicas(replicas: &[Channel], cutoff: Timestamp) -> Option<Vec<Checkpoint>> {
     let mut checkpoints = Vec::with_capacity(replicas.len());
     for channel in replicas {
@@ -94,11 +95,7 @@ async fn ask_replicas(replicas: &[Channel], cutoff: Timestamp) -> Option<Vec<Che
             .await
             .ok()?
             .into_inner();
-        let checkpoint = checkpoint_from_reply(reply).ok()??;
-        if checkpoint.watermark >= cutoff {
-            return None;
-        }
-        checkpoints.push(checkpoint);
+        checkpoints.push(checkpoint_from_reply(reply).ok()??);
     }
     Some(checkpoints)
 }
