@@ -9,7 +9,8 @@
 //!   pending, to be resolved through their coordinators (the node asks them in the
 //!   background while it serves; until then a pending vote refuses writers of its keys).
 //!   The horizon is computed from the clock after the replay. A journal whose oldest
-//!   records were dropped knows outcomes only from its first record on.
+//!   records were dropped knows outcomes and writes only from its first record on (or
+//!   from the τc of a commit whose vote was dropped, if later): its horizon starts there.
 //! - [`ReplayMode::Embedded`]: a reopened embedded database has no transaction in flight,
 //!   so the conflict window is not rebuilt: the horizon is the floor (the last τ), and only
 //!   undecided `Prepared` records (after the last storage checkpoint) matter.
@@ -85,6 +86,9 @@ impl Adjudicator {
         let rebuild_window = matches!(mode, ReplayMode::Failover { .. });
         let mut floor = Timestamp::ZERO;
         let mut first_ts = None;
+        // τc of a commit decided here whose vote (and so its keys) was truncated away: its
+        // writes cannot be put back in the window.
+        let mut orphan_commit = Timestamp::ZERO;
         for (index, record) in records.into_iter().enumerate() {
             let malformed = |reason: &str| ReplayError::Malformed {
                 index,
@@ -153,33 +157,55 @@ impl Adjudicator {
                             },
                         );
                     }
-                    if let Some(vote) = adj.remove_vote(txn) {
-                        adj.record_decided(txn, Timestamp::from_nanos(d.record_ts));
-                        if let (true, Some(ts)) = (rebuild_window, committed) {
-                            for k in &vote.keys {
-                                adj.record_write(k, ts);
+                    match adj.remove_vote(txn) {
+                        Some(vote) => {
+                            adj.record_decided(txn, Timestamp::from_nanos(d.record_ts));
+                            if let (true, Some(ts)) = (rebuild_window, committed) {
+                                for k in &vote.keys {
+                                    adj.record_write(k, ts);
+                                }
                             }
                         }
+                        None => orphan_commit = orphan_commit.max(committed.unwrap_or_default()),
                     }
                 }
                 pb::record::Kind::Heartbeat(_) | pb::record::Kind::EpochStart(_) => {}
             }
         }
         adj.raise_floor(floor);
-        // Every commit after `start` was replayed into the outcomes (embedded: records
-        // after the checkpoint hold every τ above it; failover: the whole journal held, or
-        // every record from the first one replayed on).
-        let outcomes_from = match mode {
-            ReplayMode::Failover {
-                truncated: true, ..
-            } => first_ts.map_or(floor, |ts| Timestamp::from_nanos(ts.as_nanos() - 1)),
-            _ => start,
-        };
-        adj.set_outcomes_from(outcomes_from);
         match mode {
-            ReplayMode::Embedded { .. } => adj.raise_horizon_to(adj.floor()),
-            ReplayMode::Failover { now, .. } => adj.advance_horizon(now),
+            ReplayMode::Embedded { .. } => {
+                // Every commit after the checkpoint was replayed into the outcomes: records
+                // after it hold every τ above it.
+                adj.set_outcomes_from(start);
+                adj.raise_horizon_to(adj.floor());
+            }
+            ReplayMode::Failover { now, truncated } => {
+                if truncated {
+                    // Known: every record from the first one kept on. Below it a commit may
+                    // have been dropped, so both the outcomes (`Status`) and the window
+                    // (conflicts) start there, together: a `Status` that answers "too old"
+                    // for a bound must never meet a commit admitted with a τs at or below
+                    // it. A commit whose vote was dropped has unknown keys: the window
+                    // starts at its τc too.
+                    let kept_from = first_ts.map_or(Timestamp::ZERO, |ts| {
+                        Timestamp::from_nanos(ts.as_nanos() - 1)
+                    });
+                    let known_from = kept_from.max(orphan_commit);
+                    adj.set_outcomes_from(known_from);
+                    adj.raise_horizon_to(known_from);
+                }
+                adj.advance_horizon(now);
+            }
         }
+        // Paired with `Adjudicator::status`: below `outcomes_from` it answers "too old", so
+        // no commit may be admitted there (τs < horizon is refused).
+        assert!(
+            adj.outcomes_from() <= adj.horizon(),
+            "replay left outcomes known from {} above the horizon {}",
+            adj.outcomes_from(),
+            adj.horizon()
+        );
         Ok(adj)
     }
 }

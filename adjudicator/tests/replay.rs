@@ -177,6 +177,77 @@ fn a_truncated_journal_knows_outcomes_only_from_its_first_record() {
     ));
 }
 
+/// Failover on a journal whose kept records start at τ 1000, far above now − max_txn_age.
+fn replay_kept_from_1000(extra: Vec<pb::Record>) -> Adjudicator {
+    let config = AdjudicatorConfig {
+        max_txn_age: std::time::Duration::from_nanos(500),
+        ..AdjudicatorConfig::default()
+    };
+    let epoch_start = pb::Record {
+        kind: Some(pb::record::Kind::EpochStart(pb::EpochStart { epoch: None })),
+    };
+    let mut records = vec![epoch_start, pb::Record::heartbeat(ts(1_000))];
+    records.extend(extra);
+    Adjudicator::replay(
+        PartitionId::new(0),
+        config,
+        records,
+        owns,
+        ReplayMode::Failover {
+            now: at(1_100),
+            truncated: true,
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_truncated_replay_refuses_commits_it_cannot_answer_status_for() {
+    let mut a = replay_kept_from_1000(Vec::new());
+    // τs 700 is above now − max_txn_age (600), but a commit at 800 may have been dropped:
+    // `Status` answers "too old" for it, so a commit must be refused too.
+    assert!(matches!(
+        a.status(at(1_100), TxnId::new(5), ts(700)),
+        StatusDecision::Known(TxnStatus::TooOld(_))
+    ));
+    assert_eq!(
+        a.commit(at(1_100), &commit_req(6, 700, &["a1"])),
+        CommitDecision::Verdict(Verdict::TooOld)
+    );
+    let prepare = PrepareRequest {
+        txn_id: TxnId::new(7),
+        start_ts: ts(700),
+        keys: vec![Bytes::from_static(b"a1")],
+        coordinator: PartitionId::new(1),
+        coordinator_epoch: Epoch::default(),
+    };
+    assert!(matches!(
+        a.prepare(at(1_100), &prepare),
+        PrepareDecision::Refused(CommitDecision::Verdict(Verdict::TooOld))
+    ));
+    // From the first kept record on, everything is known.
+    assert!(matches!(
+        a.commit(at(1_100), &commit_req(8, 999, &["a1"])),
+        CommitDecision::Append { .. }
+    ));
+}
+
+#[test]
+fn a_truncated_replay_starts_the_window_after_a_commit_whose_vote_was_dropped() {
+    // A vote cast before τ 1000 (dropped), decided committed at 1050 in a kept record: its
+    // keys are unknown, so no snapshot before 1050 can be checked.
+    let decided = pb::Record::decided(TxnId::new(3), ts(1_060), Some(ts(1_050)));
+    let mut a = replay_kept_from_1000(vec![decided]);
+    assert_eq!(
+        a.commit(at(1_100), &commit_req(9, 1_020, &["a1"])),
+        CommitDecision::Verdict(Verdict::TooOld)
+    );
+    assert!(matches!(
+        a.commit(at(1_100), &commit_req(10, 1_050, &["a1"])),
+        CommitDecision::Append { .. }
+    ));
+}
+
 #[test]
 fn an_embedded_reopen_sets_the_horizon_to_the_floor() {
     let (log, live, _) = history();
