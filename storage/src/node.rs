@@ -40,6 +40,9 @@ pub struct StorageNode<S> {
     gc_horizon: AtomicU64,
     /// Durable checkpoints, for journal truncation (empty for a store that is not durable).
     history: Mutex<CheckpointHistory>,
+    /// Held through a whole maintenance round (checkpoint, then record), so rounds that
+    /// race (the maintenance loop and `Database::compact`) record in watermark order.
+    maintaining: Mutex<()>,
     /// The planted bug of [`StorageNode::plant_release_before_write`].
     release_before_write: bool,
 }
@@ -78,6 +81,7 @@ impl<S: Engine> StorageNode<S> {
             watermark: DurablePoint::new(watermark.as_nanos().saturating_add(1)),
             gc_horizon: AtomicU64::new(gc_horizon.as_nanos()),
             history: Mutex::new(CheckpointHistory::new(opened_at)),
+            maintaining: Mutex::new(()),
             release_before_write: false,
         })
     }
@@ -273,6 +277,7 @@ impl<S: Engine> StorageNode<S> {
     /// retention`), remembered for [`StorageNode::checkpoint_before`] if the store is
     /// durable. Blocks while the engine flushes.
     pub fn maintain(&self, cutoff: Timestamp) -> Result<Checkpoint> {
+        let _one_round_at_a_time = self.maintaining.lock();
         let checkpoint = self.checkpoint(cutoff)?;
         if self.store.is_durable() {
             self.history.lock().record(checkpoint.clone(), cutoff);

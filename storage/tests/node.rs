@@ -161,3 +161,40 @@ fn a_failed_storage_write_loses_nothing_and_holds_the_watermark() {
     let got = rt.block_on(node.get(b"w", ts(40), pending())).unwrap();
     assert_eq!(got.as_deref(), Some(&b"v40"[..]));
 }
+
+/// Maintenance rounds at once (the maintenance loop and `Database::compact`) while the
+/// watermark moves: each records its checkpoint in watermark order, never tripping the
+/// history's "moves only forward" assertion.
+#[test]
+fn racing_maintenance_rounds_record_checkpoints_in_order() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let node = StorageNode::open(RocksEngine::open(dir.path()).unwrap(), &[A]).unwrap();
+    let running = AtomicUsize::new(4);
+    /// Counts a maintainer out even if it panics, so the writer stops.
+    struct Done<'a>(&'a AtomicUsize);
+    impl Drop for Done<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::Release);
+        }
+    }
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut t = 0;
+            while running.load(Ordering::Acquire) > 0 {
+                t += 1;
+                node.ingest(A, Lsn::new(t), &heartbeat(t)).unwrap();
+            }
+        });
+        for _ in 0..4 {
+            s.spawn(|| {
+                let _done = Done(&running);
+                for _ in 0..200 {
+                    node.maintain(node.watermark()).unwrap();
+                }
+            });
+        }
+    });
+    let last = node.maintain(ts(u64::MAX)).unwrap();
+    assert_eq!(node.checkpoint_before(ts(u64::MAX)), Some(last));
+}
