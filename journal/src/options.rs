@@ -48,6 +48,35 @@ pub enum Flusher {
     Task,
 }
 
+impl Flusher {
+    /// Runs `work` — blocking disk work beside the journal: removing segments, a storage
+    /// engine's flush — where this setting puts blocking work: on tokio's blocking pool for
+    /// [`Flusher::Thread`] (so it never stalls the runtime's workers), inline for
+    /// [`Flusher::Task`] (the simulation's disk does not block, and threads would break
+    /// its determinism). A panic in `work` resumes in the caller.
+    pub async fn run_blocking<T: Send + 'static>(
+        self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> T {
+        match self {
+            Flusher::Task => work(),
+            #[allow(
+                clippy::disallowed_methods,
+                reason = "only with the threaded flusher, never in simulation (ARCHITECTURE §7)"
+            )]
+            Flusher::Thread => match tokio::task::spawn_blocking(work).await {
+                Ok(out) => out,
+                Err(e) => match e.try_into_panic() {
+                    Ok(panic) => std::panic::resume_unwind(panic),
+                    // The blocking pool refuses work only while the runtime shuts down,
+                    // and then this task is being dropped as well.
+                    Err(e) => panic!("blocking work was cancelled: {e}"),
+                },
+            },
+        }
+    }
+}
+
 impl Default for JournalOptions {
     fn default() -> Self {
         JournalOptions {

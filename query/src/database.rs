@@ -29,6 +29,7 @@ use journaldb_adjudicator::{AdjudicatorConfig, Partition, ReplayMode};
 use journaldb_journal::Journal;
 use journaldb_journal::disk::{DirLock, Disk, RealDisk};
 use journaldb_proto::{Clock, EmbeddedClock, Lsn, PartitionId, Timestamp};
+use journaldb_storage::follow::{self, LocalJournal};
 use journaldb_storage::{Engine, StorageNode};
 use rand::TryRngCore;
 
@@ -138,12 +139,9 @@ impl Database {
         });
         inner.resolve_undecided().await?;
         for (&p, part) in ids.iter().zip(&inner.parts) {
-            let (journal, node) = (part.journal().clone(), node.clone());
-            let from = resume.get(&p).copied().unwrap_or(Lsn::FIRST);
-            let feed =
-                tokio::spawn(
-                    async move { crate::tailer::tail_into(&journal, p, from, &node).await },
-                );
+            // From the node's own position (its resume position at open) on.
+            let (source, node) = (LocalJournal::new(part.journal().clone()), node.clone());
+            let feed = tokio::spawn(async move { Ok(follow::feed(&node, p, source).await?) });
             inner.tailers.lock().push(feed);
         }
         let task = tokio::spawn(crate::embedded::maintenance::maintain(Arc::downgrade(
@@ -173,11 +171,14 @@ impl Database {
     }
 
     /// Runs a maintenance round now (see the module docs) and then compacts storage
-    /// completely, so garbage below the horizon is gone from disk. Blocks the calling
-    /// task while RocksDB compacts.
+    /// completely, so garbage below the horizon is gone from disk. RocksDB compacts on
+    /// tokio's blocking pool (with the default [`Flusher`](journaldb_journal::Flusher)):
+    /// the returned future waits for it, the runtime's workers do not.
     pub async fn compact(&self) -> Result<()> {
         self.inner.maintain_once().await?;
-        Ok(self.inner.node.store().compact()?)
+        let node = self.inner.node.clone();
+        let flusher = self.inner.options.journal.flusher;
+        Ok(flusher.run_blocking(move || node.store().compact()).await?)
     }
 
     /// Journal positions, watermark and garbage-collection horizon.

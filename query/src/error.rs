@@ -127,6 +127,7 @@ impl From<journaldb_storage::Error> for Error {
         use journaldb_storage::Error as S;
         let msg = e.to_string();
         match e {
+            S::Journal(e) => Error::from(e),
             S::WatermarkTimeout { .. } => Error::Unavailable {
                 reason: msg,
                 retry_after: None,

@@ -24,8 +24,9 @@
 //! peers with the same verbs: the roles in this process (`embedded/`: the database's
 //! internals, its visibility waits and maintenance) and a cluster over gRPC
 //! (`cluster/remote.rs`, behind [`Client`]). Below them: [`Options`], [`Error`] (with the
-//! classification of the adjudicator's refusals), [`retry`], [`partition`], [`manifest`]
-//! and [`tailer`]. No file imports a file that imports it back (`.ci/layers.rs` checks).
+//! classification of the adjudicator's refusals), [`retry`], [`partition`] and
+//! [`manifest`]. The journal → storage feed is storage's (`journaldb_storage::follow`),
+//! shared with the cluster. No file imports a file that imports it back (`.ci/layers.rs` checks).
 
 /// Builder methods for an options struct (`#[non_exhaustive]`, so built from `default()`
 /// and these): `setter => field: Type` sets the field; `setter => field: Some(Type)` sets
@@ -59,7 +60,6 @@ mod options;
 pub mod partition;
 pub mod retry;
 mod store;
-pub mod tailer;
 mod transaction;
 
 pub use cluster::{Client, ClientOptions};

@@ -1,7 +1,9 @@
 //! A cluster's disk under a steady update workload levels off: storage replicas checkpoint
 //! and collect versions older than the retention window, and each journal drops the
 //! segments every replica has checkpointed (ARCHITECTURE §5 truncation, §6 GC). Then a
-//! restart of every node resumes from what is left: the journals' start is gone.
+//! restart of every node resumes from what is left: the journals' start is gone. A failed
+//! maintenance round is retried, not fatal; a start that fails halfway leaves no task
+//! running.
 
 use std::path::Path;
 use std::time::Duration;
@@ -185,5 +187,84 @@ fn a_cluster_under_steady_updates_keeps_its_disk_usage_level() {
         for node in nodes {
             node.shutdown().await.unwrap();
         }
+    });
+}
+
+/// A storage replica whose checkpoint fails (its engine cannot write) reports the error
+/// and tries again next round; the node does not stop, and once the engine writes again
+/// the rounds succeed and commits go on.
+#[test]
+fn a_failed_maintenance_round_is_reported_and_retried() {
+    let rt = rt();
+    let dir = tempfile::tempdir().unwrap();
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let config = configs(dir.path(), &[addr]).remove(0);
+        let faults = journaldb_storage::WriteFaults::default();
+        let env = NodeEnv {
+            storage_faults: Some(faults.clone()),
+            ..env()
+        };
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let node = ClusterNode::start_with(config, env, incoming, addr)
+            .await
+            .unwrap();
+        let client = Client::connect(&format!("http://{addr}")).await.unwrap();
+        let mut round = 0;
+        update_for(&client, &mut round, Duration::from_millis(200)).await;
+
+        faults.set_failing(true);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let error = node.take_maintenance_error();
+        assert!(
+            error
+                .as_ref()
+                .is_some_and(|e| e.to_string().contains("injected")),
+            "{error:?}"
+        );
+        assert!(!node.is_failed(), "a failed round does not stop the node");
+
+        faults.set_failing(false);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        node.take_maintenance_error(); // a round that began before the engine recovered
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            node.take_maintenance_error().is_none(),
+            "rounds succeed again"
+        );
+        assert!(!node.is_failed());
+        assert!(update_for(&client, &mut round, Duration::from_millis(200)).await > 0);
+        node.shutdown().await.unwrap();
+    });
+}
+
+/// A start that fails halfway (the storage engine cannot open, after the partitions and
+/// their tasks started) leaves nothing running: the journals' directory locks are
+/// released, so the next start on the same directory succeeds.
+#[test]
+fn a_start_that_fails_halfway_leaves_nothing_running() {
+    let rt = rt();
+    let dir = tempfile::tempdir().unwrap();
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let config = configs(dir.path(), &[addr]).remove(0);
+        std::fs::create_dir_all(&config.data_dir).unwrap();
+        let in_the_way = config.data_dir.join("storage");
+        std::fs::write(&in_the_way, b"not a RocksDB directory").unwrap();
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let failed = ClusterNode::start_with(config.clone(), env(), incoming, addr).await;
+        assert!(failed.is_err(), "RocksDB cannot open a file");
+        tokio::time::sleep(Duration::from_millis(200)).await; // aborted tasks are dropped
+
+        std::fs::remove_file(&in_the_way).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let node = ClusterNode::start_with(config, env(), incoming, addr)
+            .await
+            .unwrap();
+        node.shutdown().await.unwrap();
     });
 }

@@ -43,6 +43,9 @@ pub enum Error {
     /// A journal record broke an invariant; nothing of it was applied.
     #[error(transparent)]
     Crossbar(#[from] CrossbarError),
+    /// The journal a feed reads in process failed.
+    #[error("journal: {0}")]
+    Journal(#[source] journaldb_journal::Error),
 }
 
 impl Error {
@@ -52,6 +55,7 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::WatermarkTimeout { .. } | Error::SnapshotTooOld { .. } => true,
+            Error::Journal(e) => e.is_retryable(),
             Error::Io(_)
             | Error::Corruption(_)
             | Error::InvalidArgument(_)

@@ -1,17 +1,26 @@
-//! [`follow`]: feeding a storage node from a journal on another node, over the
-//! `JournalService` `Tail` stream (ARCHITECTURE §6) — the cluster's counterpart of the
-//! embedded in-process tailer.
+//! The journal → storage feed (ARCHITECTURE §6), written once for both modes: every durable
+//! record of a journal, in Lsn order, decoded and handed to the node's crossbar.
 //!
-//! It continues from the node's own position ([`StorageNode::next_lsn`]), so a broken
-//! stream, a restarted journal node or a restarted storage node resumes exactly where the
-//! crossbar stopped: records are pushed once, in order. Transport failures, and a stream
-//! that ends because the journal's node shut down, are retried after a pause, forever (the
-//! node comes back); a record that does not decode or breaks a journal invariant stops the
-//! feed with an error (applying past it would serve a wrong history).
+//! [`feed`] always continues from the node's own position ([`StorageNode::next_lsn`]), so
+//! whatever breaks — a stream, the journal's node, this node — it resumes exactly where the
+//! crossbar stopped: records are pushed once, in order. A record that does not decode, or
+//! breaks a journal invariant, stops the feed with an error (applying past it would serve
+//! a wrong history). A storage write that fails is retried until it succeeds (the watermark
+//! waits; nothing is skipped).
+//!
+//! Where the records come from is a [`Source`], the only part that differs by mode:
+//! - [`LocalJournal`]: a journal in this process (the embedded database). Its feed ends
+//!   when the journal is closed.
+//! - [`RemoteJournal`]: `JournalService.Tail` on the journal's node (a cluster). Transport
+//!   failures, and a stream that ends because that node shut down, are retried after a
+//!   pause, forever (the node comes back).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use journaldb_journal::{Journal, Tail};
 use journaldb_proto::pb::journal_service_client::JournalServiceClient;
 use journaldb_proto::{Lsn, PartitionId, pb};
 use prost::Message;
@@ -21,58 +30,152 @@ use crate::error::{Error, Result};
 use crate::node::StorageNode;
 use crate::store::Engine;
 
-/// Follows `partition`'s journal through `client` into `node` until an invariant breaks
-/// (or the task is dropped). Pauses `retry` before each reconnection.
-pub async fn follow<S: Engine>(
-    mut client: JournalServiceClient<Channel>,
+/// Consecutive durable records of one journal, the first at `first`.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// Lsn of the first payload.
+    pub first: Lsn,
+    /// Encoded `pb::Record`s.
+    pub payloads: Vec<Bytes>,
+}
+
+/// Where a feed reads a journal's durable records.
+pub trait Source {
+    /// The next records, the first at `from` (the node's next position); waits until there
+    /// are some. `None` once the journal has ended for good. Errors stop the feed.
+    fn next_batch(&mut self, from: Lsn) -> impl Future<Output = Result<Option<Batch>>> + Send;
+}
+
+/// Feeds `partition`'s journal from `source` into `node` until the source ends or an
+/// invariant breaks (or the future is dropped).
+pub async fn feed<S: Engine>(
+    node: &StorageNode<S>,
     partition: PartitionId,
-    node: Arc<StorageNode<S>>,
-    retry: Duration,
+    mut source: impl Source,
 ) -> Result<()> {
     loop {
         let from = node.next_lsn(partition).ok_or_else(|| {
             Error::InvalidArgument(format!("{partition} is not merged by this node"))
         })?;
-        let request = pb::TailRequest {
-            partition: partition.get(),
-            from_lsn: from.get(),
+        let Some(batch) = source.next_batch(from).await? else {
+            return Ok(());
         };
-        if let Ok(stream) = client.tail(request).await {
-            let mut stream = stream.into_inner();
-            // The journal closed (its node is shutting down) or the transport failed:
-            // the loop ends and the feed reconnects; the node will be back.
-            while let Ok(Some(reply)) = stream.message().await {
-                apply(&node, partition, reply).await?;
-            }
-        }
-        tokio::time::sleep(retry).await;
-    }
-}
-
-async fn apply<S: Engine>(
-    node: &StorageNode<S>,
-    partition: PartitionId,
-    reply: pb::TailReply,
-) -> Result<()> {
-    let first = Lsn::new(reply.first_lsn);
-    let records = reply
-        .records
-        .into_iter()
-        .enumerate()
-        .map(|(i, payload)| {
-            let lsn = first.add(i as u64);
-            pb::Record::decode(payload).map(|r| (lsn, r)).map_err(|e| {
-                Error::Corruption(format!("{partition}, {lsn}: undecodable record: {e}"))
+        let records = batch
+            .payloads
+            .into_iter()
+            .enumerate()
+            .map(|(i, payload)| {
+                let lsn = batch.first.add(i as u64);
+                pb::Record::decode(payload).map(|r| (lsn, r)).map_err(|e| {
+                    Error::Corruption(format!("{partition}, {lsn}: undecodable record: {e}"))
+                })
             })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    node.ingest_retrying(
-        partition,
-        records.iter().map(|(lsn, r)| (*lsn, r)),
-        STORE_RETRY,
-    )
-    .await
+            .collect::<Result<Vec<_>>>()?;
+        node.ingest_retrying(
+            partition,
+            records.iter().map(|(lsn, r)| (*lsn, r)),
+            STORE_RETRY,
+        )
+        .await?;
+    }
 }
 
 /// Pause before a feed writes again records a failed store write left pending.
 pub const STORE_RETRY: Duration = Duration::from_millis(10);
+
+/// Most records a [`LocalJournal`] hands over at once (one storage write).
+const MAX_LOCAL_BATCH: usize = 1024;
+
+/// A journal in this process: every durable record, as soon as it is durable.
+pub struct LocalJournal {
+    journal: Arc<Journal>,
+    tail: Option<Tail>,
+}
+
+impl LocalJournal {
+    /// The durable records of `journal`.
+    pub fn new(journal: Arc<Journal>) -> Self {
+        LocalJournal {
+            journal,
+            tail: None,
+        }
+    }
+}
+
+impl Source for LocalJournal {
+    async fn next_batch(&mut self, from: Lsn) -> Result<Option<Batch>> {
+        let journal_error = Error::Journal;
+        let tail = match &mut self.tail {
+            Some(tail) => tail,
+            None => self
+                .tail
+                .insert(self.journal.tail(from).map_err(journal_error)?),
+        };
+        let Some((first, payload)) = tail.next().await.map_err(journal_error)? else {
+            return Ok(None); // closed
+        };
+        // The tail hands out what follows the last batch, which the node took whole.
+        assert_eq!(first, from, "a local feed resumes where the node stopped");
+        // Everything already durable goes to storage in one write.
+        let mut payloads = vec![payload];
+        while payloads.len() < MAX_LOCAL_BATCH {
+            match tail.try_next().map_err(journal_error)? {
+                Some((_, payload)) => payloads.push(payload),
+                None => break,
+            }
+        }
+        Ok(Some(Batch { first, payloads }))
+    }
+}
+
+/// `partition`'s journal on another node, through `JournalService.Tail`; reconnects after
+/// `retry` whenever the stream breaks or ends.
+pub struct RemoteJournal {
+    client: JournalServiceClient<Channel>,
+    partition: PartitionId,
+    retry: Duration,
+    stream: Option<tonic::Streaming<pb::TailReply>>,
+}
+
+impl RemoteJournal {
+    /// The journal of `partition` served through `client`.
+    pub fn new(
+        client: JournalServiceClient<Channel>,
+        partition: PartitionId,
+        retry: Duration,
+    ) -> Self {
+        RemoteJournal {
+            client,
+            partition,
+            retry,
+            stream: None,
+        }
+    }
+}
+
+impl Source for RemoteJournal {
+    async fn next_batch(&mut self, from: Lsn) -> Result<Option<Batch>> {
+        loop {
+            if let Some(stream) = &mut self.stream {
+                // The journal closed (its node is shutting down) or the transport failed:
+                // reconnect; the node will be back.
+                if let Ok(Some(reply)) = stream.message().await {
+                    return Ok(Some(Batch {
+                        first: Lsn::new(reply.first_lsn),
+                        payloads: reply.records,
+                    }));
+                }
+                self.stream = None;
+                tokio::time::sleep(self.retry).await;
+            }
+            let request = pb::TailRequest {
+                partition: self.partition.get(),
+                from_lsn: from.get(),
+            };
+            match self.client.tail(request).await {
+                Ok(stream) => self.stream = Some(stream.into_inner()),
+                Err(_) => tokio::time::sleep(self.retry).await,
+            }
+        }
+    }
+}

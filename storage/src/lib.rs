@@ -14,12 +14,10 @@
 //! [`Crossbar`] merges the records of every journal and releases what lies at or below the
 //! watermark as atomic batches; [`StorageNode`] writes them and serves reads that wait for
 //! the watermark with a deadline, resuming after a restart from the stored positions.
-//! [`service::StorageServer`] serves a node over gRPC (`StorageService`); [`follow::follow`]
-//! feeds one from a journal on another node.
+//! [`service::StorageServer`] serves a node over gRPC (`StorageService`); [`follow::feed`]
+//! feeds one from a journal, in this process or on another node.
 //! Garbage collection ([`gc`]) keeps what reads at or above the horizon need; the node
 //! refuses reads below it; [`retention`] says how far each journal may be truncated.
-//! Tailing the journals into a node is the caller's (the transport
-//! differs between embedded and cluster).
 
 mod cache;
 mod choice;

@@ -86,13 +86,16 @@ impl CheckpointHistory {
 /// The first position `journal` must keep, given every storage replica's newest
 /// checkpoint older than the retention window (`checkpoints`, one per replica) and
 /// `keep_from`: the retention cutoff, lowered to the τ of the oldest vote the journal's
-/// adjudicator has not decided. `None` keeps the whole journal: no replica at all (the
-/// journal is the only copy), a replica without a position for it, or a checkpoint not
-/// older than `keep_from`.
+/// adjudicator has not decided; `durable_end` is the journal's (no replica can have
+/// stored a record the journal has not made durable). `None` keeps the whole journal: no
+/// replica at all (the journal is the only copy), a replica without a position for it, a
+/// checkpoint not older than `keep_from`, or a position past `durable_end` (a replica that
+/// lies, or belongs to another cluster, never makes a journal drop what it has).
 pub fn first_to_keep<'a>(
     checkpoints: impl IntoIterator<Item = &'a Checkpoint>,
     journal: PartitionId,
     keep_from: Timestamp,
+    durable_end: Lsn,
 ) -> Option<Lsn> {
     let mut first = None::<Lsn>;
     for checkpoint in checkpoints {
@@ -100,6 +103,9 @@ pub fn first_to_keep<'a>(
             return None;
         }
         let next = checkpoint.applied.get(&journal)?.next();
+        if next > durable_end {
+            return None;
+        }
         first = Some(first.map_or(next, |f| f.min(next)));
     }
     first
@@ -195,17 +201,27 @@ mod tests {
 
     #[test]
     fn a_journal_keeps_what_any_replica_still_needs() {
+        const END: Lsn = Lsn::new(100);
         let p = PartitionId::new(0);
         let a = checkpoint(10, &[(0, 7), (1, 3)]);
         let b = checkpoint(12, &[(0, 4)]);
-        assert_eq!(first_to_keep([&a, &b], p, ts(20)), Some(Lsn::new(5)));
-        assert_eq!(first_to_keep([&a], p, ts(20)), Some(Lsn::new(8)));
+        assert_eq!(first_to_keep([&a, &b], p, ts(20), END), Some(Lsn::new(5)));
+        assert_eq!(first_to_keep([&a], p, ts(20), END), Some(Lsn::new(8)));
         // A replica with no position for the journal, none at all, or a checkpoint not
         // older than what must be kept (an undecided vote, the retention cutoff).
-        assert_eq!(first_to_keep([&a, &b], PartitionId::new(1), ts(20)), None);
-        assert_eq!(first_to_keep([], p, ts(20)), None);
-        assert_eq!(first_to_keep([&a, &b], p, ts(12)), None);
-        assert_eq!(first_to_keep([&a], p, ts(11)), Some(Lsn::new(8)));
+        assert_eq!(
+            first_to_keep([&a, &b], PartitionId::new(1), ts(20), END),
+            None
+        );
+        assert_eq!(first_to_keep([], p, ts(20), END), None);
+        assert_eq!(first_to_keep([&a, &b], p, ts(12), END), None);
+        assert_eq!(first_to_keep([&a], p, ts(11), END), Some(Lsn::new(8)));
+        // A position the journal has not reached: a replica that lies.
+        assert_eq!(first_to_keep([&a, &b], p, ts(20), Lsn::new(7)), None);
+        assert_eq!(
+            first_to_keep([&a, &b], p, ts(20), Lsn::new(8)),
+            Some(Lsn::new(5))
+        );
     }
 
     #[test]

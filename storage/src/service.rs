@@ -104,7 +104,7 @@ pub fn to_status(e: Error) -> Status {
         Error::SnapshotTooOld { .. } => ErrorKind::SnapshotTooOld,
         Error::InvalidArgument(_) => ErrorKind::InvalidArgument,
         Error::Corruption(_) | Error::Crossbar(_) => ErrorKind::Corruption,
-        Error::Io(_) => ErrorKind::Io,
+        Error::Io(_) | Error::Journal(_) => ErrorKind::Io,
     };
     kind.status(e.to_string())
 }

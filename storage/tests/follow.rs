@@ -1,6 +1,8 @@
-//! A storage node follows a journal on another "node" over gRPC: it applies what the
-//! journal holds, keeps up with new records, and resumes exactly where it stopped when the
-//! journal's server goes away and comes back on the same address.
+//! The journal → storage feed from both sources. Remote: a storage node follows a journal
+//! on another "node" over gRPC, applies what the journal holds, keeps up with new records,
+//! and resumes exactly where it stopped when the journal's server goes away and comes back
+//! on the same address. Local: journals in this process become readable at their τ, the
+//! feed ends when its journal closes, and an undecodable record stops it as corruption.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,8 +14,8 @@ use journaldb_journal::{Journal, JournalOptions};
 use journaldb_proto::pb::journal_service_client::JournalServiceClient;
 use journaldb_proto::pb::journal_service_server::JournalServiceServer;
 use journaldb_proto::{Mutation, PartitionId, Timestamp, TxnId, pb};
-use journaldb_storage::follow::follow;
-use journaldb_storage::{MemoryEngine, StorageNode};
+use journaldb_storage::follow::{LocalJournal, RemoteJournal, feed};
+use journaldb_storage::{Error, MemoryEngine, StorageNode};
 use prost::Message;
 use tokio::task::JoinHandle;
 use tonic::transport::Endpoint;
@@ -94,12 +96,15 @@ fn a_storage_node_follows_a_remote_journal_across_server_restarts_and_shutdowns(
             .connect_timeout(Duration::from_secs(1))
             .connect_lazy();
         let node = Arc::new(StorageNode::open(MemoryEngine::new(), &[P]).unwrap());
-        let feed = tokio::spawn(follow(
+        let source = RemoteJournal::new(
             JournalServiceClient::new(channel),
             P,
-            node.clone(),
             Duration::from_millis(20),
-        ));
+        );
+        let feed = tokio::spawn({
+            let node = node.clone();
+            async move { feed(&node, P, source).await }
+        });
         sees(&node, 5).await;
         journal.append(commit(6)).await.unwrap();
         sees(&node, 6).await;
@@ -133,4 +138,55 @@ fn a_storage_node_follows_a_remote_journal_across_server_restarts_and_shutdowns(
         server.abort();
         journal.close().unwrap();
     });
+}
+
+#[test]
+fn local_journals_become_readable_at_their_timestamps_until_they_close() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (PartitionId::new(0), PartitionId::new(1));
+    let open = |name: &str| {
+        Arc::new(Journal::open(dir.path().join(name), JournalOptions::default()).unwrap())
+    };
+    let (ja, jb) = (open("a"), open("b"));
+    let node = Arc::new(StorageNode::open(MemoryEngine::new(), &[a, b]).unwrap());
+    let feeds: Vec<_> = [(ja.clone(), a), (jb.clone(), b)]
+        .into_iter()
+        .map(|(journal, p)| {
+            let node = node.clone();
+            rt.spawn(async move { feed(&node, p, LocalJournal::new(journal)).await })
+        })
+        .collect();
+    rt.block_on(async {
+        ja.append(commit(10)).await.unwrap();
+        jb.append(commit(20)).await.unwrap();
+        ja.append(commit(30)).await.unwrap();
+        sees(&node, 10).await;
+        sees(&node, 20).await;
+    });
+    ja.close().unwrap();
+    jb.close().unwrap();
+    for feed in feeds {
+        rt.block_on(feed).unwrap().unwrap();
+    }
+}
+
+#[test]
+fn an_undecodable_local_record_stops_the_feed_as_corruption() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Arc::new(Journal::open(dir.path(), JournalOptions::default()).unwrap());
+    let node = StorageNode::open(MemoryEngine::new(), &[P]).unwrap();
+    rt.block_on(journal.append(Bytes::from_static(&[0xFF, 0xFF, 0xFF])))
+        .unwrap();
+    let err = rt
+        .block_on(feed(&node, P, LocalJournal::new(journal)))
+        .unwrap_err();
+    assert!(matches!(err, Error::Corruption(_)), "{err}");
 }

@@ -310,11 +310,15 @@ async fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     println!("journaldb node {name} serving on {}", node.addr());
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     // A journal that failed (an I/O error) refuses commits until a restart recovers it:
-    // exit non-zero so the supervisor restarts the process (fail-stop).
+    // exit non-zero so the supervisor restarts the process (fail-stop). A maintenance
+    // round that failed is reported and tried again.
     let failed = async {
         let mut check = tokio::time::interval(std::time::Duration::from_millis(200));
         loop {
             check.tick().await;
+            if let Some(e) = node.take_maintenance_error() {
+                eprintln!("journaldb node {name}: a maintenance round failed, retrying: {e}");
+            }
             if node.is_failed() {
                 return;
             }
@@ -325,7 +329,10 @@ async fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         _ = tokio::signal::ctrl_c() => ExitCode::SUCCESS,
         _ = terminate.recv() => ExitCode::SUCCESS,
         _ = failed => {
-            eprintln!("journaldb node {name}: a journal failed (I/O error); exiting so it can be restarted");
+            eprintln!(
+                "journaldb node {name}: a journal or the maintenance loop failed; \
+                 exiting so it can be restarted"
+            );
             ExitCode::FAILURE
         }
     };

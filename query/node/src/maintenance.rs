@@ -11,23 +11,29 @@
 //!   replica reports — never below its adjudicator's oldest undecided vote, never while a
 //!   replica does not answer or has none (the journal is then its only copy).
 //!
-//! A failed round (a store that cannot flush, a segment that cannot be removed) is the
-//! node's failure: [`ClusterNode::is_failed`](crate::ClusterNode::is_failed) reports it, so
-//! `serve` exits and a supervisor restarts the node, which recovers from disk.
+//! A failed round (a store that cannot flush, a segment that cannot be removed) loses
+//! nothing — the journal keeps what it could not drop, the store what it could not collect
+//! — and is tried again at the next interval; its error is kept for
+//! [`ClusterNode::take_maintenance_error`](crate::ClusterNode::take_maintenance_error),
+//! which `serve` prints. A maintenance task that stops (it panicked) is the node's failure:
+//! [`ClusterNode::is_failed`](crate::ClusterNode::is_failed) reports it, so `serve` exits
+//! and a supervisor restarts the node. The flush and the segment removals run where the
+//! journal's flusher says blocking work belongs ([`Flusher::run_blocking`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use journaldb::Error;
 use journaldb_adjudicator::Partition;
+use journaldb_journal::Flusher;
 use journaldb_proto::pb::storage_service_client::StorageServiceClient;
 use journaldb_proto::{Clock, Timestamp, pb};
 use journaldb_storage::retention::{self, checkpoint_from_reply};
 use journaldb_storage::{Checkpoint, Engine, StorageNode};
 use tonic::transport::Channel;
 
-/// The first error of a maintenance round, shared by a node's maintenance tasks.
-pub(crate) type Failure = Arc<parking_lot::Mutex<Option<Error>>>;
+/// The last error of a maintenance round, shared by a node's maintenance tasks.
+pub(crate) type LastError = Arc<parking_lot::Mutex<Option<Error>>>;
 
 /// What both maintenance tasks need.
 #[derive(Clone)]
@@ -35,7 +41,12 @@ pub(crate) struct Maintenance {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) retention: Duration,
     pub(crate) every: Duration,
-    pub(crate) failure: Failure,
+    /// Where blocking disk work runs (the journals' flusher setting).
+    pub(crate) blocking: Flusher,
+    pub(crate) last_error: LastError,
+    /// Becomes true when the node shuts down: the loops stop between rounds, so a round's
+    /// blocking work is never left running behind a stopped node.
+    pub(crate) stop: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Maintenance {
@@ -44,37 +55,66 @@ impl Maintenance {
         self.clock.now().earliest.saturating_sub(self.retention)
     }
 
-    fn fail(&self, error: Error) {
-        self.failure.lock().get_or_insert(error);
+    fn failed(&self, error: Error) {
+        *self.last_error.lock() = Some(error);
+    }
+
+    /// Waits one interval: false if the node is shutting down instead.
+    async fn next_round(&mut self) -> bool {
+        let every = self.every;
+        self.unless_stopped(tokio::time::sleep(every))
+            .await
+            .is_some()
+    }
+
+    /// `work`'s result, or `None` if the node shuts down first (`work` is then dropped:
+    /// only what does not block may be given here).
+    async fn unless_stopped<T>(&mut self, work: impl Future<Output = T>) -> Option<T> {
+        tokio::select! {
+            biased;
+            _ = self.stop.wait_for(|stop| *stop) => None,
+            out = work => Some(out),
+        }
     }
 
     /// A storage replica's rounds, for as long as the node runs.
-    pub(crate) async fn checkpoint<S: Engine>(self, node: Arc<StorageNode<S>>) {
-        loop {
-            tokio::time::sleep(self.every).await;
-            if let Err(e) = node.maintain(self.cutoff()) {
-                return self.fail(Error::from(e));
+    pub(crate) async fn checkpoint<S: Engine + 'static>(mut self, node: Arc<StorageNode<S>>) {
+        while self.next_round().await {
+            let (node, cutoff) = (node.clone(), self.cutoff());
+            if let Err(e) = self
+                .blocking
+                .run_blocking(move || node.maintain(cutoff))
+                .await
+            {
+                self.failed(Error::from(e));
             }
         }
     }
 
     /// A journal node's rounds: truncates `parts`' journals as far as every storage replica
     /// (`replicas`, one channel each) and each partition's undecided votes allow.
-    pub(crate) async fn truncate(self, parts: Vec<Arc<Partition>>, replicas: Vec<Channel>) {
-        loop {
-            tokio::time::sleep(self.every).await;
+    pub(crate) async fn truncate(mut self, parts: Vec<Arc<Partition>>, replicas: Vec<Channel>) {
+        while self.next_round().await {
             let cutoff = self.cutoff();
-            let Some(checkpoints) = ask_replicas(&replicas, cutoff).await else {
+            let Some(asked) = self.unless_stopped(ask_replicas(&replicas, cutoff)).await else {
+                return;
+            };
+            let Some(checkpoints) = asked else {
                 continue; // a replica did not answer: keep everything this round
             };
             for part in &parts {
                 let keep_from = part.adjudicator().keep_journal_from(cutoff);
-                let Some(first) = retention::first_to_keep(&checkpoints, part.id(), keep_from)
+                let end = part.journal().durable_end();
+                let Some(first) = retention::first_to_keep(&checkpoints, part.id(), keep_from, end)
                 else {
                     continue;
                 };
-                if let Err(e) = part.journal().truncate_prefix(first) {
-                    return self.fail(Error::from(e));
+                let journal = part.journal().clone();
+                let dropped = self
+                    .blocking
+                    .run_blocking(move || journal.truncate_prefix(first));
+                if let Err(e) = dropped.await {
+                    self.failed(Error::from(e));
                 }
             }
         }

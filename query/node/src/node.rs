@@ -32,6 +32,7 @@ use journaldb_proto::{
     Clock, Limits, Lsn, MAX_MESSAGE_BYTES, PartitionId, PlantedBug, SystemClock, Timestamp, TxnId,
     pb,
 };
+use journaldb_storage::follow::{self, RemoteJournal};
 use journaldb_storage::service::{StorageServer, StorageServerConfig};
 use journaldb_storage::{Engine, Faulty, StorageNode, WriteFaults};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -51,7 +52,7 @@ use journaldb::{Error, Result, StorageEngine};
 
 use crate::config::{NodeConfig, TlsFiles};
 use crate::late::LateRequests;
-use crate::maintenance::{Failure, Maintenance};
+use crate::maintenance::{LastError, Maintenance};
 
 /// How often an idle journal gets a heartbeat.
 const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(20);
@@ -126,11 +127,52 @@ impl std::fmt::Debug for NodeEnv {
 pub struct ClusterNode {
     server: JoinHandle<std::result::Result<(), tonic::transport::Error>>,
     stop: tokio::sync::oneshot::Sender<()>,
-    tasks: Vec<JoinHandle<()>>,
+    tasks: Tasks,
+    /// The maintenance loops: they end only when told to stop, or if one panicked.
+    maintenance: Tasks,
+    stop_maintenance: tokio::sync::watch::Sender<bool>,
     journals: Vec<Arc<Journal>>,
-    /// The first error of a maintenance round.
-    failure: Failure,
+    /// The last error of a maintenance round not yet taken.
+    maintenance_error: LastError,
     addr: std::net::SocketAddr,
+}
+
+/// Background tasks, aborted when dropped: a start that fails halfway leaves none behind.
+#[derive(Default)]
+struct Tasks(Vec<JoinHandle<()>>);
+
+impl Tasks {
+    fn spawn(&mut self, task: impl Future<Output = ()> + Send + 'static) {
+        self.0.push(tokio::spawn(task));
+    }
+
+    fn any_finished(&self) -> bool {
+        self.0.iter().any(JoinHandle::is_finished)
+    }
+
+    /// Waits until every task has finished (one that panicked too).
+    async fn join(mut self) {
+        for t in std::mem::take(&mut self.0) {
+            let _ = t.await;
+        }
+    }
+
+    /// Aborts every task and waits until each is gone, so nothing it held (a storage
+    /// engine, a journal) outlives it.
+    async fn abort(self) {
+        for t in &self.0 {
+            t.abort();
+        }
+        self.join().await;
+    }
+}
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
 }
 
 impl std::fmt::Debug for ClusterNode {
@@ -323,8 +365,8 @@ fn partition_tasks(
     env: &NodeEnv,
     tls: Option<&TlsFiles>,
     partitions: &[Arc<Partition>],
-) -> Result<Vec<JoinHandle<()>>> {
-    let mut tasks = Vec::new();
+) -> Result<Tasks> {
+    let mut tasks = Tasks::default();
     // Votes left undecided — by a crash here, or by a client that died mid-protocol —
     // are resolved once older than the vote timeout (a replayed vote counts from its
     // τ), by asking their coordinators: the same loop serves both.
@@ -343,12 +385,12 @@ fn partition_tasks(
     };
     let every = (env.adjudicator.vote_timeout / 4).max(Duration::from_millis(10));
     for part in partitions {
-        tasks.push(tokio::spawn(resolver.clone().run(part.clone(), every)));
-        tasks.push(tokio::spawn(heartbeat(
+        tasks.spawn(resolver.clone().run(part.clone(), every));
+        tasks.spawn(heartbeat(
             part.clone(),
             env.clock.clone(),
             env.heartbeat_interval,
-        )));
+        ));
     }
     Ok(tasks)
 }
@@ -377,8 +419,8 @@ fn start_storage(
     config: &NodeConfig,
     env: &NodeEnv,
     tls: Option<&TlsFiles>,
-    maintenance: &Maintenance,
-    tasks: &mut Vec<JoinHandle<()>>,
+    maintenance: (&Maintenance, &mut Tasks),
+    tasks: &mut Tasks,
 ) -> Result<StorageServiceServer<StorageServer<Box<dyn Engine>>>> {
     let ids: Vec<PartitionId> = (0..config.partitions).map(PartitionId::new).collect();
     let engine = env
@@ -397,14 +439,16 @@ fn start_storage(
         let url = config.owner(p.get()).url();
         let channel = lazy_channel(&peer(&url, tls)?, env.connector.as_ref());
         let node = node.clone();
-        tasks.push(tokio::spawn(async move {
+        tasks.spawn(async move {
             let client = JournalServiceClient::new(channel);
             // Ends when the journal closes; an invariant break stops it (the node
             // then serves reads only up to its watermark, never a wrong history).
-            let _ = journaldb_storage::follow::follow(client, p, node, FEED_RETRY).await;
-        }));
+            let source = RemoteJournal::new(client, p, FEED_RETRY);
+            let _ = follow::feed(&node, p, source).await;
+        });
     }
-    tasks.push(tokio::spawn(maintenance.clone().checkpoint(node.clone())));
+    let (maintenance, maintenance_tasks) = maintenance;
+    maintenance_tasks.spawn(maintenance.clone().checkpoint(node.clone()));
     Ok(StorageServiceServer::new(
         StorageServer::new(node, env.storage_server.clone()).with_clock(env.clock.clone()),
     )
@@ -447,12 +491,16 @@ impl ClusterNode {
             .iter()
             .map(|&p| open_partition(&config, &env, p))
             .collect::<Result<Vec<_>>>()?;
+        let stop_maintenance = tokio::sync::watch::Sender::new(false);
         let maintenance = Maintenance {
             clock: env.clock.clone(),
             retention: config.retention(),
             every: config.checkpoint_interval(),
-            failure: Failure::default(),
+            blocking: env.journal.flusher,
+            last_error: LastError::default(),
+            stop: stop_maintenance.subscribe(),
         };
+        let mut maintenance_tasks = Tasks::default();
         let mut tasks = partition_tasks(&config, &env, tls.as_ref(), &partitions)?;
         let replicas = config
             .nodes
@@ -464,8 +512,7 @@ impl ClusterNode {
             })
             .collect::<Result<Vec<_>>>()?;
         if !partitions.is_empty() {
-            let truncate = maintenance.clone().truncate(partitions.clone(), replicas);
-            tasks.push(tokio::spawn(truncate));
+            maintenance_tasks.spawn(maintenance.clone().truncate(partitions.clone(), replicas));
         }
 
         let (reporter, health) = tonic_health::server::health_reporter();
@@ -505,7 +552,8 @@ impl ClusterNode {
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
             );
         if config.me().storage {
-            let storage = start_storage(&config, &env, tls.as_ref(), &maintenance, &mut tasks)?;
+            let maintenance = (&maintenance, &mut maintenance_tasks);
+            let storage = start_storage(&config, &env, tls.as_ref(), maintenance, &mut tasks)?;
             router = router.add_service(storage);
         }
         reporter
@@ -520,19 +568,28 @@ impl ClusterNode {
             server,
             stop,
             tasks,
+            maintenance: maintenance_tasks,
+            stop_maintenance,
             journals: partitions.iter().map(|p| p.journal().clone()).collect(),
-            failure: maintenance.failure,
+            maintenance_error: maintenance.last_error,
             addr,
         })
     }
 
     /// Whether one of its journals has failed (an I/O error poisoned it: its partition
     /// then refuses every commit until the node is restarted, which recovers the journal),
-    /// or a maintenance round did (storage could not checkpoint, a journal segment could
-    /// not be removed). `serve` exits when this happens, so a supervisor restarts the
-    /// process.
+    /// or a maintenance loop stopped (it panicked). `serve` exits when this happens, so a
+    /// supervisor restarts the process. A maintenance round that failed is not a failure
+    /// of the node: it is tried again ([`ClusterNode::take_maintenance_error`]).
     pub fn is_failed(&self) -> bool {
-        self.journals.iter().any(|j| j.is_poisoned()) || self.failure.lock().is_some()
+        self.journals.iter().any(|j| j.is_poisoned()) || self.maintenance.any_finished()
+    }
+
+    /// The error of the last maintenance round that failed (storage could not checkpoint,
+    /// a journal segment could not be removed), if one did since the last call. Nothing
+    /// was lost: the round is tried again every checkpoint interval.
+    pub fn take_maintenance_error(&self) -> Option<Error> {
+        self.maintenance_error.lock().take()
     }
 
     /// The address it listens on.
@@ -551,11 +608,14 @@ impl ClusterNode {
     /// (zero after a failure, when nothing is worth waiting for).
     pub async fn shutdown_within(self, grace: Duration) -> Result<()> {
         let _ = self.stop.send(());
-        for t in &self.tasks {
-            t.abort();
-        }
+        // A maintenance round in progress finishes (its flush runs off the runtime and
+        // cannot be cancelled); the other tasks are cancelled. Then nothing holds the
+        // storage engine or the journals any more.
+        self.stop_maintenance.send_replace(true);
+        self.maintenance.join().await;
+        self.tasks.abort().await;
         // Closing the journals ends their Tail streams, so the server can drain.
-        let mut first_error = self.failure.lock().take();
+        let mut first_error = self.maintenance_error.lock().take();
         for j in &self.journals {
             if let Err(e) = j.close() {
                 first_error.get_or_insert(Error::from(e));

@@ -72,14 +72,22 @@ impl Inner {
         // The watermark moves only as every journal does: an idle one gets a heartbeat.
         self.promise_all(now.earliest)?;
         let cutoff = now.earliest.saturating_sub(self.options.retention);
-        self.node.maintain(cutoff)?;
+        // The flush and the segment removals block: off the runtime's workers.
+        let blocking = self.options.journal.flusher;
+        let node = self.node.clone();
+        blocking.run_blocking(move || node.maintain(cutoff)).await?;
         let Some(checkpoint) = self.node.checkpoint_before(cutoff) else {
             return Ok(()); // nothing old enough, or the journals are the only copy
         };
         for part in &self.parts {
             let keep_from = part.adjudicator().keep_journal_from(cutoff);
-            if let Some(first) = retention::first_to_keep([&checkpoint], part.id(), keep_from) {
-                part.journal().truncate_prefix(first)?;
+            let end = part.journal().durable_end();
+            if let Some(first) = retention::first_to_keep([&checkpoint], part.id(), keep_from, end)
+            {
+                let journal = part.journal().clone();
+                blocking
+                    .run_blocking(move || journal.truncate_prefix(first))
+                    .await?;
             }
         }
         Ok(())

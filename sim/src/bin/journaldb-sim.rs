@@ -42,8 +42,6 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         min_commits: u64,
     },
-    /// Runs one seed; with `--trace` prints its events in simulated time only, so two
-    /// replays of a seed print identical bytes.
     /// Runs one seed and prints its report as one JSON line: what `run` starts, in a fresh
     /// process, for each seed of a sweep.
     #[command(hide = true)]
@@ -59,6 +57,8 @@ enum Command {
         #[arg(long)]
         history_out: Option<PathBuf>,
     },
+    /// Runs one seed; with `--trace` prints its events in simulated time only, so two
+    /// replays of a seed print identical bytes.
     Replay {
         /// The seed.
         #[arg(long)]
@@ -325,10 +325,17 @@ fn run_in_own_process(options: &RunOptions, history_out: Option<&std::path::Path
         Err(e) => return failed(format!("cannot start the seed's process: {e}")),
     };
     let stdout = String::from_utf8_lossy(&output.stdout);
-    match stdout.lines().last().map(parse_report) {
+    // A report counts only from a process that then exited cleanly: one that printed a
+    // report and died afterwards did not finish the seed.
+    let report = output
+        .status
+        .success()
+        .then(|| stdout.lines().last().map(parse_report))
+        .flatten();
+    match report {
         Some(Ok(report)) => report,
-        Some(Err(e)) if output.status.success() => failed(format!("unreadable report: {e}")),
-        _ => {
+        Some(Err(e)) => failed(format!("unreadable report: {e}")),
+        None => {
             let stderr = String::from_utf8_lossy(&output.stderr);
             let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
             failed(format!(
