@@ -23,6 +23,8 @@
 //! (`partition.rs`) is the one place that does the I/O around it — the critical section
 //! with its journal append, durability, step-down — for the embedded database and the
 //! gRPC service alike; [`service::AdjudicatorServer`] serves partitions over gRPC.
+//! [`commit_wait`] is the wait between a commit's durability and its acknowledgement, for
+//! the embedded database and the cluster client alike.
 //! [`Adjudicator::replay`] rebuilds one from its journal (failover, or an embedded
 //! reopen); undecided votes are resolved by the caller asking their coordinators. Not yet
 //! here: resolving through journal recovery when a coordinator's journal must be sealed
@@ -31,6 +33,7 @@
 //! Start at [`Adjudicator`] in `core/mod.rs` (its cross-partition half in `core/cross.rs`);
 //! what it takes and returns is in `protocol.rs`, the window in `window.rs`.
 
+mod commit_wait;
 mod core;
 mod partition;
 pub mod protocol;
@@ -38,6 +41,7 @@ mod replay;
 pub mod service;
 mod window;
 
+pub use crate::commit_wait::commit_wait;
 pub use crate::core::{Adjudicator, AdjudicatorConfig};
 pub use crate::partition::{Partition, RecoveryError, Refusal};
 pub use crate::protocol::{

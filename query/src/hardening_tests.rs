@@ -247,7 +247,7 @@ fn a_commit_learned_through_status_decides_the_participants() {
                 .is_pending(a.as_bytes()),
             "nobody decided yet"
         );
-        let learned = tx
+        let learned = crate::commit::Commit::new(&backend(&db), id, start)
             .ask_coordinator(coordinator, &participants)
             .await
             .unwrap();

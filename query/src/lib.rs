@@ -49,6 +49,7 @@ macro_rules! setters {
 mod backend;
 mod closable;
 pub mod cluster;
+mod commit;
 mod database;
 mod embedded;
 mod error;

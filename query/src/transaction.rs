@@ -1,16 +1,15 @@
-//! [`Transaction`]: buffered writes, reads at the snapshot merged with them, and the two
-//! commit paths (single-partition; cross-partition: prepare, one `Commit`, decide).
+//! [`Transaction`]: buffered writes, reads at the snapshot merged with them, and `commit`:
+//! one call to the backend ([`Backend::commit_writes`], `commit.rs`, where the protocol
+//! lives); [`transact`], the retry loop around a transaction.
 
 use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
-use journaldb_adjudicator::{CommitRequest, PrepareRequest, TxnStatus};
-use journaldb_proto::{Epoch, LimitKind, Limits, Mutation, PartitionId, Timestamp, TxnId};
+use journaldb_proto::{LimitKind, Limits, Timestamp, TxnId};
 use journaldb_storage::{ScanPage, ScanRange};
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::partition::partition_of;
 
 /// What a successful commit reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,9 +68,9 @@ impl Transaction {
 
     /// The partition whose adjudicator decides this transaction's commit (and keeps its
     /// outcome): the one owning its first written key. `None` for a read-only transaction.
-    pub(crate) fn coordinator(&self) -> Option<PartitionId> {
-        let first = self.writes.keys().next()?;
-        Some(partition_of(first, self.backend.partitions()))
+    #[cfg(test)]
+    pub(crate) fn coordinator(&self) -> Option<journaldb_proto::PartitionId> {
+        crate::commit::coordinator_of(&self.writes, self.backend.partitions())
     }
 
     /// The value of `key`: this transaction's own write if any, else the snapshot's.
@@ -236,217 +235,11 @@ impl Transaction {
                 commit_ts: self.start_ts,
             });
         }
-        let age = self
+        let commit_ts = self
             .backend
-            .now()
-            .latest
-            .saturating_duration_since(self.start_ts);
-        if age > self.backend.limits().max_txn_age {
-            return Err(Error::SnapshotTooOld);
-        }
-        let n = self.backend.partitions();
-        let mut by_part: BTreeMap<PartitionId, Vec<Mutation>> = BTreeMap::new();
-        for (k, v) in &self.writes {
-            let m = match v {
-                Some(v) => Mutation::put(k.clone(), v.clone()),
-                None => Mutation::delete(k.clone()),
-            };
-            by_part.entry(partition_of(k, n)).or_default().push(m);
-        }
-        let committed = if by_part.len() == 1 {
-            let (p, req) = self.single_request(by_part)?;
-            match self.backend.commit(p, &req).await {
-                Err(Error::CommitUnknown) if learn_outcome => self.retry_single(p, &req).await,
-                other => other,
-            }
-        } else {
-            // Routing is fixed once: the outcome is asked of the partition that was asked
-            // to commit, whatever a later topology says.
-            let participants: Vec<PartitionId> = by_part.keys().copied().collect();
-            let coordinator = self
-                .coordinator()
-                .ok_or_else(|| Error::InvalidArgument("nothing to commit".into()))?;
-            // Both ways acknowledge the commit themselves: the participants' `Decide`s run
-            // during commit wait.
-            let commit_ts = match self.commit_cross(coordinator, by_part).await {
-                Err(Error::CommitUnknown) if learn_outcome => {
-                    self.ask_coordinator(coordinator, &participants).await
-                }
-                other => other,
-            }?;
-            return Ok(CommitInfo { commit_ts });
-        };
-        let commit_ts = committed?;
-        self.backend.acknowledge(commit_ts).await;
+            .commit_writes(self.txn_id, self.start_ts, &self.writes, learn_outcome)
+            .await?;
         Ok(CommitInfo { commit_ts })
-    }
-
-    /// The end of a cross-partition commit at `commit_ts`: the participants are told
-    /// (each appends `Decided`) while commit wait runs, and the commit is acknowledged once
-    /// both are done — a `Decide`'s round trip and fsync overlap commit wait instead of
-    /// adding to it, and a client's next transaction finds no key of this one pending.
-    async fn decide_and_acknowledge(&self, voted: &[PartitionId], commit_ts: Timestamp) {
-        tokio::join!(
-            self.decide(voted, Some(commit_ts)),
-            self.backend.acknowledge(commit_ts)
-        );
-    }
-
-    fn single_request(
-        &self,
-        by_part: BTreeMap<PartitionId, Vec<Mutation>>,
-    ) -> Result<(PartitionId, CommitRequest)> {
-        let Some((p, mutations)) = by_part.into_iter().next() else {
-            return Err(Error::InvalidArgument("nothing to commit".into()));
-        };
-        let req = CommitRequest {
-            txn_id: self.txn_id,
-            start_ts: self.start_ts,
-            mutations,
-            retry: false,
-        };
-        Ok((p, req))
-    }
-
-    /// After `CommitUnknown` on a single-partition commit: re-sends it with `retry: true`
-    /// until an answer other than `CommitUnknown` comes back, or the attempts run out. Every
-    /// answer to a retry is binding: its first outcome if the original arrived, or a
-    /// decision the adjudicator keeps against the original if it is still on its way.
-    async fn retry_single(&self, p: PartitionId, req: &CommitRequest) -> Result<Timestamp> {
-        let policy = self.backend.policy().clone();
-        for attempt in 0..policy.outcome_attempts {
-            tokio::time::sleep(policy.outcome_pause(attempt)).await;
-            match self.backend.commit_retry(p, req).await {
-                // Binding answers: the first outcome, a refusal the adjudicator made
-                // binding (a conflict after a durable abort), or its abort mark.
-                Ok(commit_ts) => return Ok(commit_ts),
-                Err(e @ (Error::Conflict { .. } | Error::Unavailable { .. })) => return Err(e),
-                // Anything else (unknown, a transport failure, a refusal that says nothing
-                // about the original still on its way): the outcome stays unknown.
-                Err(_) => continue,
-            }
-        }
-        Err(Error::CommitUnknown)
-    }
-
-    /// After `CommitUnknown` on a cross-partition commit: asks the coordinator's `Status`
-    /// until it is decided (asking aborts it, durably, if it has not committed), then
-    /// tells every participant the outcome.
-    pub(crate) async fn ask_coordinator(
-        &self,
-        coordinator: PartitionId,
-        participants: &[PartitionId],
-    ) -> Result<Timestamp> {
-        let policy = self.backend.policy().clone();
-        for attempt in 0..policy.outcome_attempts {
-            match self
-                .backend
-                .status(coordinator, self.txn_id, self.start_ts)
-                .await
-            {
-                Some(TxnStatus::Committed(commit_ts)) => {
-                    self.decide_and_acknowledge(participants, commit_ts).await;
-                    return Ok(commit_ts);
-                }
-                Some(TxnStatus::Aborted) => {
-                    self.decide(participants, None).await;
-                    return Err(Error::Unavailable {
-                        reason: format!("{} did not commit", self.txn_id),
-                        retry_after: None,
-                    });
-                }
-                // May have committed and been forgotten: never re-run it.
-                Some(TxnStatus::TooOld(_)) => return Err(Error::CommitUnknown),
-                Some(TxnStatus::InFlight) | None => {
-                    tokio::time::sleep(policy.outcome_pause(attempt)).await;
-                }
-            }
-        }
-        Err(Error::CommitUnknown)
-    }
-
-    /// Prepares on every participant at once, then the coordinator's `Commit`, then
-    /// [`Transaction::decide_and_acknowledge`]. Returns once acknowledged.
-    async fn commit_cross(
-        &self,
-        coordinator: PartitionId,
-        by_part: BTreeMap<PartitionId, Vec<Mutation>>,
-    ) -> Result<Timestamp> {
-        let prepares = by_part.iter().map(|(&p, mutations)| {
-            let req = PrepareRequest {
-                txn_id: self.txn_id,
-                start_ts: self.start_ts,
-                keys: mutations.iter().map(|m| m.key.clone()).collect(),
-                coordinator,
-                coordinator_epoch: Epoch::default(),
-            };
-            async move { (p, self.backend.prepare(p, &req).await) }
-        });
-        let mut voted = Vec::new();
-        let mut votes = Vec::new();
-        let mut refused = None;
-        for (p, answer) in join_all(prepares.collect()).await {
-            match answer {
-                Ok(vote_ts) => {
-                    voted.push(p);
-                    votes.push(vote_ts);
-                }
-                // The vote may be in the journal: decide it. No `Commit` can exist without
-                // every vote, so this is a definite abort.
-                Err(e) if e.maybe_committed() => {
-                    voted.push(p);
-                    refused.get_or_insert(Error::Unavailable {
-                        reason: format!(
-                            "{p}: the vote's outcome is unknown; nothing was committed"
-                        ),
-                        retry_after: None,
-                    });
-                }
-                Err(e) => {
-                    refused.get_or_insert(e);
-                }
-            }
-        }
-        if let Some(e) = refused {
-            self.abort(&voted).await;
-            return Err(e);
-        }
-        let mutations: Vec<Mutation> = by_part.values().flatten().cloned().collect();
-        let participants: Vec<PartitionId> = by_part.keys().copied().collect();
-        let committed = self
-            .backend
-            .commit_prepared(
-                coordinator,
-                self.txn_id,
-                self.start_ts,
-                &votes,
-                &mutations,
-                &participants,
-            )
-            .await;
-        let commit_ts = match committed {
-            Ok(commit_ts) => commit_ts,
-            // The `Commit` may be durable: the outcome is unknown, decide nothing.
-            Err(e) if e.maybe_committed() => return Err(e),
-            Err(e) => {
-                self.abort(&voted).await;
-                return Err(e);
-            }
-        };
-        // The commit is durable already (docs/COMMIT_PATH.md, paths 2 and 4).
-        self.decide_and_acknowledge(&voted, commit_ts).await;
-        Ok(commit_ts)
-    }
-
-    async fn abort(&self, voted: &[PartitionId]) {
-        self.decide(voted, None).await;
-    }
-
-    /// Tells every participant that voted the outcome (τc, or `None` for abort),
-    /// concurrently, with a few retries; a participant that still does not hear resolves
-    /// its vote itself after the vote timeout, by asking the coordinator.
-    async fn decide(&self, voted: &[PartitionId], outcome: Option<Timestamp>) {
-        self.backend.decide_all(voted, self.txn_id, outcome).await;
     }
 }
 
@@ -496,34 +289,4 @@ pub(crate) async fn transact<T>(
             Err(e) => return Err(e),
         }
     }
-}
-
-/// Runs `futures` concurrently on the calling task (no spawn: dropping the caller drops
-/// them); their outputs, in order.
-async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let mut running: Vec<_> = futures.into_iter().map(Box::pin).map(Some).collect();
-    let mut outputs: Vec<Option<F::Output>> = running.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (slot, output) in running.iter_mut().zip(outputs.iter_mut()) {
-            let Some(future) = slot else { continue };
-            match future.as_mut().poll(cx) {
-                std::task::Poll::Ready(out) => {
-                    *output = Some(out);
-                    *slot = None;
-                }
-                std::task::Poll::Pending => pending = true,
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    outputs
-        .into_iter()
-        .map(|out| out.expect("every future finished"))
-        .collect()
 }

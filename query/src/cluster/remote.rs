@@ -14,7 +14,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use bytes::Bytes;
 use journaldb_adjudicator::{CommitRequest, PrepareRequest, TxnStatus};
@@ -462,14 +461,7 @@ impl Remote {
     /// Commit wait: until `now().earliest > ts`, so a transaction anywhere that begins
     /// after the acknowledgement reads at a later τ.
     pub(crate) async fn acknowledge(&self, ts: Timestamp) {
-        loop {
-            let now = self.clock.now().earliest;
-            if now > ts {
-                return;
-            }
-            let left = ts.saturating_duration_since(now);
-            tokio::time::sleep(left.max(Duration::from_micros(50))).await;
-        }
+        journaldb_adjudicator::commit_wait(&*self.clock, ts).await;
     }
 }
 

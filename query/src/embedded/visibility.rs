@@ -22,9 +22,7 @@ impl Inner {
     /// becomes a lower bound for every later start timestamp: real-time order holds even if
     /// storage lags.
     pub(crate) async fn acknowledge(&self, ts: Timestamp) {
-        while self.clock.now().earliest <= ts {
-            tokio::task::yield_now().await;
-        }
+        journaldb_adjudicator::commit_wait(&self.clock, ts).await;
         self.wait_applied(ts).await;
         self.acknowledged.fetch_max(ts.as_nanos(), Ordering::AcqRel);
     }
