@@ -7,23 +7,33 @@ use std::time::Duration;
 
 use journaldb_proto::{Clock, Timestamp};
 
-/// Returns once `clock.now().earliest > ts`. A zero-width clock (the embedded one: τc is at
-/// most a few nanoseconds ahead) is waited out by yielding, since a timer would round the
-/// wait up to its millisecond; a clock with an error bound (about 2ε to wait) sleeps.
+/// Returns once `clock.now().earliest > ts`. A wait of microseconds (the embedded clock's
+/// τc is at most a few nanoseconds ahead) yields rather than sleeps, since a timer would
+/// round it up to its millisecond; but only a few times, then it sleeps: a clock that moves
+/// only with tokio's time (the simulation's, paused until every task is idle) must get
+/// there too.
 pub async fn commit_wait(clock: &dyn Clock, ts: Timestamp) {
+    let mut yields = 0;
     loop {
-        let now = clock.now();
-        if now.earliest > ts {
+        let now = clock.now().earliest;
+        if now > ts {
             return;
         }
-        if now.earliest == now.latest {
+        let left = ts.saturating_duration_since(now);
+        if left < YIELD_BELOW && yields < MAX_YIELDS {
+            yields += 1;
             tokio::task::yield_now().await;
         } else {
-            let left = ts.saturating_duration_since(now.earliest);
             tokio::time::sleep(left.max(MIN_SLEEP)).await;
         }
     }
 }
+
+/// Waits shorter than this yield (at most [`MAX_YIELDS`] times) instead of sleeping.
+const YIELD_BELOW: Duration = Duration::from_micros(20);
+
+/// Most yields of one commit wait before it sleeps.
+const MAX_YIELDS: u32 = 64;
 
 /// The shortest sleep of a commit wait (tokio's timer rounds it up to its resolution).
 const MIN_SLEEP: Duration = Duration::from_micros(50);
@@ -40,7 +50,6 @@ mod tests {
     fn it_returns_only_once_the_earliest_reading_passes_the_timestamp() {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
-            .start_paused(true)
             .build()
             .unwrap();
         let clock = Arc::new(ManualClock::new(Timestamp::from_nanos(150)));
@@ -63,10 +72,9 @@ mod tests {
     }
 
     #[test]
-    fn a_zero_width_clock_is_waited_out_by_yielding() {
+    fn a_wait_of_nanoseconds_is_waited_out_by_yielding() {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
-            .start_paused(true)
             .build()
             .unwrap();
         let clock = Arc::new(ManualClock::new(Timestamp::from_nanos(150)));
@@ -78,8 +86,33 @@ mod tests {
             tokio::task::yield_now().await;
             assert!(!wait.is_finished(), "150 is not past 150");
             clock.set(Timestamp::from_nanos(151));
-            // No timer involved: the paused clock never moves, yet the wait ends.
-            wait.await.unwrap();
+            tokio::task::yield_now().await;
+            tokio::task::yield_now().await;
+            assert!(wait.is_finished(), "noticed without a timer");
+        });
+    }
+
+    /// A zero-width clock that moves only with tokio's (paused) time, as the simulation's
+    /// does: yielding alone would keep the runtime busy and time still, for ever.
+    #[test]
+    fn a_clock_that_moves_with_paused_time_is_waited_out() {
+        struct TokioTime(tokio::time::Instant);
+        impl Clock for TokioTime {
+            fn now(&self) -> journaldb_proto::TimeInterval {
+                let t = Timestamp::from_nanos(self.0.elapsed().as_nanos() as u64);
+                journaldb_proto::TimeInterval::exact(t)
+            }
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let clock = TokioTime(tokio::time::Instant::now());
+            let ts = Timestamp::from_nanos(5_000);
+            commit_wait(&clock, ts).await;
+            assert!(clock.now().earliest > ts);
         });
     }
 }

@@ -82,97 +82,151 @@ impl Adjudicator {
             ReplayMode::Embedded { checkpoint_ts } => checkpoint_ts,
             ReplayMode::Failover { .. } => Timestamp::ZERO,
         };
-        let mut adj = Adjudicator::new(partition, config, start);
-        let rebuild_window = matches!(mode, ReplayMode::Failover { .. });
-        let mut floor = Timestamp::ZERO;
-        let mut first_ts = None;
-        // τc of a commit decided here whose vote (and so its keys) was truncated away: its
-        // writes cannot be put back in the window.
-        let mut orphan_commit = Timestamp::ZERO;
+        let mut replay = Replay {
+            adj: Adjudicator::new(partition, config, start),
+            rebuild_window: matches!(mode, ReplayMode::Failover { .. }),
+            floor: Timestamp::ZERO,
+            first_ts: None,
+            orphan_commit: Timestamp::ZERO,
+        };
         for (index, record) in records.into_iter().enumerate() {
-            let malformed = |reason: &str| ReplayError::Malformed {
-                index,
-                reason: reason.to_owned(),
-            };
-            let Some(kind) = record.kind.as_ref() else {
-                return Err(malformed("no record kind"));
-            };
-            if let Some(ts) = record.ts() {
-                if ts <= floor {
-                    return Err(ReplayError::TimestampOrder {
-                        index,
-                        ts,
-                        previous: floor,
-                    });
-                }
-                floor = ts;
-                first_ts.get_or_insert(ts);
+            replay.record(index, &record, &owns)?;
+        }
+        Ok(replay.finish(mode, start))
+    }
+}
+
+/// A replay in progress: the adjudicator so far, and what the records showed.
+struct Replay {
+    adj: Adjudicator,
+    rebuild_window: bool,
+    /// The last τ replayed.
+    floor: Timestamp,
+    /// The first τ replayed.
+    first_ts: Option<Timestamp>,
+    /// τc of a commit decided here whose vote (and so its keys) was truncated away: its
+    /// writes cannot be put back in the window.
+    orphan_commit: Timestamp,
+}
+
+impl Replay {
+    fn record(
+        &mut self,
+        index: usize,
+        record: &pb::Record,
+        owns: &impl Fn(&[u8]) -> bool,
+    ) -> Result<(), ReplayError> {
+        let malformed = |reason: &str| ReplayError::Malformed {
+            index,
+            reason: reason.to_owned(),
+        };
+        let Some(kind) = record.kind.as_ref() else {
+            return Err(malformed("no record kind"));
+        };
+        if let Some(ts) = record.ts() {
+            if ts <= self.floor {
+                return Err(ReplayError::TimestampOrder {
+                    index,
+                    ts,
+                    previous: self.floor,
+                });
             }
-            match kind {
-                pb::record::Kind::Commit(c) => {
-                    let txn = txn_id(c.txn_id, &malformed)?;
-                    let ts = Timestamp::from_nanos(c.commit_ts);
-                    adj.record_outcome(txn, ts);
-                    adj.appended(txn);
-                    if rebuild_window {
-                        for m in &c.mutations {
-                            let m = Mutation::try_from(m.clone())
-                                .map_err(|e| malformed(&e.to_string()))?;
-                            if owns(&m.key) {
-                                adj.record_write(&m.key, ts);
-                            }
-                        }
-                    }
+            self.floor = ts;
+            self.first_ts.get_or_insert(ts);
+        }
+        match kind {
+            pb::record::Kind::Commit(c) => self.commit(c, owns, &malformed),
+            pb::record::Kind::Prepared(p) => self.prepared(p, &malformed),
+            pb::record::Kind::Decided(d) => self.decided(d, &malformed),
+            pb::record::Kind::Heartbeat(_) | pb::record::Kind::EpochStart(_) => Ok(()),
+        }
+    }
+
+    /// A `Commit`: its outcome, and the writes of this partition's keys.
+    fn commit(
+        &mut self,
+        c: &pb::Commit,
+        owns: &impl Fn(&[u8]) -> bool,
+        malformed: &impl Fn(&str) -> ReplayError,
+    ) -> Result<(), ReplayError> {
+        let txn = txn_id(c.txn_id, malformed)?;
+        let ts = Timestamp::from_nanos(c.commit_ts);
+        self.adj.record_outcome(txn, ts);
+        self.adj.appended(txn);
+        if self.rebuild_window {
+            for m in &c.mutations {
+                let m = Mutation::try_from(m.clone()).map_err(|e| malformed(&e.to_string()))?;
+                if owns(&m.key) {
+                    self.adj.record_write(&m.key, ts);
                 }
-                pb::record::Kind::Prepared(p) => {
-                    let txn = txn_id(p.txn_id, &malformed)?;
-                    for k in &p.keys {
-                        adj.pending.insert(k.clone(), txn);
-                    }
-                    adj.prepared.insert(
-                        txn,
-                        Vote {
-                            vote_ts: Timestamp::from_nanos(p.vote_ts),
-                            keys: p.keys.clone(),
-                            coordinator: PartitionId::new(p.coordinator),
-                            cast_at: Timestamp::from_nanos(p.vote_ts),
-                        },
-                    );
-                }
-                pb::record::Kind::Decided(d) => {
-                    let txn = txn_id(d.txn_id, &malformed)?;
-                    let committed = match d.outcome {
-                        Some(pb::decided::Outcome::CommittedTs(ts)) => {
-                            Some(Timestamp::from_nanos(ts))
-                        }
-                        Some(pb::decided::Outcome::Aborted(_)) => None,
-                        None => return Err(malformed("Decided without an outcome")),
-                    };
-                    if d.coordinator_abort {
-                        adj.aborted.insert(
-                            txn,
-                            AbortMark {
-                                bound: Timestamp::from_nanos(d.snapshot_bound),
-                                lsn: None,
-                            },
-                        );
-                    }
-                    match adj.remove_vote(txn) {
-                        Some(vote) => {
-                            adj.record_decided(txn, Timestamp::from_nanos(d.record_ts));
-                            if let (true, Some(ts)) = (rebuild_window, committed) {
-                                for k in &vote.keys {
-                                    adj.record_write(k, ts);
-                                }
-                            }
-                        }
-                        None => orphan_commit = orphan_commit.max(committed.unwrap_or_default()),
-                    }
-                }
-                pb::record::Kind::Heartbeat(_) | pb::record::Kind::EpochStart(_) => {}
             }
         }
-        adj.raise_floor(floor);
+        Ok(())
+    }
+
+    /// A `Prepared`: a vote, pending until a `Decided` follows.
+    fn prepared(
+        &mut self,
+        p: &pb::Prepared,
+        malformed: &impl Fn(&str) -> ReplayError,
+    ) -> Result<(), ReplayError> {
+        let txn = txn_id(p.txn_id, malformed)?;
+        for k in &p.keys {
+            self.adj.pending.insert(k.clone(), txn);
+        }
+        self.adj.prepared.insert(
+            txn,
+            Vote {
+                vote_ts: Timestamp::from_nanos(p.vote_ts),
+                keys: p.keys.clone(),
+                coordinator: PartitionId::new(p.coordinator),
+                cast_at: Timestamp::from_nanos(p.vote_ts),
+            },
+        );
+        Ok(())
+    }
+
+    /// A `Decided`: the vote's outcome (its keys written at τc if committed), and a
+    /// coordinator's own abort, which stays binding.
+    fn decided(
+        &mut self,
+        d: &pb::Decided,
+        malformed: &impl Fn(&str) -> ReplayError,
+    ) -> Result<(), ReplayError> {
+        let txn = txn_id(d.txn_id, malformed)?;
+        let committed = match d.outcome {
+            Some(pb::decided::Outcome::CommittedTs(ts)) => Some(Timestamp::from_nanos(ts)),
+            Some(pb::decided::Outcome::Aborted(_)) => None,
+            None => return Err(malformed("Decided without an outcome")),
+        };
+        if d.coordinator_abort {
+            self.adj.aborted.insert(
+                txn,
+                AbortMark {
+                    bound: Timestamp::from_nanos(d.snapshot_bound),
+                    lsn: None,
+                },
+            );
+        }
+        match self.adj.remove_vote(txn) {
+            Some(vote) => {
+                self.adj
+                    .record_decided(txn, Timestamp::from_nanos(d.record_ts));
+                if let (true, Some(ts)) = (self.rebuild_window, committed) {
+                    for k in &vote.keys {
+                        self.adj.record_write(k, ts);
+                    }
+                }
+            }
+            None => self.orphan_commit = self.orphan_commit.max(committed.unwrap_or_default()),
+        }
+        Ok(())
+    }
+
+    /// The floor, the outcomes known and the horizon, once every record is replayed.
+    fn finish(mut self, mode: ReplayMode, start: Timestamp) -> Adjudicator {
+        let adj = &mut self.adj;
+        adj.raise_floor(self.floor);
         match mode {
             ReplayMode::Embedded { .. } => {
                 // Every commit after the checkpoint was replayed into the outcomes: records
@@ -188,10 +242,10 @@ impl Adjudicator {
                     // for a bound must never meet a commit admitted with a τs at or below
                     // it. A commit whose vote was dropped has unknown keys: the window
                     // starts at its τc too.
-                    let kept_from = first_ts.map_or(Timestamp::ZERO, |ts| {
+                    let kept_from = self.first_ts.map_or(Timestamp::ZERO, |ts| {
                         Timestamp::from_nanos(ts.as_nanos() - 1)
                     });
-                    let known_from = kept_from.max(orphan_commit);
+                    let known_from = kept_from.max(self.orphan_commit);
                     adj.set_outcomes_from(known_from);
                     adj.raise_horizon_to(known_from);
                 }
@@ -206,7 +260,7 @@ impl Adjudicator {
             adj.outcomes_from(),
             adj.horizon()
         );
-        Ok(adj)
+        self.adj
     }
 }
 

@@ -413,6 +413,65 @@ async fn heartbeat(part: Arc<Partition>, clock: Arc<dyn Clock>, interval: Durati
     }
 }
 
+/// The maintenance of this node (its journals' truncation rounds, started here; a storage
+/// replica's checkpoints, started with it), its loops, and the switch that stops them.
+fn start_truncation(
+    config: &NodeConfig,
+    env: &NodeEnv,
+    tls: Option<&TlsFiles>,
+    partitions: &[Arc<Partition>],
+) -> Result<(Maintenance, Tasks, tokio::sync::watch::Sender<bool>)> {
+    let stop = tokio::sync::watch::Sender::new(false);
+    let maintenance = Maintenance {
+        clock: env.clock.clone(),
+        retention: config.retention(),
+        every: config.checkpoint_interval(),
+        blocking: env.journal.flusher,
+        last_error: LastError::default(),
+        stop: stop.subscribe(),
+    };
+    let mut tasks = Tasks::default();
+    let replicas = config
+        .nodes
+        .iter()
+        .filter(|n| n.storage)
+        .map(|n| {
+            let endpoint = peer(&n.url(), tls)?.timeout(RESOLVE_TIMEOUT);
+            Ok(lazy_channel(&endpoint, env.connector.as_ref()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if !partitions.is_empty() {
+        tasks.spawn(maintenance.clone().truncate(partitions.to_vec(), replicas));
+    }
+    Ok((maintenance, tasks, stop))
+}
+
+/// `JournalService` over this node's journals.
+fn journal_service(partitions: &[Arc<Partition>]) -> JournalServiceServer<JournalServer> {
+    JournalServiceServer::new(JournalServer::new(
+        partitions.iter().map(|p| (p.id(), p.journal().clone())),
+    ))
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+/// `AdjudicatorService` over this node's partitions.
+fn adjudicator_service(
+    config: &NodeConfig,
+    env: &NodeEnv,
+    partitions: &[Arc<Partition>],
+    limits: Limits,
+) -> AdjudicatorServiceServer<AdjudicatorServer<Arc<dyn Clock>>> {
+    let server = AdjudicatorServer::new(
+        partitions.to_vec(),
+        config.partitions,
+        env.clock.clone(),
+        limits,
+    )
+    .with_topology_version(config.topology_version);
+    AdjudicatorServiceServer::new(server).max_decoding_message_size(MAX_MESSAGE_BYTES)
+}
+
 /// The storage replica: its engine, a feed from every partition's journal wherever it
 /// lives, its maintenance rounds, and the `StorageService` that serves it.
 fn start_storage(
@@ -491,29 +550,9 @@ impl ClusterNode {
             .iter()
             .map(|&p| open_partition(&config, &env, p))
             .collect::<Result<Vec<_>>>()?;
-        let stop_maintenance = tokio::sync::watch::Sender::new(false);
-        let maintenance = Maintenance {
-            clock: env.clock.clone(),
-            retention: config.retention(),
-            every: config.checkpoint_interval(),
-            blocking: env.journal.flusher,
-            last_error: LastError::default(),
-            stop: stop_maintenance.subscribe(),
-        };
-        let mut maintenance_tasks = Tasks::default();
         let mut tasks = partition_tasks(&config, &env, tls.as_ref(), &partitions)?;
-        let replicas = config
-            .nodes
-            .iter()
-            .filter(|n| n.storage)
-            .map(|n| {
-                let endpoint = peer(&n.url(), tls.as_ref())?.timeout(RESOLVE_TIMEOUT);
-                Ok(lazy_channel(&endpoint, env.connector.as_ref()))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        if !partitions.is_empty() {
-            maintenance_tasks.spawn(maintenance.clone().truncate(partitions.clone(), replicas));
-        }
+        let (maintenance, mut maintenance_tasks, stop_maintenance) =
+            start_truncation(&config, &env, tls.as_ref(), &partitions)?;
 
         let (reporter, health) = tonic_health::server::health_reporter();
         // Keep-alive on the server side too: a peer that vanished (a crashed host, a
@@ -532,25 +571,8 @@ impl ClusterNode {
         let mut router = server
             .add_service(health)
             .add_service(ClusterServiceServer::new(Topology(topology(&config))))
-            .add_service(
-                JournalServiceServer::new(JournalServer::new(
-                    partitions.iter().map(|p| (p.id(), p.journal().clone())),
-                ))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
-            )
-            .add_service(
-                AdjudicatorServiceServer::new(
-                    AdjudicatorServer::new(
-                        partitions.clone(),
-                        config.partitions,
-                        env.clock.clone(),
-                        limits,
-                    )
-                    .with_topology_version(config.topology_version),
-                )
-                .max_decoding_message_size(MAX_MESSAGE_BYTES),
-            );
+            .add_service(journal_service(&partitions))
+            .add_service(adjudicator_service(&config, &env, &partitions, limits));
         if config.me().storage {
             let maintenance = (&maintenance, &mut maintenance_tasks);
             let storage = start_storage(&config, &env, tls.as_ref(), maintenance, &mut tasks)?;
