@@ -218,6 +218,8 @@ impl Replay {
                     }
                 }
             }
+            // The coordinator's own `Decided`: the kept `Commit` named its keys.
+            None if self.adj.known_outcome(txn).is_some() => {}
             None => self.orphan_commit = self.orphan_commit.max(committed.unwrap_or_default()),
         }
         Ok(())
@@ -242,9 +244,11 @@ impl Replay {
                     // for a bound must never meet a commit admitted with a τs at or below
                     // it. A commit whose vote was dropped has unknown keys: the window
                     // starts at its τc too.
-                    let kept_from = self.first_ts.map_or(Timestamp::ZERO, |ts| {
-                        Timestamp::from_nanos(ts.as_nanos() - 1)
-                    });
+                    // Nothing kept with a τ (not reachable today: a journal's last segment
+                    // always holds a record): nothing before now is known.
+                    let kept_from = self
+                        .first_ts
+                        .map_or(now.latest, |ts| Timestamp::from_nanos(ts.as_nanos() - 1));
                     let known_from = kept_from.max(self.orphan_commit);
                     adj.set_outcomes_from(known_from);
                     adj.raise_horizon_to(known_from);

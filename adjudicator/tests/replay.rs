@@ -249,6 +249,54 @@ fn a_truncated_replay_starts_the_window_after_a_commit_whose_vote_was_dropped() 
 }
 
 #[test]
+fn a_coordinators_own_decision_after_a_kept_commit_is_no_orphan() {
+    // The coordinator's vote (before τ 1000) was dropped, but its `Commit` at 1050 was
+    // kept: the keys are known, so the window needs no wider start.
+    let commit = pb::Record::commit(
+        TxnId::new(3),
+        ts(1_050),
+        [Mutation::put("a1", "v")],
+        &[PartitionId::new(0), PartitionId::new(1)],
+    );
+    let decided = pb::Record::decided(TxnId::new(3), ts(1_060), Some(ts(1_050)));
+    let mut a = replay_kept_from_1000(vec![commit, decided]);
+    assert!(matches!(
+        a.commit(at(1_100), &commit_req(9, 1_020, &["a2"])),
+        CommitDecision::Append { .. }
+    ));
+    assert!(matches!(
+        a.commit(at(1_100), &commit_req(10, 1_020, &["a1"])),
+        CommitDecision::Verdict(Verdict::Conflict { .. })
+    ));
+}
+
+#[test]
+fn a_truncated_replay_with_no_timestamp_knows_nothing_before_now() {
+    let epoch_start = pb::Record {
+        kind: Some(pb::record::Kind::EpochStart(pb::EpochStart { epoch: None })),
+    };
+    let mut a = Adjudicator::replay(
+        PartitionId::new(0),
+        AdjudicatorConfig::default(),
+        vec![epoch_start],
+        owns,
+        ReplayMode::Failover {
+            now: at(1_100),
+            truncated: true,
+        },
+    )
+    .unwrap();
+    assert!(matches!(
+        a.status(at(1_100), TxnId::new(5), ts(1_050)),
+        StatusDecision::Known(TxnStatus::TooOld(_))
+    ));
+    assert_eq!(
+        a.commit(at(1_100), &commit_req(6, 1_050, &["a1"])),
+        CommitDecision::Verdict(Verdict::TooOld)
+    );
+}
+
+#[test]
 fn an_embedded_reopen_sets_the_horizon_to_the_floor() {
     let (log, live, _) = history();
     let mut a = Adjudicator::replay(

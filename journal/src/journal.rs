@@ -278,9 +278,21 @@ impl Journal {
     /// Drops whole segments all of whose records are below `lsn`; never the segment being
     /// written. Returns the new [`Journal::first_lsn`]. Each deletion is made durable before
     /// the next begins, so after a crash the remaining segments are still contiguous.
+    ///
+    /// A journal that stopped (closed or poisoned) drops nothing: its directory may already
+    /// belong to the next process that opened it ([`Error::Closed`] or the poison). A failed
+    /// directory sync poisons the journal: the deletion may or may not survive a crash, and
+    /// a later one that does survive would leave a gap, so nothing more is deleted (or
+    /// written) until a restart recovers the directory as it is. A file that cannot be
+    /// removed is an error and nothing changes: the next call tries again.
     pub fn truncate_prefix(&self, lsn: Lsn) -> Result<Lsn> {
         let shared = &self.shared;
+        // Held while a deletion runs; the flusher takes it before it releases the
+        // directory lock, so no deletion outlives the journal's hold on the directory.
         let _one_at_a_time = shared.truncation.lock();
+        if shared.lock.lock().is_none() || shared.is_poisoned() {
+            return Err(shared.stopped_error());
+        }
         loop {
             let oldest = {
                 let segments = shared.segments.read();
@@ -294,10 +306,13 @@ impl Journal {
                 .remove_file(&oldest.path)
                 .map_err(|e| Error::io(format!("removing {}", oldest.path.display()), e))?;
             shared.segments.write().remove(0);
-            shared
-                .disk
-                .sync_dir(&shared.dir)
-                .map_err(|e| Error::io(format!("syncing directory {}", shared.dir.display()), e))?;
+            if let Err(e) = shared.disk.sync_dir(&shared.dir) {
+                shared.poison("a directory sync after removing a segment failed");
+                return Err(Error::io(
+                    format!("syncing directory {}", shared.dir.display()),
+                    e,
+                ));
+            }
         }
         Ok(self.first_lsn())
     }

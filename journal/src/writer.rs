@@ -155,7 +155,9 @@ impl Drop for StopOnExit {
             self.0.poison("the journal flusher panicked");
         }
         self.0.stop_flushing();
-        // Nothing more will be written: the directory may be opened again.
+        // Nothing more will be written: the directory may be opened again, once a prefix
+        // truncation in progress has finished (later ones see the lock gone and refuse).
+        let _no_truncation = self.0.truncation.lock();
         self.0.lock.lock().take();
     }
 }

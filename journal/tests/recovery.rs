@@ -173,6 +173,52 @@ fn an_unknown_format_version_is_refused() {
     assert_eq!(fs::read(seg).unwrap(), bytes, "nothing changed");
 }
 
+/// A closed journal deletes nothing: its directory may already be another process's.
+#[test]
+fn a_closed_journal_refuses_to_truncate() {
+    let rt = runtime();
+    let disk = CrashDisk::default();
+    let journal = open(&disk, small_options()).unwrap();
+    append_sequentially(&rt, &journal, 100, 300);
+    let segments = journal.segment_count();
+    journal.close().unwrap();
+    assert!(matches!(
+        journal.truncate_prefix(Lsn::new(90)),
+        Err(Error::Closed)
+    ));
+    assert_eq!(journal.segment_count(), segments);
+    let reopened = open(&disk, small_options()).unwrap();
+    assert_eq!(reopened.first_lsn(), Lsn::FIRST, "nothing was deleted");
+}
+
+/// After a failed directory sync the deletion may or may not last: the journal is
+/// poisoned, deletes nothing more (a later deletion that lasts would leave a gap), and a
+/// reopen recovers whatever the directory holds, contiguous.
+#[test]
+fn a_failed_directory_sync_during_truncation_poisons_the_journal() {
+    let rt = runtime();
+    let disk = CrashDisk::default();
+    let journal = open(&disk, small_options()).unwrap();
+    append_sequentially(&rt, &journal, 200, 300);
+    disk.fail_next_syncs(1);
+    assert!(matches!(
+        journal.truncate_prefix(Lsn::new(150)),
+        Err(Error::Io { .. })
+    ));
+    assert!(journal.is_poisoned());
+    let segments = journal.segment_count();
+    assert!(matches!(
+        journal.truncate_prefix(Lsn::new(150)),
+        Err(Error::Poisoned { .. })
+    ));
+    assert_eq!(journal.segment_count(), segments, "nothing more deleted");
+    let _ = journal.close();
+    drop(journal);
+    let reopened = open(&disk, small_options()).unwrap();
+    reopened.verify().unwrap();
+    assert_eq!(reopened.durable_end(), Lsn::new(201));
+}
+
 #[test]
 fn segments_roll_over_and_prefix_truncation_drops_whole_segments() {
     let rt = runtime();

@@ -1,8 +1,8 @@
 //! [`Backend`]: what a [`Transaction`] runs against — the roles in this process
 //! (embedded [`crate::Database`]) or a cluster over gRPC ([`crate::Client`]). The
-//! transaction logic (read-your-writes, the single- and cross-partition commit protocols,
-//! `transact`'s retries and outcome questions) is written once, in `transaction.rs` and here,
-//! on top of these calls (ARCHITECTURE §9: the protocol logic is not written twice).
+//! transaction logic (read-your-writes in `transaction.rs`; the single- and cross-partition
+//! commit protocols and outcome questions in `commit.rs`; `transact`'s retries) is written
+//! once, on top of these calls (ARCHITECTURE §9: the protocol logic is not written twice).
 //!
 //! Errors come back already as the public [`Error`]: a call that may have written
 //! something returns `CommitUnknown` (the transaction then re-asks by txn id or decides the

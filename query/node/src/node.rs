@@ -123,13 +123,12 @@ impl std::fmt::Debug for NodeEnv {
     }
 }
 
-/// A running node. Dropping it does not stop it: call [`ClusterNode::shutdown`].
+/// A running node. Dropping it stops its background tasks but not its server: call
+/// [`ClusterNode::shutdown`].
 pub struct ClusterNode {
     server: JoinHandle<std::result::Result<(), tonic::transport::Error>>,
     stop: tokio::sync::oneshot::Sender<()>,
-    tasks: Tasks,
-    /// The maintenance loops: they end only when told to stop, or if one panicked.
-    maintenance: Tasks,
+    tasks: Started,
     stop_maintenance: tokio::sync::watch::Sender<bool>,
     journals: Vec<Arc<Journal>>,
     /// The last error of a maintenance round not yet taken.
@@ -137,7 +136,36 @@ pub struct ClusterNode {
     addr: std::net::SocketAddr,
 }
 
-/// Background tasks, aborted when dropped: a start that fails halfway leaves none behind.
+/// A storage replica's gRPC service.
+type StorageService = StorageServiceServer<StorageServer<Box<dyn Engine>>>;
+
+/// Everything a node starts in the background.
+#[derive(Default)]
+struct Started {
+    /// Each partition's vote resolution and heartbeat; they end when it steps down.
+    partitions: Tasks,
+    /// The maintenance loops: they end only when told to stop, or if one panicked.
+    maintenance: Tasks,
+    /// The storage replica's journal feeds: they end only if a journal breaks an invariant
+    /// (the replica then cannot move past it).
+    feeds: Tasks,
+}
+
+impl Started {
+    /// Aborts every task and waits until each is gone.
+    async fn abort(self) {
+        let Started {
+            partitions,
+            maintenance,
+            feeds,
+        } = self;
+        partitions.abort().await;
+        maintenance.abort().await;
+        feeds.abort().await;
+    }
+}
+
+/// Background tasks, aborted when dropped (and by [`Tasks::abort`], which also waits).
 #[derive(Default)]
 struct Tasks(Vec<JoinHandle<()>>);
 
@@ -420,7 +448,8 @@ fn start_truncation(
     env: &NodeEnv,
     tls: Option<&TlsFiles>,
     partitions: &[Arc<Partition>],
-) -> Result<(Maintenance, Tasks, tokio::sync::watch::Sender<bool>)> {
+    started: &mut Started,
+) -> Result<(Maintenance, tokio::sync::watch::Sender<bool>)> {
     let stop = tokio::sync::watch::Sender::new(false);
     let maintenance = Maintenance {
         clock: env.clock.clone(),
@@ -430,7 +459,6 @@ fn start_truncation(
         last_error: LastError::default(),
         stop: stop.subscribe(),
     };
-    let mut tasks = Tasks::default();
     let replicas = config
         .nodes
         .iter()
@@ -441,9 +469,11 @@ fn start_truncation(
         })
         .collect::<Result<Vec<_>>>()?;
     if !partitions.is_empty() {
-        tasks.spawn(maintenance.clone().truncate(partitions.to_vec(), replicas));
+        started
+            .maintenance
+            .spawn(maintenance.clone().truncate(partitions.to_vec(), replicas));
     }
-    Ok((maintenance, tasks, stop))
+    Ok((maintenance, stop))
 }
 
 /// `JournalService` over this node's journals.
@@ -478,9 +508,9 @@ fn start_storage(
     config: &NodeConfig,
     env: &NodeEnv,
     tls: Option<&TlsFiles>,
-    maintenance: (&Maintenance, &mut Tasks),
-    tasks: &mut Tasks,
-) -> Result<StorageServiceServer<StorageServer<Box<dyn Engine>>>> {
+    maintenance: &Maintenance,
+    started: &mut Started,
+) -> Result<StorageService> {
     let ids: Vec<PartitionId> = (0..config.partitions).map(PartitionId::new).collect();
     let engine = env
         .storage
@@ -498,7 +528,7 @@ fn start_storage(
         let url = config.owner(p.get()).url();
         let channel = lazy_channel(&peer(&url, tls)?, env.connector.as_ref());
         let node = node.clone();
-        tasks.spawn(async move {
+        started.feeds.spawn(async move {
             let client = JournalServiceClient::new(channel);
             // Ends when the journal closes; an invariant break stops it (the node
             // then serves reads only up to its watermark, never a wrong history).
@@ -506,13 +536,37 @@ fn start_storage(
             let _ = follow::feed(&node, p, source).await;
         });
     }
-    let (maintenance, maintenance_tasks) = maintenance;
-    maintenance_tasks.spawn(maintenance.clone().checkpoint(node.clone()));
+    started
+        .maintenance
+        .spawn(maintenance.clone().checkpoint(node.clone()));
     Ok(StorageServiceServer::new(
         StorageServer::new(node, env.storage_server.clone()).with_clock(env.clock.clone()),
     )
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES))
+}
+
+/// Starts every role's background tasks into `started`: the partitions', maintenance and,
+/// on a storage replica, its feeds; returns the maintenance settings, its stop switch and
+/// the storage service.
+fn start_roles(
+    config: &NodeConfig,
+    env: &NodeEnv,
+    tls: Option<&TlsFiles>,
+    partitions: &[Arc<Partition>],
+    started: &mut Started,
+) -> Result<(
+    Maintenance,
+    tokio::sync::watch::Sender<bool>,
+    Option<StorageService>,
+)> {
+    started.partitions = partition_tasks(config, env, tls, partitions)?;
+    let (maintenance, stop) = start_truncation(config, env, tls, partitions, started)?;
+    let storage = match config.me().storage {
+        true => Some(start_storage(config, env, tls, &maintenance, started)?),
+        false => None,
+    };
+    Ok((maintenance, stop, storage))
 }
 
 impl ClusterNode {
@@ -544,17 +598,6 @@ impl ClusterNode {
     {
         let limits = prepare(&config, &mut env)?;
         let tls = config.tls_files().map_err(Error::InvalidArgument)?;
-        let partitions = config
-            .me()
-            .partitions
-            .iter()
-            .map(|&p| open_partition(&config, &env, p))
-            .collect::<Result<Vec<_>>>()?;
-        let mut tasks = partition_tasks(&config, &env, tls.as_ref(), &partitions)?;
-        let (maintenance, mut maintenance_tasks, stop_maintenance) =
-            start_truncation(&config, &env, tls.as_ref(), &partitions)?;
-
-        let (reporter, health) = tonic_health::server::health_reporter();
         // Keep-alive on the server side too: a peer that vanished (a crashed host, a
         // connection wedged by a partition) is noticed and its streams end.
         let mut server = tonic::transport::Server::builder()
@@ -568,20 +611,33 @@ impl ClusterNode {
                 )
                 .map_err(|e| Error::InvalidArgument(format!("TLS: {e}")))?;
         }
-        let mut router = server
+        let partitions = config
+            .me()
+            .partitions
+            .iter()
+            .map(|&p| open_partition(&config, &env, p))
+            .collect::<Result<Vec<_>>>()?;
+        // From here on tasks run: a failure stops every one before it returns.
+        let mut started = Started::default();
+        let roles = start_roles(&config, &env, tls.as_ref(), &partitions, &mut started);
+        let (maintenance, stop_maintenance, storage) = match roles {
+            Ok(roles) => roles,
+            Err(e) => {
+                started.abort().await;
+                return Err(e);
+            }
+        };
+
+        let (reporter, health) = tonic_health::server::health_reporter();
+        let router = server
             .add_service(health)
             .add_service(ClusterServiceServer::new(Topology(topology(&config))))
             .add_service(journal_service(&partitions))
-            .add_service(adjudicator_service(&config, &env, &partitions, limits));
-        if config.me().storage {
-            let maintenance = (&maintenance, &mut maintenance_tasks);
-            let storage = start_storage(&config, &env, tls.as_ref(), maintenance, &mut tasks)?;
-            router = router.add_service(storage);
-        }
+            .add_service(adjudicator_service(&config, &env, &partitions, limits))
+            .add_optional_service(storage);
         reporter
             .set_service_status("", tonic_health::ServingStatus::Serving)
             .await;
-
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async move {
             let _ = stopped.await;
@@ -589,8 +645,7 @@ impl ClusterNode {
         Ok(ClusterNode {
             server,
             stop,
-            tasks,
-            maintenance: maintenance_tasks,
+            tasks: started,
             stop_maintenance,
             journals: partitions.iter().map(|p| p.journal().clone()).collect(),
             maintenance_error: maintenance.last_error,
@@ -600,11 +655,14 @@ impl ClusterNode {
 
     /// Whether one of its journals has failed (an I/O error poisoned it: its partition
     /// then refuses every commit until the node is restarted, which recovers the journal),
-    /// or a maintenance loop stopped (it panicked). `serve` exits when this happens, so a
+    /// a maintenance loop stopped (it panicked), or a storage feed did (a journal broke an
+    /// invariant: this replica can serve nothing newer). `serve` exits when this happens, so a
     /// supervisor restarts the process. A maintenance round that failed is not a failure
     /// of the node: it is tried again ([`ClusterNode::take_maintenance_error`]).
     pub fn is_failed(&self) -> bool {
-        self.journals.iter().any(|j| j.is_poisoned()) || self.maintenance.any_finished()
+        self.journals.iter().any(|j| j.is_poisoned())
+            || self.tasks.maintenance.any_finished()
+            || self.tasks.feeds.any_finished()
     }
 
     /// The error of the last maintenance round that failed (storage could not checkpoint,
@@ -634,8 +692,14 @@ impl ClusterNode {
         // cannot be cancelled); the other tasks are cancelled. Then nothing holds the
         // storage engine or the journals any more.
         self.stop_maintenance.send_replace(true);
-        self.maintenance.join().await;
-        self.tasks.abort().await;
+        let Started {
+            partitions,
+            maintenance,
+            feeds,
+        } = self.tasks;
+        maintenance.join().await;
+        partitions.abort().await;
+        feeds.abort().await;
         // Closing the journals ends their Tail streams, so the server can drain.
         let mut first_error = self.maintenance_error.lock().take();
         for j in &self.journals {
