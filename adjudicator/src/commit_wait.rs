@@ -1,4 +1,4 @@
-//! Commit wait (ARCHITECTURE §3): a commit at τc is acknowledged only once the clock says
+//! Commit wait (ARCHITECTURE §2): a commit at τc is acknowledged only once the clock says
 //! τc has passed for certain, `now().earliest > τc`, so every transaction that begins after
 //! the acknowledgement, on any clock within the bound, reads at a τs ≥ τc and sees it. The
 //! embedded database and the cluster client both wait here before acknowledging.
