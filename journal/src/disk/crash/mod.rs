@@ -509,5 +509,4 @@ impl SplitMix64 {
 }
 
 #[cfg(test)]
-#[path = "crash_tests.rs"]
 mod tests;

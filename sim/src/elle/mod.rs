@@ -649,10 +649,8 @@ fn cycles(txns: &[Txn], edges: &Edges) -> Vec<Anomaly> {
 /// search, not listed: one is enough to fail a history).
 const MAX_CYCLES_PER_CLASS: usize = 10;
 
-#[path = "elle_graph.rs"]
 mod graph;
 use graph::{Closure, components, realtime_edges};
 
 #[cfg(test)]
-#[path = "elle_tests.rs"]
 mod tests;
