@@ -1,0 +1,35 @@
+//! # journaldb-raft: consensus for the replicated journals
+//!
+//! Each journal of a cluster is one Raft group (ARCHITECTURE §5, "Replication"), run with
+//! raft-rs (TiKV's Raft), never a consensus of our own. This crate is where journaldb meets
+//! the library. So far it holds what every group is started with:
+//!
+//! - [`GroupConfig`]: the settings of §5 rule 5 (pre-vote and check-quorum on; message,
+//!   in-flight, uncommitted and per-ready sizes bounded) checked and turned into a
+//!   `raft::Config`.
+//! - [`ElectionTiming`]: raft-rs draws each election timeout from the thread RNG, which
+//!   would make a simulation's trace differ between runs of one seed. A one-value range
+//!   (max = min + 1 ticks) makes that draw fixed; each voter gets a distinct value drawn
+//!   from the seeded RNG (equal timeouts can split votes for ever in lock-step), and
+//!   [`ElectionTiming::next_tick`] jitters the tick interval from the same RNG, so
+//!   effective timeouts still vary per election while the trace is a function of the seed.
+//!
+//! The library's contract — the order of a `Ready`, the `Storage` errors that panic — is
+//! the shared RAFT.md; `tests/group.rs` drives three voters by it over raft-rs's
+//! `MemStorage`. The journal as a Raft log, the driver and the adjudicator on the leader
+//! come next (issue 14).
+
+mod config;
+mod timing;
+
+pub use config::{ConfigError, GroupConfig};
+pub use timing::ElectionTiming;
+
+/// raft-rs itself, for the types a caller needs (`RawNode`, `Ready`, messages).
+pub use raft;
+
+/// A logger that drops everything: raft-rs logs through slog, and journaldb does not
+/// print from a library.
+pub fn discard_logger() -> slog::Logger {
+    slog::Logger::root(slog::Discard, slog::o!())
+}
