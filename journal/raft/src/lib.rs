@@ -14,15 +14,20 @@
 //!   [`ElectionTiming::next_tick`] jitters the tick interval from the same RNG, so
 //!   effective timeouts still vary per election while the trace is a function of the seed.
 //!
+//! - [`EntryBatch`]: the data of one Raft entry of a journal, one group-commit batch of
+//!   records with the Lsn of the first, decoded without trusting a field.
+//!
 //! The library's contract — the order of a `Ready`, the `Storage` errors that panic — is
 //! the shared RAFT.md; `tests/group.rs` drives three voters by it over raft-rs's
 //! `MemStorage`. The journal as a Raft log, the driver and the adjudicator on the leader
 //! come next (issue 14).
 
 mod config;
+mod entry;
 mod timing;
 
 pub use config::{ConfigError, GroupConfig};
+pub use entry::{EntryBatch, EntryError};
 pub use timing::ElectionTiming;
 
 /// raft-rs itself, for the types a caller needs (`RawNode`, `Ready`, messages).
