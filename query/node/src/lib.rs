@@ -4,7 +4,8 @@
 //! configuration ([`config`]: its name, data directory and the cluster's static map), the
 //! node itself ([`node`]: the journals and adjudicators of its partitions, a storage
 //! replica fed over `Tail`, the topology service and health, on one gRPC listener), its
-//! maintenance (checkpoints, garbage collection, journal truncation), and the
+//! maintenance (checkpoints, garbage collection, journal truncation), the resolution of
+//! votes left undecided (`resolver.rs`), its background tasks (`tasks.rs`), and the
 //! simulation's seam for requests served past their deadline ([`late`]).
 //!
 //! It is a layer above the library (`journaldb`: `Database`, `Client`, errors) and below
@@ -16,6 +17,8 @@ pub mod config;
 pub mod late;
 mod maintenance;
 pub mod node;
+mod resolver;
+mod tasks;
 
 pub use config::{ConfigError, NodeConfig, NodeEntry, TlsConfig, TlsFiles};
 pub use late::LateRequests;

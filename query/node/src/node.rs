@@ -18,19 +18,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use journaldb_adjudicator::service::AdjudicatorServer;
-use journaldb_adjudicator::{AdjudicatorConfig, Partition, ReplayMode, TxnStatus};
+use journaldb_adjudicator::{AdjudicatorConfig, Partition, ReplayMode};
 use journaldb_journal::disk::{Disk, RealDisk};
 use journaldb_journal::service::JournalServer;
 use journaldb_journal::{Journal, JournalOptions};
-use journaldb_proto::pb::adjudicator_service_client::AdjudicatorServiceClient;
 use journaldb_proto::pb::adjudicator_service_server::AdjudicatorServiceServer;
 use journaldb_proto::pb::cluster_service_server::{ClusterService, ClusterServiceServer};
 use journaldb_proto::pb::journal_service_client::JournalServiceClient;
 use journaldb_proto::pb::journal_service_server::JournalServiceServer;
 use journaldb_proto::pb::storage_service_server::StorageServiceServer;
 use journaldb_proto::{
-    Clock, Limits, Lsn, MAX_MESSAGE_BYTES, PartitionId, PlantedBug, SystemClock, Timestamp, TxnId,
-    pb,
+    Clock, Limits, Lsn, MAX_MESSAGE_BYTES, PartitionId, PlantedBug, SystemClock, pb,
 };
 use journaldb_storage::follow::{self, RemoteJournal};
 use journaldb_storage::service::{StorageServer, StorageServerConfig};
@@ -39,9 +37,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinHandle;
 use tokio_stream::Stream;
 use tonic::transport::server::Connected;
-use tonic::transport::{
-    Certificate, Channel, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig,
-};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
 use tonic::{Request, Response, Status};
 
 use journaldb::cluster::transport::{
@@ -53,6 +49,8 @@ use journaldb::{Error, Result, StorageEngine};
 use crate::config::{NodeConfig, TlsFiles};
 use crate::late::LateRequests;
 use crate::maintenance::{LastError, Maintenance};
+use crate::resolver::Resolver;
+use crate::tasks::{Started, Tasks};
 
 /// How often an idle journal gets a heartbeat.
 const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(20);
@@ -128,7 +126,7 @@ impl std::fmt::Debug for NodeEnv {
 pub struct ClusterNode {
     server: JoinHandle<std::result::Result<(), tonic::transport::Error>>,
     stop: tokio::sync::oneshot::Sender<()>,
-    tasks: Started,
+    started: Started,
     stop_maintenance: tokio::sync::watch::Sender<bool>,
     journals: Vec<Arc<Journal>>,
     /// The last error of a maintenance round not yet taken.
@@ -138,70 +136,6 @@ pub struct ClusterNode {
 
 /// A storage replica's gRPC service.
 type StorageService = StorageServiceServer<StorageServer<Box<dyn Engine>>>;
-
-/// Everything a node starts in the background.
-#[derive(Default)]
-struct Started {
-    /// Each partition's vote resolution and heartbeat; they end when it steps down.
-    partitions: Tasks,
-    /// The maintenance loops: they end only when told to stop, or if one panicked.
-    maintenance: Tasks,
-    /// The storage replica's journal feeds: they end only if a journal breaks an invariant
-    /// (the replica then cannot move past it).
-    feeds: Tasks,
-}
-
-impl Started {
-    /// Aborts every task and waits until each is gone.
-    async fn abort(self) {
-        let Started {
-            partitions,
-            maintenance,
-            feeds,
-        } = self;
-        partitions.abort().await;
-        maintenance.abort().await;
-        feeds.abort().await;
-    }
-}
-
-/// Background tasks, aborted when dropped (and by [`Tasks::abort`], which also waits).
-#[derive(Default)]
-struct Tasks(Vec<JoinHandle<()>>);
-
-impl Tasks {
-    fn spawn(&mut self, task: impl Future<Output = ()> + Send + 'static) {
-        self.0.push(tokio::spawn(task));
-    }
-
-    fn any_finished(&self) -> bool {
-        self.0.iter().any(JoinHandle::is_finished)
-    }
-
-    /// Waits until every task has finished (one that panicked too).
-    async fn join(mut self) {
-        for t in std::mem::take(&mut self.0) {
-            let _ = t.await;
-        }
-    }
-
-    /// Aborts every task and waits until each is gone, so nothing it held (a storage
-    /// engine, a journal) outlives it.
-    async fn abort(self) {
-        for t in &self.0 {
-            t.abort();
-        }
-        self.join().await;
-    }
-}
-
-impl Drop for Tasks {
-    fn drop(&mut self) {
-        for t in &self.0 {
-            t.abort();
-        }
-    }
-}
 
 impl std::fmt::Debug for ClusterNode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -266,17 +200,6 @@ fn open_partition(config: &NodeConfig, env: &NodeEnv, p: u32) -> Result<Arc<Part
     Ok(Arc::new(part))
 }
 
-/// Asks coordinators about votes left undecided.
-#[derive(Clone)]
-struct Resolver {
-    local: Vec<Arc<Partition>>,
-    config: NodeConfig,
-    /// One (lazily connecting) channel per partition, to its node: reused by every
-    /// question, so a round does not pay a connection per vote.
-    channels: Arc<Vec<Channel>>,
-    clock: Arc<dyn Clock>,
-}
-
 /// An endpoint for another node: connect timeout, HTTP/2 keep-alive (also idle), and
 /// TLS verified against the cluster's CA when the cluster uses TLS.
 fn peer(url: &str, tls: Option<&TlsFiles>) -> Result<Endpoint> {
@@ -291,60 +214,6 @@ fn peer(url: &str, tls: Option<&TlsFiles>) -> Result<Endpoint> {
             .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&tls.ca)))
             .map_err(|e| Error::InvalidArgument(format!("TLS for {url}: {e}"))),
         None => Ok(endpoint),
-    }
-}
-
-impl Resolver {
-    /// Asks `txn`'s coordinator once (`Status`, with the vote τ `bound` as the snapshot
-    /// bound): `None` if it cannot be asked now. Asking decides an undecided transaction
-    /// aborted for good.
-    async fn ask(
-        &self,
-        coordinator: PartitionId,
-        txn: TxnId,
-        bound: Timestamp,
-    ) -> Option<TxnStatus> {
-        if coordinator.get() >= self.config.partitions {
-            return None; // replayed votes were checked when cast; never panic on one
-        }
-        match self.local.iter().find(|p| p.id() == coordinator) {
-            Some(p) => p.status(self.clock.now(), txn, bound).await.ok(),
-            None => self.ask_remote(coordinator, txn, bound).await,
-        }
-    }
-
-    async fn ask_remote(
-        &self,
-        coordinator: PartitionId,
-        txn: TxnId,
-        bound: Timestamp,
-    ) -> Option<TxnStatus> {
-        let channel = self.channels.get(coordinator.get() as usize)?.clone();
-        let reply = AdjudicatorServiceClient::new(channel)
-            .status(pb::StatusRequest {
-                partition: coordinator.get(),
-                txn_id: Some(txn.into()),
-                start_ts: bound.as_nanos(),
-            })
-            .await
-            .ok()?
-            .into_inner();
-        TxnStatus::from_reply(reply)
-    }
-
-    /// Resolves `part`'s votes undecided past the vote timeout, every `every`, for as long
-    /// as the node runs: a client that died, was cut off or lost its reply between its
-    /// prepares and its `Decide` keeps the keys for at most the timeout plus one round.
-    async fn run(self, part: Arc<Partition>, every: Duration) {
-        loop {
-            tokio::time::sleep(every).await;
-            if part.adjudicator().is_stepped_down() {
-                return;
-            }
-            let now = self.clock.now();
-            part.resolve_overdue(now, |c, txn, bound| self.ask(c, txn, bound))
-                .await;
-        }
     }
 }
 
@@ -645,7 +514,7 @@ impl ClusterNode {
         Ok(ClusterNode {
             server,
             stop,
-            tasks: started,
+            started,
             stop_maintenance,
             journals: partitions.iter().map(|p| p.journal().clone()).collect(),
             maintenance_error: maintenance.last_error,
@@ -660,9 +529,7 @@ impl ClusterNode {
     /// supervisor restarts the process. A maintenance round that failed is not a failure
     /// of the node: it is tried again ([`ClusterNode::take_maintenance_error`]).
     pub fn is_failed(&self) -> bool {
-        self.journals.iter().any(|j| j.is_poisoned())
-            || self.tasks.maintenance.any_finished()
-            || self.tasks.feeds.any_finished()
+        self.journals.iter().any(|j| j.is_poisoned()) || self.started.any_failed()
     }
 
     /// The error of the last maintenance round that failed (storage could not checkpoint,
@@ -688,18 +555,8 @@ impl ClusterNode {
     /// (zero after a failure, when nothing is worth waiting for).
     pub async fn shutdown_within(self, grace: Duration) -> Result<()> {
         let _ = self.stop.send(());
-        // A maintenance round in progress finishes (its flush runs off the runtime and
-        // cannot be cancelled); the other tasks are cancelled. Then nothing holds the
-        // storage engine or the journals any more.
         self.stop_maintenance.send_replace(true);
-        let Started {
-            partitions,
-            maintenance,
-            feeds,
-        } = self.tasks;
-        maintenance.join().await;
-        partitions.abort().await;
-        feeds.abort().await;
+        self.started.finish().await;
         // Closing the journals ends their Tail streams, so the server can drain.
         let mut first_error = self.maintenance_error.lock().take();
         for j in &self.journals {
