@@ -17,17 +17,27 @@
 //! - [`EntryBatch`]: the data of one Raft entry of a journal, one group-commit batch of
 //!   records with the Lsn of the first, decoded without trusting a field.
 //!
+//! - [`RaftLog`] (module [`log`]): one replica's durable Raft log — entries, hard state,
+//!   truncation point and configuration history in checksummed segment files written
+//!   through the journal's `Disk` — and raft-rs's `Storage` over it. The driver stages a
+//!   `Ready` into it (readable at once), and the flusher's [`LogWriter::flush`] makes
+//!   everything staged durable with one write and one fsync, then reports the staging it
+//!   covered, for `on_persist_ready`.
+//!
 //! The library's contract — the order of a `Ready`, the `Storage` errors that panic — is
-//! the shared RAFT.md; `tests/group.rs` drives three voters by it over raft-rs's
-//! `MemStorage`. The journal as a Raft log, the driver and the adjudicator on the leader
-//! come next (issue 14).
+//! the shared RAFT.md. `tests/group.rs` drives three voters by it over raft-rs's
+//! `MemStorage`; `tests/durable_group.rs` drives them over `RaftLog`s on crash-testing
+//! disks, asynchronously, with crashes, lost messages and snapshots. The driver task, the
+//! adjudicator on the leader and storage tailing voters come next (issue 14).
 
 mod config;
 mod entry;
+pub mod log;
 mod timing;
 
 pub use config::{ConfigError, GroupConfig};
 pub use entry::{EntryBatch, EntryError};
+pub use log::{LogError, LogId, LogOptions, LogState, LogWriter, RaftLog};
 pub use timing::ElectionTiming;
 
 /// raft-rs itself, for the types a caller needs (`RawNode`, `Ready`, messages).

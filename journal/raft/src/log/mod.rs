@@ -1,0 +1,542 @@
+//! [`RaftLog`]: one replica's durable Raft log — its entries and hard state in segment
+//! files, written through the journal's [`Disk`] (RAFT.md §2 and §8, ARCHITECTURE §5).
+//!
+//! It has two halves, so that the driver never waits on a disk:
+//! - [`RaftLog`], a cheap clone shared with raft-rs as its `Storage`. The driver **stages**
+//!   what a `Ready` asks to persist ([`RaftLog::stage`]); staged entries are readable at
+//!   once, from memory (the "async ready" mode of RAFT.md §1), and each staging gets a
+//!   number.
+//! - [`LogWriter`], owned by the flusher, which takes everything staged so far and makes
+//!   it durable with **one write and one fsync** ([`LogWriter::flush`]), then reports the
+//!   highest number it covered, for `on_persist_ready`.
+//!
+//! Guarantees:
+//! - A Ready's entries, the tail they replace and its hard state are durable together or
+//!   not at all: they are one checksummed write, and a crash tears at most the last write.
+//! - Reopening yields exactly the last durable state: [`last_index`](raft::Storage::last_index)
+//!   counts only durable entries (raft-rs takes it as persisted). A torn final write is
+//!   cut off; damage anywhere else is [`LogError::Corruption`], never skipped.
+//! - Committed entries are never replaced, and the log is never compacted past the
+//!   durable commit index or the applied index (restarting would panic raft-rs, RAFT.md §7).
+//! - After a failed write or fsync the log is poisoned; it never retries an fsync.
+//! - `open` of an empty directory is [`LogError::NoLog`]: a wiped replica cannot come
+//!   back under its old Raft id (ARCHITECTURE §5 rule 3). Logs are made with `create`,
+//!   which takes the group's first configuration explicitly (rule 8).
+//!
+//! Journal-replica snapshots are metadata only, taken at the truncation point (rule 3):
+//! [`RaftLog::install_snapshot`] empties the log at the snapshot's index.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use journaldb_journal::disk::DiskFile;
+use parking_lot::{Mutex, RwLock};
+use raft::prelude::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
+use raft::{GetEntriesContext, RaftState, StorageError};
+
+mod error;
+pub mod format;
+mod open;
+mod writer;
+
+pub use error::{LogError, LogResult};
+pub use format::{LogId, LogState};
+pub use writer::LogWriter;
+
+use format::Part;
+
+/// File name suffix of log segments.
+pub const SEGMENT_SUFFIX: &str = ".jrlog";
+
+/// The file name of segment `seq`, zero-padded so names sort in log order.
+fn file_name(seq: u64) -> String {
+    format!("{seq:020}{SEGMENT_SUFFIX}")
+}
+
+/// Settings of a replica's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogOptions {
+    /// A segment is sealed, and the next write starts a new one, once it reaches this size.
+    pub segment_bytes: u64,
+    /// Alignment of writes; at least the disk's sector size.
+    pub block_size: u32,
+    /// Zeros written ahead of the tail, so that most fsyncs change no file size.
+    pub preallocate_bytes: u64,
+    /// Bytes of recent durable entries kept in memory for `Storage::entries` (the leader
+    /// reads its log for every append it sends). Entries not yet durable are always kept.
+    pub cache_bytes: usize,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions {
+            segment_bytes: 64 << 20,
+            block_size: 4096,
+            preallocate_bytes: 1 << 20,
+            cache_bytes: 16 << 20,
+        }
+    }
+}
+
+impl LogOptions {
+    fn check(&self) -> LogResult<()> {
+        let block = self.block_size;
+        if !block.is_power_of_two() || !(512..=1 << 20).contains(&block) {
+            return Err(LogError::Refused(format!(
+                "block_size {block} is not a power of two in 512..=1 MiB"
+            )));
+        }
+        if self.segment_bytes < 2 * u64::from(block) {
+            return Err(LogError::Refused(format!(
+                "segment_bytes {} is under two blocks",
+                self.segment_bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A replica's log, as raft-rs and the driver see it. Clones share the log.
+#[derive(Debug, Clone)]
+pub struct RaftLog {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    id: LogId,
+    dir: PathBuf,
+    options: LogOptions,
+    view: Mutex<View>,
+    /// Open segments by sequence number, for reading entries that left the cache.
+    segments: RwLock<BTreeMap<u64, Arc<SegmentFile>>>,
+    poison: Mutex<Option<String>>,
+}
+
+/// An open segment file.
+#[derive(Debug)]
+struct SegmentFile {
+    seq: u64,
+    path: PathBuf,
+    file: Arc<dyn DiskFile>,
+    /// The highest entry index ever written to it (0 if none): once the durable truncation
+    /// point reaches it, nothing in it is needed.
+    max_index: Mutex<u64>,
+}
+
+/// The log as of everything staged, and what of it is durable.
+#[derive(Debug, Default)]
+struct View {
+    /// The state as of everything staged.
+    state: LogState,
+    /// The state as of everything durable.
+    durable: LogState,
+    /// Entries `state.truncated.0 + 1 ..= last`, in order.
+    slots: VecDeque<Slot>,
+    /// Bytes of entries held in `slots`' caches.
+    cached_bytes: usize,
+    /// No entry below this index is cached: where eviction resumes.
+    cached_from: u64,
+    /// Staged parts not yet taken by the writer, each with the number of its staging.
+    pending: Vec<(u64, Part)>,
+    next_number: u64,
+    persisted_number: u64,
+}
+
+#[derive(Debug)]
+struct Slot {
+    term: u64,
+    /// The staging that wrote this entry, so a write only locates its own entries.
+    number: u64,
+    /// Where the entry lies on disk, once durable.
+    loc: Option<Loc>,
+    /// The entry itself, while cached (always, until durable).
+    cached: Option<Entry>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Loc {
+    seq: u64,
+    offset: u64,
+    len: u32,
+}
+
+impl View {
+    fn first_index(&self) -> u64 {
+        self.state.truncated.0 + 1
+    }
+
+    fn last_index(&self) -> u64 {
+        self.state.truncated.0 + self.slots.len() as u64
+    }
+
+    fn slot(&self, index: u64) -> Option<&Slot> {
+        let at = index.checked_sub(self.first_index())?;
+        self.slots.get(usize::try_from(at).ok()?)
+    }
+
+    fn term(&self, index: u64) -> Option<u64> {
+        if index == self.state.truncated.0 {
+            return Some(self.state.truncated.1);
+        }
+        self.slot(index).map(|s| s.term)
+    }
+
+    /// Drops cached copies of durable entries, oldest first, down to `budget` bytes.
+    fn evict(&mut self, budget: usize) {
+        let first = self.first_index();
+        self.cached_from = self.cached_from.max(first);
+        let skip = (self.cached_from - first) as usize;
+        for slot in self.slots.iter_mut().skip(skip) {
+            if self.cached_bytes <= budget || slot.loc.is_none() {
+                break;
+            }
+            if let Some(entry) = slot.cached.take() {
+                self.cached_bytes -= format::entry_len(&entry);
+            }
+            self.cached_from += 1;
+        }
+    }
+
+    fn stage_part(&mut self, part: Part) -> u64 {
+        self.next_number += 1;
+        self.pending.push((self.next_number, part));
+        self.next_number
+    }
+}
+
+impl RaftLog {
+    /// Whose log this is.
+    pub fn id(&self) -> LogId {
+        self.shared.id
+    }
+
+    /// The log's directory.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.shared.dir
+    }
+
+    /// The state as of everything staged.
+    pub fn state(&self) -> LogState {
+        self.shared.view.lock().state.clone()
+    }
+
+    /// The state as of everything durable.
+    pub fn durable_state(&self) -> LogState {
+        self.shared.view.lock().durable.clone()
+    }
+
+    /// The number of the last staging the writer has made durable.
+    pub fn persisted_number(&self) -> u64 {
+        self.shared.view.lock().persisted_number
+    }
+
+    /// Whether anything is staged and not yet taken by the writer.
+    pub fn has_pending(&self) -> bool {
+        !self.shared.view.lock().pending.is_empty()
+    }
+
+    /// Whether a failure has stopped the log.
+    pub fn poisoned(&self) -> Option<String> {
+        self.shared.poison.lock().clone()
+    }
+
+    fn check_poison(&self) -> LogResult<()> {
+        match self.poisoned() {
+            Some(reason) => Err(LogError::Poisoned { reason }),
+            None => Ok(()),
+        }
+    }
+
+    /// Stages what one `Ready` asks to persist: `entries` (consecutive; replacing the tail
+    /// from the first one's index) and the hard state. Readable at once; durable when the
+    /// writer's flush covering the returned number returns. Refuses entries that do not
+    /// follow the log or would replace a committed entry (a bug upstream, not a fault).
+    pub fn stage(&self, entries: Vec<Entry>, hard_state: Option<HardState>) -> LogResult<u64> {
+        self.check_poison()?;
+        let mut view = self.shared.view.lock();
+        if entries.is_empty() && hard_state.is_none() {
+            return Ok(view.next_number);
+        }
+        let mut last = view.last_index();
+        if let Some(first) = entries.first() {
+            check_entries(&view, &entries, first.index)?;
+            last = first.index + entries.len() as u64 - 1;
+        }
+        if let Some(hs) = &hard_state {
+            let old = &view.state.hard_state;
+            if hs.commit < old.commit || hs.term < old.term || hs.commit > last {
+                return Err(LogError::Refused(format!(
+                    "hard state (term {}, commit {}) after (term {}, commit {}) with last \
+                     entry {last}",
+                    hs.term, hs.commit, old.term, old.commit
+                )));
+            }
+        }
+        let number = view.next_number + 1;
+        if let Some(first) = entries.first() {
+            view.cached_from = view.cached_from.min(first.index);
+            let keep = (first.index - view.first_index()) as usize;
+
+            for slot in view.slots.drain(keep..).collect::<Vec<_>>() {
+                if let Some(entry) = slot.cached {
+                    view.cached_bytes -= format::entry_len(&entry);
+                }
+            }
+            for entry in &entries {
+                view.cached_bytes += format::entry_len(entry);
+                view.slots.push_back(Slot {
+                    term: entry.term,
+                    number,
+                    loc: None,
+                    cached: Some(entry.clone()),
+                });
+            }
+            view.pending.push((number, Part::Entries(entries)));
+        }
+        if let Some(hs) = hard_state {
+            view.state.hard_state = hs;
+            let state = view.state.clone();
+            view.pending.push((number, Part::State(state)));
+        }
+        view.next_number = number;
+        Ok(number)
+    }
+
+    /// Records that the application has applied up to `index`, and the configuration
+    /// that took effect there if that entry changed it. Persisted with the next write.
+    pub fn set_applied(&self, index: u64, conf: Option<ConfState>) -> LogResult<()> {
+        let mut view = self.shared.view.lock();
+        let state = &mut view.state;
+        if index < state.applied || index > state.hard_state.commit {
+            return Err(LogError::Refused(format!(
+                "applied {index} outside {}..={} (applied..=commit)",
+                state.applied, state.hard_state.commit
+            )));
+        }
+        state.applied = index;
+        if let Some(conf) = conf {
+            state.confs.retain(|(at, _)| *at < index);
+            state.confs.push((index, conf));
+        }
+        Ok(())
+    }
+
+    /// Drops the entries up to `to` from the front of the log, recording `(to, term)` as
+    /// the truncation point. Only up to the applied index and the *durable* commit index
+    /// (RAFT.md §2, "Compaction"). Segments holding nothing newer are removed once the
+    /// new truncation point is durable.
+    pub fn compact(&self, to: u64) -> LogResult<u64> {
+        self.check_poison()?;
+        let mut view = self.shared.view.lock();
+        if to <= view.state.truncated.0 {
+            return Ok(view.next_number);
+        }
+        let limit = view.state.applied.min(view.durable.hard_state.commit);
+        if to > limit {
+            return Err(LogError::Refused(format!(
+                "compacting to {to}, past applied {} or durable commit {}",
+                view.state.applied, view.durable.hard_state.commit
+            )));
+        }
+        let term = view
+            .term(to)
+            .expect("to is in the log: above truncated, at most commit");
+        let drop = (to - view.state.truncated.0) as usize;
+        for slot in view.slots.drain(..drop).collect::<Vec<_>>() {
+            if let Some(entry) = slot.cached {
+                view.cached_bytes -= format::entry_len(&entry);
+            }
+        }
+        let state = &mut view.state;
+        state.truncated = (to, term);
+        let keep_from = state
+            .confs
+            .iter()
+            .rposition(|(at, _)| *at <= to)
+            .unwrap_or(0);
+        state.confs.drain(..keep_from);
+        let state = state.clone();
+        Ok(view.stage_part(Part::State(state)))
+    }
+
+    /// Installs a (metadata-only) snapshot: every entry goes, the log ends at the
+    /// snapshot's index and term, which are committed and applied, with its configuration.
+    pub fn install_snapshot(&self, meta: &SnapshotMetadata) -> LogResult<u64> {
+        self.check_poison()?;
+        let mut view = self.shared.view.lock();
+        if meta.index < view.state.hard_state.commit {
+            return Err(LogError::Refused(format!(
+                "snapshot at {} is below the commit index {}",
+                meta.index, view.state.hard_state.commit
+            )));
+        }
+        view.slots.clear();
+        view.cached_bytes = 0;
+        let number = view.stage_part(Part::Reset {
+            index: meta.index,
+            term: meta.term,
+        });
+        let state = &mut view.state;
+        state.hard_state.commit = meta.index;
+        state.hard_state.term = state.hard_state.term.max(meta.term);
+        state.applied = meta.index;
+        state.truncated = (meta.index, meta.term);
+        state.confs = vec![(meta.index, meta.get_conf_state().clone())];
+        let state = state.clone();
+        view.pending.push((number, Part::State(state)));
+        Ok(number)
+    }
+
+    /// Reads an entry that has left the cache from its segment.
+    fn read_entry(&self, index: u64, loc: Loc, term: u64) -> raft::Result<Entry> {
+        let segment = self.shared.segments.read().get(&loc.seq).cloned();
+        let fail = |reason: String| {
+            self.shared.poison.lock().get_or_insert(reason);
+            raft::Error::Store(StorageError::Unavailable)
+        };
+        let Some(segment) = segment else {
+            return Err(fail(format!("entry {index}: segment {} is gone", loc.seq)));
+        };
+        let mut buf = vec![0u8; loc.len as usize];
+        if let Err(e) = segment.file.read_exact_at(&mut buf, loc.offset) {
+            return Err(fail(format!("reading {}: {e}", segment.path.display())));
+        }
+        match format::decode_entry(&Bytes::from(buf)) {
+            Ok(entry) if entry.index == index && entry.term == term => Ok(entry),
+            Ok(entry) => Err(fail(format!(
+                "{} offset {}: entry ({}, {}) where ({index}, {term}) belongs",
+                segment.path.display(),
+                loc.offset,
+                entry.index,
+                entry.term
+            ))),
+            Err(reason) => Err(fail(format!(
+                "{} offset {}: {reason}",
+                segment.path.display(),
+                loc.offset
+            ))),
+        }
+    }
+}
+
+/// Checks that `entries` are consecutive, follow the log and replace nothing committed.
+fn check_entries(view: &View, entries: &[Entry], first: u64) -> LogResult<()> {
+    let consecutive = entries
+        .iter()
+        .zip(first..)
+        .all(|(e, i)| e.index == i && e.term > 0);
+    if !consecutive {
+        return Err(LogError::Refused("entries are not consecutive".into()));
+    }
+    let committed = view.state.hard_state.commit.max(view.state.truncated.0);
+    if first <= committed || first > view.last_index() + 1 {
+        return Err(LogError::Refused(format!(
+            "entries from {first} do not fit the log: committed up to {committed}, last {}",
+            view.last_index()
+        )));
+    }
+    let prev_term = view.term(first - 1).unwrap_or(0);
+    if entries[0].term < prev_term {
+        return Err(LogError::Refused(format!(
+            "entry {first} has term {}, below the term {prev_term} before it",
+            entries[0].term
+        )));
+    }
+    Ok(())
+}
+
+impl raft::Storage for RaftLog {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        let view = self.shared.view.lock();
+        Ok(RaftState::new(
+            view.state.hard_state.clone(),
+            view.state.conf_at(view.state.applied),
+        ))
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        let max_size = max_size.into().unwrap_or(u64::MAX);
+        // Collect under the lock what the cache holds and where the rest lies; read the
+        // rest from disk after releasing it.
+        let wanted: Vec<(u64, u64, Result<Entry, Loc>)> = {
+            let view = self.shared.view.lock();
+            if low < view.first_index() {
+                return Err(raft::Error::Store(StorageError::Compacted));
+            }
+            if high > view.last_index() + 1 {
+                return Err(raft::Error::Store(StorageError::Unavailable));
+            }
+            let mut size = 0u64;
+            let mut wanted = Vec::new();
+            for index in low..high {
+                let slot = view.slot(index).expect("checked against first and last");
+                let item = match (&slot.cached, slot.loc) {
+                    (Some(entry), _) => Ok(entry.clone()),
+                    (None, Some(loc)) => Err(loc),
+                    (None, None) => unreachable!("an entry not yet durable is always cached"),
+                };
+                size += match &item {
+                    Ok(entry) => format::entry_len(entry) as u64,
+                    Err(loc) => u64::from(loc.len),
+                };
+                if !wanted.is_empty() && size > max_size {
+                    break;
+                }
+                wanted.push((index, slot.term, item));
+            }
+            wanted
+        };
+        wanted
+            .into_iter()
+            .map(|(index, term, item)| match item {
+                Ok(entry) => Ok(entry),
+                Err(loc) => self.read_entry(index, loc, term),
+            })
+            .collect()
+    }
+
+    fn term(&self, index: u64) -> raft::Result<u64> {
+        let view = self.shared.view.lock();
+        if index < view.state.truncated.0 {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        view.term(index)
+            .ok_or(raft::Error::Store(StorageError::Unavailable))
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.shared.view.lock().first_index())
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.shared.view.lock().last_index())
+    }
+
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        let view = self.shared.view.lock();
+        let (index, term) = view.durable.truncated;
+        if index == 0 || index < request_index {
+            return Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ));
+        }
+        let mut snapshot = Snapshot::default();
+        let meta = snapshot.mut_metadata();
+        meta.index = index;
+        meta.term = term;
+        meta.set_conf_state(view.durable.conf_at(index));
+        Ok(snapshot)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,5 @@
+//! journaldb-raft's integration tests, one binary (docs/BUILD.md).
+
+mod durable_group;
+mod group;
+mod log;
