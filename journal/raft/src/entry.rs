@@ -66,40 +66,51 @@ impl EntryBatch {
 
     /// The batch `data` holds; the records share its memory.
     pub fn decode(data: &Bytes) -> Result<EntryBatch, EntryError> {
-        let mut rest = data.clone();
-        let need = |rest: &Bytes, n: usize| {
-            if rest.len() < n {
-                return Err(EntryError::Truncated {
-                    offset: data.len() - rest.len(),
-                    needed: n - rest.len(),
-                });
-            }
-            Ok(())
+        let (first_lsn, count) = Self::span(data)?;
+        let mut rest = data.slice(HEADER_BYTES..);
+        let records = (0..count)
+            .map(|_| {
+                let len = rest.get_u32_le() as usize;
+                rest.split_to(len)
+            })
+            .collect();
+        Ok(EntryBatch { first_lsn, records })
+    }
+
+    /// Checks that `data` is a well-formed batch without copying or allocating, and returns
+    /// its first Lsn and record count.
+    pub fn span(data: &[u8]) -> Result<(Lsn, u64), EntryError> {
+        let truncated = |rest: &[u8], n: usize| EntryError::Truncated {
+            offset: data.len() - rest.len(),
+            needed: n - rest.len(),
         };
-        need(&rest, HEADER_BYTES)?;
+        let mut rest = data;
+        if rest.len() < HEADER_BYTES {
+            return Err(truncated(rest, HEADER_BYTES));
+        }
         let version = rest.get_u8();
         if version != VERSION {
             return Err(EntryError::UnknownVersion(version));
         }
         let first_lsn = Lsn::new(rest.get_u64_le());
-        let count = rest.get_u32_le() as usize;
+        let count = rest.get_u32_le();
         if count == 0 || first_lsn == Lsn::ZERO {
             return Err(EntryError::Empty);
         }
-        // Each record takes at least its length prefix: a count the data cannot hold is
-        // refused before anything is allocated for it.
-        need(&rest, count.saturating_mul(4))?;
-        let mut records = Vec::with_capacity(count);
         for _ in 0..count {
-            need(&rest, 4)?;
+            if rest.len() < 4 {
+                return Err(truncated(rest, 4));
+            }
             let len = rest.get_u32_le() as usize;
-            need(&rest, len)?;
-            records.push(rest.split_to(len));
+            if rest.len() < len {
+                return Err(truncated(rest, len));
+            }
+            rest.advance(len);
         }
         if !rest.is_empty() {
             return Err(EntryError::TrailingBytes(rest.len()));
         }
-        Ok(EntryBatch { first_lsn, records })
+        Ok((first_lsn, u64::from(count)))
     }
 
     /// The Lsn after the last record: the next batch's first.
@@ -144,8 +155,13 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(2);
         for _ in 0..50 {
             let data = batch(&mut rng).encode();
+            assert_eq!(
+                EntryBatch::span(&data).unwrap().1,
+                EntryBatch::decode(&data).unwrap().records.len() as u64
+            );
             for cut in 0..data.len() {
                 let short = data.slice(..cut);
+                assert!(EntryBatch::span(&short).is_err());
                 assert!(
                     matches!(
                         EntryBatch::decode(&short),

@@ -21,7 +21,7 @@ use journaldb_journal::disk::{CrashDisk, CrashDiskConfig};
 use journaldb_raft::raft::prelude::{ConfState, Entry, EntryType, Message};
 use journaldb_raft::raft::{RawNode, StateRole};
 use journaldb_raft::{
-    ElectionTiming, GroupConfig, LogId, LogOptions, LogWriter, RaftLog, discard_logger,
+    ElectionTiming, EntryBatch, GroupConfig, LogId, LogOptions, LogWriter, RaftLog, discard_logger,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -205,7 +205,13 @@ impl Group {
         let index = replica.node.raft.raft_log.last_index() + 1;
         let term = replica.node.raft.term;
         self.next_proposal += 1;
-        let data = Bytes::from(format!("proposal {} by {id}", self.next_proposal));
+        let batch = EntryBatch {
+            first_lsn: RaftLog::next_batch_lsn(&replica.node.raft.raft_log),
+            records: (0..self.rng.random_range(1..4))
+                .map(|r| Bytes::from(format!("proposal {} by {id}, {r}", self.next_proposal)))
+                .collect(),
+        };
+        let data = batch.encode();
         if replica.node.propose(vec![], data.to_vec()).is_ok()
             && replica.node.raft.raft_log.last_index() == index
         {
@@ -226,9 +232,8 @@ impl Group {
         // 2. A snapshot replaces the log (metadata only: the journal's are).
         let mut snapshot = None;
         if !ready.snapshot().is_empty() {
-            let meta = ready.snapshot().get_metadata().clone();
-            log.install_snapshot(&meta).unwrap();
-            snapshot = Some(meta.index);
+            log.install_snapshot(ready.snapshot()).unwrap();
+            snapshot = Some(ready.snapshot().get_metadata().index);
             self.snapshots += 1;
         }
         // 4. Stage entries and hard state: readable from memory at once.

@@ -7,9 +7,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use journaldb_journal::disk::{CrashDisk, CrashDiskConfig, Disk};
-use journaldb_raft::raft::prelude::{ConfState, Entry, HardState, SnapshotMetadata};
+use journaldb_proto::Lsn;
+use journaldb_raft::raft::prelude::{ConfState, Entry, HardState, Snapshot};
 use journaldb_raft::raft::{GetEntriesContext, Storage, StorageError};
-use journaldb_raft::{LogError, LogId, LogOptions, LogWriter, RaftLog};
+use journaldb_raft::{EntryBatch, LogError, LogId, LogOptions, LogWriter, RaftLog};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -44,13 +45,33 @@ fn open(disk: &CrashDisk) -> Result<LogWriter, LogError> {
     RaftLog::open(Arc::new(disk.clone()) as Arc<dyn Disk>, dir(), ID, small())
 }
 
+/// Entry `index` of `term`: one record, so entry i holds Lsn i.
 fn entry(index: u64, term: u64) -> Entry {
+    let record =
+        Bytes::from(format!("entry {index} of term {term} ").repeat(1 + index as usize % 7));
+    let batch = EntryBatch {
+        first_lsn: Lsn::new(index),
+        records: vec![record],
+    };
     Entry {
         index,
         term,
-        data: Bytes::from(format!("entry {index} of term {term} ").repeat(1 + index as usize % 7)),
+        data: batch.encode(),
         ..Entry::default()
     }
+}
+
+/// A metadata-only snapshot at `index`, as `Storage::snapshot` makes them.
+fn snapshot_at(index: u64, term: u64) -> Snapshot {
+    let mut snapshot = Snapshot {
+        data: (index + 1).to_le_bytes().to_vec().into(),
+        ..Snapshot::default()
+    };
+    let meta = snapshot.mut_metadata();
+    meta.index = index;
+    meta.term = term;
+    meta.set_conf_state(voters());
+    snapshot
 }
 
 fn hs(term: u64, commit: u64) -> HardState {
@@ -190,6 +211,19 @@ fn what_raft_must_never_ask_is_refused_and_changes_nothing() {
         refused(log.stage(vec![entry(6, 1)], None)),
         "a term going down"
     );
+    let mut gap = entry(6, 2);
+    gap.data = EntryBatch {
+        first_lsn: Lsn::new(7),
+        records: vec![Bytes::from_static(b"skips Lsn 6")],
+    }
+    .encode();
+    assert!(refused(log.stage(vec![gap], None)), "records not dense");
+    let mut junk = entry(6, 2);
+    junk.data = Bytes::from_static(b"not a batch");
+    assert!(
+        refused(log.stage(vec![junk], None)),
+        "a normal entry that is no batch"
+    );
     assert!(
         refused(log.stage(vec![entry(6, 2), entry(8, 2)], None)),
         "not consecutive"
@@ -230,6 +264,25 @@ fn compaction_removes_dead_segments_and_survives_reopen() {
     writer.flush().unwrap();
     assert!(disk.files().len() < before, "{before} → {:?}", disk.files());
     assert_eq!(log.first_index().unwrap(), 46);
+    assert_eq!(log.state().first_lsn, Lsn::new(46));
+    assert_eq!(
+        (
+            log.index_of_lsn(Lsn::new(45)),
+            log.index_of_lsn(Lsn::new(46))
+        ),
+        (None, Some(46))
+    );
+    assert_eq!(
+        (
+            log.index_of_lsn(Lsn::new(60)),
+            log.index_of_lsn(Lsn::new(61))
+        ),
+        (Some(60), None)
+    );
+    assert_eq!(
+        (log.lsn_end(), log.committed_lsn_end()),
+        (Lsn::new(61), Lsn::new(61))
+    );
     assert_eq!(log.term(45).unwrap(), 1);
     let compacted = log.entries(44, 47, None, GetEntriesContext::empty(false));
     assert!(matches!(
@@ -245,6 +298,11 @@ fn compaction_removes_dead_segments_and_survives_reopen() {
         snapshot.get_metadata().get_conf_state(),
         &voters(),
         "as of index 45"
+    );
+    assert_eq!(
+        snapshot.data,
+        snapshot_at(45, 1).data,
+        "records resume at Lsn 46"
     );
     drop(writer);
     let writer = open(&disk.crash(3)).unwrap();
@@ -265,13 +323,7 @@ fn an_installed_snapshot_empties_the_log_at_its_index() {
     log.stage((1..=5).map(|i| entry(i, 1)).collect(), Some(hs(1, 2)))
         .unwrap();
     writer.flush().unwrap();
-    let mut meta = SnapshotMetadata {
-        index: 40,
-        term: 3,
-        ..SnapshotMetadata::default()
-    };
-    meta.set_conf_state(voters());
-    log.install_snapshot(&meta).unwrap();
+    log.install_snapshot(&snapshot_at(40, 3)).unwrap();
     log.stage(vec![entry(41, 3)], Some(hs(3, 41))).unwrap();
     writer.flush().unwrap();
     drop(writer);
@@ -279,6 +331,16 @@ fn an_installed_snapshot_empties_the_log_at_its_index() {
     let log = writer.log();
     assert_eq!((log.first_index().unwrap(), log.term(40).unwrap()), (41, 3));
     assert_eq!(contents(log), expected([(41, 3)]));
+    assert_eq!(
+        (log.state().first_lsn, log.lsn_end()),
+        (Lsn::new(41), Lsn::new(42))
+    );
+    let mut garbled = snapshot_at(50, 3);
+    garbled.data = Bytes::from_static(b"?");
+    assert!(matches!(
+        log.install_snapshot(&garbled),
+        Err(LogError::Refused(_))
+    ));
 }
 
 #[test]
@@ -380,13 +442,9 @@ fn crash_case(seed: u64) -> Result<(), String> {
                 }
             }
             7 if rng.random_bool(0.1) => {
-                let mut meta = SnapshotMetadata {
-                    index: last.max(commit) + rng.random_range(1..5),
-                    term,
-                    ..SnapshotMetadata::default()
-                };
-                meta.set_conf_state(voters());
-                log.install_snapshot(&meta).map_err(|e| e.to_string())?;
+                let index = last.max(commit) + rng.random_range(1..5);
+                log.install_snapshot(&snapshot_at(index, term))
+                    .map_err(|e| e.to_string())?;
             }
             _ => {
                 in_flight = Some(image(&log));

@@ -11,11 +11,12 @@
 //! body    = part+
 //! part    = 1u8 ‖ count u32 ‖ entry*                     entries, consecutive indexes
 //!         | 2u8 ‖ state                                  the hard state and log metadata
-//!         | 3u8 ‖ index u64 ‖ term u64                   a snapshot: the log is empty, at index
+//!         | 3u8 ‖ index u64 ‖ term u64 ‖ first_lsn u64   a snapshot: the log is empty, at index
 //! entry   = index u64 ‖ term u64 ‖ kind u8 ‖ data_len u32 ‖ context_len u32
 //!           ‖ crc u32 (over the preceding 25 bytes ‖ data ‖ context) ‖ data ‖ context
 //! state   = term u64 ‖ vote u64 ‖ commit u64 ‖ applied u64
-//!           ‖ truncated_index u64 ‖ truncated_term u64 ‖ count u32 ‖ (index u64 ‖ conf)*
+//!           ‖ truncated_index u64 ‖ truncated_term u64 ‖ first_lsn u64
+//!           ‖ count u32 ‖ (index u64 ‖ conf)*
 //! conf    = voters ‖ learners ‖ voters_outgoing ‖ learners_next ‖ auto_leave u8
 //!           where each list = count u32 ‖ id u64*
 //! ```
@@ -27,6 +28,10 @@
 //! bytes it was given can hold.
 
 use bytes::{Buf, Bytes};
+
+use crate::entry::{EntryBatch, EntryError};
+use journaldb_proto::Lsn;
+
 use raft::prelude::{ConfState, Entry, EntryType, HardState};
 
 /// Identifies a segment of a replicated journal's log.
@@ -150,6 +155,9 @@ pub struct LogState {
     pub applied: u64,
     /// The last index removed from the front of the log, and its term.
     pub truncated: (u64, u64),
+    /// The Lsn of the first record after the truncation point: where the records of the
+    /// entries the log still holds start counting.
+    pub first_lsn: Lsn,
     /// `(index, configuration)` in increasing index order; never empty once bootstrapped.
     pub confs: Vec<(u64, ConfState)>,
 }
@@ -181,6 +189,8 @@ pub enum Part {
         index: u64,
         /// The snapshot's term.
         term: u64,
+        /// The Lsn of the first record after it.
+        first_lsn: u64,
     },
 }
 
@@ -197,6 +207,8 @@ pub enum ReadPart {
         index: u64,
         /// The snapshot's term.
         term: u64,
+        /// The Lsn of the first record after it.
+        first_lsn: u64,
     },
 }
 
@@ -211,6 +223,8 @@ pub struct EntrySpan {
     pub offset: u32,
     /// Its encoded length, header included.
     pub len: u32,
+    /// The first Lsn and the number of its records, if it carries a journal batch.
+    pub records: Option<(u64, u64)>,
 }
 
 /// Rounds `n` up to a multiple of `block` (a power of two).
@@ -246,10 +260,15 @@ pub fn encode_write(out: &mut Vec<u8>, parts: &[&Part], block_size: u64) -> Vec<
                 out.push(PART_STATE);
                 encode_state(out, state);
             }
-            Part::Reset { index, term } => {
+            Part::Reset {
+                index,
+                term,
+                first_lsn,
+            } => {
                 out.push(PART_RESET);
-                out.extend_from_slice(&index.to_le_bytes());
-                out.extend_from_slice(&term.to_le_bytes());
+                for v in [index, term, first_lsn] {
+                    out.extend_from_slice(&v.to_le_bytes());
+                }
             }
         }
     }
@@ -289,6 +308,7 @@ fn encode_state(out: &mut Vec<u8>, state: &LogState) {
         state.applied,
         state.truncated.0,
         state.truncated.1,
+        state.first_lsn.get(),
     ] {
         out.extend_from_slice(&v.to_le_bytes());
     }
@@ -426,8 +446,11 @@ fn decode_parts(body: &[u8]) -> Result<Vec<ReadPart>, String> {
                 for _ in 0..n {
                     let offset = cur.offset();
                     let header = cur.skip(ENTRY_HEADER_BYTES, "entry header")?;
-                    let (index, term, _, data_len, context_len) = entry_header(header)?;
-                    cur.skip(data_len + context_len, "entry data")?;
+                    let (index, term, kind, data_len, context_len) = entry_header(header)?;
+                    let data = cur.skip(data_len, "entry data")?;
+                    cur.skip(context_len, "entry context")?;
+                    let records =
+                        batch_span(kind, data).map_err(|e| format!("entry {index}: {e}"))?;
                     if let Some(prev) = spans.last().map(|s: &EntrySpan| s.index)
                         && prev.checked_add(1) != Some(index)
                     {
@@ -438,6 +461,7 @@ fn decode_parts(body: &[u8]) -> Result<Vec<ReadPart>, String> {
                         term,
                         offset: offset as u32,
                         len: (cur.offset() - offset) as u32,
+                        records,
                     });
                 }
                 ReadPart::Entries(spans)
@@ -446,6 +470,7 @@ fn decode_parts(body: &[u8]) -> Result<Vec<ReadPart>, String> {
             PART_RESET => ReadPart::Reset {
                 index: cur.u64("snapshot index")?,
                 term: cur.u64("snapshot term")?,
+                first_lsn: cur.u64("snapshot Lsn")?,
             },
             tag => return Err(format!("unknown part tag {tag}")),
         };
@@ -455,6 +480,16 @@ fn decode_parts(body: &[u8]) -> Result<Vec<ReadPart>, String> {
         return Err("a write with no parts".into());
     }
     Ok(parts)
+}
+
+/// The first Lsn and record count of an entry's journal batch: a normal entry with data
+/// carries one (raft-rs's own no-op entries carry none, nor do configuration changes).
+pub fn batch_span(kind: EntryType, data: &[u8]) -> Result<Option<(u64, u64)>, EntryError> {
+    if kind != EntryType::EntryNormal || data.is_empty() {
+        return Ok(None);
+    }
+    let (first, count) = EntryBatch::span(data)?;
+    Ok(Some((first.get(), count)))
 }
 
 /// `(index, term, kind, data_len, context_len)` of an entry header, the kind checked.
@@ -517,6 +552,7 @@ fn decode_state(cur: &mut Cursor<'_>) -> Result<LogState, String> {
     };
     let applied = cur.u64("state")?;
     let truncated = (cur.u64("state")?, cur.u64("state")?);
+    let first_lsn = Lsn::new(cur.u64("state")?);
     let n = cur.count(8 + 4 * 4 + 1, "configuration count")?;
     let mut confs = Vec::with_capacity(n);
     for _ in 0..n {
@@ -557,6 +593,7 @@ fn decode_state(cur: &mut Cursor<'_>) -> Result<LogState, String> {
         hard_state,
         applied,
         truncated,
+        first_lsn,
         confs,
     })
 }
@@ -566,10 +603,19 @@ mod tests {
     use super::*;
 
     fn entry(index: u64, term: u64, data: &[u8]) -> Entry {
+        let data = if data.is_empty() {
+            Bytes::new()
+        } else {
+            EntryBatch {
+                first_lsn: Lsn::new(index),
+                records: vec![Bytes::copy_from_slice(data)],
+            }
+            .encode()
+        };
         Entry {
             index,
             term,
-            data: Bytes::copy_from_slice(data),
+            data,
             ..Entry::default()
         }
     }
@@ -587,6 +633,7 @@ mod tests {
             hard_state,
             applied: 6,
             truncated: (4, 2),
+            first_lsn: Lsn::new(5),
             confs: vec![(0, ConfState::from((vec![1, 2, 3], vec![]))), (5, conf)],
         }
     }
@@ -595,7 +642,11 @@ mod tests {
         let parts = [
             Part::Entries(vec![entry(5, 2, b"five"), entry(6, 3, b"")]),
             Part::State(state()),
-            Part::Reset { index: 9, term: 3 },
+            Part::Reset {
+                index: 9,
+                term: 3,
+                first_lsn: 12,
+            },
         ];
         let mut out = vec![];
         encode_write(&mut out, &parts.iter().collect::<Vec<_>>(), 512);
@@ -618,17 +669,23 @@ mod tests {
             panic!("{parts:?}")
         };
         assert_eq!((spans[0].index, spans[0].term, spans[1].index), (5, 2, 6));
+        assert_eq!((spans[0].records, spans[1].records), (Some((5, 1)), None));
         for (span, data) in spans.iter().zip([&b"five"[..], b""]) {
             let at = WRITE_HEADER_BYTES + span.offset as usize;
             let bytes = Bytes::copy_from_slice(&out[at..at + span.len as usize]);
             let e = decode_entry(&bytes).unwrap();
-            assert_eq!(
-                (e.index, e.term, &e.data[..]),
-                (span.index, span.term, data)
-            );
+            assert_eq!((e.index, e.term), (span.index, span.term));
+            assert_eq!(e.data, entry(span.index, span.term, data).data);
         }
         assert_eq!(parts[1], ReadPart::State(state()));
-        assert_eq!(parts[2], ReadPart::Reset { index: 9, term: 3 });
+        assert_eq!(
+            parts[2],
+            ReadPart::Reset {
+                index: 9,
+                term: 3,
+                first_lsn: 12
+            }
+        );
     }
 
     #[test]
@@ -656,13 +713,23 @@ mod tests {
             .filter_map(|cut| decode_parts(&body[..cut]).ok().map(|p| (cut, p.len())))
             .collect();
         assert_eq!(accepted.len(), 2, "{accepted:?}");
-        assert_eq!(accepted[0], (1 + 4 + ENTRY_HEADER_BYTES * 2 + 4, 1));
+        let batch_len = entry(5, 2, b"five").data.len();
+        assert_eq!(accepted[0], (1 + 4 + ENTRY_HEADER_BYTES * 2 + batch_len, 1));
         assert_eq!(accepted[1].1, 2);
         // A count no body can hold is refused before anything is allocated.
         let mut huge = vec![PART_ENTRIES];
         huge.extend_from_slice(&u32::MAX.to_le_bytes());
         assert!(decode_parts(&huge).unwrap_err().contains("exceeds"));
         assert!(decode_parts(&[9]).unwrap_err().contains("unknown part"));
+    }
+
+    #[test]
+    fn a_normal_entry_whose_data_is_not_a_batch_is_refused() {
+        let mut bad = entry(5, 2, b"five");
+        bad.data = Bytes::from_static(b"not a batch");
+        let mut out = vec![];
+        encode_write(&mut out, &[&Part::Entries(vec![bad])], 512);
+        assert!(decode(&out).unwrap_err().contains("entry 5"));
     }
 
     #[test]

@@ -32,8 +32,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use journaldb_journal::disk::DiskFile;
+use journaldb_proto::Lsn;
 use parking_lot::{Mutex, RwLock};
-use raft::prelude::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
+use raft::prelude::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, StorageError};
 
 mod error;
@@ -148,6 +149,8 @@ struct View {
 #[derive(Debug)]
 struct Slot {
     term: u64,
+    /// The Lsn after this entry's records (the previous entry's, if it carries none).
+    lsn_end: u64,
     /// The staging that wrote this entry, so a write only locates its own entries.
     number: u64,
     /// Where the entry lies on disk, once durable.
@@ -175,6 +178,21 @@ impl View {
     fn slot(&self, index: u64) -> Option<&Slot> {
         let at = index.checked_sub(self.first_index())?;
         self.slots.get(usize::try_from(at).ok()?)
+    }
+
+    /// The Lsn after the records of the entries up to `index`.
+    fn lsn_end_at(&self, index: u64) -> Option<u64> {
+        if index == self.state.truncated.0 {
+            return Some(self.state.first_lsn.get());
+        }
+        self.slot(index).map(|s| s.lsn_end)
+    }
+
+    /// The Lsn after the last entry's records.
+    fn lsn_end(&self) -> u64 {
+        self.slots
+            .back()
+            .map_or(self.state.first_lsn.get(), |s| s.lsn_end)
     }
 
     fn term(&self, index: u64) -> Option<u64> {
@@ -233,7 +251,64 @@ impl RaftLog {
         self.shared.view.lock().persisted_number
     }
 
+    /// The Lsn after the records of every entry staged: where a leader's next batch starts
+    /// when it has proposed nothing since its last Ready.
+    pub fn lsn_end(&self) -> Lsn {
+        Lsn::new(self.shared.view.lock().lsn_end())
+    }
+
+    /// The Lsn after the records of the committed entries that are durable here: readers
+    /// never get past it (ARCHITECTURE §5, "never hands out a record past it").
+    pub fn committed_lsn_end(&self) -> Lsn {
+        let view = self.shared.view.lock();
+        let commit = view.durable.hard_state.commit;
+        Lsn::new(
+            view.lsn_end_at(commit)
+                .unwrap_or(view.state.first_lsn.get()),
+        )
+    }
+
+    /// The Lsn after the records of the entries up to `index`, if the log holds `index`
+    /// (or it is the truncation point).
+    pub fn lsn_end_at(&self, index: u64) -> Option<Lsn> {
+        self.shared.view.lock().lsn_end_at(index).map(Lsn::new)
+    }
+
+    /// Where a leader's next batch starts: after the records of every entry of `raft_log`,
+    /// including those it proposed that no Ready has handed out yet (raft-rs's unstable
+    /// entries, which also override any staged tail they overlap).
+    pub fn next_batch_lsn(raft_log: &raft::RaftLog<RaftLog>) -> Lsn {
+        let unstable = raft_log.unstable_entries();
+        let in_unstable = unstable.iter().rev().find_map(|e| {
+            format::batch_span(e.get_entry_type(), &e.data)
+                .ok()
+                .flatten()
+        });
+        if let Some((first, count)) = in_unstable {
+            return Lsn::new(first + count);
+        }
+        let before = unstable
+            .first()
+            .map_or(raft_log.last_index(), |e| e.index - 1);
+        raft_log
+            .store()
+            .lsn_end_at(before)
+            .expect("raft-rs's entries continue its storage's")
+    }
+
+    /// The index of the entry holding the record at `lsn`, if the log still holds it.
+
+    pub fn index_of_lsn(&self, lsn: Lsn) -> Option<u64> {
+        let view = self.shared.view.lock();
+        if lsn < view.state.first_lsn || lsn.get() >= view.lsn_end() {
+            return None;
+        }
+        let at = view.slots.partition_point(|s| s.lsn_end <= lsn.get());
+        Some(view.first_index() + at as u64)
+    }
+
     /// Whether anything is staged and not yet taken by the writer.
+
     pub fn has_pending(&self) -> bool {
         !self.shared.view.lock().pending.is_empty()
     }
@@ -277,6 +352,7 @@ impl RaftLog {
         }
         let number = view.next_number + 1;
         if let Some(first) = entries.first() {
+            let lsn_ends = lsn_ends(&view, &entries)?;
             view.cached_from = view.cached_from.min(first.index);
             let keep = (first.index - view.first_index()) as usize;
 
@@ -285,10 +361,11 @@ impl RaftLog {
                     view.cached_bytes -= format::entry_len(&entry);
                 }
             }
-            for entry in &entries {
+            for (entry, lsn_end) in entries.iter().zip(lsn_ends) {
                 view.cached_bytes += format::entry_len(entry);
                 view.slots.push_back(Slot {
                     term: entry.term,
+                    lsn_end,
                     number,
                     loc: None,
                     cached: Some(entry.clone()),
@@ -344,6 +421,7 @@ impl RaftLog {
         let term = view
             .term(to)
             .expect("to is in the log: above truncated, at most commit");
+        let first_lsn = view.lsn_end_at(to).expect("as for its term");
         let drop = (to - view.state.truncated.0) as usize;
         for slot in view.slots.drain(..drop).collect::<Vec<_>>() {
             if let Some(entry) = slot.cached {
@@ -352,6 +430,7 @@ impl RaftLog {
         }
         let state = &mut view.state;
         state.truncated = (to, term);
+        state.first_lsn = Lsn::new(first_lsn);
         let keep_from = state
             .confs
             .iter()
@@ -362,10 +441,21 @@ impl RaftLog {
         Ok(view.stage_part(Part::State(state)))
     }
 
-    /// Installs a (metadata-only) snapshot: every entry goes, the log ends at the
-    /// snapshot's index and term, which are committed and applied, with its configuration.
-    pub fn install_snapshot(&self, meta: &SnapshotMetadata) -> LogResult<u64> {
+    /// Installs a (metadata-only) snapshot, as [`raft::Storage::snapshot`] makes them:
+    /// every entry goes, the log ends at the snapshot's index and term, which are committed
+    /// and applied, with its configuration and the Lsn its data names.
+    pub fn install_snapshot(&self, snapshot: &Snapshot) -> LogResult<u64> {
         self.check_poison()?;
+        let meta = snapshot.get_metadata();
+        let first_lsn = match <[u8; 8]>::try_from(&snapshot.data[..]) {
+            Ok(bytes) if u64::from_le_bytes(bytes) > 0 => u64::from_le_bytes(bytes),
+            _ => {
+                return Err(LogError::Refused(format!(
+                    "snapshot data of {} bytes is not a first Lsn",
+                    snapshot.data.len()
+                )));
+            }
+        };
         let mut view = self.shared.view.lock();
         if meta.index < view.state.hard_state.commit {
             return Err(LogError::Refused(format!(
@@ -378,12 +468,14 @@ impl RaftLog {
         let number = view.stage_part(Part::Reset {
             index: meta.index,
             term: meta.term,
+            first_lsn,
         });
         let state = &mut view.state;
         state.hard_state.commit = meta.index;
         state.hard_state.term = state.hard_state.term.max(meta.term);
         state.applied = meta.index;
         state.truncated = (meta.index, meta.term);
+        state.first_lsn = Lsn::new(first_lsn);
         state.confs = vec![(meta.index, meta.get_conf_state().clone())];
         let state = state.clone();
         view.pending.push((number, Part::State(state)));
@@ -422,7 +514,33 @@ impl RaftLog {
     }
 }
 
+/// The Lsn after each entry's records, checking that every journal batch is well formed
+/// and starts where the log's records before it end (the log alone determines Lsns).
+fn lsn_ends(view: &View, entries: &[Entry]) -> LogResult<Vec<u64>> {
+    let mut end = view
+        .lsn_end_at(entries[0].index - 1)
+        .expect("checked: the entries follow the log");
+    entries
+        .iter()
+        .map(|entry| {
+            let span = format::batch_span(entry.get_entry_type(), &entry.data)
+                .map_err(|e| LogError::Refused(format!("entry {}: {e}", entry.index)))?;
+            if let Some((first, count)) = span {
+                if first != end {
+                    return Err(LogError::Refused(format!(
+                        "entry {}: records from Lsn {first}, but the log's end at Lsn {end}",
+                        entry.index
+                    )));
+                }
+                end += count;
+            }
+            Ok(end)
+        })
+        .collect()
+}
+
 /// Checks that `entries` are consecutive, follow the log and replace nothing committed.
+
 fn check_entries(view: &View, entries: &[Entry], first: u64) -> LogResult<()> {
     let consecutive = entries
         .iter()
@@ -534,6 +652,7 @@ impl raft::Storage for RaftLog {
         meta.index = index;
         meta.term = term;
         meta.set_conf_state(view.durable.conf_at(index));
+        snapshot.data = view.durable.first_lsn.get().to_le_bytes().to_vec().into();
         Ok(snapshot)
     }
 }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use journaldb_journal::disk::{Disk, DiskFile};
+use journaldb_proto::Lsn;
 use parking_lot::{Mutex, RwLock};
 use raft::prelude::ConfState;
 
@@ -35,6 +36,7 @@ impl RaftLog {
             return Err(LogError::AlreadyExists { dir });
         }
         let state = LogState {
+            first_lsn: Lsn::FIRST,
             confs: vec![(0, conf)],
             ..LogState::default()
         };
@@ -362,8 +364,26 @@ fn replay(dir: &Path, writes: &[(&Arc<SegmentFile>, u64, Vec<ReadPart>)]) -> Log
                             ));
                         }
                         slots.truncate((span.index - floor - 1) as usize);
+                        let prev = slots.back().map_or(state.first_lsn.get(), |s| s.lsn_end);
+                        let lsn_end = match span.records {
+                            None => prev,
+                            Some((first, count)) if first == prev => first + count,
+                            Some((first, _)) => {
+                                return Err(corrupt(
+                                    &segment.path,
+                                    *offset,
+                                    format!(
+                                        "entry {} holds records from Lsn {first}, but the log's \
+                                         records end at Lsn {prev}",
+                                        span.index
+                                    ),
+                                ));
+                            }
+                        };
                         slots.push_back(Slot {
                             term: span.term,
+                            lsn_end,
+
                             number: 0,
                             loc: Some(Loc {
                                 seq: segment.seq,
