@@ -297,7 +297,6 @@ impl RaftLog {
     }
 
     /// The index of the entry holding the record at `lsn`, if the log still holds it.
-
     pub fn index_of_lsn(&self, lsn: Lsn) -> Option<u64> {
         let view = self.shared.view.lock();
         if lsn < view.state.first_lsn || lsn.get() >= view.lsn_end() {
@@ -308,7 +307,6 @@ impl RaftLog {
     }
 
     /// Whether anything is staged and not yet taken by the writer.
-
     pub fn has_pending(&self) -> bool {
         !self.shared.view.lock().pending.is_empty()
     }
@@ -540,7 +538,6 @@ fn lsn_ends(view: &View, entries: &[Entry]) -> LogResult<Vec<u64>> {
 }
 
 /// Checks that `entries` are consecutive, follow the log and replace nothing committed.
-
 fn check_entries(view: &View, entries: &[Entry], first: u64) -> LogResult<()> {
     let consecutive = entries
         .iter()
