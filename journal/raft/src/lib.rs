@@ -31,11 +31,16 @@
 //! adjudicator on the leader and storage tailing voters come next (issue 14).
 
 mod config;
+pub mod driver;
 mod entry;
 pub mod log;
 mod timing;
 
 pub use config::{ConfigError, GroupConfig};
+pub use driver::{
+    Driver, DriverConfig, Envelope, GroupId, GroupStatus, Inbox, NodeId, Pending,
+    ReplicatedJournal, ReplicationError, Transport,
+};
 pub use entry::{EntryBatch, EntryError};
 pub use log::{LogError, LogId, LogOptions, LogState, LogWriter, RaftLog};
 pub use timing::ElectionTiming;

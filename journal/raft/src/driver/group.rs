@@ -1,0 +1,345 @@
+//! One group on one node, as the driver runs it: its `RawNode`, the Ready contract of
+//! RAFT.md §1 in asynchronous mode, proposals from the queue, and what applying committed
+//! entries means for a journal (acknowledgements, the readable end).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use journaldb_proto::Lsn;
+use raft::prelude::{Entry, EntryType, Message};
+use raft::{RawNode, StateRole};
+use tokio::sync::Notify;
+
+use crate::entry::EntryBatch;
+use crate::log::{RaftLog, format};
+
+use super::handle::{Acks, GroupStatus, Shared};
+use super::{GroupId, NodeId};
+
+/// A Ready staged but not yet durable.
+#[derive(Debug)]
+struct Unpersisted {
+    number: u64,
+    /// The staging that must be durable first.
+    staged: u64,
+    /// Acks and votes, sent only once it is (§5 rule 3).
+    held: Vec<Message>,
+    /// A snapshot it installed: applied only once durable (raft-rs: applied ≤ persisted).
+    snapshot: Option<u64>,
+}
+
+/// A group run by the driver.
+pub(super) struct Group {
+    pub node: RawNode<RaftLog>,
+    pub shared: Arc<Shared>,
+    /// Wakes this group's flusher.
+    pub flush: Arc<Notify>,
+    unpersisted: Vec<Unpersisted>,
+    /// Largest data of one proposed entry.
+    max_entry_bytes: usize,
+}
+
+impl Group {
+    pub fn new(
+        node: RawNode<RaftLog>,
+        shared: Arc<Shared>,
+        flush: Arc<Notify>,
+        max_entry_bytes: usize,
+    ) -> Group {
+        Group {
+            node,
+            shared,
+            flush,
+            unpersisted: Vec::new(),
+            max_entry_bytes,
+        }
+    }
+
+    pub fn failed(&self) -> bool {
+        self.shared.status.borrow().failed.is_some()
+    }
+
+    /// Stops the group on this node: nothing more is stepped, proposed or acknowledged.
+    pub fn fail(&mut self, reason: String) {
+        self.shared.queue.lock().open = false;
+        self.shared.acks.send_modify(|acks| acks.closed = true);
+        self.shared.status.send_modify(|s| {
+            s.failed.get_or_insert(reason);
+        });
+    }
+
+    /// Proposes what the queue holds, as entries of at most `max_entry_bytes` (rule 2:
+    /// only while this node leads the queue's term; a dropped proposal closes the term).
+    pub fn propose(&mut self) {
+        let (term, records, first_lsn) = {
+            let mut queue = self.shared.queue.lock();
+            if queue.records.is_empty() {
+                return;
+            }
+            let records = std::mem::take(&mut queue.records);
+            let first = Lsn::new(queue.next_lsn.get() - records.len() as u64);
+            (queue.term, records, first)
+        };
+        let raft = &self.node.raft;
+        if raft.state != StateRole::Leader || raft.term != term {
+            self.close_term(term);
+            return;
+        }
+        let expected = RaftLog::next_batch_lsn(&raft.raft_log);
+        if expected != first_lsn {
+            self.fail(format!(
+                "queued records start at {first_lsn}, but the log's records end at {expected}"
+            ));
+            return;
+        }
+        let mut lsn = first_lsn;
+        for chunk in chunks(records, self.max_entry_bytes) {
+            let count = chunk.len() as u64;
+            let data = EntryBatch {
+                first_lsn: lsn,
+                records: chunk,
+            }
+            .encode();
+            let last = self.node.raft.raft_log.last_index();
+            let proposed = self.node.propose(vec![], data.to_vec()).is_ok();
+            if !proposed || self.node.raft.raft_log.last_index() != last + 1 {
+                // raft-rs dropped it (a transfer pending, the uncommitted limit): the term's
+                // records can no longer be dense, so the term takes no more (§5 rule 2).
+                self.close_term(term);
+                return;
+            }
+            lsn = lsn.add(count);
+        }
+    }
+
+    fn close_term(&mut self, term: u64) {
+        let mut queue = self.shared.queue.lock();
+        if queue.term == term {
+            queue.open = false;
+            queue.records.clear();
+        }
+        drop(queue);
+        self.shared.acks.send_if_modified(|acks| {
+            let close = acks.term == term && !acks.closed;
+            acks.closed |= close;
+            close
+        });
+    }
+
+    /// Handles one Ready, if there is one: returns the messages to send now.
+    pub fn handle_ready(&mut self) -> Result<Vec<Message>, String> {
+        if !self.node.has_ready() {
+            return Ok(Vec::new());
+        }
+        let mut ready = self.node.ready();
+        let log = self.shared.log.clone();
+        // 1. A leader sends while it persists.
+        let mut out = ready.take_messages();
+        // 2. A snapshot replaces the log.
+        let mut snapshot = None;
+        if !ready.snapshot().is_empty() {
+            log.install_snapshot(ready.snapshot())
+                .map_err(|e| format!("installing a snapshot: {e}"))?;
+            snapshot = Some(ready.snapshot().get_metadata().index);
+        }
+        // 4. Stage entries and hard state (readable at once), before applying, so that the
+        //    applied index never passes the staged commit index.
+        let staged = log
+            .stage(ready.take_entries(), ready.hs().cloned())
+            .map_err(|e| format!("staging a Ready: {e}"))?;
+        // 3. Apply what is committed.
+        let committed = ready.take_committed_entries();
+        // 5. Persisted messages wait for the flush.
+        self.unpersisted.push(Unpersisted {
+            number: ready.number(),
+            staged,
+            held: ready.take_persisted_messages(),
+            snapshot,
+        });
+        self.node.advance_append_async(ready);
+        // A new term opens (or an old one closes) before anything of it is applied.
+        self.publish();
+        self.apply(committed)?;
+        if staged > log.persisted_number() {
+            self.flush.notify_one();
+        } else {
+            // Nothing new to write: this Ready is as durable as what came before.
+            out.extend(self.persisted(log.persisted_number()));
+        }
+        Ok(out)
+    }
+
+    /// The flusher made everything staged up to `number` durable: the Readies it covers are
+    /// persisted, and their held messages go out.
+    pub fn persisted(&mut self, number: u64) -> Vec<Message> {
+        let done = self
+            .unpersisted
+            .iter()
+            .take_while(|u| u.staged <= number)
+            .count();
+        if done == 0 {
+            return Vec::new();
+        }
+        let mut messages = Vec::new();
+        let mut last = 0;
+        let mut snapshot = None;
+        for ready in self.unpersisted.drain(..done) {
+            last = ready.number;
+            messages.extend(ready.held);
+            snapshot = ready.snapshot.or(snapshot);
+        }
+        self.node.on_persist_ready(last);
+        if let Some(index) = snapshot {
+            self.node.advance_apply_to(index);
+            let readable = self.shared.log.state().first_lsn;
+            self.shared.status.send_modify(|s| {
+                s.applied = s.applied.max(index);
+                s.readable = s.readable.max(readable);
+            });
+        }
+        messages
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>) -> Result<(), String> {
+        let Some(last) = entries.last().map(|e| e.index) else {
+            return Ok(());
+        };
+        let leading = (self.node.raft.state == StateRole::Leader).then_some(self.node.raft.term);
+        let mut readable = None;
+        let mut acked = None;
+        for entry in &entries {
+            match entry.get_entry_type() {
+                EntryType::EntryNormal => {
+                    let span = format::batch_span(entry.get_entry_type(), &entry.data)
+                        .map_err(|e| format!("entry {}: {e}", entry.index))?;
+                    if let Some((first, count)) = span {
+                        let end = Lsn::new(first + count);
+                        readable = Some(end);
+                        // Rule 1: acknowledged only if committed in the term this node
+                        // leads, which is the term that proposed it.
+                        if leading == Some(entry.term) {
+                            acked = Some(end);
+                        }
+                    }
+                }
+                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+                    return Err(format!(
+                        "entry {}: membership changes are not supported yet",
+                        entry.index
+                    ));
+                }
+            }
+        }
+        self.shared
+            .log
+            .set_applied(last, None)
+            .map_err(|e| format!("applying up to {last}: {e}"))?;
+        self.node.advance_apply_to(last);
+        self.shared.status.send_modify(|s| {
+            s.applied = last;
+            if let Some(end) = readable {
+                s.readable = end;
+            }
+        });
+        if let (Some(end), Some(term)) = (acked, leading) {
+            self.shared.acks.send_if_modified(|acks| {
+                let moved = acks.term == term && acks.end < end;
+                if moved {
+                    acks.end = end;
+                }
+                moved
+            });
+        }
+        Ok(())
+    }
+
+    /// Publishes a change of role, term or leader, and opens or closes the term's queue:
+    /// any term change discards what the previous term left (rule 2).
+    pub fn publish(&mut self) {
+        let raft = &self.node.raft;
+        let (role, term) = (raft.state, raft.term);
+        let leader = (raft.leader_id != 0).then_some(raft.leader_id);
+        let changed = {
+            let status = self.shared.status.borrow();
+            (status.role, status.term, status.leader) != (role, term, leader)
+        };
+        if !changed {
+            return;
+        }
+        let was = self.shared.acks.borrow().term;
+        if role == StateRole::Leader && was != term {
+            let next_lsn = RaftLog::next_batch_lsn(&raft.raft_log);
+            *self.shared.queue.lock() = super::handle::Queue {
+                term,
+                open: true,
+                next_lsn,
+                records: Vec::new(),
+            };
+            self.shared.acks.send_replace(Acks {
+                term,
+                end: next_lsn,
+                closed: false,
+            });
+        } else if role != StateRole::Leader || was != term {
+            let mut queue = self.shared.queue.lock();
+            queue.open = false;
+            queue.records.clear();
+            drop(queue);
+            self.shared.acks.send_if_modified(|acks| {
+                let close = !acks.closed;
+                acks.closed = true;
+                close
+            });
+        }
+        self.shared.status.send_modify(|s| {
+            s.role = role;
+            s.term = term;
+            s.leader = leader;
+        });
+    }
+}
+
+/// The status of a group that has not run yet.
+pub(super) fn initial_status(log: &RaftLog) -> GroupStatus {
+    let state = log.state();
+    GroupStatus {
+        role: StateRole::Follower,
+        term: state.hard_state.term,
+        leader: None,
+        applied: state.applied,
+        readable: log.lsn_end_at(state.applied).unwrap_or(state.first_lsn),
+        failed: None,
+    }
+}
+
+/// Splits `records` into runs of at most `max_bytes` (each at least one record).
+fn chunks(records: Vec<bytes::Bytes>, max_bytes: usize) -> Vec<Vec<bytes::Bytes>> {
+    let mut out: Vec<Vec<bytes::Bytes>> = Vec::new();
+    let mut size = 0;
+    for record in records {
+        match out.last_mut() {
+            Some(chunk) if size + record.len() + 4 <= max_bytes => {
+                size += record.len() + 4;
+                chunk.push(record);
+            }
+            _ => {
+                size = record.len() + 4;
+                out.push(vec![record]);
+            }
+        }
+    }
+    out
+}
+
+/// Messages grouped by destination node, in node order.
+pub(super) fn by_destination(
+    group: GroupId,
+    messages: Vec<Message>,
+    out: &mut BTreeMap<NodeId, Vec<super::Envelope>>,
+) {
+    for message in messages {
+        out.entry(message.to)
+            .or_default()
+            .push(super::Envelope { group, message });
+    }
+}

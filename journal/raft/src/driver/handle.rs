@@ -1,0 +1,312 @@
+//! [`ReplicatedJournal`]: one group's journal as its users see it — the adjudicator that
+//! submits records on the leader, and readers (storage, a failover replay) that follow
+//! what is committed. The driver task does the Raft work behind it.
+//!
+//! Rules it keeps (ARCHITECTURE §5, "Rules beside the log"):
+//! - **A record is submitted for a term** (rule 2) and queued only while this node leads
+//!   that term; its Lsn is assigned at once, densely, so journal order is the caller's
+//!   order. Once anything submitted in a term cannot be proposed, the term's queue closes
+//!   for good: the caller steps down.
+//! - **An acknowledgement reports a commit in the proposing term** (rule 1): a
+//!   [`Pending`] resolves `Ok` only when an entry of its term holding its Lsn is applied
+//!   here while this node still leads that term; if the term ends first it resolves
+//!   [`ReplicationError::CommitUnknown`] — the record may yet commit under another leader.
+//! - **Readers never see past what is committed and durable here** (rule 7): the readable
+//!   end is the Lsn after the last applied entry.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use journaldb_proto::Lsn;
+use parking_lot::Mutex;
+use raft::StateRole;
+use raft::prelude::Entry;
+use tokio::sync::{Notify, watch};
+
+use crate::entry::EntryBatch;
+use crate::log::{LogError, RaftLog};
+
+use super::{GroupId, NodeId};
+
+/// Why a replicated journal refused or could not confirm something.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplicationError {
+    /// This node does not lead the term asked for (or no longer accepts records in it).
+    #[error("not the leader of term {term} (current term {current}, leader {leader:?})")]
+    NotLeader {
+        /// The term asked for.
+        term: u64,
+        /// This node's current term.
+        current: u64,
+        /// The leader this node knows of, if any.
+        leader: Option<NodeId>,
+    },
+    /// The term ended with the record in flight: it may or may not commit under the next
+    /// leader. Ask again by transaction id.
+    #[error("leadership of term {term} ended before Lsn {lsn} was confirmed")]
+    CommitUnknown {
+        /// The proposing term.
+        term: u64,
+        /// The record's Lsn.
+        lsn: Lsn,
+    },
+    /// Records from `lsn` are no longer in this replica's log (compacted, or replaced by a
+    /// snapshot).
+    #[error("{group:?}: records before {first} are gone; {lsn} was asked for")]
+    Truncated {
+        /// The group.
+        group: GroupId,
+        /// The Lsn asked for.
+        lsn: Lsn,
+        /// The first Lsn still held.
+        first: Lsn,
+    },
+    /// The group stopped on this node: its log failed, or the driver stopped.
+    #[error("{group:?} stopped: {reason}")]
+    Stopped {
+        /// The group.
+        group: GroupId,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl ReplicationError {
+    /// Whether trying again (here or at the current leader) can succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ReplicationError::NotLeader { .. })
+    }
+}
+
+/// What a group looks like from this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupStatus {
+    /// This node's role in the group.
+    pub role: StateRole,
+    /// Its current term.
+    pub term: u64,
+    /// The leader it knows of.
+    pub leader: Option<NodeId>,
+    /// The index of the last entry applied here.
+    pub applied: u64,
+    /// The Lsn after the last record readable here (committed and durable).
+    pub readable: Lsn,
+    /// Why the group stopped on this node, if it did.
+    pub failed: Option<String>,
+}
+
+/// Acknowledgements of the term this node leads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Acks {
+    /// The term they are for.
+    pub term: u64,
+    /// Records of `term` below this Lsn are committed in `term` and applied here.
+    pub end: Lsn,
+    /// No more will come in `term`: it ended, or a proposal of it was dropped.
+    pub closed: bool,
+}
+
+/// Records submitted in the term this node leads, not yet proposed.
+#[derive(Debug)]
+pub(super) struct Queue {
+    /// The term, and whether it still accepts records.
+    pub term: u64,
+    pub open: bool,
+    /// The Lsn the next submitted record gets.
+    pub next_lsn: Lsn,
+    /// Queued records; the first has Lsn `next_lsn - records.len()`.
+    pub records: Vec<Bytes>,
+}
+
+/// What the handle and the driver share for one group.
+#[derive(Debug)]
+pub(super) struct Shared {
+    pub group: GroupId,
+    pub log: RaftLog,
+    pub queue: Mutex<Queue>,
+    pub acks: watch::Sender<Acks>,
+    pub status: watch::Sender<GroupStatus>,
+    /// Wakes the driver: records were queued.
+    pub wake: Arc<Notify>,
+}
+
+/// One group's journal on this node. Clones share it.
+#[derive(Debug, Clone)]
+pub struct ReplicatedJournal {
+    pub(super) shared: Arc<Shared>,
+}
+
+/// A submitted record: its Lsn, and a wait for its acknowledgement.
+#[derive(Debug)]
+pub struct Pending {
+    term: u64,
+    lsn: Lsn,
+    acks: watch::Receiver<Acks>,
+}
+
+impl Pending {
+    /// The record's Lsn.
+    pub fn lsn(&self) -> Lsn {
+        self.lsn
+    }
+
+    /// Resolves once the record is committed in its term and applied here, while this node
+    /// still leads that term; [`ReplicationError::CommitUnknown`] if the term ends first.
+    pub async fn committed(mut self) -> Result<Lsn, ReplicationError> {
+        let unknown = ReplicationError::CommitUnknown {
+            term: self.term,
+            lsn: self.lsn,
+        };
+        loop {
+            {
+                let acks = self.acks.borrow_and_update();
+                if acks.term == self.term && acks.end > self.lsn {
+                    return Ok(self.lsn);
+                }
+                if acks.term != self.term || acks.closed {
+                    return Err(unknown);
+                }
+            }
+            if self.acks.changed().await.is_err() {
+                return Err(unknown);
+            }
+        }
+    }
+}
+
+impl ReplicatedJournal {
+    /// The group.
+    pub fn group(&self) -> GroupId {
+        self.shared.group
+    }
+
+    /// The group as this node sees it now.
+    pub fn status(&self) -> GroupStatus {
+        self.shared.status.borrow().clone()
+    }
+
+    /// Watches the group's status (role, term, leader, readable end).
+    pub fn watch_status(&self) -> watch::Receiver<GroupStatus> {
+        self.shared.status.subscribe()
+    }
+
+    /// Queues `record` to be proposed in `term`, giving it the next Lsn. Refused unless
+    /// this node leads `term` and the term still accepts records (ARCHITECTURE §5 rule 2).
+    pub fn submit(&self, term: u64, record: Bytes) -> Result<Pending, ReplicationError> {
+        let mut queue = self.shared.queue.lock();
+        if !queue.open || queue.term != term {
+            let status = self.shared.status.borrow();
+            if let Some(reason) = &status.failed {
+                return Err(ReplicationError::Stopped {
+                    group: self.shared.group,
+                    reason: reason.clone(),
+                });
+            }
+            return Err(ReplicationError::NotLeader {
+                term,
+                current: status.term,
+                leader: status.leader,
+            });
+        }
+        let lsn = queue.next_lsn;
+        queue.next_lsn = lsn.next();
+        queue.records.push(record);
+        drop(queue);
+        self.shared.wake.notify_one();
+        Ok(Pending {
+            term,
+            lsn,
+            acks: self.shared.acks.subscribe(),
+        })
+    }
+
+    /// The committed records from `from` on that are readable here, up to `max_bytes` of
+    /// record data (at least one record if any is readable).
+    pub fn read(&self, from: Lsn, max_bytes: usize) -> Result<Vec<(Lsn, Bytes)>, ReplicationError> {
+        let readable = self.shared.status.borrow().readable;
+        let first = self.shared.log.state().first_lsn;
+        if from < first {
+            return Err(ReplicationError::Truncated {
+                group: self.shared.group,
+                lsn: from,
+                first,
+            });
+        }
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        let mut lsn = from;
+        while lsn < readable && (out.is_empty() || bytes < max_bytes) {
+            let Some(index) = self.shared.log.index_of_lsn(lsn) else {
+                break;
+            };
+            let entry = self.entry(index)?;
+            let batch = EntryBatch::decode(&entry.data).map_err(|e| self.stopped(e.to_string()))?;
+            let end = batch.end();
+            for (at, record) in (batch.first_lsn.get()..).map(Lsn::new).zip(batch.records) {
+                if at >= readable {
+                    break;
+                }
+                if at >= lsn {
+                    bytes += record.len();
+                    out.push((at, record));
+                }
+            }
+            lsn = end;
+        }
+        Ok(out)
+    }
+
+    /// Waits until records from `from` are readable here (or the group stops).
+    pub async fn wait_readable(&self, from: Lsn) -> Result<Lsn, ReplicationError> {
+        let mut status = self.shared.status.subscribe();
+        loop {
+            {
+                let now = status.borrow_and_update();
+                if let Some(reason) = &now.failed {
+                    return Err(self.stopped(reason.clone()));
+                }
+                if now.readable > from {
+                    return Ok(now.readable);
+                }
+            }
+            if status.changed().await.is_err() {
+                return Err(self.stopped("the driver stopped".into()));
+            }
+        }
+    }
+
+    fn entry(&self, index: u64) -> Result<Entry, ReplicationError> {
+        use raft::Storage;
+        let context = raft::GetEntriesContext::empty(false);
+        match self.shared.log.entries(index, index + 1, None, context) {
+            Ok(mut entries) if entries.len() == 1 => Ok(entries.remove(0)),
+            Ok(_) => Err(self.stopped(format!("entry {index} is missing"))),
+            Err(raft::Error::Store(raft::StorageError::Compacted)) => {
+                let first = self.shared.log.state().first_lsn;
+                Err(ReplicationError::Truncated {
+                    group: self.shared.group,
+                    lsn: first,
+                    first,
+                })
+            }
+            Err(e) => Err(self.stopped(format!("reading entry {index}: {e}"))),
+        }
+    }
+
+    fn stopped(&self, reason: String) -> ReplicationError {
+        ReplicationError::Stopped {
+            group: self.shared.group,
+            reason,
+        }
+    }
+}
+
+impl From<(GroupId, LogError)> for ReplicationError {
+    fn from((group, e): (GroupId, LogError)) -> Self {
+        ReplicationError::Stopped {
+            group,
+            reason: e.to_string(),
+        }
+    }
+}
