@@ -336,8 +336,7 @@ fn traced_run(seed: u64) -> Vec<String> {
         cluster.network.isolate(leader, true);
         let others: Vec<NodeId> = (1..=3).filter(|n| *n != leader).collect();
         cluster.leader(&others).await;
-        let trace = cluster.network.trace.lock().clone();
-        trace
+        cluster.network.trace.lock().clone()
     })
 }
 
