@@ -7,7 +7,9 @@
 //! retried append is detected, never doubled). Only journals registered as remotely
 //! written accept it: a journal whose writer is the adjudicator on this node refuses it
 //! (`InvalidArgument`), since records that bypass the adjudicator would break its τ order.
-//! `Seal` belongs to journal replication (epochs) and answers `Unimplemented` until then.
+//! `Raft` carries the Raft messages of replicated journals between nodes; the journal
+//! crate knows nothing of Raft, so it hands each request to the [`RaftInbox`] the node
+//! registered ([`JournalServer::with_raft`]), and answers `Unimplemented` without one.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -27,12 +29,21 @@ pub const MAX_RECORDS_PER_REPLY: u32 = 4096;
 /// always sent, however large).
 pub const MAX_BYTES_PER_REPLY: u64 = 4 << 20;
 
+/// Where a node takes Raft messages from other nodes: checks the request (cluster,
+/// destination, each message's group and sender) and hands the messages to its groups.
+pub trait RaftInbox: Send + Sync + std::fmt::Debug + 'static {
+    /// Takes one request; refuses it (with why) if any field is wrong for this node.
+    fn deliver(&self, request: pb::RaftRequest) -> Result<(), String>;
+}
+
 /// The journal role's gRPC service.
 #[derive(Debug)]
 pub struct JournalServer {
     journals: BTreeMap<PartitionId, Arc<Journal>>,
     /// Journals written through `Append` (their writer is elsewhere).
     remote_writers: BTreeMap<PartitionId, tokio::sync::Mutex<()>>,
+    /// This node's replicated journals, if it runs any.
+    raft: Option<Arc<dyn RaftInbox>>,
 }
 
 impl JournalServer {
@@ -41,7 +52,14 @@ impl JournalServer {
         JournalServer {
             journals: journals.into_iter().collect(),
             remote_writers: BTreeMap::new(),
+            raft: None,
         }
+    }
+
+    /// Also takes Raft messages for this node's replicated journals, through `inbox`.
+    pub fn with_raft(mut self, inbox: Arc<dyn RaftInbox>) -> Self {
+        self.raft = Some(inbox);
+        self
     }
 
     /// Also serves `journal`, written by a remote writer through `Append`.
@@ -227,10 +245,16 @@ impl JournalService for JournalServer {
         )))
     }
 
-    async fn seal(
+    async fn raft(
         &self,
-        _request: Request<pb::SealRequest>,
-    ) -> Result<Response<pb::SealReply>, Status> {
-        Err(unimplemented("Seal"))
+        request: Request<pb::RaftRequest>,
+    ) -> Result<Response<pb::RaftReply>, Status> {
+        let Some(inbox) = &self.raft else {
+            return Err(unimplemented("Raft"));
+        };
+        inbox
+            .deliver(request.into_inner())
+            .map_err(|reason| ErrorKind::InvalidArgument.status(reason))?;
+        Ok(Response::new(pb::RaftReply {}))
     }
 }

@@ -2,14 +2,16 @@
 //! by the asynchronous Ready contract of RAFT.md §1: stage the Ready, advance at once, and
 //! report it persisted (`on_persist_ready`, then its held messages) only after the writer's
 //! flush — which runs at its own random moments, as a flusher would. Messages are delayed,
-//! reordered and dropped; replicas crash (losing whatever was not flushed, with torn
-//! sectors) and reopen from their disks; leaders compact, so laggards get snapshots.
+//! reordered and dropped; replicas lose power between steps or at a random disk operation
+//! of a flush (mid-write, mid-rollover, mid-removal: unsynced sectors torn), losing
+//! whatever was not flushed, and reopen from their disks; leaders compact, so laggards get
+//! snapshots.
 //!
 //! raft-rs panics when its storage breaks the contract (an acknowledged entry lost, a
 //! commit index past the log), and the test checks what a journal needs on top: every
 //! replica applies the same entry at each index, and every proposal its proposer saw
 //! committed in its own term is applied by every replica in the end.
-//! Seeds: `RAFT_GROUP_SEEDS` (default 40); replay one with `RAFT_GROUP_SEED=<seed>`.
+//! Seeds: `RAFT_GROUP_SEEDS` (default 100); replay one with `RAFT_GROUP_SEED=<seed>`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -18,8 +20,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use journaldb_journal::disk::{CrashDisk, CrashDiskConfig};
-use journaldb_raft::raft::prelude::{ConfState, Entry, EntryType, Message};
-use journaldb_raft::raft::{RawNode, StateRole};
+use journaldb_raft::raft::prelude::{ConfState, Entry, EntryType, Message, MessageType};
+use journaldb_raft::raft::{RawNode, SnapshotStatus, StateRole};
 use journaldb_raft::{
     ElectionTiming, EntryBatch, GroupConfig, LogId, LogOptions, LogWriter, RaftLog, discard_logger,
 };
@@ -195,6 +197,13 @@ impl Group {
             let id = ids[self.rng.random_range(0..ids.len())];
             self.crash(id);
         }
+        if faults && self.rng.random_bool(0.004) {
+            // Power loss at a random disk operation of what comes next: mid-write,
+            // mid-rollover, mid-removal; unsynced bytes torn by sector.
+            let id = ids[self.rng.random_range(0..ids.len())];
+            let disk = &self.replicas[&id].disk;
+            disk.freeze_after(self.rng.random_range(0..6));
+        }
     }
 
     fn propose(&mut self, id: u64) {
@@ -251,6 +260,7 @@ impl Group {
             snapshot,
         });
         replica.node.advance_append_async(ready);
+        report_snapshots(&mut replica.node, &messages);
         if let Some(last) = committed.last().map(|e| e.index) {
             log.set_applied(last, None).unwrap();
             replica.node.advance_apply_to(last);
@@ -289,7 +299,11 @@ impl Group {
     /// are persisted and their held messages sent.
     fn flush(&mut self, id: u64) {
         let replica = self.replicas.get_mut(&id).unwrap();
-        let flushed = replica.writer.flush().unwrap();
+        let Ok(flushed) = replica.writer.flush() else {
+            // The disk froze mid-flush: the power went at that operation.
+            self.crash(id);
+            return;
+        };
         // With nothing staged, Readies that waited only on earlier writes are durable.
         if flushed.is_none() && replica.unpersisted.is_empty() {
             return;
@@ -349,6 +363,19 @@ impl Group {
 }
 
 /// Runs one seed; returns (acknowledged entries, crashes, snapshots).
+/// A journal's snapshot is metadata only, so its message is all there is to send: once
+/// sent, it is reported finished. Had it been lost, the follower rejects the next append
+/// and the leader, finding the entries compacted, sends a snapshot again; unreported, the
+/// leader would wait for ever (RAFT.md §6).
+fn report_snapshots(node: &mut RawNode<RaftLog>, sent: &[Message]) {
+    for m in sent
+        .iter()
+        .filter(|m| m.get_msg_type() == MessageType::MsgSnapshot)
+    {
+        node.report_snapshot(m.to, SnapshotStatus::Finish);
+    }
+}
+
 fn run(seed: u64) -> (usize, u64, u64) {
     let mut group = Group::new(seed);
     for _ in 0..3000 {
@@ -377,6 +404,23 @@ fn run(seed: u64) -> (usize, u64, u64) {
         }
         let last_acked = group.acked.keys().next_back().copied().unwrap();
         let commit = group.replicas[id].node.raft.raft_log.committed;
+        if commit < last_acked {
+            for (rid, r) in &group.replicas {
+                let raft = &r.node.raft;
+                eprintln!(
+                    "replica {rid}: {:?} term {} leader {} commit {} last {} persisted {} unpersisted {} log first {} durable {:?}",
+                    raft.state,
+                    raft.term,
+                    raft.leader_id,
+                    raft.raft_log.committed,
+                    raft.raft_log.last_index(),
+                    raft.raft_log.persisted,
+                    r.unpersisted.len(),
+                    r.writer.log().state().truncated.0,
+                    r.writer.log().durable_state().hard_state
+                );
+            }
+        }
         assert!(
             commit >= last_acked,
             "seed {seed}: replica {id} committed {commit}, below acknowledged {last_acked}"
@@ -392,7 +436,7 @@ fn replicas_on_crashing_disks_agree_and_lose_no_acknowledged_entry() {
         Err(_) => {
             let n: u64 = std::env::var("RAFT_GROUP_SEEDS")
                 .map(|n| n.parse().expect("RAFT_GROUP_SEEDS is a u64"))
-                .unwrap_or(40);
+                .unwrap_or(100);
             (0..n).collect()
         }
     };

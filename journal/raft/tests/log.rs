@@ -370,9 +370,12 @@ fn damage_in_a_sealed_segment_is_corruption_not_a_torn_tail() {
 /// The logical log after a flush: what a reopen must return.
 #[derive(Debug, Clone, PartialEq)]
 struct Image {
+    /// `(index, term, data)`: the data holds the batch's first Lsn, so Lsns are compared.
     contents: Vec<(u64, u64, Bytes)>,
     hard_state: HardState,
     truncated: (u64, u64),
+    first_lsn: Lsn,
+    lsn_end: Lsn,
 }
 
 fn image(log: &RaftLog) -> Image {
@@ -381,7 +384,39 @@ fn image(log: &RaftLog) -> Image {
         contents: contents(log),
         hard_state: state.hard_state,
         truncated: state.truncated,
+        first_lsn: state.first_lsn,
+        lsn_end: log.lsn_end(),
     }
+}
+
+/// Entries `from..from + n` of `term` continuing `log`'s records where entry `from - 1`
+/// leaves them; each carries one or two records, or none (a no-op), so Lsns drift from
+/// indexes and differ between a tail and its replacement.
+fn entries_at(log: &RaftLog, rng: &mut ChaCha8Rng, from: u64, n: u64, term: u64) -> Vec<Entry> {
+    let mut lsn = log.lsn_end_at(from - 1).expect("from follows the log");
+    (from..from + n)
+        .map(|index| {
+            let records = rng.random_range(0..3u64);
+            let data = if records == 0 {
+                Bytes::new()
+            } else {
+                let batch = EntryBatch {
+                    first_lsn: lsn,
+                    records: (0..records)
+                        .map(|r| Bytes::from(format!("{index}/{term}/{r}")))
+                        .collect(),
+                };
+                lsn = batch.end();
+                batch.encode()
+            };
+            Entry {
+                index,
+                term,
+                data,
+                ..Entry::default()
+            }
+        })
+        .collect()
 }
 
 /// Random histories (appends, replaced tails, commits, compaction, snapshots) on a disk that
@@ -392,7 +427,9 @@ fn image(log: &RaftLog) -> Image {
 fn crash_property() {
     let seeds: Vec<u64> = match std::env::var("RAFT_LOG_CRASH_SEED") {
         Ok(seed) => vec![seed.parse().expect("RAFT_LOG_CRASH_SEED is a u64")],
-        Err(_) => (0..300).collect(),
+        Err(_) => (0..std::env::var("RAFT_LOG_CRASH_CASES")
+            .map_or(300, |n| n.parse().expect("RAFT_LOG_CRASH_CASES is a u64")))
+            .collect(),
     };
     for seed in seeds {
         if let Err(failure) = crash_case(seed) {
@@ -425,9 +462,8 @@ fn crash_case(seed: u64) -> Result<(), String> {
                 } else {
                     last + 1
                 };
-                let entries: Vec<Entry> = (from..from + rng.random_range(1..4))
-                    .map(|i| entry(i, term))
-                    .collect();
+                let n = rng.random_range(1..4);
+                let entries = entries_at(&log, &mut rng, from, n, term);
                 let end = entries.last().unwrap().index;
                 let commit = rng.random_range(commit..=end.min(commit + 3));
                 log.stage(entries, Some(hs(term, commit)))
@@ -442,9 +478,13 @@ fn crash_case(seed: u64) -> Result<(), String> {
                 }
             }
             7 if rng.random_bool(0.1) => {
-                let index = last.max(commit) + rng.random_range(1..5);
-                log.install_snapshot(&snapshot_at(index, term))
-                    .map_err(|e| e.to_string())?;
+                // A snapshot past the commit index, sometimes inside this replica's own
+                // (divergent, uncommitted) tail.
+                let index = rng.random_range(commit.max(1)..=last + 4);
+                let first_lsn = log.lsn_end().get() + rng.random_range(0..5);
+                let mut snapshot = snapshot_at(index, term);
+                snapshot.data = first_lsn.to_le_bytes().to_vec().into();
+                log.install_snapshot(&snapshot).map_err(|e| e.to_string())?;
             }
             _ => {
                 in_flight = Some(image(&log));
@@ -465,4 +505,71 @@ fn crash_case(seed: u64) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Review finding: a valid log whose compaction point lies in a replaced tail, with a
+/// no-op shifting Lsns, must reopen — entries are replayed as written before the
+/// truncation point drops any.
+#[test]
+fn compaction_inside_a_replaced_tail_reopens_as_written() {
+    let disk = CrashDisk::new(CrashDiskConfig::default());
+    let mut writer = create(&disk);
+    let log = writer.log().clone();
+    log.stage((1..=10).map(|i| entry(i, 1)).collect(), Some(hs(1, 2)))
+        .unwrap();
+    writer.flush().unwrap();
+    let mut noop = Entry {
+        index: 3,
+        term: 2,
+        ..Entry::default()
+    };
+    log.stage(vec![noop.clone()], Some(hs(2, 3))).unwrap();
+    writer.flush().unwrap();
+    log.set_applied(3, None).unwrap();
+    log.compact(3).unwrap();
+    writer.flush().unwrap();
+    assert_eq!((log.last_index().unwrap(), log.lsn_end()), (3, Lsn::new(3)));
+    drop(writer);
+    let disk = disk.crash(5);
+    let writer = open(&disk).unwrap();
+    let log = writer.log();
+    assert_eq!(
+        (log.first_index().unwrap(), log.last_index().unwrap()),
+        (4, 3)
+    );
+    assert_eq!((log.term(3).unwrap(), log.lsn_end()), (2, Lsn::new(3)));
+    // The replaced entries 4..=10 of term 1 stay gone, also after more entries.
+    noop.index = 4;
+    let mut writer = writer;
+    writer.log().stage(vec![noop], Some(hs(2, 4))).unwrap();
+    writer.flush().unwrap();
+    drop(writer);
+    let writer = open(&disk.crash(6)).unwrap();
+    assert_eq!(writer.log().last_index().unwrap(), 4);
+}
+
+/// A crash at any disk operation of `create` leaves either no log (the creation was torn
+/// and is cleaned up, so `create` works again) or the new, empty log: never corruption.
+#[test]
+fn a_crash_during_create_leaves_no_log_or_an_empty_one() {
+    for ops in 0..12 {
+        for seed in 0..8 {
+            let disk = CrashDisk::new(CrashDiskConfig::default());
+            disk.freeze_after(ops);
+            let created = RaftLog::create(Arc::new(disk.clone()), dir(), ID, small(), voters());
+            drop(created);
+            let after = disk.crash(seed);
+            match open(&after) {
+                Ok(writer) => {
+                    assert_eq!(writer.log().last_index().unwrap(), 0);
+                    assert_eq!(writer.log().initial_state().unwrap().conf_state, voters());
+                }
+                Err(LogError::NoLog { .. }) => {
+                    drop(create(&after));
+                    open(&after).unwrap();
+                }
+                Err(e) => panic!("crash after {ops} operations, seed {seed}: {e}"),
+            }
+        }
+    }
 }

@@ -4,3 +4,4 @@ mod driver;
 mod durable_group;
 mod group;
 mod log;
+mod wire;

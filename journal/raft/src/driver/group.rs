@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use journaldb_proto::Lsn;
-use raft::prelude::{Entry, EntryType, Message};
-use raft::{RawNode, StateRole};
+use raft::prelude::{Entry, EntryType, Message, MessageType};
+use raft::{RawNode, SnapshotStatus, StateRole};
 use tokio::sync::Notify;
 
 use crate::entry::EntryBatch;
@@ -157,6 +157,18 @@ impl Group {
             snapshot,
         });
         self.node.advance_append_async(ready);
+        // A journal's snapshot is metadata only: its message is all there is to send, so
+        // once handed to the transport it is reported finished. Had it been lost, the
+        // follower rejects the next append and the leader, finding the entries compacted,
+        // sends a snapshot again; unreported, the leader would wait for ever (RAFT.md §6).
+        for to in out
+            .iter()
+            .filter(|m| m.get_msg_type() == MessageType::MsgSnapshot)
+            .map(|m| m.to)
+            .collect::<Vec<_>>()
+        {
+            self.node.report_snapshot(to, SnapshotStatus::Finish);
+        }
         // A new term opens (or an old one closes) before anything of it is applied.
         self.publish();
         self.apply(committed)?;

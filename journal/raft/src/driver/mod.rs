@@ -42,8 +42,12 @@ use crate::{ElectionTiming, GroupConfig, discard_logger};
 
 mod group;
 mod handle;
+mod wire;
 
 pub use handle::{GroupStatus, Pending, ReplicatedJournal, ReplicationError};
+pub use wire::{
+    Connect, GrpcInbox, GrpcTransport, MAX_ENVELOPES_PER_REQUEST, MAX_IN_FLIGHT_PER_PEER,
+};
 
 use group::Group;
 use handle::{Acks, Queue, Shared};
@@ -315,6 +319,24 @@ async fn flush_loop(
     }
 }
 
+/// Runs `f` on `group`. raft-rs answers a storage error it cannot handle (a failed disk
+/// read of an entry) with a panic (RAFT.md §2); that stops this group on this node, not the
+/// node's other groups.
+fn guarded<T>(group: &mut Group, what: &str, f: impl FnOnce(&mut Group) -> T) -> Option<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(group))) {
+        Ok(out) => Some(out),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("(no message)");
+            group.fail(format!("raft-rs panicked while {what}: {message}"));
+            None
+        }
+    }
+}
+
 /// The driver task's state.
 struct Task {
     node: NodeId,
@@ -338,7 +360,7 @@ impl Task {
                 () = tokio::time::sleep_until(next_tick) => {
                     next_tick += self.timing.next_tick();
                     for group in self.groups.values_mut().filter(|g| !g.failed()) {
-                        group.node.tick();
+                        guarded(group, "ticking", |g| g.node.tick());
                     }
                 }
                 Some((id, result)) = self.persisted.recv() => self.on_persisted(id, result, &mut outbox),
@@ -346,7 +368,7 @@ impl Task {
                 () = self.wake.notified() => {}
             }
             for group in self.groups.values_mut().filter(|g| !g.failed()) {
-                group.propose();
+                guarded(group, "proposing", Group::propose);
             }
             self.handle_readies(&mut outbox);
             for (to, envelopes) in outbox {
@@ -365,7 +387,9 @@ impl Task {
             }
             if let Some(group) = self.groups.get_mut(&group).filter(|g| !g.failed()) {
                 // A stale or unknown peer's message is refused by raft-rs, never fatal.
-                let _ = group.node.step(message);
+                guarded(group, "stepping a message", |g| {
+                    let _ = g.node.step(message);
+                });
             }
         }
     }
@@ -380,7 +404,11 @@ impl Task {
             return;
         };
         match result {
-            Ok(number) => group::by_destination(id, group.persisted(number), outbox),
+            Ok(number) => {
+                if let Some(messages) = guarded(group, "persisting", |g| g.persisted(number)) {
+                    group::by_destination(id, messages, outbox);
+                }
+            }
             Err(reason) => group.fail(format!("the log failed: {reason}")),
         }
     }
@@ -392,9 +420,10 @@ impl Task {
                 if group.failed() || !group.node.has_ready() {
                     break;
                 }
-                match group.handle_ready() {
-                    Ok(messages) => group::by_destination(*id, messages, outbox),
-                    Err(reason) => group.fail(reason),
+                match guarded(group, "handling a Ready", Group::handle_ready) {
+                    Some(Ok(messages)) => group::by_destination(*id, messages, outbox),
+                    Some(Err(reason)) => group.fail(reason),
+                    None => {}
                 }
             }
             if !group.failed() && group.node.has_ready() {

@@ -6,7 +6,8 @@
 //! header  = magic[8] "JDBRAFT\0" ‖ version u32 ‖ block_size u32 ‖ seq u64
 //!           ‖ cluster u64 ‖ group u64 ‖ replica u64 ‖ crc u32 (over the preceding 48 bytes)
 //!           ‖ zero padding to block_size
-//! write   = magic u32 "JRWR" ‖ body_len u32 ‖ crc u32 (over body_len ‖ body) ‖ 0u32
+//! write   = magic u32 "JRWR" ‖ body_len u32 ‖ crc u32 ‖ 0u32
+//!           crc = CRC-32 of seq ‖ offset (where the write lies) ‖ body_len ‖ body
 //!           ‖ body ‖ zero padding to the next block boundary
 //! body    = part+
 //! part    = 1u8 ‖ count u32 ‖ entry*                     entries, consecutive indexes
@@ -238,9 +239,35 @@ pub fn entry_len(entry: &Entry) -> usize {
     ENTRY_HEADER_BYTES + entry.data.len() + entry.context.len()
 }
 
-/// Appends one write frame holding `parts` to `out`, padded with zeros to `block_size`.
-/// Returns, for each entry, its offset from the start of the frame and its length.
-pub fn encode_write(out: &mut Vec<u8>, parts: &[&Part], block_size: u64) -> Vec<(u64, u32)> {
+/// Where a write lies: its segment and offset, which its checksum covers too, so that
+/// bytes that imitate a write (inside a record, or a stale copy) check only where they
+/// were written as a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteAt {
+    /// The segment's sequence number.
+    pub seq: u64,
+    /// The write's offset in it.
+    pub offset: u64,
+}
+
+fn write_crc(at: WriteAt, body_len: u32, body: &[u8]) -> u32 {
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&at.seq.to_le_bytes());
+    crc.update(&at.offset.to_le_bytes());
+    crc.update(&body_len.to_le_bytes());
+    crc.update(body);
+    crc.finalize()
+}
+
+/// Appends one write frame holding `parts`, to lie at `at`, to `out`, padded with zeros to
+/// `block_size`. Returns, for each entry, its offset from the start of the frame and its
+/// length.
+pub fn encode_write(
+    out: &mut Vec<u8>,
+    parts: &[&Part],
+    block_size: u64,
+    at: WriteAt,
+) -> Vec<(u64, u32)> {
     let start = out.len();
     out.extend_from_slice(&WRITE_MAGIC.to_le_bytes());
     out.extend_from_slice(&[0; 12]); // body_len, crc, reserved: filled below
@@ -273,11 +300,9 @@ pub fn encode_write(out: &mut Vec<u8>, parts: &[&Part], block_size: u64) -> Vec<
         }
     }
     let body_len = (out.len() - start - WRITE_HEADER_BYTES) as u32;
-    let mut crc = crc32fast::Hasher::new();
-    crc.update(&body_len.to_le_bytes());
-    crc.update(&out[start + WRITE_HEADER_BYTES..]);
+    let crc = write_crc(at, body_len, &out[start + WRITE_HEADER_BYTES..]);
     out[start + 4..start + 8].copy_from_slice(&body_len.to_le_bytes());
-    out[start + 8..start + 12].copy_from_slice(&crc.finalize().to_le_bytes());
+    out[start + 8..start + 12].copy_from_slice(&crc.to_le_bytes());
     let end = start as u64 + align_up((out.len() - start) as u64, block_size);
     out.resize(end as usize, 0);
     spans
@@ -359,8 +384,8 @@ impl WriteHeader {
         )
     }
 
-    /// Checks `body` against the checksum and splits it into parts.
-    pub fn decode_body(&self, body: &[u8]) -> Result<Vec<ReadPart>, String> {
+    /// Checks `body`, read at `at`, against the checksum and splits it into parts.
+    pub fn decode_body(&self, body: &[u8], at: WriteAt) -> Result<Vec<ReadPart>, String> {
         if body.len() != self.body_len as usize {
             return Err(format!(
                 "write body is {} bytes, expected {}",
@@ -368,10 +393,7 @@ impl WriteHeader {
                 self.body_len
             ));
         }
-        let mut crc = crc32fast::Hasher::new();
-        crc.update(&self.body_len.to_le_bytes());
-        crc.update(body);
-        if crc.finalize() != self.crc {
+        if write_crc(at, self.body_len, body) != self.crc {
             return Err("write checksum mismatch".into());
         }
         decode_parts(body)
@@ -583,6 +605,9 @@ fn decode_state(cur: &mut Cursor<'_>) -> Result<LogState, String> {
         };
         confs.push((index, conf));
     }
+    if first_lsn == Lsn::ZERO {
+        return Err("a state whose first Lsn is 0".into());
+    }
     if truncated.0 > applied || applied > hard_state.commit {
         return Err(format!(
             "state out of order: truncated {}, applied {applied}, commit {}",
@@ -601,6 +626,11 @@ fn decode_state(cur: &mut Cursor<'_>) -> Result<LogState, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const AT: WriteAt = WriteAt {
+        seq: 3,
+        offset: 4096,
+    };
 
     fn entry(index: u64, term: u64, data: &[u8]) -> Entry {
         let data = if data.is_empty() {
@@ -649,7 +679,7 @@ mod tests {
             },
         ];
         let mut out = vec![];
-        encode_write(&mut out, &parts.iter().collect::<Vec<_>>(), 512);
+        encode_write(&mut out, &parts.iter().collect::<Vec<_>>(), 512, AT);
         out
     }
 
@@ -657,7 +687,7 @@ mod tests {
         let header = WriteHeader::decode(bytes).ok_or("no header")?;
         let end = WRITE_HEADER_BYTES + header.body_len as usize;
         let body = bytes.get(WRITE_HEADER_BYTES..end).ok_or("short")?;
-        header.decode_body(body)
+        header.decode_body(body, AT)
     }
 
     #[test]
@@ -728,7 +758,7 @@ mod tests {
         let mut bad = entry(5, 2, b"five");
         bad.data = Bytes::from_static(b"not a batch");
         let mut out = vec![];
-        encode_write(&mut out, &[&Part::Entries(vec![bad])], 512);
+        encode_write(&mut out, &[&Part::Entries(vec![bad])], 512, AT);
         assert!(decode(&out).unwrap_err().contains("entry 5"));
     }
 

@@ -262,9 +262,11 @@ impl RaftLog {
     pub fn committed_lsn_end(&self) -> Lsn {
         let view = self.shared.view.lock();
         let commit = view.durable.hard_state.commit;
+        // A snapshot staged, not yet durable, moves the log past the durable commit: the
+        // durable truncation point's Lsn is then what this replica holds for sure.
         Lsn::new(
             view.lsn_end_at(commit)
-                .unwrap_or(view.state.first_lsn.get()),
+                .unwrap_or(view.durable.first_lsn.get()),
         )
     }
 
@@ -446,7 +448,10 @@ impl RaftLog {
         self.check_poison()?;
         let meta = snapshot.get_metadata();
         let first_lsn = match <[u8; 8]>::try_from(&snapshot.data[..]) {
-            Ok(bytes) if u64::from_le_bytes(bytes) > 0 => u64::from_le_bytes(bytes),
+            // Lsns count records: anything near the top of the range is no Lsn a log reaches.
+            Ok(bytes) if (1..=u64::MAX >> 1).contains(&u64::from_le_bytes(bytes)) => {
+                u64::from_le_bytes(bytes)
+            }
             _ => {
                 return Err(LogError::Refused(format!(
                     "snapshot data of {} bytes is not a first Lsn",
@@ -481,8 +486,15 @@ impl RaftLog {
     }
 
     /// Reads an entry that has left the cache from its segment.
-    fn read_entry(&self, index: u64, loc: Loc, term: u64) -> raft::Result<Entry> {
-        let segment = self.shared.segments.read().get(&loc.seq).cloned();
+    /// The segment is taken while the entry is in the log, so a removal that follows a
+    /// compaction cannot pull it away before the read (the open file stays readable).
+    fn read_entry(
+        &self,
+        index: u64,
+        loc: Loc,
+        term: u64,
+        segment: Option<Arc<SegmentFile>>,
+    ) -> raft::Result<Entry> {
         let fail = |reason: String| {
             self.shared.poison.lock().get_or_insert(reason);
             raft::Error::Store(StorageError::Unavailable)
@@ -530,7 +542,9 @@ fn lsn_ends(view: &View, entries: &[Entry]) -> LogResult<Vec<u64>> {
                         entry.index
                     )));
                 }
-                end += count;
+                end = end.checked_add(count).ok_or_else(|| {
+                    LogError::Refused(format!("entry {}: Lsns past the largest", entry.index))
+                })?;
             }
             Ok(end)
         })
@@ -545,6 +559,9 @@ fn check_entries(view: &View, entries: &[Entry], first: u64) -> LogResult<()> {
         .all(|(e, i)| e.index == i && e.term > 0);
     if !consecutive {
         return Err(LogError::Refused("entries are not consecutive".into()));
+    }
+    if entries.windows(2).any(|w| w[1].term < w[0].term) {
+        return Err(LogError::Refused("entry terms go down".into()));
     }
     let committed = view.state.hard_state.commit.max(view.state.truncated.0);
     if first <= committed || first > view.last_index() + 1 {
@@ -582,8 +599,10 @@ impl raft::Storage for RaftLog {
         let max_size = max_size.into().unwrap_or(u64::MAX);
         // Collect under the lock what the cache holds and where the rest lies; read the
         // rest from disk after releasing it.
-        let wanted: Vec<(u64, u64, Result<Entry, Loc>)> = {
+        type Wanted = (u64, u64, Result<Entry, (Loc, Option<Arc<SegmentFile>>)>);
+        let wanted: Vec<Wanted> = {
             let view = self.shared.view.lock();
+            let segments = self.shared.segments.read();
             if low < view.first_index() {
                 return Err(raft::Error::Store(StorageError::Compacted));
             }
@@ -596,12 +615,12 @@ impl raft::Storage for RaftLog {
                 let slot = view.slot(index).expect("checked against first and last");
                 let item = match (&slot.cached, slot.loc) {
                     (Some(entry), _) => Ok(entry.clone()),
-                    (None, Some(loc)) => Err(loc),
+                    (None, Some(loc)) => Err((loc, segments.get(&loc.seq).cloned())),
                     (None, None) => unreachable!("an entry not yet durable is always cached"),
                 };
                 size += match &item {
                     Ok(entry) => format::entry_len(entry) as u64,
-                    Err(loc) => u64::from(loc.len),
+                    Err((loc, _)) => u64::from(loc.len),
                 };
                 if !wanted.is_empty() && size > max_size {
                     break;
@@ -614,7 +633,7 @@ impl raft::Storage for RaftLog {
             .into_iter()
             .map(|(index, term, item)| match item {
                 Ok(entry) => Ok(entry),
-                Err(loc) => self.read_entry(index, loc, term),
+                Err((loc, segment)) => self.read_entry(index, loc, term, segment),
             })
             .collect()
     }
@@ -653,6 +672,3 @@ impl raft::Storage for RaftLog {
         Ok(snapshot)
     }
 }
-
-#[cfg(test)]
-mod tests;

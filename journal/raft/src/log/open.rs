@@ -2,6 +2,7 @@
 //! their writes, cut off a torn final write, refuse damage anywhere else, then replay the
 //! parts in order to rebuild the index of entries and the last durable state.
 
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -11,8 +12,8 @@ use parking_lot::{Mutex, RwLock};
 use raft::prelude::ConfState;
 
 use super::format::{
-    self, FORMAT_VERSION, HeaderError, LogId, LogState, Part, ReadPart, SegmentHeader,
-    WRITE_HEADER_BYTES, WriteHeader,
+    self, EntrySpan, FORMAT_VERSION, HeaderError, LogId, LogState, Part, ReadPart, SegmentHeader,
+    WRITE_HEADER_BYTES, WriteAt, WriteHeader,
 };
 use super::writer::{LogWriter, create_segment};
 use super::{
@@ -78,7 +79,7 @@ impl RaftLog {
         let count = segments.len();
         let mut tail = (0, 0);
         for (i, (segment, block)) in segments.iter().enumerate() {
-            let scan = scan(&*segment.file, &segment.path, *block)?;
+            let scan = scan(&*segment.file, &segment.path, *block, segment.seq)?;
             let is_last = i + 1 == count;
             let end = settle(segment, *block, &scan, is_last)?;
             if is_last {
@@ -187,7 +188,9 @@ fn open_segments(
                     supported: FORMAT_VERSION,
                 });
             }
-            Err(HeaderError::Invalid(_)) if is_last && is_torn_creation(&*file, &path, len)? => {
+            Err(HeaderError::Invalid(_))
+                if is_last && is_torn_creation(&*file, &path, len, seq)? =>
+            {
                 None
             }
             Err(HeaderError::Invalid(reason)) => return Err(corrupt(reason)),
@@ -197,7 +200,7 @@ fn open_segments(
             // A first write that did not survive: nothing of this segment was ever durable.
             Some(h) => {
                 is_last
-                    && scan(&*file, &path, u64::from(h.block_size))?
+                    && scan(&*file, &path, u64::from(h.block_size), seq)?
                         .writes
                         .is_empty()
             }
@@ -246,12 +249,12 @@ fn open_segments(
 /// A header is written with the segment's first write and both are fsynced, with the
 /// directory, before any later write: a segment with an invalid header and no valid write
 /// anywhere is one whose creation a crash interrupted. Any valid write means damage.
-fn is_torn_creation(file: &dyn DiskFile, path: &Path, len: u64) -> LogResult<bool> {
+fn is_torn_creation(file: &dyn DiskFile, path: &Path, len: u64, seq: u64) -> LogResult<bool> {
     const MIN_BLOCK: u64 = 512;
     if len > 1 << 20 {
         return Ok(false);
     }
-    Ok(find_valid_write(file, path, MIN_BLOCK, MIN_BLOCK)?.is_none())
+    Ok(find_valid_write(file, path, MIN_BLOCK, MIN_BLOCK, seq)?.is_none())
 }
 
 /// What [`scan`] found in one segment.
@@ -266,7 +269,7 @@ struct Scan {
     len: u64,
 }
 
-fn scan(file: &dyn DiskFile, path: &Path, block: u64) -> LogResult<Scan> {
+fn scan(file: &dyn DiskFile, path: &Path, block: u64, seq: u64) -> LogResult<Scan> {
     let len = file
         .len()
         .map_err(|e| LogError::io(format!("reading the length of {}", path.display()), e))?;
@@ -277,7 +280,15 @@ fn scan(file: &dyn DiskFile, path: &Path, block: u64) -> LogResult<Scan> {
         len,
     };
     while scan.end < len {
-        match read_write_at(file, path, scan.end, len)? {
+        match read_write_at(
+            file,
+            path,
+            WriteAt {
+                seq,
+                offset: scan.end,
+            },
+            len,
+        )? {
             Ok((header, parts)) => {
                 scan.writes.push((scan.end, parts));
                 scan.end += header.disk_len(block);
@@ -307,7 +318,8 @@ fn settle(segment: &SegmentFile, block: u64, scan: &Scan, is_last: bool) -> LogR
         offset: *offset,
         reason,
     };
-    if let Some(valid) = find_valid_write(&*segment.file, path, block, offset + block)? {
+    if let Some(valid) = find_valid_write(&*segment.file, path, block, offset + block, segment.seq)?
+    {
         return Err(corrupt(format!(
             "{reason}, yet a valid write follows at offset {valid}: damage in the middle \
              of the log, not a torn write"
@@ -328,10 +340,13 @@ fn settle(segment: &SegmentFile, block: u64, scan: &Scan, is_last: bool) -> LogR
     Ok((scan.end, *offset))
 }
 
-/// Rebuilds the log from its writes, oldest first. Entries at or below the last durable
-/// truncation point are gone; a later entry at or below the last index replaces the tail
-/// from there (the Ready that wrote it truncated the log in the same write); a reset
-/// (snapshot) empties the log.
+/// Rebuilds the log from its writes, oldest first, in two steps. First every entry is
+/// replayed as it was written, whatever the final truncation point: an entry at or below
+/// the last one replaces the tail from there (the Ready that wrote it truncated the log in
+/// the same write), and a reset (snapshot) empties the log. Only then are the entries at
+/// or below the last durable truncation point dropped, and what remains checked: indexes
+/// consecutive from the truncation point, terms never going down, records dense from the
+/// truncation point's first Lsn, the commit index within the log.
 fn replay(dir: &Path, writes: &[(&Arc<SegmentFile>, u64, Vec<ReadPart>)]) -> LogResult<View> {
     let corrupt = |segment: &Path, offset: u64, reason: String| LogError::Corruption {
         segment: segment.to_owned(),
@@ -348,67 +363,67 @@ fn replay(dir: &Path, writes: &[(&Arc<SegmentFile>, u64, Vec<ReadPart>)]) -> Log
         .next_back()
         .cloned()
         .ok_or_else(|| corrupt(dir, 0, "the log holds no state".into()))?;
-    let floor = state.truncated.0;
-    let mut slots: std::collections::VecDeque<Slot> = Default::default();
+    // index → (segment, offset of its write, span), as written.
+    let mut entries: BTreeMap<u64, (&Arc<SegmentFile>, u64, EntrySpan)> = BTreeMap::new();
     for (segment, offset, parts) in writes {
         for part in parts {
             match part {
                 ReadPart::Entries(spans) => {
-                    for span in spans.iter().filter(|s| s.index > floor) {
-                        let last = floor + slots.len() as u64;
-                        if span.index > last + 1 {
-                            return Err(corrupt(
-                                &segment.path,
-                                *offset,
-                                format!("entry {} after the last entry {last}", span.index),
-                            ));
-                        }
-                        slots.truncate((span.index - floor - 1) as usize);
-                        let prev = slots.back().map_or(state.first_lsn.get(), |s| s.lsn_end);
-                        let lsn_end = match span.records {
-                            None => prev,
-                            Some((first, count)) if first == prev => first + count,
-                            Some((first, _)) => {
-                                return Err(corrupt(
-                                    &segment.path,
-                                    *offset,
-                                    format!(
-                                        "entry {} holds records from Lsn {first}, but the log's \
-                                         records end at Lsn {prev}",
-                                        span.index
-                                    ),
-                                ));
-                            }
-                        };
-                        slots.push_back(Slot {
-                            term: span.term,
-                            lsn_end,
-
-                            number: 0,
-                            loc: Some(Loc {
-                                seq: segment.seq,
-                                offset: offset + WRITE_HEADER_BYTES as u64 + u64::from(span.offset),
-                                len: span.len,
-                            }),
-                            cached: None,
-                        });
-                        let mut max = segment.max_index.lock();
-                        *max = (*max).max(span.index);
-                    }
+                    let first = spans[0].index;
+                    entries.split_off(&first);
+                    entries.extend(spans.iter().map(|s| (s.index, (*segment, *offset, *s))));
                 }
-                ReadPart::Reset { .. } => slots.clear(),
+                ReadPart::Reset { .. } => entries.clear(),
                 ReadPart::State(_) => {}
             }
         }
     }
-    let last = floor + slots.len() as u64;
-    let terms_rise = slots
-        .iter()
-        .zip(slots.iter().skip(1))
-        .all(|(a, b)| a.term <= b.term);
-    if !terms_rise || slots.front().is_some_and(|s| s.term < state.truncated.1) {
-        return Err(corrupt(dir, 0, "entry terms go down along the log".into()));
+    let (floor, floor_term) = state.truncated;
+    let live = entries.split_off(&(floor + 1));
+    let mut slots = VecDeque::with_capacity(live.len());
+    let mut lsn_end = state.first_lsn.get();
+    let mut term = floor_term;
+    for (expected, (index, (segment, offset, span))) in (floor + 1..).zip(live) {
+        let fail = |reason: String| Err(corrupt(&segment.path, offset, reason));
+        if index != expected {
+            return fail(format!("entry {index} where entry {expected} belongs"));
+        }
+        if span.term < term {
+            return fail(format!(
+                "entry {index} has term {}, after term {term}",
+                span.term
+            ));
+        }
+        term = span.term;
+        if let Some((first, count)) = span.records {
+            if first != lsn_end {
+                return fail(format!(
+                    "entry {index} holds records from Lsn {first}, but the log's records end \
+                     at Lsn {lsn_end}"
+                ));
+            }
+            let Some(end) = first.checked_add(count) else {
+                return fail(format!("entry {index}: Lsns past the largest"));
+            };
+            lsn_end = end;
+        }
+        slots.push_back(Slot {
+            term: span.term,
+            lsn_end,
+            number: 0,
+            loc: Some(Loc {
+                seq: segment.seq,
+                offset: offset + WRITE_HEADER_BYTES as u64 + u64::from(span.offset),
+                len: span.len,
+            }),
+            cached: None,
+        });
+        // Only entries still in the log keep a segment: the others are dead, and whatever
+        // killed them (a replacement, a reset, compaction) is in this segment or a later one.
+        let mut max = segment.max_index.lock();
+        *max = (*max).max(index);
     }
+    let last = floor + slots.len() as u64;
     if state.hard_state.commit > last {
         return Err(corrupt(
             dir,
@@ -432,9 +447,10 @@ fn replay(dir: &Path, writes: &[(&Arc<SegmentFile>, u64, Vec<ReadPart>)]) -> Log
 fn read_write_at(
     file: &dyn DiskFile,
     path: &Path,
-    offset: u64,
+    at: WriteAt,
     len: u64,
 ) -> LogResult<Result<(WriteHeader, Vec<ReadPart>), String>> {
+    let offset = at.offset;
     let io = |e| LogError::io(format!("reading {}", path.display()), e);
     if offset + WRITE_HEADER_BYTES as u64 > len {
         return Ok(Err("file ends inside a write header".into()));
@@ -451,7 +467,7 @@ fn read_write_at(
     let mut body = vec![0u8; header.body_len as usize];
     file.read_exact_at(&mut body, offset + WRITE_HEADER_BYTES as u64)
         .map_err(io)?;
-    Ok(header.decode_body(&body).map(|parts| (header, parts)))
+    Ok(header.decode_body(&body, at).map(|parts| (header, parts)))
 }
 
 /// The offset of the first valid write at a `block`-aligned offset in `from..`, if any.
@@ -460,13 +476,14 @@ fn find_valid_write(
     path: &Path,
     block: u64,
     from: u64,
+    seq: u64,
 ) -> LogResult<Option<u64>> {
     let len = file
         .len()
         .map_err(|e| LogError::io(format!("reading the length of {}", path.display()), e))?;
     let mut offset = format::align_up(from, block);
     while offset < len {
-        if read_write_at(file, path, offset, len)?.is_ok() {
+        if read_write_at(file, path, WriteAt { seq, offset }, len)?.is_ok() {
             return Ok(Some(offset));
         }
         offset += block;

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use journaldb_journal::disk::{DirLock, Disk};
 use parking_lot::Mutex;
 
-use super::format::{self, LogId, Part, SegmentHeader};
+use super::format::{self, LogId, Part, SegmentHeader, WriteAt};
 use super::{Loc, LogError, LogResult, RaftLog, SegmentFile, file_name};
 
 /// The writer of a replica's log. Dropping it releases the directory.
@@ -122,7 +122,11 @@ impl LogWriter {
             self.zeroed_end = end;
         }
         self.buf.clear();
-        let spans = format::encode_write(&mut self.buf, &parts, self.block);
+        let at = WriteAt {
+            seq: self.active.seq,
+            offset: self.offset,
+        };
+        let spans = format::encode_write(&mut self.buf, &parts, self.block, at);
         let len = self.buf.len() as u64;
         // Zero ahead (as the journal does): extend the file by whole `preallocate_bytes`
         // of zeros in the same write, so most fsyncs change no file size.
@@ -213,12 +217,13 @@ impl LogWriter {
             return Ok(());
         }
         let dir = &self.log.shared.dir;
+        // One removal made durable at a time, oldest first: a file system that does not
+        // keep directory operations in order could otherwise keep a later removal and lose
+        // an earlier one, leaving a gap in the segments.
         let result = dead.iter().try_for_each(|segment| {
             self.disk
                 .remove_file(&segment.path)
-                .map_err(|e| LogError::io(format!("removing {}", segment.path.display()), e))
-        });
-        let result = result.and_then(|()| {
+                .map_err(|e| LogError::io(format!("removing {}", segment.path.display()), e))?;
             self.disk
                 .sync_dir(dir)
                 .map_err(|e| LogError::io(format!("syncing {}", dir.display()), e))
@@ -238,9 +243,12 @@ impl LogWriter {
     }
 }
 
-/// Creates, and makes durable, segment `seq` of `dir`: its header block followed by
-/// `first_write` (if any parts), one write, fsync the file, fsync the directory. Returns
-/// the segment and the offset after what was written.
+/// Creates, and makes durable, segment `seq` of `dir`: its header block alone (create,
+/// write, fsync the file, fsync the directory), then `first_write` if it has parts (write,
+/// fsync). Whatever a crash leaves of this is either a header with no write or a torn
+/// header with none — a torn creation, removed on open — never a write behind a torn
+/// header, which would look like damage. Returns the segment and the offset after what
+/// was written.
 pub(super) fn create_segment(
     disk: &dyn Disk,
     dir: &Path,
@@ -257,17 +265,27 @@ pub(super) fn create_segment(
         seq,
         id,
     };
-    let mut bytes = header.encode_block();
-    if !first_write.is_empty() {
-        let parts: Vec<&Part> = first_write.iter().collect();
-        format::encode_write(&mut bytes, &parts, u64::from(block_size));
-    }
-    file.write_all_at(&bytes, 0)
-        .map_err(|e| io("writing the start of", e))?;
+    let block = header.encode_block();
+    file.write_all_at(&block, 0)
+        .map_err(|e| io("writing the header of", e))?;
     file.sync_data().map_err(|e| io("syncing", e))?;
     disk.sync_dir(dir)
         .map_err(|e| io("syncing the directory of", e))?;
-    let end = bytes.len() as u64;
+    let mut end = block.len() as u64;
+    if !first_write.is_empty() {
+        let parts: Vec<&Part> = first_write.iter().collect();
+        let mut bytes = Vec::new();
+        format::encode_write(
+            &mut bytes,
+            &parts,
+            u64::from(block_size),
+            WriteAt { seq, offset: end },
+        );
+        file.write_all_at(&bytes, end)
+            .map_err(|e| io("writing the first write of", e))?;
+        file.sync_data().map_err(|e| io("syncing", e))?;
+        end += bytes.len() as u64;
+    }
     Ok((
         Arc::new(SegmentFile {
             seq,

@@ -1,0 +1,282 @@
+//! Raft messages over the wire: [`GrpcTransport`] sends a node's envelopes to its peers with
+//! `JournalService.Raft`, and [`GrpcInbox`] takes them in on the other side
+//! (ARCHITECTURE §5: messages travel as {group, to node, bytes}, batched per node).
+//!
+//! The receiving side trusts no field: a request for another cluster or node, a message
+//! whose sender or destination differs from the request's, a group this node does not
+//! run, bytes that are not a Raft message, or more envelopes than any sender batches are
+//! refused as a whole and reach no group. Sending is best effort and never blocks the
+//! driver: each peer has a bounded number of requests in flight, and a batch beyond that
+//! is dropped (Raft sends again).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use journaldb_journal::service::RaftInbox;
+use journaldb_proto::pb;
+use journaldb_proto::pb::journal_service_client::JournalServiceClient;
+use parking_lot::Mutex;
+use protobuf::Message as _;
+use raft::prelude::Message;
+use tokio::sync::Semaphore;
+use tonic::transport::Channel;
+
+use super::{Envelope, GroupId, Inbox, NodeId, Transport};
+
+/// Most envelopes one request may carry.
+pub const MAX_ENVELOPES_PER_REQUEST: usize = 4096;
+/// Requests in flight to one peer before more batches are dropped.
+pub const MAX_IN_FLIGHT_PER_PEER: usize = 64;
+
+/// Finds the client of a peer node (its address, and the connector: TCP, or turmoil's in
+/// simulation); `None` if the node is unknown.
+pub type Connect = dyn Fn(NodeId) -> Option<JournalServiceClient<Channel>> + Send + Sync;
+
+/// Sends envelopes to peers with `JournalService.Raft`.
+pub struct GrpcTransport {
+    cluster: u64,
+    node: NodeId,
+    connect: Arc<Connect>,
+    peers: Mutex<BTreeMap<NodeId, Peer>>,
+}
+
+struct Peer {
+    client: JournalServiceClient<Channel>,
+    in_flight: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for GrpcTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcTransport")
+            .field("cluster", &self.cluster)
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GrpcTransport {
+    /// The transport of node `node` of cluster `cluster`, reaching peers through `connect`.
+    pub fn new(cluster: u64, node: NodeId, connect: Arc<Connect>) -> GrpcTransport {
+        GrpcTransport {
+            cluster,
+            node,
+            connect,
+            peers: Mutex::new(BTreeMap::new()),
+        }
+    }
+}
+
+impl Transport for GrpcTransport {
+    fn send(&self, to: NodeId, envelopes: Vec<Envelope>) {
+        let (mut client, permit) = {
+            let mut peers = self.peers.lock();
+            let peer = match peers.get(&to) {
+                Some(peer) => peer,
+                None => {
+                    let Some(client) = (self.connect)(to) else {
+                        return;
+                    };
+                    peers.entry(to).or_insert(Peer {
+                        client,
+                        in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT_PER_PEER)),
+                    })
+                }
+            };
+            let Ok(permit) = peer.in_flight.clone().try_acquire_owned() else {
+                return; // the peer is slow or gone: drop, Raft resends
+            };
+            (peer.client.clone(), permit)
+        };
+        let requests: Vec<pb::RaftRequest> = envelopes
+            .chunks(MAX_ENVELOPES_PER_REQUEST)
+            .map(|chunk| pb::RaftRequest {
+                cluster: self.cluster,
+                from_node: self.node,
+                to_node: to,
+                envelopes: chunk
+                    .iter()
+                    .map(|e| pb::RaftEnvelope {
+                        group: e.group.0,
+                        message: encode(&e.message),
+                    })
+                    .collect(),
+            })
+            .collect();
+        tokio::spawn(async move {
+            let _in_flight = permit;
+            for request in requests {
+                // A lost request is a lost message: Raft resends what matters.
+                let _ = client.raft(request).await;
+            }
+        });
+    }
+}
+
+fn encode(message: &Message) -> Bytes {
+    Bytes::from(
+        message
+            .write_to_bytes()
+            .expect("a raft-rs message always encodes"),
+    )
+}
+
+/// Takes `JournalService.Raft` requests for node `node` of cluster `cluster` into its
+/// driver's inbox.
+#[derive(Debug)]
+pub struct GrpcInbox {
+    cluster: u64,
+    node: NodeId,
+    groups: BTreeSet<GroupId>,
+    inbox: Inbox,
+}
+
+impl GrpcInbox {
+    /// The inbox of `node`, running `groups`, delivering to `inbox`.
+    pub fn new(
+        cluster: u64,
+        node: NodeId,
+        groups: impl IntoIterator<Item = GroupId>,
+        inbox: Inbox,
+    ) -> GrpcInbox {
+        GrpcInbox {
+            cluster,
+            node,
+            groups: groups.into_iter().collect(),
+            inbox,
+        }
+    }
+
+    /// The envelopes of `request`, each checked; the first thing wrong refuses them all.
+    pub fn check(&self, request: pb::RaftRequest) -> Result<Vec<Envelope>, String> {
+        if request.cluster != self.cluster {
+            return Err(format!(
+                "Raft messages for cluster {:#x} reached cluster {:#x}",
+                request.cluster, self.cluster
+            ));
+        }
+        if request.to_node != self.node || request.from_node == self.node {
+            return Err(format!(
+                "Raft messages from node {} to node {} reached node {}",
+                request.from_node, request.to_node, self.node
+            ));
+        }
+        if request.envelopes.len() > MAX_ENVELOPES_PER_REQUEST {
+            return Err(format!(
+                "{} envelopes in one request, over {MAX_ENVELOPES_PER_REQUEST}",
+                request.envelopes.len()
+            ));
+        }
+        request
+            .envelopes
+            .into_iter()
+            .map(|envelope| {
+                let group = GroupId(envelope.group);
+                if !self.groups.contains(&group) {
+                    return Err(format!("{group:?} is not run on node {}", self.node));
+                }
+                let message = Message::parse_from_carllerche_bytes(&envelope.message)
+                    .map_err(|e| format!("{group:?}: not a Raft message: {e}"))?;
+                if message.to != request.to_node || message.from != request.from_node {
+                    return Err(format!(
+                        "{group:?}: a message from {} to {} in a request from {} to {}",
+                        message.from, message.to, request.from_node, request.to_node
+                    ));
+                }
+                Ok(Envelope { group, message })
+            })
+            .collect()
+    }
+}
+
+impl RaftInbox for GrpcInbox {
+    fn deliver(&self, request: pb::RaftRequest) -> Result<(), String> {
+        let envelopes = self.check(request)?;
+        self.inbox.deliver(envelopes);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft::prelude::MessageType;
+
+    fn inbox() -> (GrpcInbox, tokio::sync::mpsc::Receiver<Vec<Envelope>>) {
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        (GrpcInbox::new(9, 2, [GroupId(5)], Inbox(tx)), rx)
+    }
+
+    fn request(message: &Message) -> pb::RaftRequest {
+        pb::RaftRequest {
+            cluster: 9,
+            from_node: 1,
+            to_node: 2,
+            envelopes: vec![pb::RaftEnvelope {
+                group: 5,
+                message: encode(message),
+            }],
+        }
+    }
+
+    fn heartbeat(from: u64, to: u64) -> Message {
+        let mut m = Message::default();
+        m.set_msg_type(MessageType::MsgHeartbeat);
+        m.from = from;
+        m.to = to;
+        m.term = 3;
+        m
+    }
+
+    #[test]
+    fn a_well_formed_request_is_delivered_intact() {
+        let (inbox, mut rx) = inbox();
+        inbox.deliver(request(&heartbeat(1, 2))).unwrap();
+        let got = rx.try_recv().unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(
+            (got[0].group, got[0].message.clone()),
+            (GroupId(5), heartbeat(1, 2))
+        );
+    }
+
+    #[test]
+    fn every_wrong_field_refuses_the_whole_request() {
+        let (inbox, mut rx) = inbox();
+        let good = request(&heartbeat(1, 2));
+        let mut cases = Vec::new();
+        cases.push(pb::RaftRequest {
+            cluster: 8,
+            ..good.clone()
+        });
+        cases.push(pb::RaftRequest {
+            to_node: 3,
+            ..good.clone()
+        });
+        cases.push(pb::RaftRequest {
+            from_node: 2,
+            ..good.clone()
+        });
+        let mut unknown_group = good.clone();
+        unknown_group.envelopes[0].group = 6;
+        cases.push(unknown_group);
+        let mut garbage = good.clone();
+        garbage.envelopes[0].message = Bytes::from_static(&[0xff, 0xff, 0xff]);
+        cases.push(garbage);
+        cases.push(request(&heartbeat(3, 2))); // forged sender
+        cases.push(request(&heartbeat(1, 3))); // another destination
+        let mut flood = good.clone();
+        flood.envelopes = vec![good.envelopes[0].clone(); MAX_ENVELOPES_PER_REQUEST + 1];
+        cases.push(flood);
+        let mut mixed = good.clone();
+        mixed.envelopes.push(pb::RaftEnvelope {
+            group: 5,
+            message: Bytes::from_static(b"\x08"),
+        });
+        cases.push(mixed);
+        for (i, case) in cases.into_iter().enumerate() {
+            assert!(inbox.deliver(case).is_err(), "case {i} accepted");
+        }
+        assert!(rx.try_recv().is_err(), "nothing reached the driver");
+    }
+}
