@@ -35,6 +35,7 @@
 
 mod commit_wait;
 mod core;
+mod log;
 mod partition;
 pub mod protocol;
 mod replay;
@@ -43,6 +44,7 @@ mod window;
 
 pub use crate::commit_wait::commit_wait;
 pub use crate::core::{Adjudicator, AdjudicatorConfig};
+pub use crate::log::{PartitionLog, Submission, SubmitError};
 pub use crate::partition::{Partition, RecoveryError, Refusal};
 pub use crate::protocol::{
     CommitDecision, CommitRequest, PrepareDecision, PrepareRequest, StatusDecision, TxnStatus,

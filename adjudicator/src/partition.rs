@@ -8,7 +8,12 @@
 //! async mutex hands the lock to the next waiting task, which then holds it until a worker
 //! gets round to polling it — under load, a convoy in which most of a commit's latency is
 //! waiting for the lock. Backpressure is therefore awaited before locking
-//! ([`Journal::room`]) and the record queued without waiting ([`Journal::submit_now`]).
+//! ([`PartitionLog::room`]) and the record queued without waiting
+//! ([`PartitionLog::submit_now`]).
+//!
+//! The journal is any [`PartitionLog`]: the single-node [`Journal`] by default, or a
+//! replicated journal bound to one Raft term, whose records are durable once committed in
+//! that term (ARCHITECTURE §5); the commit path is the same.
 //!
 //! The embedded database calls a `Partition` directly; the `AdjudicatorService` serves the
 //! same methods over gRPC, so the commit path is written once. It does not choose τs,
@@ -18,12 +23,13 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use journaldb_journal::{Journal, Submitted};
+use journaldb_journal::Journal;
 use journaldb_proto::{Lsn, Mutation, PartitionId, TimeInterval, Timestamp, TxnId, pb};
 use parking_lot::{Mutex, MutexGuard};
 use prost::Message;
 
 use crate::core::{Adjudicator, AdjudicatorConfig};
+use crate::log::{PartitionLog, Submission, SubmitError};
 use crate::protocol::{
     CommitDecision, CommitRequest, PrepareDecision, PrepareRequest, StatusDecision, TxnStatus,
     Verdict,
@@ -43,19 +49,19 @@ pub enum Refusal {
 }
 
 /// One partition: its adjudicator and its journal.
-pub struct Partition {
+pub struct Partition<L: PartitionLog = Journal> {
     id: PartitionId,
     adj: Mutex<Adjudicator>,
-    journal: Arc<Journal>,
+    journal: Arc<L>,
     /// The planted [`PlantedBug::AckBeforeDurable`].
     ack_before_durable: bool,
 }
 
-impl std::fmt::Debug for Partition {
+impl<L: PartitionLog> std::fmt::Debug for Partition<L> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Partition")
             .field("id", &self.id)
-            .field("journal", &self.journal.dir())
+            .field("journal", &self.journal.describe())
             .finish_non_exhaustive()
     }
 }
@@ -122,9 +128,11 @@ impl Partition {
         })?;
         Ok(Partition::new(id, adj, journal))
     }
+}
 
+impl<L: PartitionLog> Partition<L> {
     /// Partition `id`, decided by `adj` (typically [`Adjudicator::replay`]ed from `journal`).
-    pub fn new(id: PartitionId, adj: Adjudicator, journal: Arc<Journal>) -> Self {
+    pub fn new(id: PartitionId, adj: Adjudicator, journal: Arc<L>) -> Self {
         Partition {
             id,
             ack_before_durable: adj.config().planted_bug == Some(PlantedBug::AckBeforeDurable),
@@ -139,7 +147,7 @@ impl Partition {
     }
 
     /// The partition's journal.
-    pub fn journal(&self) -> &Arc<Journal> {
+    pub fn journal(&self) -> &Arc<L> {
         &self.journal
     }
 
@@ -159,7 +167,7 @@ impl Partition {
         adj: &mut Adjudicator,
         record: &pb::Record,
         txn: Option<TxnId>,
-    ) -> Result<Submitted<'_>, Refusal> {
+    ) -> Result<L::Submitted<'_>, Refusal> {
         match self.journal.submit_now(encode(record)) {
             Ok(submitted) => {
                 if let Some(txn) = txn {
@@ -167,7 +175,7 @@ impl Partition {
                 }
                 Ok(submitted)
             }
-            Err(journaldb_journal::Error::RecordTooLarge { size, limit }) => {
+            Err(SubmitError::TooLarge { size, limit }) => {
                 if let Some(txn) = txn {
                     adj.forget(txn);
                 }
@@ -175,7 +183,7 @@ impl Partition {
                     "the record is {size} bytes, over the journal's limit of {limit}"
                 ))))
             }
-            Err(_) => {
+            Err(SubmitError::Failed(_)) => {
                 adj.append_failed();
                 Err(Refusal::AppendFailed)
             }
@@ -183,7 +191,7 @@ impl Partition {
     }
 
     /// Waits until a queued record is durable; the adjudicator steps down if it cannot be.
-    async fn durable(&self, submitted: Submitted<'_>) -> Result<Lsn, Refusal> {
+    async fn durable(&self, submitted: L::Submitted<'_>) -> Result<Lsn, Refusal> {
         if self.ack_before_durable {
             return Ok(submitted.lsn());
         }
@@ -215,7 +223,7 @@ impl Partition {
     async fn decide_then_submit<T>(
         &self,
         decide: impl FnOnce(&mut Adjudicator) -> Result<Step<T>, Refusal>,
-    ) -> Result<(T, Option<Submitted<'_>>), Refusal> {
+    ) -> Result<(T, Option<L::Submitted<'_>>), Refusal> {
         self.journal.room().await;
         let mut adj = self.adj.lock();
         adj.observe_durable(self.journal.durable_end());
@@ -234,7 +242,7 @@ impl Partition {
         &self,
         now: TimeInterval,
         req: &CommitRequest,
-    ) -> Result<(Timestamp, Option<Submitted<'_>>), Refusal> {
+    ) -> Result<(Timestamp, Option<L::Submitted<'_>>), Refusal> {
         let (outcome, submitted) = self
             .decide_then_submit(|adj| match adj.commit(now, req) {
                 CommitDecision::AbortThen { verdict, record } => {
@@ -262,7 +270,7 @@ impl Partition {
     pub async fn finish_commit(
         &self,
         txn_id: TxnId,
-        submitted: Submitted<'_>,
+        submitted: L::Submitted<'_>,
         known_durable: bool,
     ) -> Result<(), Refusal> {
         if known_durable {

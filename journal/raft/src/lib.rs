@@ -38,8 +38,8 @@ mod timing;
 
 pub use config::{ConfigError, GroupConfig};
 pub use driver::{
-    Driver, DriverConfig, Envelope, GroupId, GroupStatus, GrpcInbox, GrpcTransport, Inbox, NodeId,
-    Pending, ReplicatedJournal, ReplicationError, Transport,
+    Driver, DriverConfig, Envelope, GroupId, GroupStatus, GrpcInbox, GrpcTransport, Inbox,
+    LocalNetwork, NodeId, Pending, ReplicatedJournal, ReplicationError, Transport,
 };
 pub use entry::{EntryBatch, EntryError};
 pub use log::{LogError, LogId, LogOptions, LogState, LogWriter, RaftLog};

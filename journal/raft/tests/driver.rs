@@ -4,7 +4,7 @@
 //! isolated leader answers `CommitUnknown` while the others elect a new one; a node that
 //! crashed catches up from its disk and the new leader.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,76 +16,15 @@ use journaldb_proto::Lsn;
 use journaldb_raft::raft::StateRole;
 use journaldb_raft::raft::prelude::ConfState;
 use journaldb_raft::{
-    Driver, DriverConfig, Envelope, GroupId, Inbox, LogId, LogOptions, NodeId, RaftLog,
-    ReplicatedJournal, ReplicationError, Transport,
+    Driver, DriverConfig, GroupId, LocalNetwork, LogId, LogOptions, NodeId, RaftLog,
+    ReplicatedJournal, ReplicationError,
 };
-use parking_lot::Mutex;
 
 const GROUP: GroupId = GroupId(5);
 const SEED: u64 = 7;
 
-/// Delivers envelopes after a millisecond, unless the link is cut.
-struct Network {
-    start: tokio::time::Instant,
-    inboxes: Mutex<BTreeMap<NodeId, Inbox>>,
-    cut: Mutex<BTreeSet<(NodeId, NodeId)>>,
-    /// Every delivery, in order: what two runs of one seed must agree on.
-    trace: Mutex<Vec<String>>,
-}
-
-struct Link {
-    from: NodeId,
-    network: Arc<Network>,
-}
-
-impl Transport for Link {
-    fn send(&self, to: NodeId, envelopes: Vec<Envelope>) {
-        if self.network.cut.lock().contains(&(self.from, to)) {
-            return;
-        }
-        let Some(inbox) = self.network.inboxes.lock().get(&to).cloned() else {
-            return;
-        };
-        let network = self.network.clone();
-        let from = self.from;
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-            if !network.cut.lock().contains(&(from, to)) {
-                let mut trace = network.trace.lock();
-                for Envelope { message: m, .. } in &envelopes {
-                    trace.push(format!(
-                        "{:?} {from}→{to} {:?} term {} index {} entries {}",
-                        network.start.elapsed(),
-                        m.get_msg_type(),
-                        m.term,
-                        m.index,
-                        m.entries.len()
-                    ));
-                }
-                drop(trace);
-                inbox.deliver(envelopes);
-            }
-        });
-    }
-}
-
-impl Network {
-    fn isolate(&self, node: NodeId, on: bool) {
-        let mut cut = self.cut.lock();
-        for other in 1..=3 {
-            for link in [(node, other), (other, node)] {
-                if on {
-                    cut.insert(link);
-                } else {
-                    cut.remove(&link);
-                }
-            }
-        }
-    }
-}
-
 struct Cluster {
-    network: Arc<Network>,
+    network: Arc<LocalNetwork>,
     disks: BTreeMap<NodeId, CrashDisk>,
     drivers: BTreeMap<NodeId, Driver>,
 }
@@ -118,12 +57,7 @@ impl Cluster {
 
     fn start_with(seed: u64) -> Cluster {
         let mut cluster = Cluster {
-            network: Arc::new(Network {
-                start: tokio::time::Instant::now(),
-                inboxes: Mutex::default(),
-                cut: Mutex::default(),
-                trace: Mutex::default(),
-            }),
+            network: LocalNetwork::new(Duration::from_millis(1)),
             disks: BTreeMap::new(),
             drivers: BTreeMap::new(),
         };
@@ -147,18 +81,15 @@ impl Cluster {
         let mut config = DriverConfig::new(node, seed);
         config.flusher = Flusher::Task;
         config.tick = Duration::from_millis(10);
-        let link = Arc::new(Link {
-            from: node,
-            network: self.network.clone(),
-        });
-        let driver = Driver::start(config, vec![writer], link).unwrap();
-        self.network.inboxes.lock().insert(node, driver.inbox());
+        let transport = self.network.transport(node);
+        let driver = Driver::start(config, vec![writer], transport).unwrap();
+        self.network.attach(node, driver.inbox());
         self.drivers.insert(node, driver);
     }
 
     /// Power loss on `node`: its driver goes, its disk keeps only what was synced.
     async fn crash(&mut self, node: NodeId) {
-        self.network.inboxes.lock().remove(&node);
+        self.network.detach(node);
         let driver = self.drivers.remove(&node).unwrap();
         let crashed = self.disks[&node].crash(node);
         driver.stop().await;
@@ -336,7 +267,7 @@ fn traced_run(seed: u64) -> Vec<String> {
         cluster.network.isolate(leader, true);
         let others: Vec<NodeId> = (1..=3).filter(|n| *n != leader).collect();
         cluster.leader(&others).await;
-        cluster.network.trace.lock().clone()
+        cluster.network.trace()
     })
 }
 

@@ -42,9 +42,11 @@ use crate::{ElectionTiming, GroupConfig, discard_logger};
 
 mod group;
 mod handle;
+mod local;
 mod wire;
 
 pub use handle::{GroupStatus, Pending, ReplicatedJournal, ReplicationError};
+pub use local::LocalNetwork;
 pub use wire::{
     Connect, GrpcInbox, GrpcTransport, MAX_ENVELOPES_PER_REQUEST, MAX_IN_FLIGHT_PER_PEER,
 };
