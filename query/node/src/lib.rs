@@ -5,8 +5,10 @@
 //! node itself ([`node`]: the journals and adjudicators of its partitions, a storage
 //! replica fed over `Tail`, the topology service and health, on one gRPC listener), its
 //! maintenance (checkpoints, garbage collection, journal truncation), the resolution of
-//! votes left undecided (`resolver.rs`), its background tasks (`tasks.rs`), and the
-//! simulation's seam for requests served past their deadline ([`late`]).
+//! votes left undecided (`resolver.rs`), its background tasks (`tasks.rs`), the
+//! simulation's seam for requests served past their deadline ([`late`]), and a partition's
+//! adjudicator on the leader of its replicated journal ([`replicated`]; not wired into
+//! `serve` yet).
 //!
 //! It is a layer above the library (`journaldb`: `Database`, `Client`, errors) and below
 //! the command line (`journaldb-cli`): an application that embeds the library compiles
@@ -17,6 +19,7 @@ pub mod config;
 pub mod late;
 mod maintenance;
 pub mod node;
+pub mod replicated;
 mod resolver;
 mod tasks;
 

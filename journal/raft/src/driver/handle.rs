@@ -62,6 +62,14 @@ pub enum ReplicationError {
         /// The first Lsn still held.
         first: Lsn,
     },
+    /// A record larger than one Raft message carries; nothing was queued.
+    #[error("a record of {size} bytes, over the limit of {limit}")]
+    TooLarge {
+        /// The record's size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// The group stopped on this node: its log failed, or the driver stopped.
     #[error("{group:?} stopped: {reason}")]
     Stopped {
@@ -129,6 +137,8 @@ pub(super) struct Shared {
     pub status: watch::Sender<GroupStatus>,
     /// Wakes the driver: records were queued.
     pub wake: Arc<Notify>,
+    /// The largest record `submit` takes: one record must fit one Raft message.
+    pub max_record_bytes: usize,
 }
 
 /// One group's journal on this node. Clones share it.
@@ -191,9 +201,40 @@ impl ReplicatedJournal {
         self.shared.status.subscribe()
     }
 
+    /// The Lsn of the first record this replica still holds (after its truncation point).
+    pub fn first_lsn(&self) -> Lsn {
+        self.shared.log.state().first_lsn
+    }
+
+    /// The largest record [`ReplicatedJournal::submit`] takes.
+    pub fn max_record_bytes(&self) -> usize {
+        self.shared.max_record_bytes
+    }
+
+    /// Records of `term` below this Lsn are acknowledged (committed in `term` and applied
+    /// here while this node leads it); `None` once this node is in another term.
+    pub fn acknowledged_end(&self, term: u64) -> Option<Lsn> {
+        let acks = self.shared.acks.borrow();
+        (acks.term == term).then_some(acks.end)
+    }
+
+    /// The Lsn the next record submitted in `term` would get; `None` unless this node leads
+    /// `term` and the term still accepts records.
+    pub fn next_lsn(&self, term: u64) -> Option<Lsn> {
+        let queue = self.shared.queue.lock();
+        (queue.open && queue.term == term).then_some(queue.next_lsn)
+    }
+
     /// Queues `record` to be proposed in `term`, giving it the next Lsn. Refused unless
-    /// this node leads `term` and the term still accepts records (ARCHITECTURE §5 rule 2).
+    /// this node leads `term` and the term still accepts records (ARCHITECTURE §5 rule 2),
+    /// and if it is larger than [`ReplicatedJournal::max_record_bytes`].
     pub fn submit(&self, term: u64, record: Bytes) -> Result<Pending, ReplicationError> {
+        if record.len() > self.shared.max_record_bytes {
+            return Err(ReplicationError::TooLarge {
+                size: record.len(),
+                limit: self.shared.max_record_bytes,
+            });
+        }
         let mut queue = self.shared.queue.lock();
         if !queue.open || queue.term != term {
             let status = self.shared.status.borrow();

@@ -182,6 +182,10 @@ impl Driver {
                 }),
                 status: watch::Sender::new(group::initial_status(&log)),
                 wake: wake.clone(),
+                // Room for the batch and message framing around one record.
+                max_record_bytes: (config.group.max_message_bytes as usize / 2)
+                    .saturating_sub(1024)
+                    .max(1),
             });
             let flush = Arc::new(Notify::new());
             flushers.push(flush_loop(

@@ -1,0 +1,212 @@
+//! A partition's adjudicator on the leader of its journal's Raft group (ARCHITECTURE §4
+//! "Failover", §5 "Rules beside the log"; issue 14).
+//!
+//! [`lead`] is what a node runs when it becomes leader of a partition's group in a term:
+//! 1. it appends an `EpochStart` in that term and waits for it to be committed and
+//!    applied here — everything before it in the log is then committed and durable here;
+//! 2. it reads the journal up to that record and replays it (`ReplayMode::Failover`);
+//! 3. only then does the partition serve, over a [`TermLog`]: the replicated journal bound
+//!    to that one term. A record is acknowledged only once committed in that term while
+//!    this node still leads it (rule 1), and submitted only while it does (rule 2). When
+//!    the term ends, every wait fails (`CommitUnknown` to the client, which asks again by
+//!    transaction id) and the adjudicator steps down; the partition is not used again —
+//!    the next term starts from the log, never from this one's memory.
+//!
+//! Not yet wired into `journaldb serve`: a node still runs single-replica journals.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use journaldb_adjudicator::{
+    Adjudicator, AdjudicatorConfig, Partition, PartitionLog, ReplayError, ReplayMode, Submission,
+    SubmitError,
+};
+use journaldb_proto::{Clock, Lsn, PartitionId, pb};
+use journaldb_raft::{NodeId, Pending, ReplicatedJournal, ReplicationError};
+use prost::Message;
+
+/// A replicated journal bound to the one term in which this node leads it: what a
+/// partition's adjudicator appends to on the leader.
+#[derive(Debug)]
+pub struct TermLog {
+    journal: ReplicatedJournal,
+    term: u64,
+    /// The highest durable end seen, so it never goes back once the term has ended.
+    durable: AtomicU64,
+}
+
+impl TermLog {
+    /// `journal` in `term`, whose records are durable below `durable` already.
+    pub fn new(journal: ReplicatedJournal, term: u64, durable: Lsn) -> TermLog {
+        TermLog {
+            journal,
+            term,
+            durable: AtomicU64::new(durable.get()),
+        }
+    }
+
+    /// The term.
+    pub fn term(&self) -> u64 {
+        self.term
+    }
+
+    /// Whether this node still leads the term and takes records in it.
+    pub fn is_current(&self) -> bool {
+        self.journal.next_lsn(self.term).is_some()
+    }
+}
+
+/// A record submitted in a [`TermLog`]'s term.
+#[derive(Debug)]
+pub struct TermSubmission(Pending);
+
+impl Submission for TermSubmission {
+    fn lsn(&self) -> Lsn {
+        self.0.lsn()
+    }
+
+    async fn durable(self) -> Result<Lsn, String> {
+        self.0.committed().await.map_err(|e| e.to_string())
+    }
+}
+
+impl PartitionLog for TermLog {
+    type Submitted<'a> = TermSubmission;
+
+    fn submit_now(&self, record: Bytes) -> Result<TermSubmission, SubmitError> {
+        match self.journal.submit(self.term, record) {
+            Ok(pending) => Ok(TermSubmission(pending)),
+            Err(ReplicationError::TooLarge { size, limit }) => Err(SubmitError::TooLarge {
+                size: size as u64,
+                limit: limit as u64,
+            }),
+            Err(e) => Err(SubmitError::Failed(e.to_string())),
+        }
+    }
+
+    fn room(&self) -> impl Future<Output = ()> + Send {
+        // The driver proposes what is queued at its next turn; raft-rs bounds what is
+        // uncommitted, and a proposal it drops ends the term's submissions (rule 2).
+        std::future::ready(())
+    }
+
+    fn durable_end(&self) -> Lsn {
+        let now = self.journal.acknowledged_end(self.term).map_or(0, Lsn::get);
+        Lsn::new(self.durable.fetch_max(now, Ordering::Relaxed).max(now))
+    }
+
+    fn submitted_end(&self) -> Lsn {
+        self.journal
+            .next_lsn(self.term)
+            .unwrap_or_else(|| self.durable_end())
+    }
+
+    fn describe(&self) -> String {
+        format!("{:?} in term {}", self.journal.group(), self.term)
+    }
+}
+
+/// Why a node could not take over a partition as leader.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LeadError {
+    /// The term ended (or never was this node's) before the partition could serve.
+    #[error("{partition}: {error}")]
+    Replication {
+        /// The partition.
+        partition: PartitionId,
+        /// What the replicated journal said.
+        error: ReplicationError,
+    },
+    /// A committed record is not a `Record`.
+    #[error("{partition}, {lsn}: undecodable record: {reason}")]
+    Undecodable {
+        /// The partition.
+        partition: PartitionId,
+        /// Where the record is.
+        lsn: Lsn,
+        /// What the decoder said.
+        reason: String,
+    },
+    /// The records cannot be replayed.
+    #[error("{partition}: {error}")]
+    Replay {
+        /// The partition.
+        partition: PartitionId,
+        /// What is wrong with them.
+        error: ReplayError,
+    },
+}
+
+impl LeadError {
+    /// Whether a later term may succeed: the term ended under it. The others mean the log
+    /// itself is bad.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, LeadError::Replication { .. })
+    }
+}
+
+/// Takes over partition `id` as the leader of `term` of its journal (see the module docs):
+/// `EpochStart`, replay of everything before it, then a partition serving in `term`.
+/// `owns` says which keys are the partition's; `node` is this node, named in the epoch.
+pub async fn lead(
+    journal: &ReplicatedJournal,
+    term: u64,
+    node: NodeId,
+    id: PartitionId,
+    config: AdjudicatorConfig,
+    owns: impl Fn(&[u8]) -> bool,
+    clock: &dyn Clock,
+) -> Result<Partition<TermLog>, LeadError> {
+    let replication = |error| LeadError::Replication {
+        partition: id,
+        error,
+    };
+    let epoch_start = pb::Record {
+        kind: Some(pb::record::Kind::EpochStart(pb::EpochStart {
+            epoch: Some(pb::Epoch {
+                counter: term,
+                node_id: node,
+            }),
+        })),
+    };
+    let pending = journal
+        .submit(term, Bytes::from(epoch_start.encode_to_vec()))
+        .map_err(replication)?;
+    let epoch_lsn = pending.committed().await.map_err(replication)?;
+    let first = journal.first_lsn();
+    let mut records = Vec::new();
+    let mut from = first;
+    while from < epoch_lsn {
+        let page = journal.read(from, 4 << 20).map_err(replication)?;
+        let Some((last, _)) = page.last() else {
+            break;
+        };
+        from = last.next();
+        for (lsn, payload) in page.into_iter().filter(|(lsn, _)| *lsn < epoch_lsn) {
+            let record = pb::Record::decode(payload).map_err(|e| LeadError::Undecodable {
+                partition: id,
+                lsn,
+                reason: e.to_string(),
+            })?;
+            records.push(record);
+        }
+    }
+    let mode = ReplayMode::Failover {
+        now: clock.now(),
+        truncated: first > Lsn::FIRST,
+    };
+    let adj = Adjudicator::replay(id, config, records, owns, mode).map_err(|error| {
+        LeadError::Replay {
+            partition: id,
+            error,
+        }
+    })?;
+    let log = TermLog::new(journal.clone(), term, epoch_lsn.next());
+    Ok(Partition::new(id, adj, Arc::new(log)))
+}
+
+#[cfg(test)]
+mod tests;
