@@ -25,6 +25,7 @@ use journaldb_adjudicator::{
 };
 use journaldb_proto::{Clock, Lsn, PartitionId, pb};
 use journaldb_raft::{NodeId, Pending, ReplicatedJournal, ReplicationError};
+use journaldb_storage::follow::{Batch, Source};
 use prost::Message;
 
 /// A replicated journal bound to the one term in which this node leads it: what a
@@ -207,6 +208,55 @@ pub async fn lead(
     let log = TermLog::new(journal.clone(), term, epoch_lsn.next());
     Ok(Partition::new(id, adj, Arc::new(log)))
 }
+
+/// A storage node's feed from this node's replica of a journal (ARCHITECTURE §5 rule 7:
+/// storage counts only what is committed — the replica hands out records up to its last
+/// applied entry, committed and durable here, whoever leads).
+#[derive(Debug)]
+pub struct ReplicaSource {
+    journal: ReplicatedJournal,
+}
+
+/// Most record bytes one batch of a [`ReplicaSource`] carries (at least one record).
+const MAX_SOURCE_BATCH_BYTES: usize = 4 << 20;
+
+impl ReplicaSource {
+    /// The committed records of `journal` on this node.
+    pub fn new(journal: ReplicatedJournal) -> ReplicaSource {
+        ReplicaSource { journal }
+    }
+}
+
+impl Source for ReplicaSource {
+    async fn next_batch(&mut self, from: Lsn) -> journaldb_storage::Result<Option<Batch>> {
+        let unavailable = |e: ReplicationError| match e {
+            // The replica no longer holds what storage needs next: a storage node cannot
+            // skip records, so its feed stops (it must be rebuilt from a checkpoint).
+            ReplicationError::Truncated { .. } => {
+                journaldb_storage::Error::InvalidArgument(e.to_string())
+            }
+            e => journaldb_storage::Error::Io(e.to_string()),
+        };
+        match self.journal.wait_readable(from).await {
+            Ok(_) => {}
+            Err(ReplicationError::Stopped { .. }) => return Ok(None),
+            Err(e) => return Err(unavailable(e)),
+        }
+        let records = self
+            .journal
+            .read(from, MAX_SOURCE_BATCH_BYTES)
+            .map_err(unavailable)?;
+        debug_assert!(records.first().is_none_or(|(lsn, _)| *lsn == from));
+        Ok(Some(Batch {
+            first: from,
+            payloads: records.into_iter().map(|(_, payload)| payload).collect(),
+        }))
+    }
+}
+
+mod leadership;
+
+pub use leadership::{Leadership, Owns, Serving};
 
 #[cfg(test)]
 mod tests;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use journaldb_adjudicator::{AdjudicatorConfig, CommitRequest, Refusal, TxnStatus};
+use journaldb_adjudicator::{AdjudicatorConfig, CommitRequest, Partition, Refusal, TxnStatus};
 use journaldb_journal::Flusher;
 use journaldb_journal::disk::{CrashDisk, CrashDiskConfig};
 use journaldb_proto::{Clock, ManualClock, Mutation, PartitionId, Timestamp, TxnId};
@@ -18,7 +18,9 @@ use journaldb_raft::{
     ReplicatedJournal, ReplicationError,
 };
 
-use super::{LeadError, lead};
+use journaldb_storage::{MemoryEngine, StorageNode, follow};
+
+use super::{LeadError, Leadership, Owns, ReplicaSource, Serving, TermLog, lead};
 
 const PARTITION: PartitionId = PartitionId::new(0);
 const GROUP: GroupId = GroupId(1);
@@ -206,5 +208,133 @@ fn only_the_leader_of_a_term_can_take_a_partition_over() {
             stale.as_ref().is_err_and(LeadError::is_retryable),
             "{stale:?}"
         );
+    });
+}
+
+/// Waits until exactly one of `among` serves the partition, and returns it.
+async fn serving_leader(
+    leaderships: &BTreeMap<NodeId, Leadership>,
+    among: &[NodeId],
+) -> (NodeId, Arc<Partition<TermLog>>) {
+    for _ in 0..2000 {
+        let serving: Vec<_> = among
+            .iter()
+            .filter_map(|n| match leaderships[n].serving() {
+                Serving::Leader(p) => Some((*n, p)),
+                _ => None,
+            })
+            .collect();
+        if let [(node, partition)] = &serving[..] {
+            return (*node, partition.clone());
+        }
+        assert!(serving.len() <= 1, "two nodes serve the partition");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("nobody serves the partition");
+}
+
+#[test]
+fn leadership_moves_the_partition_with_the_raft_leader() {
+    runtime().block_on(async {
+        let cluster = Cluster::start();
+        let clock = Arc::new(ManualClock::new(Timestamp::from_nanos(1_000_000_000)));
+        let owns: Owns = Arc::new(|_: &[u8]| true);
+        let leaderships: BTreeMap<NodeId, Leadership> = (1..=3)
+            .map(|node| {
+                let leadership = Leadership::spawn(
+                    cluster.journal(node).clone(),
+                    node,
+                    PARTITION,
+                    AdjudicatorConfig::default(),
+                    owns.clone(),
+                    clock.clone(),
+                );
+                (node, leadership)
+            })
+            .collect();
+        let (old, part) = serving_leader(&leaderships, &[1, 2, 3]).await;
+        clock.advance(Duration::from_millis(1));
+        let first = part.commit(clock.now(), &request(1, &clock, false)).await.unwrap();
+        for node in (1..=3).filter(|n| *n != old) {
+            assert!(
+                matches!(leaderships[&node].serving(), Serving::Elsewhere { leader: Some(l) } if l == old),
+                "followers point at the leader"
+            );
+        }
+        cluster.network.isolate(old, true);
+        let others: Vec<NodeId> = (1..=3).filter(|n| *n != old).collect();
+        let (new, part) = serving_leader(&leaderships, &others).await;
+        assert_ne!(new, old);
+        // The cut-off node stops serving once its term ends (check-quorum).
+        for _ in 0..200 {
+            if !matches!(leaderships[&old].serving(), Serving::Leader(_)) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(!matches!(leaderships[&old].serving(), Serving::Leader(_)));
+        clock.advance(Duration::from_millis(1));
+        let retried = part.commit(clock.now(), &request(1, &clock, true)).await;
+        assert_eq!(retried, Ok(first));
+        cluster.network.isolate(old, false);
+        clock.advance(Duration::from_millis(1));
+        part.commit(clock.now(), &request(2, &clock, false)).await.unwrap();
+    });
+}
+
+/// Every node's storage, fed from its own replica, applies what the leader committed —
+/// including a node that was cut off while it happened.
+#[test]
+fn storage_on_every_replica_applies_what_was_committed() {
+    runtime().block_on(async {
+        let cluster = Cluster::start();
+        let clock = ManualClock::new(Timestamp::from_nanos(1_000_000_000));
+        let (leader, term) = cluster.leader(&[1, 2, 3]).await;
+        let lagging = (1..=3).find(|n| *n != leader).unwrap();
+        let owns = |_: &[u8]| true;
+        let part = lead(
+            cluster.journal(leader),
+            term,
+            leader,
+            PARTITION,
+            AdjudicatorConfig::default(),
+            owns,
+            &clock,
+        )
+        .await
+        .unwrap();
+        let mut storages = Vec::new();
+        for node in 1..=3 {
+            let storage = Arc::new(StorageNode::open(MemoryEngine::new(), &[PARTITION]).unwrap());
+            let source = ReplicaSource::new(cluster.journal(node).clone());
+            let fed = storage.clone();
+            tokio::spawn(async move { follow::feed(&fed, PARTITION, source).await });
+            storages.push(storage);
+        }
+        cluster.network.isolate(lagging, true);
+        let mut committed = Vec::new();
+        for txn in 1..=5 {
+            clock.advance(Duration::from_millis(1));
+            let at = part
+                .commit(clock.now(), &request(txn, &clock, false))
+                .await
+                .unwrap();
+            committed.push((txn, at));
+        }
+        cluster.network.isolate(lagging, false);
+        // A heartbeat past the last commit lets the storage watermarks pass it.
+        clock.advance(Duration::from_millis(1));
+        let promised = clock.now().latest;
+        part.promise_durable(promised).await.unwrap();
+        for storage in &storages {
+            for (txn, at) in &committed {
+                let deadline = tokio::time::sleep(Duration::from_secs(30));
+                let got = storage
+                    .get(format!("key {txn}").as_bytes(), *at, deadline)
+                    .await
+                    .unwrap();
+                assert_eq!(got.as_deref(), Some(&b"value"[..]), "txn {txn} at {at:?}");
+            }
+        }
     });
 }
