@@ -259,4 +259,6 @@ mod leadership;
 pub use leadership::{Leadership, Owns, Serving};
 
 #[cfg(test)]
+mod schedules;
+#[cfg(test)]
 mod tests;
