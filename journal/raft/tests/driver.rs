@@ -81,6 +81,9 @@ impl Cluster {
         let mut config = DriverConfig::new(node, seed);
         config.flusher = Flusher::Task;
         config.tick = Duration::from_millis(10);
+        // Small enough for a test to fill: `room` waits past 32 KiB unacknowledged.
+        config.group.max_uncommitted_bytes = 64 * 1024;
+        config.group.max_message_bytes = 16 * 1024;
         let transport = self.network.transport(node);
         let driver = Driver::start(config, vec![writer], transport).unwrap();
         self.network.attach(node, driver.inbox());
@@ -285,4 +288,58 @@ fn the_trace_is_a_function_of_the_seed() {
         );
     }
     assert_ne!(runs[0], runs[2], "another seed, another trace");
+}
+
+#[test]
+fn room_waits_while_too_much_is_unacknowledged() {
+    runtime().block_on(async {
+        let cluster = Cluster::start();
+        let (leader, term) = cluster.leader(&[1, 2, 3]).await;
+        let journal = cluster.journal(leader);
+        for follower in (1..=3).filter(|n| *n != leader) {
+            cluster.network.cut(leader, follower, true);
+        }
+        let mut pending = Vec::new();
+        for i in 0..40 {
+            journal.room(term).await;
+            pending.push(
+                journal
+                    .submit(term, Bytes::from(vec![i as u8; 1024]))
+                    .unwrap(),
+            );
+            if pending.len() == 32 {
+                break;
+            }
+        }
+        let waited = tokio::time::timeout(Duration::from_millis(50), journal.room(term)).await;
+        assert!(waited.is_err(), "32 KiB unacknowledged: no room");
+        for follower in (1..=3).filter(|n| *n != leader) {
+            cluster.network.cut(leader, follower, false);
+        }
+        tokio::time::timeout(Duration::from_secs(5), journal.room(term))
+            .await
+            .expect("room once acknowledged");
+        for p in pending {
+            p.committed().await.unwrap();
+        }
+    });
+}
+
+#[test]
+fn a_leader_asked_to_step_down_hands_the_term_over() {
+    runtime().block_on(async {
+        let cluster = Cluster::start();
+        let (leader, term) = cluster.leader(&[1, 2, 3]).await;
+        cluster.journal(leader).step_down(term);
+        let refused = cluster.journal(leader).submit(term, record(0));
+        assert!(
+            matches!(refused, Err(ReplicationError::NotLeader { .. })),
+            "{refused:?}"
+        );
+        let others: Vec<NodeId> = (1..=3).filter(|n| *n != leader).collect();
+        let (next, next_term) = cluster.leader(&others).await;
+        assert!(next_term > term, "node {next} leads a later term");
+        let p = cluster.journal(next).submit(next_term, record(1)).unwrap();
+        assert_eq!(p.committed().await, Ok(Lsn::FIRST));
+    });
 }

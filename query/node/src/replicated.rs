@@ -88,9 +88,7 @@ impl PartitionLog for TermLog {
     }
 
     fn room(&self) -> impl Future<Output = ()> + Send {
-        // The driver proposes what is queued at its next turn; raft-rs bounds what is
-        // uncommitted, and a proposal it drops ends the term's submissions (rule 2).
-        std::future::ready(())
+        self.journal.room(self.term)
     }
 
     fn durable_end(&self) -> Lsn {

@@ -71,6 +71,7 @@ impl Group {
     /// Proposes what the queue holds, as entries of at most `max_entry_bytes` (rule 2:
     /// only while this node leads the queue's term; a dropped proposal closes the term).
     pub fn propose(&mut self) {
+        self.step_down_if_asked();
         let (term, records, first_lsn) = {
             let mut queue = self.shared.queue.lock();
             if queue.records.is_empty() {
@@ -112,13 +113,43 @@ impl Group {
         }
     }
 
+    /// A leader whose term takes no records hands the leadership to the voter whose log
+    /// is furthest along (raft-rs aborts a transfer that does not finish within an
+    /// election timeout; this asks again at the next turn).
+    fn step_down_if_asked(&mut self) {
+        let term = {
+            let queue = self.shared.queue.lock();
+            if !queue.step_down {
+                return;
+            }
+            queue.term
+        };
+        let raft = &self.node.raft;
+        if raft.state != StateRole::Leader || raft.term != term || raft.lead_transferee.is_some() {
+            return;
+        }
+        let me = raft.id;
+        let target = raft
+            .prs()
+            .iter()
+            .filter(|(id, _)| **id != me)
+            .max_by_key(|(id, progress)| (progress.matched, std::cmp::Reverse(**id)))
+            .map(|(id, _)| *id);
+        if let Some(target) = target {
+            self.node.transfer_leader(target);
+        }
+    }
+
     fn close_term(&mut self, term: u64) {
         let mut queue = self.shared.queue.lock();
         if queue.term == term {
             queue.open = false;
+            queue.step_down = true;
             queue.records.clear();
+            queue.release(None);
         }
         drop(queue);
+        self.shared.room.notify_waiters();
         self.shared.acks.send_if_modified(|acks| {
             let close = acks.term == term && !acks.closed;
             acks.closed |= close;
@@ -254,6 +285,13 @@ impl Group {
             }
         });
         if let (Some(end), Some(term)) = (acked, leading) {
+            let released = {
+                let mut queue = self.shared.queue.lock();
+                queue.term == term && queue.release(Some(end))
+            };
+            if released {
+                self.shared.room.notify_waiters();
+            }
             self.shared.acks.send_if_modified(|acks| {
                 let moved = acks.term == term && acks.end < end;
                 if moved {
@@ -281,12 +319,8 @@ impl Group {
         let was = self.shared.acks.borrow().term;
         if role == StateRole::Leader && was != term {
             let next_lsn = RaftLog::next_batch_lsn(&raft.raft_log);
-            *self.shared.queue.lock() = super::handle::Queue {
-                term,
-                open: true,
-                next_lsn,
-                records: Vec::new(),
-            };
+            *self.shared.queue.lock() = super::handle::Queue::new(term, true, next_lsn);
+            self.shared.room.notify_waiters();
             self.shared.acks.send_replace(Acks {
                 term,
                 end: next_lsn,
@@ -296,7 +330,9 @@ impl Group {
             let mut queue = self.shared.queue.lock();
             queue.open = false;
             queue.records.clear();
+            queue.release(None);
             drop(queue);
+            self.shared.room.notify_waiters();
             self.shared.acks.send_if_modified(|acks| {
                 let close = !acks.closed;
                 acks.closed = true;

@@ -14,6 +14,7 @@
 //! - **Readers never see past what is committed and durable here** (rule 7): the readable
 //!   end is the Lsn after the last applied entry.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -125,6 +126,43 @@ pub(super) struct Queue {
     pub next_lsn: Lsn,
     /// Queued records; the first has Lsn `next_lsn - records.len()`.
     pub records: Vec<Bytes>,
+    /// `(Lsn, bytes)` of every record submitted in `term` and not yet acknowledged.
+    pub unacked: VecDeque<(Lsn, usize)>,
+    /// Their bytes: what [`ReplicatedJournal::room`] bounds.
+    pub unacked_bytes: usize,
+    /// This node should hand the leadership of `term` over: the term takes no records
+    /// (a proposal was dropped, or taking the partition over failed), and another voter
+    /// can serve a new term sooner than this one would end by itself.
+    pub step_down: bool,
+}
+
+impl Queue {
+    /// An empty queue for `term`, open if this node leads it.
+    pub fn new(term: u64, open: bool, next_lsn: Lsn) -> Queue {
+        Queue {
+            term,
+            open,
+            next_lsn,
+            records: Vec::new(),
+            unacked: VecDeque::new(),
+            unacked_bytes: 0,
+            step_down: false,
+        }
+    }
+
+    /// Forgets what is unacknowledged below `end` (acknowledged), or everything (the term
+    /// ended); `true` if bytes were released.
+    pub fn release(&mut self, end: Option<Lsn>) -> bool {
+        let before = self.unacked_bytes;
+        while let Some(&(lsn, bytes)) = self.unacked.front() {
+            if end.is_some_and(|end| lsn >= end) {
+                break;
+            }
+            self.unacked.pop_front();
+            self.unacked_bytes -= bytes;
+        }
+        self.unacked_bytes != before
+    }
 }
 
 /// What the handle and the driver share for one group.
@@ -137,6 +175,10 @@ pub(super) struct Shared {
     pub status: watch::Sender<GroupStatus>,
     /// Wakes the driver: records were queued.
     pub wake: Arc<Notify>,
+    /// Wakes [`ReplicatedJournal::room`] waiters: unacknowledged bytes were released.
+    pub room: Notify,
+    /// How many unacknowledged bytes a term may have before `room` waits.
+    pub max_unacked_bytes: usize,
     /// The largest record `submit` takes: one record must fit one Raft message.
     pub max_record_bytes: usize,
 }
@@ -206,6 +248,40 @@ impl ReplicatedJournal {
         self.shared.log.state().first_lsn
     }
 
+    /// Resolves when the records of `term` not yet acknowledged take fewer bytes than the
+    /// group's bound (or `term` takes no records any more: `submit` then says why). Await
+    /// it before a critical section that submits: raft-rs drops proposals past its own
+    /// bound on uncommitted bytes, which would end the term's submissions.
+    pub async fn room(&self, term: u64) {
+        loop {
+            let released = self.shared.room.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            {
+                let queue = self.shared.queue.lock();
+                if !queue.open
+                    || queue.term != term
+                    || queue.unacked_bytes < self.shared.max_unacked_bytes
+                {
+                    return;
+                }
+            }
+            released.await;
+        }
+    }
+
+    /// Asks this node to hand over the leadership of `term` if it still holds it (the
+    /// caller cannot serve the term). The term takes no more records.
+    pub fn step_down(&self, term: u64) {
+        let mut queue = self.shared.queue.lock();
+        if queue.term == term {
+            queue.open = false;
+            queue.step_down = true;
+        }
+        drop(queue);
+        self.shared.wake.notify_one();
+    }
+
     /// The largest record [`ReplicatedJournal::submit`] takes.
     pub fn max_record_bytes(&self) -> usize {
         self.shared.max_record_bytes
@@ -252,6 +328,8 @@ impl ReplicatedJournal {
         }
         let lsn = queue.next_lsn;
         queue.next_lsn = lsn.next();
+        queue.unacked.push_back((lsn, record.len()));
+        queue.unacked_bytes += record.len();
         queue.records.push(record);
         drop(queue);
         self.shared.wake.notify_one();

@@ -169,12 +169,7 @@ impl Driver {
             let shared = Arc::new(Shared {
                 group: id,
                 log: log.clone(),
-                queue: Mutex::new(Queue {
-                    term: 0,
-                    open: false,
-                    next_lsn: log.lsn_end(),
-                    records: Vec::new(),
-                }),
+                queue: Mutex::new(Queue::new(0, false, log.lsn_end())),
                 acks: watch::Sender::new(Acks {
                     term: 0,
                     end: log.lsn_end(),
@@ -182,6 +177,8 @@ impl Driver {
                 }),
                 status: watch::Sender::new(group::initial_status(&log)),
                 wake: wake.clone(),
+                room: Notify::new(),
+                max_unacked_bytes: (config.group.max_uncommitted_bytes / 2) as usize,
                 // Room for the batch and message framing around one record.
                 max_record_bytes: (config.group.max_message_bytes as usize / 2)
                     .saturating_sub(1024)

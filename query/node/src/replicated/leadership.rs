@@ -126,9 +126,11 @@ async fn follow(
                 Ok(partition) => {
                     serving.send_replace(Serving::Leader(Arc::new(partition)));
                 }
-                // The term ended under the takeover: the status says what now.
-                Err(LeadError::Replication { .. }) => {}
+                // The term ended under the takeover (the status says what now), or it
+                // cannot be served: if this node still leads it, it hands it over.
+                Err(LeadError::Replication { .. }) => journal.step_down(now.term),
                 Err(e) => {
+                    journal.step_down(now.term);
                     serving.send_replace(Serving::Failed(e.to_string()));
                     return;
                 }
