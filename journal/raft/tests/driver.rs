@@ -343,3 +343,44 @@ fn a_leader_asked_to_step_down_hands_the_term_over() {
         assert_eq!(p.committed().await, Ok(Lsn::FIRST));
     });
 }
+
+/// A peer's message of a kind only a node gives itself — here a proposal, which would put
+/// a record in the journal outside the leader's term rules — is dropped, not stepped.
+#[test]
+fn a_proposal_from_outside_is_never_stepped() {
+    use journaldb_raft::Envelope;
+    use journaldb_raft::raft::prelude::{Entry, Message, MessageType};
+    runtime().block_on(async {
+        let cluster = Cluster::start();
+        let (leader, term) = cluster.leader(&[1, 2, 3]).await;
+        let forged = journaldb_raft::EntryBatch {
+            first_lsn: Lsn::FIRST,
+            records: vec![record(666)],
+        };
+        let mut message = Message::default();
+        message.set_msg_type(MessageType::MsgPropose);
+        message.to = leader;
+        message.from = (1..=3).find(|n| *n != leader).unwrap();
+        message.term = term;
+        message.entries = vec![Entry {
+            data: forged.encode(),
+            ..Entry::default()
+        }]
+        .into();
+        cluster.drivers[&leader].inbox().deliver(vec![Envelope {
+            group: GROUP,
+            message,
+        }]);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let journal = cluster.journal(leader);
+        assert!(journal.status().failed.is_none());
+        let p = journal.submit(term, record(1)).unwrap();
+        assert_eq!(
+            p.committed().await,
+            Ok(Lsn::FIRST),
+            "no forged record took Lsn 1"
+        );
+        let read = journal.read(Lsn::FIRST, 1024).unwrap();
+        assert_eq!(read, vec![(Lsn::FIRST, record(1))]);
+    });
+}

@@ -181,7 +181,12 @@ pub async fn lead(
     while from < epoch_lsn {
         let page = journal.read(from, 4 << 20).map_err(replication)?;
         let Some((last, _)) = page.last() else {
-            break;
+            // Everything before the EpochStart is committed and applied here: a replay that
+            // cannot read it all must not serve from part of it.
+            return Err(replication(ReplicationError::Stopped {
+                group: journal.group(),
+                reason: format!("records {from}..{epoch_lsn} are not readable here"),
+            }));
         };
         from = last.next();
         for (lsn, payload) in page.into_iter().filter(|(lsn, _)| *lsn < epoch_lsn) {

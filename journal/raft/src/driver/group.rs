@@ -37,6 +37,8 @@ pub(super) struct Group {
     unpersisted: Vec<Unpersisted>,
     /// Largest data of one proposed entry.
     max_entry_bytes: usize,
+    /// The voter the last leadership transfer went to.
+    last_transfer: Option<u64>,
 }
 
 impl Group {
@@ -52,6 +54,7 @@ impl Group {
             flush,
             unpersisted: Vec::new(),
             max_entry_bytes,
+            last_transfer: None,
         }
     }
 
@@ -129,15 +132,25 @@ impl Group {
             return;
         }
         let me = raft.id;
-        let target = raft
+        // Voters heard from lately, furthest along first; after an aborted transfer the
+        // next one is asked, so a dead voter is not asked for ever.
+        let mut candidates: Vec<(u64, u64)> = raft
             .prs()
             .iter()
-            .filter(|(id, _)| **id != me)
-            .max_by_key(|(id, progress)| (progress.matched, std::cmp::Reverse(**id)))
-            .map(|(id, _)| *id);
-        if let Some(target) = target {
-            self.node.transfer_leader(target);
+            .filter(|(id, progress)| **id != me && progress.recent_active)
+            .map(|(id, progress)| (progress.matched, *id))
+            .collect();
+        candidates.sort_by_key(|(matched, id)| (std::cmp::Reverse(*matched), *id));
+        if candidates.is_empty() {
+            return;
         }
+        let at = candidates
+            .iter()
+            .position(|(_, id)| Some(*id) == self.last_transfer)
+            .map_or(0, |i| (i + 1) % candidates.len());
+        let target = candidates[at].1;
+        self.last_transfer = Some(target);
+        self.node.transfer_leader(target);
     }
 
     fn close_term(&mut self, term: u64) {

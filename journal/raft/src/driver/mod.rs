@@ -322,6 +322,28 @@ async fn flush_loop(
     }
 }
 
+/// Whether `message` is one Raft peers send each other, with a term: the only kinds the
+/// driver steps from outside. A proposal from a peer would bypass the term rules of the
+/// journal's submissions (§5 rule 2); elections, quorum checks and transfers are this
+/// node's own to start.
+pub(crate) fn is_peer_message(message: &Message) -> bool {
+    use raft::prelude::MessageType::*;
+    message.term != 0
+        && matches!(
+            message.get_msg_type(),
+            MsgAppend
+                | MsgAppendResponse
+                | MsgRequestVote
+                | MsgRequestVoteResponse
+                | MsgRequestPreVote
+                | MsgRequestPreVoteResponse
+                | MsgHeartbeat
+                | MsgHeartbeatResponse
+                | MsgSnapshot
+                | MsgTimeoutNow
+        )
+}
+
 /// Runs `f` on `group`. raft-rs answers a storage error it cannot handle (a failed disk
 /// read of an entry) with a panic (RAFT.md §2); that stops this group on this node, not the
 /// node's other groups.
@@ -361,7 +383,10 @@ impl Task {
                 biased;
                 _ = self.stop.changed() => break,
                 () = tokio::time::sleep_until(next_tick) => {
-                    next_tick += self.timing.next_tick();
+                    // Ticks missed while the task was held up are not made up in a burst:
+                    // that would run check-quorum twice with no responses read between
+                    // (RAFT.md §8: `Delay`, not `Burst`).
+                    next_tick = next_tick.max(Instant::now()) + self.timing.next_tick();
                     for group in self.groups.values_mut().filter(|g| !g.failed()) {
                         guarded(group, "ticking", |g| g.node.tick());
                     }
@@ -385,8 +410,10 @@ impl Task {
 
     fn deliver(&mut self, envelopes: Vec<Envelope>) {
         for Envelope { group, message } in envelopes {
-            if message.to != self.node {
-                continue; // not for this node: a stranger's or a misrouted message
+            if message.to != self.node || !is_peer_message(&message) {
+                // Not for this node, or a kind only a node gives itself (a proposal, an
+                // election or quorum check, a transfer): a stranger's or a forged message.
+                continue;
             }
             if let Some(group) = self.groups.get_mut(&group).filter(|g| !g.failed()) {
                 // A stale or unknown peer's message is refused by raft-rs, never fatal.
@@ -403,7 +430,7 @@ impl Task {
         result: Result<u64, String>,
         outbox: &mut BTreeMap<NodeId, Vec<Envelope>>,
     ) {
-        let Some(group) = self.groups.get_mut(&id) else {
+        let Some(group) = self.groups.get_mut(&id).filter(|g| !g.failed()) else {
             return;
         };
         match result {

@@ -26,6 +26,11 @@ use super::{Envelope, GroupId, Inbox, NodeId, Transport};
 
 /// Most envelopes one request may carry.
 pub const MAX_ENVELOPES_PER_REQUEST: usize = 4096;
+/// Most message bytes one request carries (a request holds at least one message): under
+/// tonic's default 4 MiB decoding limit, with room for the framing.
+pub const MAX_BYTES_PER_REQUEST: usize = 3 << 20;
+/// How long one request may take before it is given up (and its in-flight slot freed).
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Requests in flight to one peer before more batches are dropped.
 pub const MAX_IN_FLIGHT_PER_PEER: usize = 64;
 
@@ -88,24 +93,37 @@ impl Transport for GrpcTransport {
             };
             (peer.client.clone(), permit)
         };
-        let requests: Vec<pb::RaftRequest> = envelopes
-            .chunks(MAX_ENVELOPES_PER_REQUEST)
-            .map(|chunk| pb::RaftRequest {
-                cluster: self.cluster,
-                from_node: self.node,
-                to_node: to,
-                envelopes: chunk
-                    .iter()
-                    .map(|e| pb::RaftEnvelope {
-                        group: e.group.0,
-                        message: encode(&e.message),
-                    })
-                    .collect(),
-            })
-            .collect();
+        // Split by count and by bytes: a request the receiver cannot decode would lose
+        // every group's messages in it.
+        let mut requests: Vec<pb::RaftRequest> = Vec::new();
+        let mut bytes = 0;
+        for envelope in &envelopes {
+            let message = encode(&envelope.message);
+            let full = requests.last().is_none_or(|r| {
+                r.envelopes.len() >= MAX_ENVELOPES_PER_REQUEST
+                    || bytes + message.len() > MAX_BYTES_PER_REQUEST
+            });
+            if full {
+                bytes = 0;
+                requests.push(pb::RaftRequest {
+                    cluster: self.cluster,
+                    from_node: self.node,
+                    to_node: to,
+                    envelopes: Vec::new(),
+                });
+            }
+            bytes += message.len();
+            let request = requests.last_mut().expect("pushed above");
+            request.envelopes.push(pb::RaftEnvelope {
+                group: envelope.group.0,
+                message,
+            });
+        }
         tokio::spawn(async move {
             let _in_flight = permit;
             for request in requests {
+                let mut request = tonic::Request::new(request);
+                request.set_timeout(REQUEST_TIMEOUT);
                 // A lost request is a lost message: Raft resends what matters.
                 let _ = client.raft(request).await;
             }
@@ -177,6 +195,13 @@ impl GrpcInbox {
                 }
                 let message = Message::parse_from_carllerche_bytes(&envelope.message)
                     .map_err(|e| format!("{group:?}: not a Raft message: {e}"))?;
+                if !super::is_peer_message(&message) {
+                    return Err(format!(
+                        "{group:?}: a {:?} of term {} is not a message between peers",
+                        message.get_msg_type(),
+                        message.term
+                    ));
+                }
                 if message.to != request.to_node || message.from != request.from_node {
                     return Err(format!(
                         "{group:?}: a message from {} to {} in a request from {} to {}",
@@ -264,6 +289,21 @@ mod tests {
         garbage.envelopes[0].message = Bytes::from_static(&[0xff, 0xff, 0xff]);
         cases.push(garbage);
         cases.push(request(&heartbeat(3, 2))); // forged sender
+        for local in [
+            MessageType::MsgPropose,
+            MessageType::MsgHup,
+            MessageType::MsgBeat,
+            MessageType::MsgTransferLeader,
+            MessageType::MsgCheckQuorum,
+            MessageType::MsgReadIndex,
+        ] {
+            let mut m = heartbeat(1, 2);
+            m.set_msg_type(local);
+            cases.push(request(&m)); // a message only a node gives itself
+        }
+        let mut termless = heartbeat(1, 2);
+        termless.term = 0;
+        cases.push(request(&termless));
         cases.push(request(&heartbeat(1, 3))); // another destination
         let mut flood = good.clone();
         flood.envelopes = vec![good.envelopes[0].clone(); MAX_ENVELOPES_PER_REQUEST + 1];
