@@ -45,7 +45,7 @@ mod window;
 pub use crate::commit_wait::commit_wait;
 pub use crate::core::{Adjudicator, AdjudicatorConfig};
 pub use crate::log::{PartitionLog, Submission, SubmitError};
-pub use crate::partition::{Partition, RecoveryError, Refusal};
+pub use crate::partition::{Partition, RecoveryError, Refusal, replay_payloads};
 pub use crate::protocol::{
     CommitDecision, CommitRequest, PrepareDecision, PrepareRequest, StatusDecision, TxnStatus,
     Unavailable, Verdict, Vote,

@@ -110,24 +110,38 @@ impl Partition {
         owns: impl Fn(&[u8]) -> bool,
         mode: ReplayMode,
     ) -> Result<Partition, RecoveryError> {
-        let mut records = Vec::new();
-        for item in journal.read_from(from)? {
-            let (lsn, payload) = item?;
-            let record = pb::Record::decode(payload).map_err(|e| RecoveryError::Undecodable {
+        let payloads = journal
+            .read_from(from)?
+            .collect::<Result<Vec<_>, journaldb_journal::Error>>()?;
+        let adj = replay_payloads(id, config, payloads, owns, mode)?;
+        Ok(Partition::new(id, adj, journal))
+    }
+}
+
+/// Partition `id`'s adjudicator rebuilt from its journal's payloads `(Lsn, encoded
+/// Record)` in order — decoded and [`Adjudicator::replay`]ed in `mode`. The recovery of
+/// every journal, single-node or replicated.
+pub fn replay_payloads(
+    id: PartitionId,
+    config: AdjudicatorConfig,
+    payloads: impl IntoIterator<Item = (Lsn, Bytes)>,
+    owns: impl Fn(&[u8]) -> bool,
+    mode: ReplayMode,
+) -> Result<Adjudicator, RecoveryError> {
+    let records = payloads
+        .into_iter()
+        .map(|(lsn, payload)| {
+            pb::Record::decode(payload).map_err(|e| RecoveryError::Undecodable {
                 partition: id,
                 lsn,
                 reason: e.to_string(),
-            })?;
-            records.push(record);
-        }
-        let adj = Adjudicator::replay(id, config, records, owns, mode).map_err(|error| {
-            RecoveryError::Replay {
-                partition: id,
-                error,
-            }
-        })?;
-        Ok(Partition::new(id, adj, journal))
-    }
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Adjudicator::replay(id, config, records, owns, mode).map_err(|error| RecoveryError::Replay {
+        partition: id,
+        error,
+    })
 }
 
 impl<L: PartitionLog> Partition<L> {

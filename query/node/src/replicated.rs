@@ -20,8 +20,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use journaldb_adjudicator::{
-    Adjudicator, AdjudicatorConfig, Partition, PartitionLog, ReplayError, ReplayMode, Submission,
-    SubmitError,
+    AdjudicatorConfig, Partition, PartitionLog, RecoveryError, ReplayMode, Submission, SubmitError,
+    replay_payloads,
 };
 use journaldb_proto::{Clock, Lsn, PartitionId, pb};
 use journaldb_raft::{NodeId, Pending, ReplicatedJournal, ReplicationError};
@@ -119,24 +119,9 @@ pub enum LeadError {
         /// What the replicated journal said.
         error: ReplicationError,
     },
-    /// A committed record is not a `Record`.
-    #[error("{partition}, {lsn}: undecodable record: {reason}")]
-    Undecodable {
-        /// The partition.
-        partition: PartitionId,
-        /// Where the record is.
-        lsn: Lsn,
-        /// What the decoder said.
-        reason: String,
-    },
-    /// The records cannot be replayed.
-    #[error("{partition}: {error}")]
-    Replay {
-        /// The partition.
-        partition: PartitionId,
-        /// What is wrong with them.
-        error: ReplayError,
-    },
+    /// The records cannot be replayed (undecodable, or breaking the journal's rules).
+    #[error(transparent)]
+    Recovery(#[from] RecoveryError),
 }
 
 impl LeadError {
@@ -176,7 +161,7 @@ pub async fn lead(
         .map_err(replication)?;
     let epoch_lsn = pending.committed().await.map_err(replication)?;
     let first = journal.first_lsn();
-    let mut records = Vec::new();
+    let mut payloads = Vec::new();
     let mut from = first;
     while from < epoch_lsn {
         let page = journal.read(from, 4 << 20).map_err(replication)?;
@@ -189,25 +174,13 @@ pub async fn lead(
             }));
         };
         from = last.next();
-        for (lsn, payload) in page.into_iter().filter(|(lsn, _)| *lsn < epoch_lsn) {
-            let record = pb::Record::decode(payload).map_err(|e| LeadError::Undecodable {
-                partition: id,
-                lsn,
-                reason: e.to_string(),
-            })?;
-            records.push(record);
-        }
+        payloads.extend(page.into_iter().filter(|(lsn, _)| *lsn < epoch_lsn));
     }
     let mode = ReplayMode::Failover {
         now: clock.now(),
         truncated: first > Lsn::FIRST,
     };
-    let adj = Adjudicator::replay(id, config, records, owns, mode).map_err(|error| {
-        LeadError::Replay {
-            partition: id,
-            error,
-        }
-    })?;
+    let adj = replay_payloads(id, config, payloads, owns, mode)?;
     let log = TermLog::new(journal.clone(), term, epoch_lsn.next());
     Ok(Partition::new(id, adj, Arc::new(log)))
 }
