@@ -53,6 +53,10 @@ pub trait PartitionLog: Send + Sync + 'static {
     /// Every record below this Lsn is durable.
     fn durable_end(&self) -> Lsn;
 
+    /// Resolves once every record below `end` is durable; `Err` (with why) if one of them
+    /// may never be.
+    fn durable_through(&self, end: Lsn) -> impl Future<Output = Result<(), String>> + Send;
+
     /// The Lsn the next queued record gets.
     fn submitted_end(&self) -> Lsn;
 
@@ -92,6 +96,12 @@ impl PartitionLog for Journal {
 
     fn submitted_end(&self) -> Lsn {
         Journal::submitted_end(self)
+    }
+
+    async fn durable_through(&self, end: Lsn) -> Result<(), String> {
+        Journal::durable_through(self, end)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     fn describe(&self) -> String {

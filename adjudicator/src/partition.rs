@@ -474,18 +474,31 @@ impl<L: PartitionLog> Partition<L> {
     /// appends a `Heartbeat` at `ts` if the floor had to move (for storage replicas in other
     /// processes, which learn it from the journal). Returns the floor afterwards.
     pub async fn promise_durable(&self, ts: Timestamp) -> Result<Timestamp, Refusal> {
-        self.decide_then_append(|adj| {
-            if adj.is_stepped_down() {
-                return Err(Refusal::AppendFailed);
-            }
-            let record = adj.promise(ts);
-            let floor = adj.floor();
-            Ok(match record {
-                Some(record) => Step::Append(floor, record, None),
-                None => Step::Done(floor),
+        // When no record is needed, the floor may stand on records only queued so far:
+        // the promise is answered once they are durable (in a replicated journal, one that
+        // never commits would take the floor with it, §5 rule 1).
+        let mut queued_end = Lsn::ZERO;
+        let floor = self
+            .decide_then_append(|adj| {
+                if adj.is_stepped_down() {
+                    return Err(Refusal::AppendFailed);
+                }
+                let record = adj.promise(ts);
+                let floor = adj.floor();
+                Ok(match record {
+                    Some(record) => Step::Append(floor, record, None),
+                    None => {
+                        queued_end = self.journal.submitted_end();
+                        Step::Done(floor)
+                    }
+                })
             })
-        })
-        .await
+            .await?;
+        if self.journal.durable_through(queued_end).await.is_err() {
+            self.adj.lock().append_failed();
+            return Err(Refusal::AppendFailed);
+        }
+        Ok(floor)
     }
 
     /// Promises, in memory, that no record with τ ≤ `ts` will follow those handed out so

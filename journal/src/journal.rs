@@ -246,6 +246,18 @@ impl Journal {
         Lsn::new(self.shared.durable.end())
     }
 
+    /// Resolves once every record below `end` is durable; an error if one of them never
+    /// will be (the journal failed or closed first).
+    pub async fn durable_through(&self, end: Lsn) -> Result<()> {
+        let Some(last) = end.get().checked_sub(1).filter(|l| *l > 0) else {
+            return Ok(());
+        };
+        match self.shared.durable.wait_durable(last).await {
+            Ok(()) => Ok(()),
+            Err(_halted) => Err(self.shared.stopped_error()),
+        }
+    }
+
     /// Number of segment files.
     pub fn segment_count(&self) -> usize {
         self.shared.segments.read().len()

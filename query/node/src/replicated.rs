@@ -96,6 +96,16 @@ impl PartitionLog for TermLog {
         Lsn::new(self.durable.fetch_max(now, Ordering::Relaxed).max(now))
     }
 
+    async fn durable_through(&self, end: Lsn) -> Result<(), String> {
+        if end <= self.durable_end() {
+            return Ok(());
+        }
+        self.journal
+            .acknowledged_through(self.term, end)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     fn submitted_end(&self) -> Lsn {
         self.journal
             .next_lsn(self.term)

@@ -294,6 +294,28 @@ impl ReplicatedJournal {
         (acks.term == term).then_some(acks.end)
     }
 
+    /// Resolves once records of `term` below `end` are acknowledged (committed in `term`
+    /// and applied here while this node leads it); `CommitUnknown` if the term ends first.
+    /// Meaningful only for `end` past the term's first committed record (before it, the
+    /// acknowledged end also covers earlier terms' uncommitted tail).
+    pub async fn acknowledged_through(&self, term: u64, end: Lsn) -> Result<(), ReplicationError> {
+        let mut acks = self.shared.acks.subscribe();
+        loop {
+            {
+                let now = acks.borrow_and_update();
+                if now.term == term && now.end >= end {
+                    return Ok(());
+                }
+                if now.term != term || now.closed {
+                    return Err(ReplicationError::CommitUnknown { term, lsn: end });
+                }
+            }
+            if acks.changed().await.is_err() {
+                return Err(ReplicationError::CommitUnknown { term, lsn: end });
+            }
+        }
+    }
+
     /// The Lsn the next record submitted in `term` would get; `None` unless this node leads
     /// `term` and the term still accepts records.
     pub fn next_lsn(&self, term: u64) -> Option<Lsn> {

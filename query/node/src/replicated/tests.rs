@@ -338,3 +338,41 @@ fn storage_on_every_replica_applies_what_was_committed() {
         }
     });
 }
+
+/// A promise that needs no record of its own stands on the records queued before it: it
+/// is answered only once they are committed. Here the record never commits (its leader is
+/// cut off), so neither does the promise (§5 rule 1: promises too).
+#[test]
+fn a_promise_waits_for_the_records_its_floor_stands_on() {
+    runtime().block_on(async {
+        let cluster = Cluster::start();
+        let clock = ManualClock::new(Timestamp::from_nanos(1_000_000_000));
+        let (leader, term) = cluster.leader(&[1, 2, 3]).await;
+        let owns = |_: &[u8]| true;
+        let part = lead(
+            cluster.journal(leader),
+            term,
+            leader,
+            PARTITION,
+            AdjudicatorConfig::default(),
+            owns,
+            &clock,
+        )
+        .await
+        .unwrap();
+        let below = clock.now().latest;
+        clock.advance(Duration::from_millis(1));
+        cluster.network.isolate(leader, true);
+        let stranded = request(1, &clock, false);
+        let (committed, promised) = tokio::join!(part.commit(clock.now(), &stranded), async {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            part.promise_durable(below).await
+        });
+        assert_eq!(committed, Err(Refusal::AppendFailed));
+        assert_eq!(
+            promised,
+            Err(Refusal::AppendFailed),
+            "no promise on a lost record"
+        );
+    });
+}
