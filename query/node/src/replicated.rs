@@ -223,11 +223,12 @@ impl Source for ReplicaSource {
             }
             e => journaldb_storage::Error::Io(e.to_string()),
         };
-        match self.journal.wait_readable(from).await {
-            Ok(_) => {}
-            Err(ReplicationError::Stopped { .. }) => return Ok(None),
-            Err(e) => return Err(unavailable(e)),
-        }
+        // A stopped group (its log failed, raft-rs panicked, the driver stopped) is an
+        // error, not the end of the journal: the feed stops and says why.
+        self.journal
+            .wait_readable(from)
+            .await
+            .map_err(unavailable)?;
         let records = self
             .journal
             .read(from, MAX_SOURCE_BATCH_BYTES)
