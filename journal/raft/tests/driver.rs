@@ -384,3 +384,53 @@ fn a_proposal_from_outside_is_never_stepped() {
         assert_eq!(read, vec![(Lsn::FIRST, record(1))]);
     });
 }
+
+/// The leader's log is compacted past what a crashed follower holds; restarted, the
+/// follower gets a (metadata-only) snapshot, resumes after it and replicates what follows;
+/// what lies before it is gone from that replica, and says so.
+#[test]
+fn a_follower_behind_a_compacted_log_resumes_from_a_snapshot() {
+    runtime().block_on(async {
+        let mut cluster = Cluster::start();
+        let (leader, term) = cluster.leader(&[1, 2, 3]).await;
+        let follower = (1..=3).find(|n| *n != leader).unwrap();
+        let commit =
+            |cluster: &Cluster, i: u64| cluster.journal(leader).submit(term, record(i)).unwrap();
+        for i in 0..20 {
+            commit(&cluster, i).committed().await.unwrap();
+        }
+        cluster.crash(follower).await;
+        for i in 20..60 {
+            commit(&cluster, i).committed().await.unwrap();
+        }
+        for node in (1..=3).filter(|n| *n != follower) {
+            let journal = cluster.journal(node);
+            journal.wait_readable(Lsn::new(60)).await.unwrap();
+            let kept = journal.truncate_prefix(Lsn::new(51)).unwrap();
+            assert_eq!(kept, Lsn::new(51), "node {node}");
+            assert!(matches!(
+                journal.read(Lsn::new(50), 1024),
+                Err(ReplicationError::Truncated { .. })
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        cluster.run(follower, SEED);
+        for i in 60..70 {
+            commit(&cluster, i).committed().await.unwrap();
+        }
+        let journal = cluster.journal(follower);
+        journal.wait_readable(Lsn::new(70)).await.unwrap();
+        assert_eq!(
+            journal.first_lsn(),
+            Lsn::new(51),
+            "resumed after the snapshot"
+        );
+        let got = journal.read(Lsn::new(51), 1 << 20).unwrap();
+        let want: Vec<(Lsn, Bytes)> = (50..70).map(|i| (Lsn::new(i + 1), record(i))).collect();
+        assert_eq!(got, want);
+        assert!(matches!(
+            journal.read(Lsn::new(30), 1024),
+            Err(ReplicationError::Truncated { .. })
+        ));
+    });
+}

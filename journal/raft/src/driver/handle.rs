@@ -175,6 +175,8 @@ pub(super) struct Shared {
     pub status: watch::Sender<GroupStatus>,
     /// Wakes the driver: records were queued.
     pub wake: Arc<Notify>,
+    /// Wakes this group's flusher: something was staged outside a Ready (compaction).
+    pub flush: Arc<Notify>,
     /// Wakes [`ReplicatedJournal::room`] waiters: unacknowledged bytes were released.
     pub room: Notify,
     /// How many unacknowledged bytes a term may have before `room` waits.
@@ -280,6 +282,28 @@ impl ReplicatedJournal {
         }
         drop(queue);
         self.shared.wake.notify_one();
+    }
+
+    /// Drops this replica's records before `before` from the front of its log (whole
+    /// entries only: the entry holding `before` stays), as far as the log allows — up to
+    /// what is applied here and durably committed. Returns the first Lsn kept. Deciding
+    /// when is the caller's (ARCHITECTURE §5 "Truncation"); a follower that then needs
+    /// what is gone gets a snapshot and resumes after it.
+    pub fn truncate_prefix(&self, before: Lsn) -> Result<Lsn, ReplicationError> {
+        let log = &self.shared.log;
+        let state = log.durable_state();
+        let limit = log.state().applied.min(state.hard_state.commit);
+        let to = match log.index_of_lsn(before) {
+            Some(holding) => holding - 1,
+            // Past every record: as far as the limit goes.
+            None if before >= log.lsn_end() => limit,
+            None => return Ok(log.state().first_lsn),
+        };
+        let to = to.min(limit);
+        log.compact(to)
+            .map_err(|e| ReplicationError::from((self.shared.group, e)))?;
+        self.shared.flush.notify_one();
+        Ok(log.state().first_lsn)
     }
 
     /// The largest record [`ReplicatedJournal::submit`] takes.

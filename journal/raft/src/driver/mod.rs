@@ -166,6 +166,7 @@ impl Driver {
             let log = writer.log().clone();
             let id = GroupId(log.id().group);
             let node = raft_node(&config, id, &log)?;
+            let flush = Arc::new(Notify::new());
             let shared = Arc::new(Shared {
                 group: id,
                 log: log.clone(),
@@ -177,6 +178,7 @@ impl Driver {
                 }),
                 status: watch::Sender::new(group::initial_status(&log)),
                 wake: wake.clone(),
+                flush: flush.clone(),
                 room: Notify::new(),
                 max_unacked_bytes: (config.group.max_uncommitted_bytes / 2) as usize,
                 // Room for the batch and message framing around one record.
@@ -184,7 +186,6 @@ impl Driver {
                     .saturating_sub(1024)
                     .max(1),
             });
-            let flush = Arc::new(Notify::new());
             flushers.push(flush_loop(
                 id,
                 writer,
