@@ -12,7 +12,7 @@ use journaldb_adjudicator::{
 };
 use journaldb_journal::{Journal, JournalOptions};
 use journaldb_proto::{
-    Clock, EmbeddedClock, Epoch, Mutation, PartitionId, TimeInterval, Timestamp, TxnId,
+    Clock, EmbeddedClock, Epoch, ManualClock, Mutation, PartitionId, TimeInterval, Timestamp, TxnId,
 };
 
 use crate::service::runtime;
@@ -142,5 +142,54 @@ fn treating_a_queued_commit_as_durable_before_it_is_stops_the_partition() {
         let (_, queued) = part.commit_queued(clock.now(), &request).await.unwrap();
         let submitted = queued.expect("a new commit queues its record");
         let _ = part.finish_commit(request.txn_id, submitted, true).await;
+    });
+}
+
+/// A durable promise that needs no record of its own stands on the records queued before
+/// it: it is answered only once they are durable. Here the fsync of the queued commit
+/// fails, so the promise fails too rather than promise on a record a restart would lose.
+#[test]
+fn a_promise_is_not_answered_on_a_record_that_never_became_durable() {
+    use journaldb_journal::Flusher;
+    use journaldb_journal::disk::{CrashDisk, CrashDiskConfig, Disk};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let disk = CrashDisk::new(CrashDiskConfig::default());
+        let options = JournalOptions {
+            flusher: Flusher::Task,
+            ..JournalOptions::default()
+        };
+        let journal = Journal::open_on(
+            Arc::new(disk.clone()) as Arc<dyn Disk>,
+            "/db/journal",
+            options,
+        )
+        .unwrap();
+        let id = PartitionId::new(0);
+        let adj = Adjudicator::new(id, AdjudicatorConfig::default(), Timestamp::ZERO);
+        let part = Partition::new(id, adj, Arc::new(journal));
+        let clock = ManualClock::new(Timestamp::from_nanos(1_000_000_000));
+        let below = clock.now().latest;
+        clock.advance(std::time::Duration::from_millis(1));
+        disk.fail_next_syncs(1);
+        let request = CommitRequest {
+            txn_id: TxnId::new(1),
+            start_ts: clock.now().latest,
+            mutations: vec![Mutation::put("k", "v")],
+            retry: false,
+        };
+        let (committed, promised) = tokio::join!(
+            part.commit(clock.now(), &request),
+            part.promise_durable(below)
+        );
+        assert_eq!(committed, Err(Refusal::AppendFailed));
+        assert_eq!(
+            promised,
+            Err(Refusal::AppendFailed),
+            "no promise on a lost record"
+        );
     });
 }

@@ -78,6 +78,27 @@ impl Cluster {
     }
 }
 
+/// Node `node` takes the partition over as leader of `term` (every key the partition's).
+async fn take_over(
+    cluster: &Cluster,
+    node: NodeId,
+    term: u64,
+    clock: &ManualClock,
+) -> Result<Partition<TermLog>, LeadError> {
+    let owns = |_: &[u8]| true;
+    let config = AdjudicatorConfig::default();
+    lead(
+        cluster.journal(node),
+        term,
+        node,
+        PARTITION,
+        config,
+        owns,
+        clock,
+    )
+    .await
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -101,19 +122,7 @@ fn a_new_leader_replays_the_log_and_only_it_serves_its_term() {
         let cluster = Cluster::start();
         let clock = ManualClock::new(Timestamp::from_nanos(1_000_000_000));
         let (old, term) = cluster.leader(&[1, 2, 3]).await;
-        let owns = |_: &[u8]| true;
-        let config = AdjudicatorConfig::default();
-        let part = lead(
-            cluster.journal(old),
-            term,
-            old,
-            PARTITION,
-            config.clone(),
-            owns,
-            &clock,
-        )
-        .await
-        .unwrap();
+        let part = take_over(&cluster, old, term, &clock).await.unwrap();
         let first = request(1, &clock, false);
         clock.advance(Duration::from_millis(1));
         let committed_at = part.commit(clock.now(), &first).await.unwrap();
@@ -133,17 +142,7 @@ fn a_new_leader_replays_the_log_and_only_it_serves_its_term() {
         let (new, new_term) = cluster.leader(&others).await;
         assert!(new_term > term);
         clock.advance(Duration::from_millis(1));
-        let part = lead(
-            cluster.journal(new),
-            new_term,
-            new,
-            PARTITION,
-            config,
-            owns,
-            &clock,
-        )
-        .await
-        .unwrap();
+        let part = take_over(&cluster, new, new_term, &clock).await.unwrap();
         clock.advance(Duration::from_millis(1));
         let retried = part.commit(clock.now(), &request(1, &clock, true)).await;
         assert_eq!(
@@ -173,17 +172,7 @@ fn only_the_leader_of_a_term_can_take_a_partition_over() {
         let clock = ManualClock::new(Timestamp::from_nanos(1_000_000_000));
         let (leader, term) = cluster.leader(&[1, 2, 3]).await;
         let follower = (1..=3).find(|n| *n != leader).unwrap();
-        let owns = |_: &[u8]| true;
-        let refused = lead(
-            cluster.journal(follower),
-            term,
-            follower,
-            PARTITION,
-            AdjudicatorConfig::default(),
-            owns,
-            &clock,
-        )
-        .await;
+        let refused = take_over(&cluster, follower, term, &clock).await;
         assert!(
             matches!(
                 refused,
@@ -194,16 +183,7 @@ fn only_the_leader_of_a_term_can_take_a_partition_over() {
             ),
             "{refused:?}"
         );
-        let stale = lead(
-            cluster.journal(leader),
-            term + 1,
-            leader,
-            PARTITION,
-            AdjudicatorConfig::default(),
-            owns,
-            &clock,
-        )
-        .await;
+        let stale = take_over(&cluster, leader, term + 1, &clock).await;
         assert!(
             stale.as_ref().is_err_and(LeadError::is_retryable),
             "{stale:?}"
@@ -291,18 +271,7 @@ fn storage_on_every_replica_applies_what_was_committed() {
         let clock = ManualClock::new(Timestamp::from_nanos(1_000_000_000));
         let (leader, term) = cluster.leader(&[1, 2, 3]).await;
         let lagging = (1..=3).find(|n| *n != leader).unwrap();
-        let owns = |_: &[u8]| true;
-        let part = lead(
-            cluster.journal(leader),
-            term,
-            leader,
-            PARTITION,
-            AdjudicatorConfig::default(),
-            owns,
-            &clock,
-        )
-        .await
-        .unwrap();
+        let part = take_over(&cluster, leader, term, &clock).await.unwrap();
         let mut storages = Vec::new();
         for node in 1..=3 {
             let storage = Arc::new(StorageNode::open(MemoryEngine::new(), &[PARTITION]).unwrap());
@@ -348,18 +317,7 @@ fn a_promise_waits_for_the_records_its_floor_stands_on() {
         let cluster = Cluster::start();
         let clock = ManualClock::new(Timestamp::from_nanos(1_000_000_000));
         let (leader, term) = cluster.leader(&[1, 2, 3]).await;
-        let owns = |_: &[u8]| true;
-        let part = lead(
-            cluster.journal(leader),
-            term,
-            leader,
-            PARTITION,
-            AdjudicatorConfig::default(),
-            owns,
-            &clock,
-        )
-        .await
-        .unwrap();
+        let part = take_over(&cluster, leader, term, &clock).await.unwrap();
         let below = clock.now().latest;
         clock.advance(Duration::from_millis(1));
         cluster.network.isolate(leader, true);
