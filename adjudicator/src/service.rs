@@ -20,19 +20,52 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use journaldb_journal::Journal;
+
 use journaldb_proto::keyspace::partition_of;
 use journaldb_proto::pb::adjudicator_service_server::AdjudicatorService;
 use journaldb_proto::status::ErrorKind;
 use journaldb_proto::{Clock, Epoch, Limits, Mutation, PartitionId, Timestamp, TxnId, pb};
 use tonic::{Request, Response, Status};
 
+use crate::log::PartitionLog;
 use crate::partition::{Partition, Refusal};
 use crate::protocol::{CommitDecision, CommitRequest, PrepareRequest, Verdict};
 use journaldb_proto::PlantedBug;
 
+/// Where the service finds the partition a request names: the partitions this node serves
+/// now. A single-replica node serves a fixed set ([`BTreeMap`]); a replica of replicated
+/// journals serves a partition only while it leads its group, and otherwise refuses with
+/// a status saying where to go.
+pub trait Partitions: Send + Sync + 'static {
+    /// The journal the partitions append to.
+    type Log: PartitionLog;
+
+    /// The partition `id`, if this node serves it now; otherwise the status to answer
+    /// with (nothing was done).
+    fn serving(&self, id: PartitionId) -> Result<Arc<Partition<Self::Log>>, Status>;
+
+    /// The partitions this node serves now, for introspection.
+    fn ids(&self) -> Vec<PartitionId>;
+}
+
+impl<L: PartitionLog> Partitions for BTreeMap<PartitionId, Arc<Partition<L>>> {
+    type Log = L;
+
+    fn serving(&self, id: PartitionId) -> Result<Arc<Partition<L>>, Status> {
+        self.get(&id).cloned().ok_or_else(|| {
+            ErrorKind::InvalidArgument.status(format!("partition {id} is not served here"))
+        })
+    }
+
+    fn ids(&self) -> Vec<PartitionId> {
+        self.keys().copied().collect()
+    }
+}
+
 /// The adjudicator role's gRPC service.
-pub struct AdjudicatorServer<C> {
-    partitions: BTreeMap<PartitionId, Arc<Partition>>,
+pub struct AdjudicatorServer<C, P = BTreeMap<PartitionId, Arc<Partition<Journal>>>> {
+    partitions: P,
     /// Partitions in the whole key space (this node serves some of them).
     partition_count: u32,
     clock: C,
@@ -40,25 +73,33 @@ pub struct AdjudicatorServer<C> {
     topology_version: u64,
 }
 
-impl<C> std::fmt::Debug for AdjudicatorServer<C> {
+impl<C, P: Partitions> std::fmt::Debug for AdjudicatorServer<C, P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AdjudicatorServer")
-            .field("partitions", &self.partitions.keys().collect::<Vec<_>>())
+            .field("partitions", &self.partitions.ids())
             .finish_non_exhaustive()
     }
 }
 
-impl<C: Clock> AdjudicatorServer<C> {
+impl<C: Clock, L: PartitionLog> AdjudicatorServer<C, BTreeMap<PartitionId, Arc<Partition<L>>>> {
     /// A service deciding for `partitions` of a key space of `partition_count` partitions
     /// (keys are routed by [`partition_of`]), reading time from `clock`.
     pub fn new(
-        partitions: impl IntoIterator<Item = Arc<Partition>>,
+        partitions: impl IntoIterator<Item = Arc<Partition<L>>>,
         partition_count: u32,
         clock: C,
         limits: Limits,
     ) -> Self {
+        let partitions = partitions.into_iter().map(|p| (p.id(), p)).collect();
+        AdjudicatorServer::routed(partitions, partition_count, clock, limits)
+    }
+}
+
+impl<C: Clock, P: Partitions> AdjudicatorServer<C, P> {
+    /// A service deciding for whichever partitions `partitions` serves at each request.
+    pub fn routed(partitions: P, partition_count: u32, clock: C, limits: Limits) -> Self {
         AdjudicatorServer {
-            partitions: partitions.into_iter().map(|p| (p.id(), p)).collect(),
+            partitions,
             partition_count: partition_count.max(1),
             clock,
             limits,
@@ -88,10 +129,9 @@ impl<C: Clock> AdjudicatorServer<C> {
         Ok(())
     }
 
-    fn partition(&self, id: u32) -> Result<&Arc<Partition>, Status> {
-        self.partitions.get(&PartitionId::new(id)).ok_or_else(|| {
-            ErrorKind::InvalidArgument.status(format!("partition {id} is not served here"))
-        })
+    fn partition(&self, id: u32) -> Result<Arc<Partition<P::Log>>, Status> {
+        let id = self.known_partition(id)?;
+        self.partitions.serving(id)
     }
 
     /// A partition id of this key space (served here or not).
@@ -180,7 +220,9 @@ fn commit_reply(result: Result<Timestamp, Refusal>) -> Result<Response<pb::Commi
 }
 
 #[tonic::async_trait]
-impl<C: Clock + Send + Sync + 'static> AdjudicatorService for AdjudicatorServer<C> {
+impl<C: Clock + Send + Sync + 'static, P: Partitions> AdjudicatorService
+    for AdjudicatorServer<C, P>
+{
     async fn commit(
         &self,
         request: Request<pb::CommitRequest>,

@@ -115,6 +115,7 @@ async fn start(dir: &std::path::Path) -> anyhow::Result<(Vec<ClusterNode>, Clien
             data_dir: dir.join(format!("n{i}")),
             partitions: 3,
             topology_version: 1,
+            cluster_id: None,
             nodes: entries.clone(),
             tls: None,
             vote_timeout_ms: None,

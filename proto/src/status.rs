@@ -9,6 +9,13 @@ pub const ERROR_KIND: &str = "journaldb-error";
 /// The metadata key carrying the topology version a node serves, on a refusal of a
 /// request routed by another version.
 pub const TOPOLOGY_VERSION: &str = "journaldb-topology-version";
+/// The metadata key carrying the address of the node a replica believes leads a
+/// partition's journal, on a refusal by a replica that does not (ARCHITECTURE §5 rule 8:
+/// clients learn leaders from redirects).
+pub const LEADER: &str = "journaldb-leader";
+/// The metadata key marking a request one replica forwarded to its group's leader: a
+/// forwarded request is never forwarded again (no loops while leadership moves).
+pub const FORWARDED: &str = "journaldb-forwarded";
 
 /// A journaldb error kind, as sent in [`ERROR_KIND`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

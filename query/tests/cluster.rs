@@ -22,6 +22,7 @@ fn config(dir: &std::path::Path, me: &str, addrs: [std::net::SocketAddr; 2]) -> 
         data_dir: dir.join(me),
         partitions: 2,
         topology_version: 1,
+        cluster_id: None,
         nodes: (0..2)
             .map(|i| NodeEntry {
                 name: format!("n{}", i + 1),

@@ -36,6 +36,7 @@ fn configs(dir: &Path, addrs: &[std::net::SocketAddr]) -> Vec<NodeConfig> {
             data_dir: dir.join(format!("n{i}")),
             partitions: addrs.len() as u32,
             topology_version: 1,
+            cluster_id: None,
             nodes: nodes.clone(),
             tls: None,
             vote_timeout_ms: None,

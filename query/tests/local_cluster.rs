@@ -43,6 +43,7 @@ impl LocalCluster {
                 data_dir: dir.path().join(format!("n{i}")),
                 partitions,
                 topology_version: 1,
+                cluster_id: None,
                 nodes: entries.clone(),
                 tls: None,
                 vote_timeout_ms: None,

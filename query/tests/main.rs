@@ -9,6 +9,7 @@ mod embedded;
 mod isolation;
 mod local_cluster;
 mod maintenance;
+mod replicated_cluster;
 mod sigkill;
 mod tls;
 

@@ -51,6 +51,7 @@ fn a_tls_cluster_serves_clients_that_trust_its_ca_and_only_them() {
             data_dir: dir.path().join(format!("n{i}")),
             partitions: 2,
             topology_version: 1,
+            cluster_id: None,
             nodes: entries.clone(),
             tls: Some(tls.clone()),
             vote_timeout_ms: None,

@@ -216,6 +216,7 @@ impl SimCluster {
                 data_dir: "/data".into(),
                 partitions: knobs.partitions,
                 topology_version: 1,
+                cluster_id: None,
                 nodes: entries.clone(),
                 tls: None,
                 vote_timeout_ms: None,
@@ -249,6 +250,7 @@ impl SimCluster {
                 },
                 storage_faults: Some(node.storage.clone()),
                 late_requests: Some(node.late.requests()),
+                raft_tick: None,
             };
             sim.host(name.as_str(), move || {
                 let (config, env) = (config.clone(), env.clone());

@@ -1,7 +1,10 @@
 //! `journaldb cluster start | stop | status`: a local cluster on one machine for trying
-//! journaldb out. `start` writes one configuration per node under DIR (partitions spread
-//! round-robin, the first two nodes storage replicas), spawns `journaldb serve` for each
-//! with its log in DIR, waits until every node answers its health check, and prints the
+//! journaldb out. `start` writes one configuration per node under DIR (by default, for 3
+//! to 7 nodes, every partition's journal replicated on every node, each node a storage
+//! replica; with `--replicas 1`, partitions spread round-robin and the first two nodes
+//! storage replicas), spawns `journaldb serve` for each
+//! with its log in DIR, waits until every node answers its health check and every
+//! partition's adjudicator answers (its group has a leader), and prints the
 //! address to give `--cluster`. `stop` sends SIGTERM to each node and waits for it to exit;
 //! `status` checks each node's health.
 
@@ -10,6 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use journaldb_node::config::MAX_REPLICAS;
 use journaldb_node::{NodeConfig, NodeEntry};
 
 /// Storage replicas of a launched cluster (of the whole key space).
@@ -73,6 +77,37 @@ async fn healthy(url: &str) -> bool {
     })
 }
 
+/// Whether every partition's adjudicator answers, asked through the node at `url` (with
+/// replicated journals: whether every group has a leader that took its partition over).
+/// Asks for a promise at τ 0, which changes nothing.
+async fn serves_every_partition(url: &str, partitions: u32) -> bool {
+    use journaldb_proto::pb::{
+        PromiseRequest, adjudicator_service_client::AdjudicatorServiceClient,
+    };
+    let Ok(endpoint) = tonic::transport::Endpoint::from_shared(url.to_owned()) else {
+        return false;
+    };
+    let Ok(channel) = endpoint
+        .connect_timeout(Duration::from_millis(500))
+        .timeout(Duration::from_secs(1))
+        .connect()
+        .await
+    else {
+        return false;
+    };
+    let mut client = AdjudicatorServiceClient::new(channel);
+    for partition in 0..partitions {
+        if client
+            .promise(PromiseRequest { partition, ts: 0 })
+            .await
+            .is_err()
+        {
+            return false;
+        }
+    }
+    true
+}
+
 fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -81,9 +116,27 @@ fn free_port() -> anyhow::Result<u16> {
 
 /// `cluster start`: a fresh cluster, or the stopped one in `dir` again (with its own map:
 /// its data is laid out by it).
-pub async fn start(nodes: usize, partitions: Option<u32>, dir: &Path) -> anyhow::Result<()> {
+pub async fn start(
+    nodes: usize,
+    partitions: Option<u32>,
+    replicas: Option<usize>,
+    dir: &Path,
+) -> anyhow::Result<()> {
     if nodes == 0 {
         bail!("--nodes must be at least 1");
+    }
+    let replicas = replicas.unwrap_or(match nodes {
+        3..=MAX_REPLICAS => nodes,
+        _ => 1,
+    });
+    if replicas != 1 && replicas != nodes {
+        bail!(
+            "--replicas {replicas}: a local cluster replicates every journal on every node \
+             (--replicas {nodes}) or not at all (--replicas 1)"
+        );
+    }
+    if replicas > MAX_REPLICAS {
+        bail!("--replicas {replicas}: at most {MAX_REPLICAS}");
     }
     let partitions = partitions.unwrap_or(nodes as u32);
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -101,23 +154,25 @@ pub async fn start(nodes: usize, partitions: Option<u32>, dir: &Path) -> anyhow:
             }
         }
     }
-    let entries: Vec<NodeEntry> = match existing {
+    let (entries, cluster_id) = match existing {
         Some(names) => {
             let first = NodeConfig::load(&config_path(dir, &names[0]))?;
-            if first.nodes.len() != nodes || first.partitions != partitions {
+            let had = first.replicas(0).len();
+            if first.nodes.len() != nodes || first.partitions != partitions || had != replicas {
                 bail!(
-                    "{} holds a cluster of {} nodes and {} partitions; start it with those, or use another --dir",
+                    "{} holds a cluster of {} nodes, {} partitions and {had} replicas; start it \
+                     with those, or use another --dir",
                     dir.display(),
                     first.nodes.len(),
                     first.partitions
                 );
             }
-            first.nodes
+            (first.nodes.clone(), first.cluster_id())
         }
-        None => fresh_map(nodes, partitions)?,
+        None => (fresh_map(nodes, partitions, replicas)?, new_cluster_id()?),
     };
     for e in &entries {
-        spawn(dir, partitions, e, &entries)?;
+        spawn(dir, partitions, cluster_id, e, &entries)?;
     }
     for _ in 0..300 {
         let mut up = 0;
@@ -126,10 +181,11 @@ pub async fn start(nodes: usize, partitions: Option<u32>, dir: &Path) -> anyhow:
                 up += 1;
             }
         }
-        if up == entries.len() {
-            let replicas = entries.iter().filter(|e| e.storage).count();
+        if up == entries.len() && serves_every_partition(&entries[0].url(), partitions).await {
+            let storage = entries.iter().filter(|e| e.storage).count();
             println!(
-                "cluster of {nodes} nodes, {partitions} partitions, {replicas} storage replicas is up in {}",
+                "cluster of {nodes} nodes, {partitions} partitions ({replicas} replicas of \
+                 each journal), {storage} storage replicas is up in {}",
                 dir.display()
             );
             for e in &entries {
@@ -156,9 +212,11 @@ pub async fn start(nodes: usize, partitions: Option<u32>, dir: &Path) -> anyhow:
     )
 }
 
-/// A new map: `nodes` nodes on free ports, partitions round-robin, the first
-/// [`STORAGE_REPLICAS`] nodes storage replicas.
-fn fresh_map(nodes: usize, partitions: u32) -> anyhow::Result<Vec<NodeEntry>> {
+/// A new map: `nodes` nodes on free ports. Replicated (`replicas` = `nodes`): every
+/// partition on every node, every node a storage replica. Otherwise partitions
+/// round-robin, the first [`STORAGE_REPLICAS`] nodes storage replicas.
+fn fresh_map(nodes: usize, partitions: u32, replicas: usize) -> anyhow::Result<Vec<NodeEntry>> {
+    let replicated = replicas > 1;
     (0..nodes)
         .map(|i| {
             Ok(NodeEntry {
@@ -166,21 +224,39 @@ fn fresh_map(nodes: usize, partitions: u32) -> anyhow::Result<Vec<NodeEntry>> {
                 listen: format!("127.0.0.1:{}", free_port()?),
                 address: None,
                 partitions: (0..partitions)
-                    .filter(|p| *p as usize % nodes == i)
+                    .filter(|p| replicated || *p as usize % nodes == i)
                     .collect(),
-                storage: i < STORAGE_REPLICAS.min(nodes),
+                storage: replicated || i < STORAGE_REPLICAS.min(nodes),
             })
         })
         .collect()
 }
 
+/// A random cluster id (from the OS: the launcher runs real processes, never in a
+/// simulation), 63 bits, as TOML integers are signed.
+fn new_cluster_id() -> anyhow::Result<u64> {
+    use std::io::Read as _;
+    let mut bytes = [0u8; 8];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("reading /dev/urandom for the cluster id")?;
+    Ok(u64::from_le_bytes(bytes) >> 1)
+}
+
 /// Writes node `e`'s configuration and starts `journaldb serve` on it, logging to DIR.
-fn spawn(dir: &Path, partitions: u32, e: &NodeEntry, entries: &[NodeEntry]) -> anyhow::Result<()> {
+fn spawn(
+    dir: &Path,
+    partitions: u32,
+    cluster_id: u64,
+    e: &NodeEntry,
+    entries: &[NodeEntry],
+) -> anyhow::Result<()> {
     let config = NodeConfig {
         node: e.name.clone(),
         data_dir: PathBuf::from(&e.name),
         partitions,
         topology_version: 1,
+        cluster_id: Some(cluster_id),
         nodes: entries.to_vec(),
         tls: None,
         vote_timeout_ms: None,
@@ -216,6 +292,10 @@ fn render(config: &NodeConfig) -> String {
         config.partitions,
         config.topology_version
     );
+    if let Some(id) = config.cluster_id {
+        out.push_str(&format!("cluster_id = {id}\n"));
+    }
+
     for n in &config.nodes {
         out.push_str(&format!(
             "\n[[nodes]]\nname = {:?}\nlisten = {:?}\npartitions = {:?}\nstorage = {}\n",

@@ -108,6 +108,10 @@ enum ClusterAction {
         /// How many partitions (default: one per node).
         #[arg(long)]
         partitions: Option<u32>,
+        /// Replicas of each partition's journal (a Raft group each, every node a storage
+        /// replica): 1, or every node. Default: every node for 3 to 7 nodes, else 1.
+        #[arg(long)]
+        replicas: Option<usize>,
         /// Where the nodes' configurations, data and logs go.
         #[arg(long, default_value = "./cluster")]
         dir: PathBuf,
@@ -163,8 +167,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ClusterAction::Start {
                     nodes,
                     partitions,
+                    replicas,
                     dir,
-                } => launcher::start(*nodes, *partitions, dir)
+                } => launcher::start(*nodes, *partitions, *replicas, dir)
                     .await
                     .map(|()| ExitCode::SUCCESS),
                 ClusterAction::Stop { dir } => {

@@ -235,7 +235,7 @@ fn cluster_start_status_and_stop_run_a_local_cluster() {
         .expect("the client address is printed")
         .to_owned();
     assert!(
-        text.contains("3 nodes, 3 partitions, 2 storage replicas"),
+        text.contains("3 nodes, 3 partitions (3 replicas of each journal), 3 storage replicas"),
         "{text}"
     );
     let status = journaldb(&["cluster", "status", "--dir", dir_arg]);
@@ -269,4 +269,29 @@ fn cluster_start_status_and_stop_run_a_local_cluster() {
     );
     let status = journaldb(&["cluster", "status", "--dir", dir_arg]);
     assert_eq!(status.status.code(), Some(1));
+
+    // Started again, the replicated journals are recovered from the nodes' disks.
+    let restarted = journaldb(&["cluster", "start", "--nodes", "3", "--dir", dir_arg]);
+    assert!(
+        restarted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restarted.stderr)
+    );
+    let got = journaldb(&["--cluster", &url, "get", "k"]);
+    assert_eq!(String::from_utf8_lossy(&got.stdout), "v\n");
+    let unreplicated = journaldb(&[
+        "cluster",
+        "start",
+        "--nodes",
+        "3",
+        "--replicas",
+        "1",
+        "--dir",
+        dir_arg,
+    ]);
+    assert_eq!(
+        unreplicated.status.code(),
+        Some(1),
+        "a cluster's replication is fixed at creation"
+    );
 }

@@ -6,6 +6,14 @@
 //! Everything is checked before anything binds a port or touches the disk, and every
 //! problem is reported at once.
 //!
+//! A partition listed on one node has a single-replica journal there. A partition listed
+//! on several nodes (at most 7) has a **replicated journal**: a Raft group whose voters are
+//! those nodes (ARCHITECTURE §5), its adjudicator on the group's leader. A cluster is one
+//! or the other throughout, and in a replicated cluster every storage node is a replica of
+//! every partition (it feeds from its own replicas). A node's Raft id is derived from its
+//! name: a node whose disk was lost comes back under a new name, never its old one
+//! (ARCHITECTURE §5 rule 3).
+//!
 //! ```toml
 //! node = "n1"
 //! data_dir = "./cluster/n1"
@@ -49,6 +57,11 @@ pub struct NodeConfig {
     /// Version of the partition map; bumped whenever it changes.
     #[serde(default = "one")]
     pub topology_version: u64,
+    /// The cluster's id, in every replicated log and Raft message: messages from another
+    /// cluster are refused. Default: derived from the partition count and the nodes'
+    /// names (`journaldb cluster start` writes a random one).
+    #[serde(default)]
+    pub cluster_id: Option<u64>,
     /// Every node of the cluster.
     pub nodes: Vec<NodeEntry>,
     /// TLS for every connection to and between nodes (rustls); absent: plain HTTP/2.
@@ -80,6 +93,20 @@ pub struct NodeConfig {
     /// holds. Default 10000; between 10 and 3600000.
     #[serde(default)]
     pub checkpoint_interval_ms: Option<u64>,
+}
+
+/// Most replicas a partition's journal may have.
+pub const MAX_REPLICAS: usize = 7;
+
+/// FNV-1a, 64 bits: stable across builds and platforms (ids derived from names).
+fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    for part in parts {
+        for &b in part.iter().chain(&[0xff]) {
+            hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    hash
 }
 
 /// Default of [`NodeConfig::max_txn_age_ms`] and [`NodeConfig::retention_ms`].
@@ -271,10 +298,16 @@ impl NodeConfig {
             ));
         }
         let mut names = BTreeSet::new();
+        let mut ids = BTreeSet::new();
         let mut owners = vec![Vec::new(); self.partitions as usize];
         for n in &self.nodes {
             if !names.insert(n.name.as_str()) {
                 problems.push(format!("node {:?} is listed twice", n.name));
+            } else if !ids.insert(Self::raft_id_of(&n.name)) {
+                problems.push(format!(
+                    "node {:?}: its Raft id collides with another node's; rename it",
+                    n.name
+                ));
             }
             if n.listen.parse::<SocketAddr>().is_err() {
                 problems.push(format!(
@@ -309,13 +342,45 @@ impl NodeConfig {
             }
         }
         for (p, o) in owners.iter().enumerate() {
+            let mut sorted = o.clone();
+            sorted.sort_unstable();
+            sorted.dedup();
+            if sorted.len() != o.len() {
+                problems.push(format!("partition {p} is listed twice on one node"));
+            }
             match o.len() {
                 0 => problems.push(format!("partition {p} has no node")),
-                1 => {}
-                _ => problems.push(format!(
-                    "partition {p} is on several nodes: {}",
-                    o.join(", ")
+                n if n > MAX_REPLICAS => problems.push(format!(
+                    "partition {p} has {n} replicas; at most {MAX_REPLICAS}"
                 )),
+                _ => {}
+            }
+        }
+        let replicated = owners.iter().filter(|o| o.len() > 1).count();
+        if replicated > 0 && replicated < owners.len() {
+            problems.push(format!(
+                "{replicated} of {} partitions are replicated: a cluster's journals are all \
+                 replicated (each partition on several nodes) or none is",
+                owners.len()
+            ));
+        }
+        if replicated > 0 {
+            for n in self.nodes.iter().filter(|n| n.storage) {
+                let missing: Vec<String> = owners
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, o)| !o.contains(&n.name.as_str()))
+                    .map(|(p, _)| p.to_string())
+                    .collect();
+                if !missing.is_empty() {
+                    problems.push(format!(
+                        "node {:?} is a storage node but no replica of partitions {}: in a \
+                         replicated cluster a storage node feeds from its own replicas, so \
+                         it must hold one of every partition",
+                        n.name,
+                        missing.join(", ")
+                    ));
+                }
             }
         }
         if !self.nodes.iter().any(|n| n.storage) {
@@ -342,12 +407,46 @@ impl NodeConfig {
             .expect("checked: this node is listed")
     }
 
-    /// The node running partition `p`.
+    /// The node running partition `p` (with replicated journals, its first replica).
     pub fn owner(&self, p: u32) -> &NodeEntry {
         self.nodes
             .iter()
             .find(|n| n.partitions.contains(&p))
             .expect("checked: every partition has a node")
+    }
+
+    /// The nodes holding a replica of partition `p`'s journal, in `[[nodes]]` order.
+    pub fn replicas(&self, p: u32) -> Vec<&NodeEntry> {
+        self.nodes
+            .iter()
+            .filter(|n| n.partitions.contains(&p))
+            .collect()
+    }
+
+    /// Whether the partitions' journals are replicated (each on several nodes).
+    pub fn is_replicated(&self) -> bool {
+        self.partitions > 0 && self.replicas(0).len() > 1
+    }
+
+    /// The Raft id of the node named `name`: derived from the name (never 0, raft-rs's
+    /// "no node").
+    pub fn raft_id_of(name: &str) -> u64 {
+        fnv1a(&[b"journaldb-node", name.as_bytes()]).max(1)
+    }
+
+    /// The node whose Raft id is `id`.
+    pub fn node_by_raft_id(&self, id: u64) -> Option<&NodeEntry> {
+        self.nodes.iter().find(|n| Self::raft_id_of(&n.name) == id)
+    }
+
+    /// The cluster id (`cluster_id`, or one derived from the partition count and names).
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster_id.unwrap_or_else(|| {
+            let count = self.partitions.to_le_bytes();
+            let mut parts: Vec<&[u8]> = vec![b"journaldb-cluster", &count];
+            parts.extend(self.nodes.iter().map(|n| n.name.as_bytes()));
+            fnv1a(&parts)
+        })
     }
 }
 
@@ -459,7 +558,20 @@ mod tests {
 
     #[test]
     fn every_problem_is_reported_at_once() {
+        let replicated = GOOD
+            .replace("partitions = [0]", "partitions = [0, 1]")
+            .replace("partitions = [1]", "partitions = [1]\nstorage = true");
+        let problems = parse(&replicated).unwrap_err().join("\n");
+        assert!(
+            problems.contains("1 of 2 partitions are replicated"),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("\"n2\" is a storage node but no replica of partitions 0"),
+            "{problems}"
+        );
         let bad = r#"
+
             node = "n9"
             data_dir = "/tmp/x"
             partitions = 3
@@ -480,7 +592,7 @@ mod tests {
             "not an address",
             "not an http:// URL",
             "partition 5 does not exist",
-            "partition 0 is on several nodes",
+            "1 of 3 partitions are replicated",
             "partition 1 has no node",
             "partition 2 has no node",
             "no node is a storage replica",
@@ -488,6 +600,56 @@ mod tests {
         ] {
             assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
         }
+    }
+
+    #[test]
+    fn a_replicated_cluster_names_its_replicas_and_ids() {
+        let text = r#"
+            node = "n2"
+            data_dir = "/tmp/n2"
+            partitions = 2
+            [[nodes]]
+            name = "n1"
+            listen = "127.0.0.1:7001"
+            partitions = [0, 1]
+            storage = true
+            [[nodes]]
+            name = "n2"
+            listen = "127.0.0.1:7002"
+            partitions = [0, 1]
+            storage = true
+            [[nodes]]
+            name = "n3"
+            listen = "127.0.0.1:7003"
+            partitions = [1, 0]
+        "#;
+        assert_eq!(parse(text), Ok(()));
+        let config: NodeConfig = toml::from_str(text).unwrap();
+        assert!(config.is_replicated());
+        let names = |p| {
+            config
+                .replicas(p)
+                .iter()
+                .map(|n| n.name.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(1), ["n1", "n2", "n3"]);
+        let id = NodeConfig::raft_id_of("n3");
+        assert_ne!(id, 0);
+        assert_ne!(id, NodeConfig::raft_id_of("n2"));
+        assert_eq!(config.node_by_raft_id(id).unwrap().name, "n3");
+        // The derived cluster id depends on the names, not on the addresses.
+        let moved: NodeConfig =
+            toml::from_str(&text.replace("127.0.0.1:7003", "127.0.0.1:9003")).unwrap();
+        assert_eq!(moved.cluster_id(), config.cluster_id());
+        let other: NodeConfig = toml::from_str(&text.replace("\"n3\"", "\"n4\"")).unwrap();
+        assert_ne!(other.cluster_id(), config.cluster_id());
+        let twice = text.replace("partitions = [1, 0]", "partitions = [1, 1, 0]");
+        let problems = parse(&twice).unwrap_err().join("\n");
+        assert!(
+            problems.contains("partition 1 is listed twice on one node"),
+            "{problems}"
+        );
     }
 
     #[test]

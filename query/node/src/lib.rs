@@ -6,9 +6,9 @@
 //! replica fed over `Tail`, the topology service and health, on one gRPC listener), its
 //! maintenance (checkpoints, garbage collection, journal truncation), the resolution of
 //! votes left undecided (`resolver.rs`), its background tasks (`tasks.rs`), the
-//! simulation's seam for requests served past their deadline ([`late`]), and a partition's
-//! adjudicator on the leader of its replicated journal ([`replicated`]; not wired into
-//! `serve` yet).
+//! simulation's seam for requests served past their deadline ([`late`]), and, in a cluster
+//! whose journals are replicated, a partition's adjudicator on the leader of its journal's
+//! Raft group ([`replicated`]).
 //!
 //! It is a layer above the library (`journaldb`: `Database`, `Client`, errors) and below
 //! the command line (`journaldb-cli`): an application that embeds the library compiles

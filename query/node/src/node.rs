@@ -13,14 +13,22 @@
 //! recording the answer, so no key stays pending. Time comes from the bounded-error
 //! [`SystemClock`]. With `[tls]` in the configuration every connection — clients to the
 //! node and node to node — is TLS (rustls), verified against the cluster's CA.
+//!
+//! In a cluster whose journals are replicated (each partition on several nodes), the node
+//! holds a replica of each of its partitions' Raft groups instead
+//! ([`crate::replicated`]): `JournalService` carries the groups' messages, a partition's
+//! adjudicator (with its heartbeat and vote resolution) runs only on its group's leader,
+//! in one term at a time, other replicas forward its requests there, and the storage
+//! replica feeds from this node's own replicas, up to what is committed.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use journaldb_adjudicator::service::AdjudicatorServer;
-use journaldb_adjudicator::{AdjudicatorConfig, Partition, ReplayMode};
+use journaldb_adjudicator::{AdjudicatorConfig, Partition, PartitionLog, ReplayMode};
 use journaldb_journal::disk::{Disk, RealDisk};
-use journaldb_journal::service::JournalServer;
+use journaldb_journal::service::{JournalServer, RaftInbox};
+
 use journaldb_journal::{Journal, JournalOptions};
 use journaldb_proto::pb::adjudicator_service_server::AdjudicatorServiceServer;
 use journaldb_proto::pb::cluster_service_server::{ClusterService, ClusterServiceServer};
@@ -37,7 +45,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinHandle;
 use tokio_stream::Stream;
 use tonic::transport::server::Connected;
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
+use tonic::transport::{
+    Certificate, Channel, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig,
+};
 use tonic::{Request, Response, Status};
 
 use journaldb::cluster::transport::{
@@ -49,6 +59,8 @@ use journaldb::{Error, Result, StorageEngine};
 use crate::config::{NodeConfig, TlsFiles};
 use crate::late::LateRequests;
 use crate::maintenance::{LastError, Maintenance};
+use crate::replicated::roles::{Forwarding, Replicas, group_of};
+use crate::replicated::{ReplicaSource, Serving};
 use crate::resolver::Resolver;
 use crate::tasks::{Started, Tasks};
 
@@ -89,6 +101,9 @@ pub struct NodeEnv {
     /// Requests this node's server receives but serves only after a delay, past their
     /// callers' deadlines: the simulation's `late` fault. `None` in production.
     pub late_requests: Option<LateRequests>,
+    /// The Raft tick of replicated journals (elections after about 10 ticks without a
+    /// leader, heartbeats every 2); `None` is the driver's default, 50 ms.
+    pub raft_tick: Option<Duration>,
 }
 
 impl Default for NodeEnv {
@@ -104,6 +119,7 @@ impl Default for NodeEnv {
             storage_server: StorageServerConfig::default(),
             storage_faults: None,
             late_requests: None,
+            raft_tick: None,
         }
     }
 }
@@ -129,6 +145,8 @@ pub struct ClusterNode {
     started: Started,
     stop_maintenance: tokio::sync::watch::Sender<bool>,
     journals: Vec<Arc<Journal>>,
+    /// The replicated journals, in a replicated cluster.
+    replicas: Option<Replicas>,
     /// The last error of a maintenance round not yet taken.
     maintenance_error: LastError,
     addr: std::net::SocketAddr,
@@ -158,16 +176,27 @@ impl ClusterService for Topology {
 }
 
 fn topology(config: &NodeConfig) -> pb::GetTopologyReply {
+    let replicated = config.is_replicated();
     pb::GetTopologyReply {
         version: config.topology_version,
         partitions: config.partitions,
         placements: (0..config.partitions)
             .map(|p| {
-                let url = config.owner(p).url();
+                let replicas = config.replicas(p);
+                // This node, if it holds a replica (it forwards to the leader), else the
+                // first replica.
+                let url = match replicas.iter().find(|n| n.name == config.node) {
+                    Some(me) => me.url(),
+                    None => config.owner(p).url(),
+                };
                 pb::PartitionPlacement {
                     partition: p,
                     adjudicator: url.clone(),
                     journal: url,
+                    replicas: match replicated {
+                        true => replicas.iter().map(|n| n.url()).collect(),
+                        false => Vec::new(),
+                    },
                 }
             })
             .collect(),
@@ -202,7 +231,7 @@ fn open_partition(config: &NodeConfig, env: &NodeEnv, p: u32) -> Result<Arc<Part
 
 /// An endpoint for another node: connect timeout, HTTP/2 keep-alive (also idle), and
 /// TLS verified against the cluster's CA when the cluster uses TLS.
-fn peer(url: &str, tls: Option<&TlsFiles>) -> Result<Endpoint> {
+pub(crate) fn peer(url: &str, tls: Option<&TlsFiles>) -> Result<Endpoint> {
     let endpoint = Endpoint::from_shared(url.to_owned())
         .map_err(|e| Error::InvalidArgument(format!("{url}: {e}")))?
         .connect_timeout(Duration::from_secs(1))
@@ -220,11 +249,20 @@ fn peer(url: &str, tls: Option<&TlsFiles>) -> Result<Endpoint> {
 /// Checks and applies what the configuration says about the environment before anything
 /// starts: the data directory, the adjudicators' timeouts and transaction age, the
 /// partition count on disk, and that the journal can hold any commit a request may make.
-/// Returns the limits requests are checked against.
-fn prepare(config: &NodeConfig, env: &mut NodeEnv) -> Result<Limits> {
+/// Returns the limits requests are checked against, and whether this is the node's first
+/// start (its data directory has no manifest yet). On a first start of a replicated
+/// cluster's node the manifest is written only once its replica logs exist
+/// ([`write_manifest`]), so a start that fails before is a first start again.
+fn prepare(config: &NodeConfig, env: &mut NodeEnv) -> Result<(Limits, bool)> {
     env.disk
         .create_dir_all(&config.data_dir)
         .map_err(|e| Error::Io(format!("creating {}: {e}", config.data_dir.display())))?;
+    let fresh = !env
+        .disk
+        .list_dir(&config.data_dir)
+        .map_err(|e| Error::Io(format!("listing {}: {e}", config.data_dir.display())))?
+        .iter()
+        .any(|name| name == journaldb::manifest::MANIFEST);
     if let Some(ms) = config.vote_timeout_ms {
         env.adjudicator.vote_timeout = Duration::from_millis(ms);
     }
@@ -239,7 +277,9 @@ fn prepare(config: &NodeConfig, env: &mut NodeEnv) -> Result<Limits> {
         )));
     }
     // The partition count is fixed at creation and checked at every start.
-    journaldb::manifest::Manifest::load_or_adopt(&*env.disk, &config.data_dir, config.partitions)?;
+    if !(fresh && config.is_replicated()) {
+        write_manifest(config, env)?;
+    }
     let limits = Limits {
         max_txn_age: env.adjudicator.max_txn_age,
         ..Limits::default()
@@ -252,7 +292,14 @@ fn prepare(config: &NodeConfig, env: &mut NodeEnv) -> Result<Limits> {
             limits.max_record_bytes()
         )));
     }
-    Ok(limits)
+    Ok((limits, fresh))
+}
+
+/// Writes (or checks) the data directory's manifest: the partition count, fixed at
+/// creation.
+fn write_manifest(config: &NodeConfig, env: &NodeEnv) -> Result<()> {
+    journaldb::manifest::Manifest::load_or_adopt(&*env.disk, &config.data_dir, config.partitions)
+        .map(drop)
 }
 
 /// The background tasks of this node's partitions: resolution of overdue votes, and the
@@ -267,20 +314,13 @@ fn partition_tasks(
     // Votes left undecided — by a crash here, or by a client that died mid-protocol —
     // are resolved once older than the vote timeout (a replayed vote counts from its
     // τ), by asking their coordinators: the same loop serves both.
-    let channels = (0..config.partitions)
-        .map(|p| {
-            let url = config.owner(p).url();
-            let endpoint = peer(&url, tls)?.timeout(RESOLVE_TIMEOUT);
-            Ok(lazy_channel(&endpoint, env.connector.as_ref()))
-        })
-        .collect::<Result<Vec<_>>>()?;
     let resolver = Resolver {
         local: partitions.to_vec(),
         config: config.clone(),
-        channels: Arc::new(channels),
+        channels: coordinator_channels(config, env, tls)?,
         clock: env.clock.clone(),
     };
-    let every = (env.adjudicator.vote_timeout / 4).max(Duration::from_millis(10));
+    let every = resolve_every(env);
     for part in partitions {
         tasks.spawn(resolver.clone().run(part.clone(), every));
         tasks.spawn(heartbeat(
@@ -292,10 +332,96 @@ fn partition_tasks(
     Ok(tasks)
 }
 
+/// How often a partition looks for votes undecided past the vote timeout.
+fn resolve_every(env: &NodeEnv) -> Duration {
+    (env.adjudicator.vote_timeout / 4).max(Duration::from_millis(10))
+}
+
+/// Per partition, the channels a resolver asks its coordinator through, in order: its
+/// node; with replicated journals this node first if it holds a replica (it forwards to
+/// the leader), then every other replica.
+fn coordinator_channels(
+    config: &NodeConfig,
+    env: &NodeEnv,
+    tls: Option<&TlsFiles>,
+) -> Result<Arc<Vec<Vec<Channel>>>> {
+    let channels = (0..config.partitions)
+        .map(|p| {
+            let mut replicas = config.replicas(p);
+            replicas.sort_by_key(|n| n.name != config.node);
+            replicas
+                .iter()
+                .map(|n| {
+                    let endpoint = peer(&n.url(), tls)?.timeout(RESOLVE_TIMEOUT);
+                    Ok(lazy_channel(&endpoint, env.connector.as_ref()))
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Arc::new(channels))
+}
+
+/// With replicated journals: for each partition this node holds a replica of, whenever it
+/// serves the partition in a term, the heartbeat and vote resolution of that term's
+/// adjudicator (they end with the term).
+fn replicated_tasks(
+    config: &NodeConfig,
+    env: &NodeEnv,
+    tls: Option<&TlsFiles>,
+    replicas: &Replicas,
+) -> Result<Tasks> {
+    let mut tasks = Tasks::default();
+    let resolver: Resolver<crate::replicated::TermLog> = Resolver {
+        local: Vec::new(),
+        config: config.clone(),
+        channels: coordinator_channels(config, env, tls)?,
+        clock: env.clock.clone(),
+    };
+    let (every, clock, interval) = (
+        resolve_every(env),
+        env.clock.clone(),
+        env.heartbeat_interval,
+    );
+    for leadership in replicas.leaders.leaderships.values() {
+        let mut watch = leadership.watch();
+        let (resolver, clock) = (resolver.clone(), clock.clone());
+        tasks.spawn(async move {
+            loop {
+                let serving = watch.borrow_and_update().clone();
+                if let Serving::Leader(part) = serving {
+                    // Until the term's adjudicator steps down, or what is served changes.
+                    let term = async {
+                        tokio::join!(
+                            heartbeat(part.clone(), clock.clone(), interval),
+                            resolver.clone().run(part, every)
+                        )
+                    };
+                    tokio::select! {
+                        biased;
+                        changed = watch.changed() => match changed {
+                            Ok(()) => continue,
+                            Err(_) => return,
+                        },
+                        _ = term => {}
+                    }
+                }
+                if watch.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    Ok(tasks)
+}
+
 /// Appends a heartbeat whenever `part`'s journal has been idle for `interval`, and about
 /// once a second forgets conflicts older than the longest transaction, so the window's
 /// memory stays bounded. Ends when the partition steps down.
-async fn heartbeat(part: Arc<Partition>, clock: Arc<dyn Clock>, interval: Duration) {
+async fn heartbeat<L: PartitionLog>(
+    part: Arc<Partition<L>>,
+    clock: Arc<dyn Clock>,
+    interval: Duration,
+) {
     let rounds_per_second =
         (Duration::from_secs(1).as_nanos() / interval.as_nanos().max(1)).max(1) as u64;
     let mut tick = tokio::time::interval(interval);
@@ -345,13 +471,19 @@ fn start_truncation(
     Ok((maintenance, stop))
 }
 
-/// `JournalService` over this node's journals.
-fn journal_service(partitions: &[Arc<Partition>]) -> JournalServiceServer<JournalServer> {
-    JournalServiceServer::new(JournalServer::new(
-        partitions.iter().map(|p| (p.id(), p.journal().clone())),
-    ))
-    .max_decoding_message_size(MAX_MESSAGE_BYTES)
-    .max_encoding_message_size(MAX_MESSAGE_BYTES)
+/// `JournalService` over this node's single-replica journals, or its replicated journals'
+/// Raft messages (`inbox`).
+fn journal_service(
+    partitions: &[Arc<Partition>],
+    inbox: Option<Arc<dyn RaftInbox>>,
+) -> JournalServiceServer<JournalServer> {
+    let mut server = JournalServer::new(partitions.iter().map(|p| (p.id(), p.journal().clone())));
+    if let Some(inbox) = inbox {
+        server = server.with_raft(inbox);
+    }
+    JournalServiceServer::new(server)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
 
 /// `AdjudicatorService` over this node's partitions.
@@ -377,6 +509,7 @@ fn start_storage(
     config: &NodeConfig,
     env: &NodeEnv,
     tls: Option<&TlsFiles>,
+    replicas: Option<&Replicas>,
     maintenance: &Maintenance,
     started: &mut Started,
 ) -> Result<StorageService> {
@@ -394,6 +527,16 @@ fn start_storage(
     }
     let node = Arc::new(node);
     for &p in &ids {
+        // With replicated journals, from this node's own replica (config checked that it
+        // holds one of each): what is committed and durable here, whoever leads.
+        if let Some(journal) = replicas.and_then(|r| r.driver.journal(group_of(p))) {
+            let (node, source) = (node.clone(), ReplicaSource::new(journal.clone()));
+            // Ends only if the group stops here (the node then fails and restarts).
+            started.feeds.spawn(async move {
+                let _ = follow::feed(&node, p, source).await;
+            });
+            continue;
+        }
         let url = config.owner(p.get()).url();
         let channel = lazy_channel(&peer(&url, tls)?, env.connector.as_ref());
         let node = node.clone();
@@ -423,18 +566,31 @@ fn start_roles(
     env: &NodeEnv,
     tls: Option<&TlsFiles>,
     partitions: &[Arc<Partition>],
+    replicas: Option<&Replicas>,
     started: &mut Started,
 ) -> Result<(
     Maintenance,
     tokio::sync::watch::Sender<bool>,
     Option<StorageService>,
 )> {
-    started.partitions = partition_tasks(config, env, tls, partitions)?;
+    started.partitions = match replicas {
+        Some(replicas) => replicated_tasks(config, env, tls, replicas)?,
+        None => partition_tasks(config, env, tls, partitions)?,
+    };
+    // Replicated journals are not truncated yet (no policy calls `truncate_prefix`).
     let (maintenance, stop) = start_truncation(config, env, tls, partitions, started)?;
     let storage = match config.me().storage {
-        true => Some(start_storage(config, env, tls, &maintenance, started)?),
+        true => Some(start_storage(
+            config,
+            env,
+            tls,
+            replicas,
+            &maintenance,
+            started,
+        )?),
         false => None,
     };
+
     Ok((maintenance, stop, storage))
 }
 
@@ -465,7 +621,7 @@ impl ClusterNode {
         IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
         IE: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
     {
-        let limits = prepare(&config, &mut env)?;
+        let (limits, fresh) = prepare(&config, &mut env)?;
         let tls = config.tls_files().map_err(Error::InvalidArgument)?;
         // Keep-alive on the server side too: a peer that vanished (a crashed host, a
         // connection wedged by a partition) is noticed and its streams end.
@@ -480,29 +636,78 @@ impl ClusterNode {
                 )
                 .map_err(|e| Error::InvalidArgument(format!("TLS: {e}")))?;
         }
-        let partitions = config
-            .me()
-            .partitions
-            .iter()
-            .map(|&p| open_partition(&config, &env, p))
-            .collect::<Result<Vec<_>>>()?;
+        let (partitions, replicas) = match config.is_replicated() {
+            true => {
+                let replicas = Replicas::start(&config, &env, tls.as_ref(), fresh)?;
+                // The replica logs exist: from now on this node has started before.
+                if fresh && let Err(e) = write_manifest(&config, &env) {
+                    replicas.driver.stop().await;
+                    return Err(e);
+                }
+                (Vec::new(), Some(replicas))
+            }
+            false => {
+                let partitions = config
+                    .me()
+                    .partitions
+                    .iter()
+                    .map(|&p| open_partition(&config, &env, p))
+                    .collect::<Result<Vec<_>>>()?;
+                (partitions, None)
+            }
+        };
         // From here on tasks run: a failure stops every one before it returns.
         let mut started = Started::default();
-        let roles = start_roles(&config, &env, tls.as_ref(), &partitions, &mut started);
+        let roles = start_roles(
+            &config,
+            &env,
+            tls.as_ref(),
+            &partitions,
+            replicas.as_ref(),
+            &mut started,
+        );
         let (maintenance, stop_maintenance, storage) = match roles {
             Ok(roles) => roles,
             Err(e) => {
                 started.abort().await;
+                if let Some(replicas) = replicas {
+                    replicas.driver.stop().await;
+                }
                 return Err(e);
             }
         };
 
+        let (journal, single, replicated) = match &replicas {
+            Some(replicas) => {
+                let inbox: Arc<dyn RaftInbox> = Arc::new(replicas.inbox(&config));
+                let local = AdjudicatorServer::routed(
+                    replicas.leaders.clone(),
+                    config.partitions,
+                    env.clock.clone(),
+                    limits,
+                )
+                .with_topology_version(config.topology_version);
+                let forwarding = Forwarding {
+                    local,
+                    leaders: replicas.leaders.clone(),
+                };
+                let service = AdjudicatorServiceServer::new(forwarding)
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES);
+                (journal_service(&[], Some(inbox)), None, Some(service))
+            }
+            None => (
+                journal_service(&partitions, None),
+                Some(adjudicator_service(&config, &env, &partitions, limits)),
+                None,
+            ),
+        };
         let (reporter, health) = tonic_health::server::health_reporter();
         let router = server
             .add_service(health)
             .add_service(ClusterServiceServer::new(Topology(topology(&config))))
-            .add_service(journal_service(&partitions))
-            .add_service(adjudicator_service(&config, &env, &partitions, limits))
+            .add_service(journal)
+            .add_optional_service(single)
+            .add_optional_service(replicated)
             .add_optional_service(storage);
         reporter
             .set_service_status("", tonic_health::ServingStatus::Serving)
@@ -517,6 +722,7 @@ impl ClusterNode {
             started,
             stop_maintenance,
             journals: partitions.iter().map(|p| p.journal().clone()).collect(),
+            replicas,
             maintenance_error: maintenance.last_error,
             addr,
         })
@@ -529,7 +735,15 @@ impl ClusterNode {
     /// supervisor restarts the process. A maintenance round that failed is not a failure
     /// of the node: it is tried again ([`ClusterNode::take_maintenance_error`]).
     pub fn is_failed(&self) -> bool {
-        self.journals.iter().any(|j| j.is_poisoned()) || self.started.any_failed()
+        self.journals.iter().any(|j| j.is_poisoned())
+            || self.started.any_failed()
+            || self.failure().is_some()
+    }
+
+    /// Why a replicated journal's group stopped on this node (its log failed, or raft-rs
+    /// panicked), if one did: the node has failed ([`ClusterNode::is_failed`]).
+    pub fn failure(&self) -> Option<String> {
+        self.replicas.as_ref()?.failure()
     }
 
     /// The error of the last maintenance round that failed (storage could not checkpoint,
@@ -564,6 +778,15 @@ impl ClusterNode {
                 first_error.get_or_insert(Error::from(e));
             }
         }
+        // Replicated journals: no partition is served any more, and the driver stops (what
+        // was in flight resolves `CommitUnknown`, so those requests end too).
+        if let Some(replicas) = self.replicas {
+            for leadership in replicas.leaders.leaderships.values() {
+                leadership.stop();
+            }
+            replicas.driver.stop().await;
+        }
+
         // In-flight requests get a grace period; a connection that never finishes (its
         // peer is gone) must not keep the node from stopping.
         let mut server = self.server;

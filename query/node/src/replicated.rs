@@ -12,7 +12,9 @@
 //!    transaction id) and the adjudicator steps down; the partition is not used again —
 //!    the next term starts from the log, never from this one's memory.
 //!
-//! Not yet wired into `journaldb serve`: a node still runs single-replica journals.
+//! [`roles`] is how `journaldb serve` runs them: the driver of a node's groups, a
+//! [`Leadership`] per partition, and the adjudicator service that serves the partitions led
+//! here and forwards the rest to their leaders.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -242,6 +244,7 @@ impl Source for ReplicaSource {
 }
 
 mod leadership;
+pub(crate) mod roles;
 
 pub use leadership::{Leadership, Owns, Serving};
 

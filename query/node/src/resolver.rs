@@ -5,7 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use journaldb_adjudicator::{Partition, TxnStatus};
+use journaldb_adjudicator::{Partition, PartitionLog, TxnStatus};
+use journaldb_journal::Journal;
 use journaldb_proto::pb::adjudicator_service_client::AdjudicatorServiceClient;
 use journaldb_proto::{Clock, PartitionId, Timestamp, TxnId, pb};
 use tonic::transport::Channel;
@@ -13,17 +14,30 @@ use tonic::transport::Channel;
 use crate::config::NodeConfig;
 
 /// Asks coordinators about votes left undecided.
-#[derive(Clone)]
-pub(crate) struct Resolver {
-    pub(crate) local: Vec<Arc<Partition>>,
+pub(crate) struct Resolver<L: PartitionLog = Journal> {
+    /// The partitions served here, asked in process.
+    pub(crate) local: Vec<Arc<Partition<L>>>,
     pub(crate) config: NodeConfig,
-    /// One (lazily connecting) channel per partition, to its node: reused by every
-    /// question, so a round does not pay a connection per vote.
-    pub(crate) channels: Arc<Vec<Channel>>,
+    /// Per partition, (lazily connecting) channels to the nodes to ask, in order: its node,
+    /// or with replicated journals its replicas (this node first if it is one; a replica
+    /// forwards to its leader). Reused by every question, so a round does not pay a
+    /// connection per vote.
+    pub(crate) channels: Arc<Vec<Vec<Channel>>>,
     pub(crate) clock: Arc<dyn Clock>,
 }
 
-impl Resolver {
+impl<L: PartitionLog> Clone for Resolver<L> {
+    fn clone(&self) -> Self {
+        Resolver {
+            local: self.local.clone(),
+            config: self.config.clone(),
+            channels: self.channels.clone(),
+            clock: self.clock.clone(),
+        }
+    }
+}
+
+impl<L: PartitionLog> Resolver<L> {
     /// Asks `txn`'s coordinator once (`Status`, with the vote τ `bound` as the snapshot
     /// bound): `None` if it cannot be asked now. Asking decides an undecided transaction
     /// aborted for good.
@@ -48,23 +62,26 @@ impl Resolver {
         txn: TxnId,
         bound: Timestamp,
     ) -> Option<TxnStatus> {
-        let channel = self.channels.get(coordinator.get() as usize)?.clone();
-        let reply = AdjudicatorServiceClient::new(channel)
-            .status(pb::StatusRequest {
-                partition: coordinator.get(),
-                txn_id: Some(txn.into()),
-                start_ts: bound.as_nanos(),
-            })
-            .await
-            .ok()?
-            .into_inner();
-        TxnStatus::from_reply(reply)
+        for channel in self.channels.get(coordinator.get() as usize)? {
+            let asked = AdjudicatorServiceClient::new(channel.clone())
+                .status(pb::StatusRequest {
+                    partition: coordinator.get(),
+                    txn_id: Some(txn.into()),
+                    start_ts: bound.as_nanos(),
+                })
+                .await;
+            // A replica without a leader, or one that is down: ask the next.
+            if let Ok(reply) = asked {
+                return TxnStatus::from_reply(reply.into_inner());
+            }
+        }
+        None
     }
 
     /// Resolves `part`'s votes undecided past the vote timeout, every `every`, for as long
     /// as the node runs: a client that died, was cut off or lost its reply between its
     /// prepares and its `Decide` keeps the keys for at most the timeout plus one round.
-    pub(crate) async fn run(self, part: Arc<Partition>, every: Duration) {
+    pub(crate) async fn run(self, part: Arc<Partition<L>>, every: Duration) {
         loop {
             tokio::time::sleep(every).await;
             if part.adjudicator().is_stepped_down() {

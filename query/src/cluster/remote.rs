@@ -50,11 +50,49 @@ pub(crate) struct Remote {
 struct Routing {
     version: u64,
     partitions: u32,
-    /// Indexed by partition.
-    adjudicators: Vec<AdjudicatorServiceClient<Channel>>,
+    /// Indexed by partition: the nodes that take its adjudicator's requests (one, or with
+    /// replicated journals every replica: any forwards to the leader).
+    adjudicators: Vec<Replicas>,
     storage: Vec<StorageServiceClient<Channel>>,
     /// Every node's address.
     nodes: Vec<String>,
+}
+
+/// The nodes taking one partition's adjudicator requests, and the one asked first: moved
+/// to the leader a refusal names, or to the next replica when one fails.
+struct Replicas {
+    urls: Vec<String>,
+    clients: Vec<AdjudicatorServiceClient<Channel>>,
+    preferred: AtomicUsize,
+}
+
+impl Replicas {
+    fn preferred(&self) -> (usize, AdjudicatorServiceClient<Channel>) {
+        let i = self.preferred.load(Ordering::Relaxed) % self.clients.len();
+        (i, self.clients[i].clone())
+    }
+
+    /// After replica `asked` refused or failed with `status`: ask the leader it named
+    /// next, or, if it is unreachable or has no leader to name, the next replica.
+    fn redirect(&self, asked: usize, status: &tonic::Status) {
+        if self.clients.len() < 2 {
+            return;
+        }
+        let named = status
+            .metadata()
+            .get(journaldb_proto::status::LEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|url| self.urls.iter().position(|u| u == url));
+        let next = match (named, ErrorKind::of(status)) {
+            (Some(leader), _) => leader,
+            (None, None | Some(ErrorKind::Unavailable)) => (asked + 1) % self.clients.len(),
+            (None, Some(_)) => return,
+        };
+        // Only if no other request moved it meanwhile.
+        let _ = self
+            .preferred
+            .compare_exchange(asked, next, Ordering::Relaxed, Ordering::Relaxed);
+    }
 }
 
 /// Fetches the topology from the node at `url` and opens (lazy) channels for it.
@@ -86,10 +124,24 @@ async fn routing(url: &str, options: &ClientOptions) -> Result<Routing> {
     let adjudicators = placements
         .iter()
         .map(|p| {
-            channel(&p.adjudicator, options).map(|c| {
-                AdjudicatorServiceClient::new(c)
-                    .max_decoding_message_size(max)
-                    .max_encoding_message_size(max)
+            let mut urls = p.replicas.clone();
+            // The node named first goes first (the one answering, if it is a replica).
+            urls.retain(|u| *u != p.adjudicator);
+            urls.insert(0, p.adjudicator.clone());
+            let clients = urls
+                .iter()
+                .map(|url| {
+                    channel(url, options).map(|c| {
+                        AdjudicatorServiceClient::new(c)
+                            .max_decoding_message_size(max)
+                            .max_encoding_message_size(max)
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Replicas {
+                urls,
+                clients,
+                preferred: AtomicUsize::new(0),
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -104,9 +156,9 @@ async fn routing(url: &str, options: &ClientOptions) -> Result<Routing> {
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    let mut nodes: Vec<String> = placements
+    let mut nodes: Vec<String> = adjudicators
         .iter()
-        .map(|p| p.adjudicator.clone())
+        .flat_map(|r| r.urls.iter().cloned())
         .chain(topology.storage.iter().map(|s| s.address.clone()))
         .collect();
     nodes.sort();
@@ -218,20 +270,34 @@ impl Remote {
         self.routing().partitions
     }
 
-    fn adjudicator(&self, p: PartitionId) -> Result<(AdjudicatorServiceClient<Channel>, u64)> {
+    /// The node to send partition `p`'s adjudicator requests to now, the topology version
+    /// it was routed by, and how to report what went wrong with it ([`Asked::failed`]).
+    fn adjudicator(&self, p: PartitionId) -> Result<(AdjudicatorServiceClient<Channel>, Asked)> {
         let routing = self.routing();
-        let client = routing
+        let replicas = routing
             .adjudicators
             .get(p.get() as usize)
-            .cloned()
             .ok_or_else(|| Error::InvalidArgument(format!("{p} is not in the topology")))?;
-        Ok((client, routing.version))
+        let (index, client) = replicas.preferred();
+        let version = routing.version;
+        Ok((
+            client,
+            Asked {
+                routing,
+                partition: p.get() as usize,
+                index,
+                version,
+            },
+        ))
     }
 
-    /// After an error on the commit path: if the node said our topology is stale, fetch
-    /// the new one (the transaction is then retried under it, as the error is
-    /// `Unavailable`); otherwise the usual mapping.
-    async fn commit_error(&self, status: tonic::Status) -> Error {
+    /// After an error on the commit path: moves to the leader a replica named (or the next
+    /// replica); if the node said our topology is stale, fetches the new one (the
+    /// transaction is then retried under it, as the error is `Unavailable`); otherwise the
+    /// usual mapping.
+    async fn commit_error(&self, asked: &Asked, status: tonic::Status) -> Error {
+        asked.failed(&status);
+
         let newer = status
             .metadata()
             .get(journaldb_proto::status::TOPOLOGY_VERSION)
@@ -351,23 +417,23 @@ impl Remote {
     }
 
     pub(crate) async fn commit(&self, p: PartitionId, req: &CommitRequest) -> Result<Timestamp> {
-        let (mut adjudicator, version) = self.adjudicator(p)?;
+        let (mut adjudicator, asked) = self.adjudicator(p)?;
         let request = pb::CommitRequest {
             partition: p.get(),
             txn_id: Some(req.txn_id.into()),
             start_ts: req.start_ts.as_nanos(),
             mutations: req.mutations.iter().cloned().map(Into::into).collect(),
             retry: req.retry,
-            topology_version: version,
+            topology_version: asked.version,
         };
         match adjudicator.commit(request).await {
             Ok(reply) => commit_outcome(reply.into_inner()),
-            Err(status) => Err(self.commit_error(status).await),
+            Err(status) => Err(self.commit_error(&asked, status).await),
         }
     }
 
     pub(crate) async fn prepare(&self, p: PartitionId, req: &PrepareRequest) -> Result<Timestamp> {
-        let (mut adjudicator, version) = self.adjudicator(p)?;
+        let (mut adjudicator, asked) = self.adjudicator(p)?;
         let request = pb::PrepareRequest {
             partition: p.get(),
             txn_id: Some(req.txn_id.into()),
@@ -375,11 +441,11 @@ impl Remote {
             keys: req.keys.clone(),
             coordinator: req.coordinator.get(),
             coordinator_epoch: Some(req.coordinator_epoch.into()),
-            topology_version: version,
+            topology_version: asked.version,
         };
         let reply = match adjudicator.prepare(request).await {
             Ok(reply) => reply.into_inner(),
-            Err(status) => return Err(self.commit_error(status).await),
+            Err(status) => return Err(self.commit_error(&asked, status).await),
         };
         match reply.vote {
             Some(prepare_reply::Vote::VoteTs(ts)) => Ok(Timestamp::from_nanos(ts)),
@@ -398,7 +464,7 @@ impl Remote {
         mutations: &[Mutation],
         participants: &[PartitionId],
     ) -> Result<Timestamp> {
-        let (mut adjudicator, version) = self.adjudicator(p)?;
+        let (mut adjudicator, asked) = self.adjudicator(p)?;
         let request = pb::CommitPreparedRequest {
             partition: p.get(),
             txn_id: Some(txn_id.into()),
@@ -406,11 +472,11 @@ impl Remote {
             votes: votes.iter().map(|v| v.as_nanos()).collect(),
             mutations: mutations.iter().cloned().map(Into::into).collect(),
             participants: participants.iter().map(|p| p.get()).collect(),
-            topology_version: version,
+            topology_version: asked.version,
         };
         match adjudicator.commit_prepared(request).await {
             Ok(reply) => commit_outcome(reply.into_inner()),
-            Err(status) => Err(self.commit_error(status).await),
+            Err(status) => Err(self.commit_error(&asked, status).await),
         }
     }
 
@@ -424,7 +490,7 @@ impl Remote {
             Some(ts) => pb::decide_request::Outcome::CommittedTs(ts.as_nanos()),
             None => pb::decide_request::Outcome::Aborted(pb::Aborted {}),
         };
-        let (mut adjudicator, _) = self.adjudicator(p)?;
+        let (mut adjudicator, asked) = self.adjudicator(p)?;
         let request = pb::DecideRequest {
             partition: p.get(),
             txn_id: Some(txn_id.into()),
@@ -432,7 +498,10 @@ impl Remote {
         };
         match adjudicator.decide(request).await {
             Ok(_) => Ok(()),
-            Err(status) => Err(from_status(status, false)),
+            Err(status) => {
+                asked.failed(&status);
+                Err(from_status(status, false))
+            }
         }
     }
 
@@ -444,24 +513,41 @@ impl Remote {
         txn_id: TxnId,
         start_ts: Timestamp,
     ) -> Option<TxnStatus> {
-        let reply = self
-            .adjudicator(p)
-            .ok()?
-            .0
-            .status(pb::StatusRequest {
-                partition: p.get(),
-                txn_id: Some(txn_id.into()),
-                start_ts: start_ts.as_nanos(),
-            })
-            .await
-            .ok()?;
-        TxnStatus::from_reply(reply.into_inner())
+        let (mut adjudicator, asked) = self.adjudicator(p).ok()?;
+        let request = pb::StatusRequest {
+            partition: p.get(),
+            txn_id: Some(txn_id.into()),
+            start_ts: start_ts.as_nanos(),
+        };
+        match adjudicator.status(request).await {
+            Ok(reply) => TxnStatus::from_reply(reply.into_inner()),
+            Err(status) => {
+                asked.failed(&status);
+                None
+            }
+        }
     }
 
     /// Commit wait: until `now().earliest > ts`, so a transaction anywhere that begins
     /// after the acknowledgement reads at a later τ.
     pub(crate) async fn acknowledge(&self, ts: Timestamp) {
         journaldb_adjudicator::commit_wait(&*self.clock, ts).await;
+    }
+}
+
+/// Which replica a request went to, so that a failure moves the partition's next
+/// requests on ([`Replicas::redirect`]).
+struct Asked {
+    routing: Arc<Routing>,
+    partition: usize,
+    index: usize,
+    /// The topology version the request was routed by.
+    version: u64,
+}
+
+impl Asked {
+    fn failed(&self, status: &tonic::Status) {
+        self.routing.adjudicators[self.partition].redirect(self.index, status);
     }
 }
 

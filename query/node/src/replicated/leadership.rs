@@ -48,7 +48,7 @@ impl Leadership {
         id: PartitionId,
         config: AdjudicatorConfig,
         owns: Owns,
-        clock: Arc<dyn Clock + Send + Sync>,
+        clock: Arc<dyn Clock>,
     ) -> Leadership {
         let (tx, serving) = watch::channel(Serving::Elsewhere { leader: None });
         let task = tokio::spawn(follow(journal, node, id, config, owns, clock, tx));
@@ -89,7 +89,7 @@ async fn follow(
     id: PartitionId,
     config: AdjudicatorConfig,
     owns: Owns,
-    clock: Arc<dyn Clock + Send + Sync>,
+    clock: Arc<dyn Clock>,
     serving: watch::Sender<Serving>,
 ) {
     let mut status = journal.watch_status();
