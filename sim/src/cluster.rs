@@ -53,6 +53,12 @@ pub struct Knobs {
     pub max_batch_bytes: u64,
     /// How long a participant's vote may stay undecided before it asks the coordinator.
     pub vote_timeout: Duration,
+    /// Replicas of each partition's journal: 1, or every node (a Raft group each).
+    pub replicas: usize,
+    /// The Raft tick of replicated journals.
+    pub raft_tick: Duration,
+    /// The cluster id (seeds the replicated journals' election timeouts).
+    pub cluster_id: u64,
 }
 
 impl Default for Knobs {
@@ -68,14 +74,17 @@ impl Default for Knobs {
             max_latency: Duration::from_millis(2),
             max_batch_bytes: 4 << 20,
             vote_timeout: Duration::from_secs(1),
+            replicas: 1,
+            raft_tick: Duration::from_millis(20),
+            cluster_id: 1,
         }
     }
 }
 
 impl Knobs {
-    /// Knobs drawn from `rng`.
-    pub fn draw(rng: &mut ChaCha8Rng) -> Knobs {
-        Knobs {
+    /// Knobs drawn from `rng`, for a cluster whose journals have `replicas` replicas.
+    pub fn draw(rng: &mut ChaCha8Rng, replicas: usize) -> Knobs {
+        let mut knobs = Knobs {
             nodes: 3,
             partitions: rng.random_range(1..=4),
             heartbeat: Duration::from_millis(rng.random_range(5..=20)),
@@ -93,7 +102,16 @@ impl Knobs {
             max_latency: Duration::from_micros(rng.random_range(1_000..=8_000)),
             max_batch_bytes: [4 << 10, 64 << 10, 4 << 20][rng.random_range(0..3)],
             vote_timeout: Duration::from_millis(rng.random_range(300..=2_500)),
+            ..Knobs::default()
+        };
+        // Drawn last, so a single-replica run draws what it drew before replication.
+        if replicas > 1 {
+            knobs.replicas = replicas;
+            knobs.nodes = knobs.nodes.max(replicas);
+            knobs.raft_tick = Duration::from_millis(rng.random_range(10..=50));
+            knobs.cluster_id = rng.random_range(1..=u64::MAX >> 1);
         }
+        knobs
     }
 }
 
@@ -186,7 +204,8 @@ pub struct SimCluster {
 
 impl SimCluster {
     /// Adds the cluster's node hosts (`n1`, `n2`, …) to `sim`. Partition `p` lives on node
-    /// `p mod nodes`; every node is a storage replica.
+    /// `p mod nodes`, or with replicated journals on every node; every node is a storage
+    /// replica.
     pub fn add_to(sim: &mut turmoil::Sim<'_>, knobs: Knobs, planted: Option<PlantedBug>) -> Self {
         let names: Vec<String> = (1..=knobs.nodes).map(|i| format!("n{i}")).collect();
         let entries: Vec<NodeEntry> = names
@@ -197,7 +216,7 @@ impl SimCluster {
                 listen: format!("{name}:{PORT}"),
                 address: Some(format!("http://{name}:{PORT}")),
                 partitions: (0..knobs.partitions)
-                    .filter(|p| *p as usize % knobs.nodes == i)
+                    .filter(|p| knobs.replicas > 1 || *p as usize % knobs.nodes == i)
                     .collect(),
                 storage: true,
             })
@@ -216,7 +235,7 @@ impl SimCluster {
                 data_dir: "/data".into(),
                 partitions: knobs.partitions,
                 topology_version: 1,
-                cluster_id: None,
+                cluster_id: Some(knobs.cluster_id),
                 nodes: entries.clone(),
                 tls: None,
                 vote_timeout_ms: None,
@@ -250,7 +269,7 @@ impl SimCluster {
                 },
                 storage_faults: Some(node.storage.clone()),
                 late_requests: Some(node.late.requests()),
-                raft_tick: None,
+                raft_tick: Some(knobs.raft_tick),
             };
             sim.host(name.as_str(), move || {
                 let (config, env) = (config.clone(), env.clone());

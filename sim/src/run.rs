@@ -50,6 +50,9 @@ pub struct RunOptions {
     pub faults: FaultSet,
     /// A bug to plant.
     pub planted: Option<PlantedBug>,
+    /// Replicas of each partition's journal: 1 (single-replica journals), or every node
+    /// (a Raft group per partition on all of them).
+    pub replicas: usize,
 }
 
 impl RunOptions {
@@ -61,6 +64,9 @@ impl RunOptions {
         );
         if let Some(bug) = self.planted {
             let _ = write!(cmd, " --plant {bug}");
+        }
+        if self.replicas != 1 {
+            let _ = write!(cmd, " --replicas {}", self.replicas);
         }
         cmd.push_str(" --trace");
         cmd
@@ -112,7 +118,7 @@ pub fn run(options: &RunOptions) -> RunReport {
 
 fn run_with<W: Workload>(options: &RunOptions, workload: W) -> RunReport {
     let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
-    let knobs = Knobs::draw(&mut rng);
+    let knobs = Knobs::draw(&mut rng, options.replicas);
     let mut builder = turmoil::Builder::new();
     builder
         .rng_seed(options.seed)

@@ -4,6 +4,7 @@
 
 mod cli;
 mod failover;
+mod replicated_failover;
 mod serve;
 
 /// A 2-worker multi-thread runtime with time and I/O, as the client expects.

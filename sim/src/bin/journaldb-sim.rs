@@ -41,6 +41,9 @@ enum Command {
         /// A seed that commits fewer transactions fails (CI: 100).
         #[arg(long, default_value_t = 0)]
         min_commits: u64,
+        /// Replicas of each journal: 1, or 3 (a Raft group per partition on every node).
+        #[arg(long, default_value_t = 1, value_parser = parse_replicas)]
+        replicas: usize,
     },
     /// Runs one seed and prints its report as one JSON line: what `run` starts, in a fresh
     /// process, for each seed of a sweep.
@@ -56,6 +59,8 @@ enum Command {
         plant: Option<PlantedBug>,
         #[arg(long)]
         history_out: Option<PathBuf>,
+        #[arg(long, default_value_t = 1, value_parser = parse_replicas)]
+        replicas: usize,
     },
     /// Runs one seed; with `--trace` prints its events in simulated time only, so two
     /// replays of a seed print identical bytes.
@@ -75,6 +80,9 @@ enum Command {
         /// Print the event trace.
         #[arg(long)]
         trace: bool,
+        /// Replicas of each journal: 1, or 3.
+        #[arg(long, default_value_t = 1, value_parser = parse_replicas)]
+        replicas: usize,
     },
 }
 
@@ -98,19 +106,33 @@ fn main() -> ExitCode {
             history_out,
             plant,
             min_commits,
-        } => run(workload, faults, seeds, history_out, plant, min_commits),
+            replicas,
+        } => run(
+            RunOptions {
+                seed: seeds.0,
+                workload,
+                faults,
+                planted: plant,
+                replicas,
+            },
+            seeds,
+            history_out,
+            min_commits,
+        ),
         Command::Seed {
             seed,
             workload,
             faults,
             plant,
             history_out,
+            replicas,
         } => one_seed(
             RunOptions {
                 seed,
                 workload,
                 faults,
                 planted: plant,
+                replicas,
             },
             history_out,
         ),
@@ -120,12 +142,14 @@ fn main() -> ExitCode {
             faults,
             plant,
             trace,
+            replicas,
         } => {
             let options = RunOptions {
                 seed,
                 workload,
                 faults,
                 planted: plant,
+                replicas,
             };
             let report = journaldb_sim::run(&options);
             let mut out = std::io::stdout().lock();
@@ -161,12 +185,21 @@ fn verdict_line(r: &RunReport) -> String {
     )
 }
 
+/// `--replicas`: 1, or 3 (every node of the simulated cluster).
+fn parse_replicas(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n @ (1 | 3)) => Ok(n),
+        _ => Err(format!(
+            "{text:?}: 1 (single-replica journals) or 3 (every node)"
+        )),
+    }
+}
+
+/// Runs seeds `first..=last` of `base` (its seed is replaced by each).
 fn run(
-    workload: WorkloadKind,
-    faults: FaultSet,
+    base: RunOptions,
     (first, last): (u64, u64),
     history_out: Option<PathBuf>,
-    planted: Option<PlantedBug>,
     min_commits: u64,
 ) -> ExitCode {
     if let Some(dir) = &history_out
@@ -189,9 +222,7 @@ fn run(
     for seed in first..=last {
         let options = RunOptions {
             seed,
-            workload,
-            faults: faults.clone(),
-            planted,
+            ..base.clone()
         };
         let mut report = run_in_own_process(&options, history_out.as_deref());
         if report.commits < min_commits {
@@ -222,8 +253,12 @@ fn run(
     let wall = started.elapsed();
     let seeds = last - first + 1;
     println!();
+    let (workload, faults, planted) = (base.workload, &base.faults, base.planted);
     println!("workload          {workload}");
     println!("faults            {faults}");
+    if base.replicas != 1 {
+        println!("replicas          {}", base.replicas);
+    }
     if let Some(bug) = planted {
         println!("planted bug       {bug}");
     }
@@ -317,6 +352,7 @@ fn run_in_own_process(options: &RunOptions, history_out: Option<&std::path::Path
     if let Some(bug) = options.planted {
         child.args(["--plant", &bug.to_string()]);
     }
+    child.args(["--replicas", &options.replicas.to_string()]);
     if let Some(dir) = history_out {
         child.arg("--history-out").arg(dir);
     }
