@@ -183,6 +183,28 @@ fn txn_id(wire: Option<pb::TxnId>) -> Result<TxnId, Status> {
         .ok_or_else(|| ErrorKind::InvalidArgument.status("missing txn_id"))
 }
 
+/// `status` (a refusal to serve) as the answer to a retried commit: `CommitUnknown`, with
+/// the same message and metadata (the leader to ask, if the refusal named one). An invalid
+/// request stays invalid.
+fn outcome_unknown(status: Status) -> Status {
+    if ErrorKind::of(&status) == Some(ErrorKind::InvalidArgument) {
+        return status;
+    }
+    let mut unknown = ErrorKind::CommitUnknown.status(format!(
+        "the outcome of the first attempt is unknown here: {}",
+        status.message()
+    ));
+    for key in [
+        journaldb_proto::status::LEADER,
+        journaldb_proto::status::TOPOLOGY_VERSION,
+    ] {
+        if let Some(value) = status.metadata().get(key) {
+            unknown.metadata_mut().insert(key, value.clone());
+        }
+    }
+    unknown
+}
+
 /// The status of a refusal that is not a verdict.
 fn refusal_status(r: Refusal) -> Status {
     match r {
@@ -233,7 +255,15 @@ impl<C: Clock + Send + Sync + 'static, P: Partitions> AdjudicatorService
         if !req.retry {
             self.check_topology(req.topology_version)?;
         }
-        let part = self.partition(req.partition)?;
+        let part = match self.partition(req.partition) {
+            Ok(part) => part,
+            // Not served here now (another replica leads, or none does yet): for a retry
+            // that says nothing of the original, which a leader may have applied — it is
+            // `CommitUnknown`, never the `Unavailable` a client may take as "not
+            // committed" and re-run the transaction on.
+            Err(status) if req.retry => return Err(outcome_unknown(status)),
+            Err(status) => return Err(status),
+        };
         let mutations = self.mutations(req.mutations)?;
         self.check_owned(part.id(), mutations.iter().map(|m| &m.key[..]))?;
         let req = CommitRequest {

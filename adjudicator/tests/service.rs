@@ -403,3 +403,60 @@ fn a_retry_routed_by_a_stale_topology_still_learns_its_outcome() {
         );
     });
 }
+
+/// A replica that serves no partition now: another node leads them.
+struct LedElsewhere;
+
+impl journaldb_adjudicator::service::Partitions for LedElsewhere {
+    type Log = Journal;
+
+    fn serving(&self, id: PartitionId) -> Result<Arc<Partition<Journal>>, tonic::Status> {
+        let mut status = ErrorKind::Unavailable.status(format!("{id} is led by another node"));
+        status.metadata_mut().insert(
+            journaldb_proto::status::LEADER,
+            "http://leader:7001".parse().unwrap(),
+        );
+        Err(status)
+    }
+
+    fn ids(&self) -> Vec<PartitionId> {
+        Vec::new()
+    }
+}
+
+/// A first attempt refused by a replica that does not lead was not applied (`Unavailable`:
+/// the client may run the transaction again). A retry refused so says nothing of the first
+/// attempt, which the leader may have applied: it must be `CommitUnknown`, or the client
+/// runs the transaction again and it is applied twice.
+#[test]
+fn a_retry_refused_by_a_replica_that_does_not_lead_is_commit_unknown() {
+    use journaldb_proto::pb::adjudicator_service_server::AdjudicatorService as _;
+    runtime().block_on(async {
+        let clock = Arc::new(EmbeddedClock::new(Timestamp::ZERO));
+        let server = AdjudicatorServer::routed(LedElsewhere, 2, clock.clone(), Limits::default());
+        let first = commit(0, 1, clock.now().latest, "k");
+        let refused = server
+            .commit(tonic::Request::new(first.clone()))
+            .await
+            .unwrap_err();
+        assert_eq!(ErrorKind::of(&refused), Some(ErrorKind::Unavailable));
+        let retry = pb::CommitRequest {
+            retry: true,
+            ..first
+        };
+        let unknown = server.commit(tonic::Request::new(retry)).await.unwrap_err();
+        assert_eq!(
+            ErrorKind::of(&unknown),
+            Some(ErrorKind::CommitUnknown),
+            "{unknown:?}"
+        );
+        assert_eq!(
+            unknown
+                .metadata()
+                .get(journaldb_proto::status::LEADER)
+                .unwrap(),
+            "http://leader:7001",
+            "the refusal still names the leader"
+        );
+    });
+}

@@ -16,7 +16,9 @@ use journaldb::{Client, ClientOptions, Error, Transaction};
 
 use journaldb_node::{ClusterNode, NodeConfig, NodeEntry};
 use journaldb_proto::pb;
+use journaldb_proto::pb::adjudicator_service_client::AdjudicatorServiceClient;
 use journaldb_proto::pb::storage_service_client::StorageServiceClient;
+use journaldb_proto::status::LEADER;
 use journaldb_proto::{Clock, SystemClock};
 
 use crate::rt;
@@ -113,7 +115,7 @@ fn a_replicated_cluster_loses_no_commit_and_keeps_serving_while_any_one_node_is_
             .collect();
         let mut nodes = Vec::new();
         for (i, listener) in listeners.into_iter().enumerate() {
-            let node = ClusterNode::start(config(dir.path(), &entries, i), listener).await;
+            let node = ClusterNode::bootstrap(config(dir.path(), &entries, i), listener).await;
             nodes.push(Some(node.unwrap()));
         }
         let options = ClientOptions::default().with_request_timeout(Duration::from_secs(3));
@@ -223,6 +225,7 @@ fn a_replicated_cluster_loses_no_commit_and_keeps_serving_while_any_one_node_is_
             }
         }
         assert!(acknowledged.len() > 10, "{} transfers", acknowledged.len());
+        assert_one_leader_named_by_the_others(&entries).await;
         for node in nodes.into_iter().flatten() {
             node.shutdown().await.unwrap();
         }
@@ -246,4 +249,101 @@ async fn read(
         }
     }
     panic!("{key} could not be read at {at}");
+}
+
+#[test]
+fn a_replicated_node_never_starts_on_replica_logs_it_cannot_trust() {
+    let rt = rt();
+    let dir = tempfile::tempdir().unwrap();
+    rt.block_on(async {
+        let listener = async || tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let entries: Vec<NodeEntry> = (0..NODES)
+            .map(|i| NodeEntry {
+                name: format!("n{i}"),
+                listen: format!("127.0.0.1:{}", 7100 + i),
+                address: None,
+                partitions: (0..PARTITIONS).collect(),
+                storage: true,
+            })
+            .collect();
+        let n0 = config(dir.path(), &entries, 0);
+        let refused = async |config: NodeConfig| {
+            ClusterNode::start(config, listener().await)
+                .await
+                .unwrap_err()
+                .to_string()
+        };
+
+        // A first start creates replica logs only when told to.
+        let error = refused(n0.clone()).await;
+        assert!(error.contains("--bootstrap"), "{error}");
+        let node = ClusterNode::bootstrap(n0.clone(), listener().await).await;
+        node.unwrap().shutdown().await.unwrap();
+        let node = ClusterNode::start(n0.clone(), listener().await).await;
+        node.unwrap().shutdown().await.unwrap();
+
+        // The voters of a replicated partition are not edited in the configuration.
+        let mut renamed = entries.clone();
+        renamed[2].name = "n9".into();
+        let error = refused(config(dir.path(), &renamed, 0)).await;
+        assert!(error.contains("has voters"), "{error}");
+
+        // Nor is the kind of journal.
+        let mut single = entries.clone();
+        for (i, e) in single.iter_mut().enumerate() {
+            e.partitions = (0..PARTITIONS)
+                .filter(|p| *p as usize % NODES == i)
+                .collect();
+        }
+        let error = refused(NodeConfig {
+            cluster_id: None,
+            ..config(dir.path(), &single, 0)
+        })
+        .await;
+        assert!(error.contains("of the other kind"), "{error}");
+
+        // A replica log lost from a node that ran before: never recreated, even when told
+        // to bootstrap (its votes were lost with it).
+        std::fs::remove_dir_all(n0.data_dir.join("raft-1")).unwrap();
+        let error = refused(n0.clone()).await;
+        assert!(error.contains("must not rejoin"), "{error}");
+        let error = ClusterNode::bootstrap(n0.clone(), listener().await)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("must not rejoin"), "{error}");
+    });
+}
+
+/// Every replica answers a request for partition 0: the leader itself, the others by
+/// forwarding it there, naming it (`journaldb-leader`) so a client goes there next.
+async fn assert_one_leader_named_by_the_others(entries: &[NodeEntry]) {
+    let mut last = Vec::new();
+    // Leadership may move while the replicas are asked: ask again.
+    for _ in 0..20 {
+        let mut named = Vec::new();
+        for entry in entries {
+            let mut replica = AdjudicatorServiceClient::connect(entry.url())
+                .await
+                .unwrap();
+            let reply = replica
+                .promise(pb::PromiseRequest {
+                    partition: 0,
+                    ts: 0,
+                })
+                .await
+                .unwrap();
+            let leader = reply
+                .metadata()
+                .get(LEADER)
+                .map(|v| v.to_str().unwrap().to_owned());
+            named.push(leader.unwrap_or_else(|| entry.url()));
+        }
+        if named.iter().all(|n| *n == named[0]) {
+            return;
+        }
+        last = named;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the replicas disagree on who leads partition 0: {last:?}");
 }

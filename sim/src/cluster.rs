@@ -270,13 +270,18 @@ impl SimCluster {
                 storage_faults: Some(node.storage.clone()),
                 late_requests: Some(node.late.requests()),
                 raft_tick: Some(knobs.raft_tick),
+                bootstrap: false,
             };
+            // A node bootstraps its replica logs until it has once started: never after,
+            // as an operator would not (a wiped disk is not a new node).
+            let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
             sim.host(name.as_str(), move || {
-                let (config, env) = (config.clone(), env.clone());
+                let (config, mut env, started) = (config.clone(), env.clone(), started.clone());
+                env.bootstrap = !started.load(std::sync::atomic::Ordering::Relaxed);
                 async move {
                     // A node that cannot start or whose journal failed stops (fail-stop);
                     // whoever supervises the simulation restarts it.
-                    let _ = run_node(config, env).await;
+                    let _ = run_node(config, env, &started).await;
                     Ok(())
                 }
             });
@@ -342,11 +347,16 @@ impl SimCluster {
     }
 }
 
-async fn run_node(config: NodeConfig, env: NodeEnv) -> journaldb::Result<()> {
+async fn run_node(
+    config: NodeConfig,
+    env: NodeEnv,
+    started: &std::sync::atomic::AtomicBool,
+) -> journaldb::Result<()> {
     let (incoming, addr) = net::listen(PORT)
         .await
         .map_err(|e| journaldb::Error::Io(format!("listening: {e}")))?;
     let node = ClusterNode::start_with(config, env, incoming, addr).await?;
+    started.store(true, std::sync::atomic::Ordering::Relaxed);
     loop {
         tokio::time::sleep(Duration::from_millis(50)).await;
         if node.is_failed() {

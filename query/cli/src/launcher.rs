@@ -154,6 +154,8 @@ pub async fn start(
             }
         }
     }
+    // Only a new cluster's nodes create their replica logs.
+    let bootstrap = existing.is_none();
     let (entries, cluster_id) = match existing {
         Some(names) => {
             let first = NodeConfig::load(&config_path(dir, &names[0]))?;
@@ -172,7 +174,7 @@ pub async fn start(
         None => (fresh_map(nodes, partitions, replicas)?, new_cluster_id()?),
     };
     for e in &entries {
-        spawn(dir, partitions, cluster_id, e, &entries)?;
+        spawn(dir, partitions, cluster_id, bootstrap, e, &entries)?;
     }
     for _ in 0..300 {
         let mut up = 0;
@@ -248,6 +250,7 @@ fn spawn(
     dir: &Path,
     partitions: u32,
     cluster_id: u64,
+    bootstrap: bool,
     e: &NodeEntry,
     entries: &[NodeEntry],
 ) -> anyhow::Result<()> {
@@ -274,6 +277,7 @@ fn spawn(
         .arg("serve")
         .arg("--config")
         .arg(config_path(dir, &e.name))
+        .args(bootstrap.then_some("--bootstrap"))
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)

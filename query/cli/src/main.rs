@@ -95,6 +95,11 @@ enum Command {
         /// The node's configuration (TOML; see docs/CLUSTER.md).
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
+        /// A new replicated cluster's first start: create this node's replica logs (its
+        /// data directory is empty). Never give it to a node that has run before: a node
+        /// whose data was lost must not rejoin under its old name.
+        #[arg(long)]
+        bootstrap: bool,
     },
 }
 
@@ -161,7 +166,7 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
-        Command::Serve { config } => return serve(config).await,
+        Command::Serve { config, bootstrap } => return serve(config, *bootstrap).await,
         Command::Cluster { action } => {
             return match action {
                 ClusterAction::Start {
@@ -304,14 +309,17 @@ async fn execute(
 
 /// `journaldb serve`: checks the configuration, binds, serves until SIGTERM or ctrl-c, then
 /// shuts down gracefully.
-async fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+async fn serve(path: &std::path::Path, bootstrap: bool) -> anyhow::Result<ExitCode> {
     let config = journaldb_node::NodeConfig::load(path)?;
     let listen = config.me().listen.clone();
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .map_err(|e| anyhow::anyhow!("binding {listen}: {e}"))?;
     let name = config.node.clone();
-    let node = journaldb_node::ClusterNode::start(config, listener).await?;
+    let node = match bootstrap {
+        true => journaldb_node::ClusterNode::bootstrap(config, listener).await?,
+        false => journaldb_node::ClusterNode::start(config, listener).await?,
+    };
     println!("journaldb node {name} serving on {}", node.addr());
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     // A journal that failed (an I/O error) refuses commits until a restart recovers it:

@@ -58,8 +58,8 @@ pub struct NodeConfig {
     #[serde(default = "one")]
     pub topology_version: u64,
     /// The cluster's id, in every replicated log and Raft message: messages from another
-    /// cluster are refused. Default: derived from the partition count and the nodes'
-    /// names (`journaldb cluster start` writes a random one).
+    /// cluster are refused. Required (and not 0) when the journals are replicated
+    /// (`journaldb cluster start` writes a random one); fixed for the cluster's life.
     #[serde(default)]
     pub cluster_id: Option<u64>,
     /// Every node of the cluster.
@@ -365,6 +365,16 @@ impl NodeConfig {
             ));
         }
         if replicated > 0 {
+            match self.cluster_id {
+                None => problems.push(
+                    "the journals are replicated: give the cluster's id (cluster_id = a \
+                     random number below 2^63, the same on every node, fixed for the \
+                     cluster's life)"
+                        .to_owned(),
+                ),
+                Some(0) => problems.push("cluster_id must not be 0".to_owned()),
+                Some(_) => {}
+            }
             for n in self.nodes.iter().filter(|n| n.storage) {
                 let missing: Vec<String> = owners
                     .iter()
@@ -439,14 +449,10 @@ impl NodeConfig {
         self.nodes.iter().find(|n| Self::raft_id_of(&n.name) == id)
     }
 
-    /// The cluster id (`cluster_id`, or one derived from the partition count and names).
+    /// The cluster id (`cluster_id`; checked to be set when the journals are replicated,
+    /// 0 for a single-replica cluster, which has no Raft group).
     pub fn cluster_id(&self) -> u64 {
-        self.cluster_id.unwrap_or_else(|| {
-            let count = self.partitions.to_le_bytes();
-            let mut parts: Vec<&[u8]> = vec![b"journaldb-cluster", &count];
-            parts.extend(self.nodes.iter().map(|n| n.name.as_bytes()));
-            fnv1a(&parts)
-        })
+        self.cluster_id.unwrap_or(0)
     }
 }
 
@@ -608,6 +614,7 @@ mod tests {
             node = "n2"
             data_dir = "/tmp/n2"
             partitions = 2
+            cluster_id = 42
             [[nodes]]
             name = "n1"
             listen = "127.0.0.1:7001"
@@ -638,12 +645,14 @@ mod tests {
         assert_ne!(id, 0);
         assert_ne!(id, NodeConfig::raft_id_of("n2"));
         assert_eq!(config.node_by_raft_id(id).unwrap().name, "n3");
-        // The derived cluster id depends on the names, not on the addresses.
-        let moved: NodeConfig =
-            toml::from_str(&text.replace("127.0.0.1:7003", "127.0.0.1:9003")).unwrap();
-        assert_eq!(moved.cluster_id(), config.cluster_id());
-        let other: NodeConfig = toml::from_str(&text.replace("\"n3\"", "\"n4\"")).unwrap();
-        assert_ne!(other.cluster_id(), config.cluster_id());
+        assert_eq!(config.cluster_id(), 42);
+        for (id, problem) in [
+            ("", "give the cluster's id"),
+            ("cluster_id = 0", "not be 0"),
+        ] {
+            let problems = parse(&text.replace("cluster_id = 42", id)).unwrap_err();
+            assert!(problems.join("\n").contains(problem), "{problems:?}");
+        }
         let twice = text.replace("partitions = [1, 0]", "partitions = [1, 1, 0]");
         let problems = parse(&twice).unwrap_err().join("\n");
         assert!(

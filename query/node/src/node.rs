@@ -70,6 +70,8 @@ const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(20);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Deadline of a participant's `Status` question to a coordinator on another node.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a stopping node waits for the groups it leads to elect another leader.
+const HAND_OVER_WAIT: Duration = Duration::from_secs(2);
 /// Pause before a storage feed reconnects to a journal.
 const FEED_RETRY: Duration = Duration::from_millis(100);
 
@@ -104,6 +106,12 @@ pub struct NodeEnv {
     /// The Raft tick of replicated journals (elections after about 10 ticks without a
     /// leader, heartbeats every 2); `None` is the driver's default, 50 ms.
     pub raft_tick: Option<Duration>,
+    /// Whether this start may create the replica logs of a new replicated cluster, on a
+    /// data directory that has none (`journaldb serve --bootstrap`, which `cluster start`
+    /// passes to a new cluster's nodes; [`ClusterNode::bootstrap`]). Never implicit: a
+    /// node whose disk was wiped must not come back under its old Raft id with an empty
+    /// log (ARCHITECTURE §5 rule 3). Default false.
+    pub bootstrap: bool,
 }
 
 impl Default for NodeEnv {
@@ -120,6 +128,7 @@ impl Default for NodeEnv {
             storage_faults: None,
             late_requests: None,
             raft_tick: None,
+            bootstrap: false,
         }
     }
 }
@@ -147,6 +156,8 @@ pub struct ClusterNode {
     journals: Vec<Arc<Journal>>,
     /// The replicated journals, in a replicated cluster.
     replicas: Option<Replicas>,
+    /// The storage replica, on a storage node.
+    storage: Option<Arc<StorageNode<Box<dyn Engine>>>>,
     /// The last error of a maintenance round not yet taken.
     maintenance_error: LastError,
     addr: std::net::SocketAddr,
@@ -154,6 +165,9 @@ pub struct ClusterNode {
 
 /// A storage replica's gRPC service.
 type StorageService = StorageServiceServer<StorageServer<Box<dyn Engine>>>;
+
+/// A storage replica: its node, and the service over it.
+type Storage = (Arc<StorageNode<Box<dyn Engine>>>, StorageService);
 
 impl std::fmt::Debug for ClusterNode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -263,6 +277,7 @@ fn prepare(config: &NodeConfig, env: &mut NodeEnv) -> Result<(Limits, bool)> {
         .map_err(|e| Error::Io(format!("listing {}: {e}", config.data_dir.display())))?
         .iter()
         .any(|name| name == journaldb::manifest::MANIFEST);
+    check_layout(config, env, fresh)?;
     if let Some(ms) = config.vote_timeout_ms {
         env.adjudicator.vote_timeout = Duration::from_millis(ms);
     }
@@ -293,6 +308,39 @@ fn prepare(config: &NodeConfig, env: &mut NodeEnv) -> Result<(Limits, bool)> {
         )));
     }
     Ok((limits, fresh))
+}
+
+/// Refuses a data directory laid out for the other kind of journal (single-replica
+/// `journal-P` directories in a replicated cluster's node, or replica logs `raft-P` in a
+/// single-replica one: a configuration edited across kinds would start from empty
+/// journals and lose the history), and a replicated node's first start without
+/// [`NodeEnv::bootstrap`].
+fn check_layout(config: &NodeConfig, env: &NodeEnv, fresh: bool) -> Result<()> {
+    let names = env
+        .disk
+        .list_dir(&config.data_dir)
+        .map_err(|e| Error::Io(format!("listing {}: {e}", config.data_dir.display())))?;
+    let (ours, other) = match config.is_replicated() {
+        true => ("replicated", "journal-"),
+        false => ("single-replica", "raft-"),
+    };
+    if let Some(name) = names.iter().find(|n| n.starts_with(other)) {
+        return Err(Error::InvalidArgument(format!(
+            "{} holds {name}, a journal of the other kind than this {ours} configuration's: \
+             a cluster's journals stay replicated or single-replica for its whole life",
+            config.data_dir.display()
+        )));
+    }
+    if fresh && config.is_replicated() && !env.bootstrap {
+        return Err(Error::InvalidArgument(format!(
+            "{} holds no replicated journals yet: if this is a new cluster's first start, \
+             start the node with --bootstrap (`journaldb cluster start` does); if the node \
+             lost its data, it must not rejoin under its old name (its votes were lost with \
+             it): replace it",
+            config.data_dir.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Writes (or checks) the data directory's manifest: the partition count, fixed at
@@ -512,7 +560,7 @@ fn start_storage(
     replicas: Option<&Replicas>,
     maintenance: &Maintenance,
     started: &mut Started,
-) -> Result<StorageService> {
+) -> Result<Storage> {
     let ids: Vec<PartitionId> = (0..config.partitions).map(PartitionId::new).collect();
     let engine = env
         .storage
@@ -551,11 +599,12 @@ fn start_storage(
     started
         .maintenance
         .spawn(maintenance.clone().checkpoint(node.clone()));
-    Ok(StorageServiceServer::new(
-        StorageServer::new(node, env.storage_server.clone()).with_clock(env.clock.clone()),
+    let service = StorageServiceServer::new(
+        StorageServer::new(node.clone(), env.storage_server.clone()).with_clock(env.clock.clone()),
     )
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
-    .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    Ok((node, service))
 }
 
 /// Starts every role's background tasks into `started`: the partitions', maintenance and,
@@ -571,7 +620,7 @@ fn start_roles(
 ) -> Result<(
     Maintenance,
     tokio::sync::watch::Sender<bool>,
-    Option<StorageService>,
+    Option<Storage>,
 )> {
     started.partitions = match replicas {
         Some(replicas) => replicated_tasks(config, env, tls, replicas)?,
@@ -606,6 +655,24 @@ impl ClusterNode {
             .map_err(|e| Error::Io(format!("listener address: {e}")))?;
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         Self::start_with(config, NodeEnv::default(), incoming, addr).await
+    }
+
+    /// [`ClusterNode::start`] for a node of a new replicated cluster: on its first start
+    /// it creates its replica logs ([`NodeEnv::bootstrap`]). Once they exist, the same as
+    /// `start`.
+    pub async fn bootstrap(
+        config: NodeConfig,
+        listener: tokio::net::TcpListener,
+    ) -> Result<ClusterNode> {
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::Io(format!("listener address: {e}")))?;
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let env = NodeEnv {
+            bootstrap: true,
+            ..NodeEnv::default()
+        };
+        Self::start_with(config, env, incoming, addr).await
     }
 
     /// Starts the node in `env`, serving the connections `incoming` yields; `addr` is the
@@ -708,7 +775,7 @@ impl ClusterNode {
             .add_service(journal)
             .add_optional_service(single)
             .add_optional_service(replicated)
-            .add_optional_service(storage);
+            .add_optional_service(storage.as_ref().map(|(_, service)| service.clone()));
         reporter
             .set_service_status("", tonic_health::ServingStatus::Serving)
             .await;
@@ -723,6 +790,7 @@ impl ClusterNode {
             stop_maintenance,
             journals: partitions.iter().map(|p| p.journal().clone()).collect(),
             replicas,
+            storage: storage.map(|(node, _)| node),
             maintenance_error: maintenance.last_error,
             addr,
         })
@@ -768,44 +836,83 @@ impl ClusterNode {
     /// [`ClusterNode::shutdown`] with a grace period of `grace` for in-flight requests
     /// (zero after a failure, when nothing is worth waiting for).
     pub async fn shutdown_within(self, grace: Duration) -> Result<()> {
+        // Groups led here are handed to other replicas first, while this node still
+        // serves (forwarding to the new leader, naming it): a rolling restart then costs
+        // no election timeout, and clients move before the node goes.
+        if let Some(replicas) = &self.replicas {
+            replicas.hand_over(grace.min(HAND_OVER_WAIT)).await;
+        }
         let _ = self.stop.send(());
         self.stop_maintenance.send_replace(true);
-        self.started.finish().await;
-        // Closing the journals ends their Tail streams, so the server can drain.
-        let mut first_error = self.maintenance_error.lock().take();
-        for j in &self.journals {
-            if let Err(e) = j.close() {
-                first_error.get_or_insert(Error::from(e));
+        // Reads waiting for this replica's watermark fail now (`Unavailable`: the client
+        // reads from another replica) rather than at their deadline: once this node stops
+        // taking requests its replicas stop hearing from their leaders.
+        if let Some(storage) = &self.storage {
+            storage.close();
+        }
+        let ClusterNode {
+            server,
+            started,
+            journals,
+            replicas,
+            maintenance_error,
+            ..
+        } = self;
+        let mut errors = Vec::new();
+        match replicas {
+            // Requests in flight (a read waiting for this replica's watermark, a commit
+            // waiting for its entry) finish while the feeds and the driver still run; then
+            // no partition is served any more and the driver stops. A flush that never
+            // returns must not hold the node.
+            Some(replicas) => {
+                errors.extend(drain(server, grace).await);
+                started.finish().await;
+                for leadership in replicas.leaders.leaderships.values() {
+                    leadership.stop();
+                }
+                if tokio::time::timeout(grace, replicas.driver.stop())
+                    .await
+                    .is_err()
+                {
+                    errors.push(Error::Io(
+                        "the replicated journals' driver did not stop in time".into(),
+                    ));
+                }
+            }
+            // Closing the journals ends their Tail streams, so the server can drain.
+            None => {
+                started.finish().await;
+                for j in &journals {
+                    if let Err(e) = j.close() {
+                        errors.push(Error::from(e));
+                    }
+                }
+                errors.extend(drain(server, grace).await);
             }
         }
-        // Replicated journals: no partition is served any more, and the driver stops (what
-        // was in flight resolves `CommitUnknown`, so those requests end too).
-        if let Some(replicas) = self.replicas {
-            for leadership in replicas.leaders.leaderships.values() {
-                leadership.stop();
-            }
-            replicas.driver.stop().await;
-        }
+        let first_error = maintenance_error.lock().take();
+        first_error
+            .or(errors.into_iter().next())
+            .map_or(Ok(()), Err)
+    }
+}
 
-        // In-flight requests get a grace period; a connection that never finishes (its
-        // peer is gone) must not keep the node from stopping.
-        let mut server = self.server;
-        let served = match tokio::time::timeout(grace, &mut server).await {
-            Ok(served) => served,
-            Err(_) => {
-                server.abort();
-                Ok(Ok(()))
-            }
-        };
-        match served {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                first_error.get_or_insert(Error::Io(format!("server: {e}")));
-            }
-            Err(e) => {
-                first_error.get_or_insert(Error::Io(format!("server task: {e}")));
-            }
+/// Waits up to `grace` for the server's requests in flight, then drops them: a connection
+/// that never finishes (its peer is gone) must not keep the node from stopping.
+async fn drain(
+    mut server: JoinHandle<std::result::Result<(), tonic::transport::Error>>,
+    grace: Duration,
+) -> Option<Error> {
+    let served = match tokio::time::timeout(grace, &mut server).await {
+        Ok(served) => served,
+        Err(_) => {
+            server.abort();
+            Ok(Ok(()))
         }
-        first_error.map_or(Ok(()), Err)
+    };
+    match served {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(Error::Io(format!("server: {e}"))),
+        Err(e) => Some(Error::Io(format!("server task: {e}"))),
     }
 }

@@ -72,17 +72,22 @@ impl Replicas {
         (i, self.clients[i].clone())
     }
 
+    /// The replica named as the leader in `metadata`, if it is one of these.
+    fn named_leader(&self, metadata: &tonic::metadata::MetadataMap) -> Option<usize> {
+        let url = metadata
+            .get(journaldb_proto::status::LEADER)?
+            .to_str()
+            .ok()?;
+        self.urls.iter().position(|u| u == url)
+    }
+
     /// After replica `asked` refused or failed with `status`: ask the leader it named
     /// next, or, if it is unreachable or has no leader to name, the next replica.
     fn redirect(&self, asked: usize, status: &tonic::Status) {
         if self.clients.len() < 2 {
             return;
         }
-        let named = status
-            .metadata()
-            .get(journaldb_proto::status::LEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|url| self.urls.iter().position(|u| u == url));
+        let named = self.named_leader(status.metadata());
         let next = match (named, ErrorKind::of(status)) {
             (Some(leader), _) => leader,
             (None, None | Some(ErrorKind::Unavailable)) => (asked + 1) % self.clients.len(),
@@ -427,7 +432,10 @@ impl Remote {
             topology_version: asked.version,
         };
         match adjudicator.commit(request).await {
-            Ok(reply) => commit_outcome(reply.into_inner()),
+            Ok(reply) => {
+                asked.answered(&reply);
+                commit_outcome(reply.into_inner())
+            }
             Err(status) => Err(self.commit_error(&asked, status).await),
         }
     }
@@ -444,7 +452,10 @@ impl Remote {
             topology_version: asked.version,
         };
         let reply = match adjudicator.prepare(request).await {
-            Ok(reply) => reply.into_inner(),
+            Ok(reply) => {
+                asked.answered(&reply);
+                reply.into_inner()
+            }
             Err(status) => return Err(self.commit_error(&asked, status).await),
         };
         match reply.vote {
@@ -475,7 +486,10 @@ impl Remote {
             topology_version: asked.version,
         };
         match adjudicator.commit_prepared(request).await {
-            Ok(reply) => commit_outcome(reply.into_inner()),
+            Ok(reply) => {
+                asked.answered(&reply);
+                commit_outcome(reply.into_inner())
+            }
             Err(status) => Err(self.commit_error(&asked, status).await),
         }
     }
@@ -548,6 +562,20 @@ struct Asked {
 impl Asked {
     fn failed(&self, status: &tonic::Status) {
         self.routing.adjudicators[self.partition].redirect(self.index, status);
+    }
+
+    /// After a reply: a replica that forwarded the request names the leader that served
+    /// it; the partition's next requests go there directly.
+    fn answered<T>(&self, reply: &tonic::Response<T>) {
+        let replicas = &self.routing.adjudicators[self.partition];
+        if let Some(leader) = replicas.named_leader(reply.metadata()) {
+            let _ = replicas.preferred.compare_exchange(
+                self.index,
+                leader,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
     }
 }
 

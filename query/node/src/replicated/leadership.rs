@@ -10,7 +10,7 @@ use std::sync::Arc;
 use journaldb_adjudicator::{AdjudicatorConfig, Partition};
 use journaldb_proto::{Clock, PartitionId};
 use journaldb_raft::raft::StateRole;
-use journaldb_raft::{NodeId, ReplicatedJournal};
+use journaldb_raft::{GroupStatus, NodeId, ReplicatedJournal};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -130,8 +130,8 @@ async fn follow(
                 // cannot be served: if this node still leads it, it hands it over.
                 Err(LeadError::Replication { .. }) => journal.step_down(now.term),
                 Err(e) => {
-                    journal.step_down(now.term);
                     serving.send_replace(Serving::Failed(e.to_string()));
+                    refuse_to_lead(journal, status).await;
                     return;
                 }
             }
@@ -150,6 +150,21 @@ async fn follow(
         }
         if status.changed().await.is_err() {
             serving.send_replace(Serving::Failed("the driver stopped".into()));
+            return;
+        }
+    }
+}
+
+/// A replica whose log cannot be replayed here stays a voter (its copy of the log still
+/// counts towards commits) but never leads: every term it wins, it hands over at once —
+/// else the partition would have a leader that serves nothing for as long as it lives.
+async fn refuse_to_lead(journal: ReplicatedJournal, mut status: watch::Receiver<GroupStatus>) {
+    loop {
+        let now = status.borrow_and_update().clone();
+        if now.role == StateRole::Leader {
+            journal.step_down(now.term);
+        }
+        if status.changed().await.is_err() {
             return;
         }
     }

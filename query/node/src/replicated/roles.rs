@@ -10,10 +10,12 @@
 //! redirects).
 //!
 //! Replica logs are created only on a node's first start (a data directory without a
-//! manifest), with the configured voters. A node that has started before and finds a
-//! replica's log missing refuses to start: its votes and acknowledgements were lost with
-//! the log, and a replica never rejoins under its old Raft id (rule 3). It is replaced
-//! instead — today under a new name in the configuration.
+//! manifest) when it is told to bootstrap (`NodeEnv::bootstrap`), with the configured
+//! voters. A node that has started before and finds a replica's log missing refuses to
+//! start: its votes and acknowledgements were lost with the log, and a replica never
+//! rejoins under its old Raft id (rule 3). A log whose voters are not the configured
+//! replicas is refused too (the configuration was edited; membership changes are not
+//! built yet, so a lost node cannot be replaced today: its groups go on with the others).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -29,6 +31,7 @@ use journaldb_proto::pb::adjudicator_service_server::AdjudicatorService;
 use journaldb_proto::pb::journal_service_client::JournalServiceClient;
 use journaldb_proto::status::{ErrorKind, FORWARDED, LEADER};
 use journaldb_proto::{Clock, MAX_MESSAGE_BYTES, PartitionId, pb};
+use journaldb_raft::raft::StateRole;
 use journaldb_raft::raft::prelude::ConfState;
 use journaldb_raft::{
     Driver, DriverConfig, GroupId, GrpcInbox, GrpcTransport, LogError, LogId, LogOptions,
@@ -80,14 +83,28 @@ fn open_logs(config: &NodeConfig, disk: &Arc<dyn Disk>, fresh: bool) -> Result<V
                 replica: me,
             };
             let dir = log_dir(config, p);
+            let mut voters = config
+                .replicas(p)
+                .iter()
+                .map(|n| NodeConfig::raft_id_of(&n.name))
+                .collect::<Vec<_>>();
+            voters.sort_unstable();
             match RaftLog::open(disk.clone(), &dir, id, LogOptions::default()) {
-                Ok(writer) => Ok(writer),
+                Ok(writer) => {
+                    let state = writer.log().state();
+                    let mut logged = state.conf_at(u64::MAX).voters;
+                    logged.sort_unstable();
+                    if logged != voters {
+                        return Err(Error::InvalidArgument(format!(
+                            "partition {p}: the replica log in {} has voters {logged:?}, the \
+                             configuration lists {voters:?}: the nodes of a replicated \
+                             partition cannot be edited in the configuration",
+                            dir.display()
+                        )));
+                    }
+                    Ok(writer)
+                }
                 Err(LogError::NoLog { .. }) if fresh => {
-                    let voters = config
-                        .replicas(p)
-                        .iter()
-                        .map(|n| NodeConfig::raft_id_of(&n.name))
-                        .collect::<Vec<_>>();
                     let conf = ConfState::from((voters, vec![]));
                     RaftLog::create(disk.clone(), &dir, id, LogOptions::default(), conf)
                         .map_err(log_error)
@@ -202,6 +219,33 @@ impl Replicas {
         )
     }
 
+    /// Hands the leadership of every group led here to another replica, waiting up to
+    /// `wait` for each to have left this node.
+    pub(crate) async fn hand_over(&self, wait: Duration) {
+        let journals: Vec<_> = self
+            .leaders
+            .leaderships
+            .keys()
+            .filter_map(|&p| self.driver.journal(group_of(p)))
+            .collect();
+        let _ = tokio::time::timeout(wait, async {
+            for journal in journals {
+                let mut status = journal.watch_status();
+                loop {
+                    let now = status.borrow_and_update().clone();
+                    if now.role != StateRole::Leader || now.failed.is_some() {
+                        break;
+                    }
+                    journal.step_down(now.term);
+                    if status.changed().await.is_err() {
+                        break;
+                    }
+                }
+            }
+        })
+        .await;
+    }
+
     /// Why a group stopped on this node, if one did (its log failed, or raft-rs panicked):
     /// the node then fails, so a supervisor restarts it and the log is recovered.
     pub(crate) fn failure(&self) -> Option<String> {
@@ -224,14 +268,19 @@ pub(crate) struct Leaders {
 }
 
 impl Leaders {
-    /// The other replica to forward a request for `partition` to: its leader, if this node
-    /// knows one and it is not this node.
-    fn leader_elsewhere(&self, partition: u32) -> Option<AdjudicatorServiceClient<Channel>> {
+    /// The other replica to forward a request for `partition` to, and its address: its
+    /// leader, if this node knows one and it is not this node.
+    fn leader_elsewhere(
+        &self,
+        partition: u32,
+    ) -> Option<(AdjudicatorServiceClient<Channel>, &str)> {
         let leadership = self.leaderships.get(&PartitionId::new(partition))?;
         match leadership.serving() {
             Serving::Elsewhere {
                 leader: Some(leader),
-            } if leader != self.me => self.peers.get(&leader).cloned(),
+            } if leader != self.me => {
+                Some((self.peers.get(&leader)?.clone(), self.urls.get(&leader)?))
+            }
             _ => None,
         }
     }
@@ -297,15 +346,31 @@ fn forwarded<T>(request: Request<T>) -> Request<T> {
 
 impl Forwarding {
     /// The leader to forward a request for `partition` to, unless it was forwarded already.
-    fn forward<T>(
-        &self,
-        request: &Request<T>,
-        partition: u32,
-    ) -> Option<AdjudicatorServiceClient<Channel>> {
+    fn forward<T>(&self, request: &Request<T>, partition: u32) -> Option<Leader<'_>> {
         if request.metadata().contains_key(FORWARDED) {
             return None;
         }
-        self.leaders.leader_elsewhere(partition)
+        let (client, url) = self.leaders.leader_elsewhere(partition)?;
+        Some(Leader { client, url })
+    }
+}
+
+/// The leader a request is forwarded to.
+struct Leader<'a> {
+    client: AdjudicatorServiceClient<Channel>,
+    url: &'a str,
+}
+
+impl Leader<'_> {
+    /// The leader's reply, relayed; a successful one names the leader (`journaldb-leader`),
+    /// so the client sends the partition's next requests there directly.
+    fn relay<T>(&self, reply: Reply<T>) -> Reply<T> {
+        reply.map(|mut response| {
+            if let Ok(value) = self.url.parse() {
+                response.metadata_mut().insert(LEADER, value);
+            }
+            response
+        })
     }
 }
 
@@ -318,14 +383,20 @@ type Reply<T> = std::result::Result<Response<T>, Status>;
 impl AdjudicatorService for Forwarding {
     async fn commit(&self, request: Request<pb::CommitRequest>) -> Reply<pb::CommitReply> {
         match self.forward(&request, request.get_ref().partition) {
-            Some(mut leader) => leader.commit(forwarded(request)).await,
+            Some(mut leader) => {
+                let reply = leader.client.commit(forwarded(request)).await;
+                leader.relay(reply)
+            }
             None => self.local.commit(request).await,
         }
     }
 
     async fn prepare(&self, request: Request<pb::PrepareRequest>) -> Reply<pb::PrepareReply> {
         match self.forward(&request, request.get_ref().partition) {
-            Some(mut leader) => leader.prepare(forwarded(request)).await,
+            Some(mut leader) => {
+                let reply = leader.client.prepare(forwarded(request)).await;
+                leader.relay(reply)
+            }
             None => self.local.prepare(request).await,
         }
     }
@@ -335,28 +406,40 @@ impl AdjudicatorService for Forwarding {
         request: Request<pb::CommitPreparedRequest>,
     ) -> Reply<pb::CommitReply> {
         match self.forward(&request, request.get_ref().partition) {
-            Some(mut leader) => leader.commit_prepared(forwarded(request)).await,
+            Some(mut leader) => {
+                let reply = leader.client.commit_prepared(forwarded(request)).await;
+                leader.relay(reply)
+            }
             None => self.local.commit_prepared(request).await,
         }
     }
 
     async fn decide(&self, request: Request<pb::DecideRequest>) -> Reply<pb::DecideReply> {
         match self.forward(&request, request.get_ref().partition) {
-            Some(mut leader) => leader.decide(forwarded(request)).await,
+            Some(mut leader) => {
+                let reply = leader.client.decide(forwarded(request)).await;
+                leader.relay(reply)
+            }
             None => self.local.decide(request).await,
         }
     }
 
     async fn status(&self, request: Request<pb::StatusRequest>) -> Reply<pb::StatusReply> {
         match self.forward(&request, request.get_ref().partition) {
-            Some(mut leader) => leader.status(forwarded(request)).await,
+            Some(mut leader) => {
+                let reply = leader.client.status(forwarded(request)).await;
+                leader.relay(reply)
+            }
             None => self.local.status(request).await,
         }
     }
 
     async fn promise(&self, request: Request<pb::PromiseRequest>) -> Reply<pb::PromiseReply> {
         match self.forward(&request, request.get_ref().partition) {
-            Some(mut leader) => leader.promise(forwarded(request)).await,
+            Some(mut leader) => {
+                let reply = leader.client.promise(forwarded(request)).await;
+                leader.relay(reply)
+            }
             None => self.local.promise(request).await,
         }
     }
