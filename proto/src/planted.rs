@@ -42,11 +42,16 @@ pub enum PlantedBug {
     /// the request's future is dropped (its client went away), its outcome stays in flight
     /// and the votes waiting on it stay pending (hardening defect 5).
     ForgetQueuedOutcomes,
+    /// The new leader of a replicated journal serves its partition without replaying the
+    /// log before its `EpochStart`: it knows none of the earlier commits, votes or
+    /// aborts (lost updates, keys no longer pending) and starts its floor from zero (τs
+    /// below earlier ones).
+    ServeWithoutReplay,
 }
 
 impl PlantedBug {
     /// Every planted bug, with its name (as `--plant` takes it).
-    pub const ALL: [(PlantedBug, &'static str); 10] = [
+    pub const ALL: [(PlantedBug, &'static str); 11] = [
         (PlantedBug::SkipConflictCheck, "skip-conflict-check"),
         (PlantedBug::AckBeforeDurable, "ack-before-durable"),
         (PlantedBug::IgnoreWatermark, "ignore-watermark"),
@@ -57,6 +62,7 @@ impl PlantedBug {
         (PlantedBug::SkipVisibilityWait, "skip-visibility-wait"),
         (PlantedBug::ReuseTxnIds, "reuse-txn-ids"),
         (PlantedBug::ForgetQueuedOutcomes, "forget-queued-outcomes"),
+        (PlantedBug::ServeWithoutReplay, "serve-without-replay"),
     ];
 }
 

@@ -128,9 +128,22 @@ fn assert_caught(
     faults: &str,
     as_any_of: &[&str],
 ) {
+    assert_caught_with(1, seeds, bug, workload, faults, as_any_of);
+}
+
+/// [`assert_caught`] on a cluster whose journals have `replicas` replicas.
+fn assert_caught_with(
+    replicas: usize,
+    seeds: u64,
+    bug: PlantedBug,
+    workload: WorkloadKind,
+    faults: &str,
+    as_any_of: &[&str],
+) {
     for seed in 1..=seeds {
         let o = RunOptions {
             planted: Some(bug),
+            replicas,
             ..options(seed, workload, faults)
         };
         let report = journaldb_sim::run(&o);
@@ -323,5 +336,33 @@ fn list_append_histories_are_elle_histories_with_paired_operations_in_real_order
     assert!(
         kinds.contains(&journaldb_sim::elle::Kind::Fail),
         "{kinds:?}"
+    );
+}
+
+/// Replicated journals: a commit acknowledged before its entry is committed by a majority
+/// is lost when its leader is cut off or crashes first — a lost or stale increment.
+#[test]
+fn with_replicated_journals_acknowledging_before_commit_is_caught_as_lost_or_stale() {
+    assert_caught_with(
+        3,
+        8,
+        PlantedBug::AckBeforeDurable,
+        WorkloadKind::Register,
+        "crash,partition,hold",
+        &["durability:", "lost update", "stale read"],
+    );
+}
+
+/// Replicated journals: a new leader that serves without replaying the log before its
+/// `EpochStart` knows no earlier commit — lost updates, caught as dependency cycles.
+#[test]
+fn a_leader_serving_without_the_replay_is_caught_as_g_single() {
+    assert_caught_with(
+        3,
+        8,
+        PlantedBug::ServeWithoutReplay,
+        WorkloadKind::ListAppend,
+        "crash,partition",
+        &["GSingle", "LostUpdate"],
     );
 }

@@ -25,7 +25,7 @@ use journaldb_adjudicator::{
     AdjudicatorConfig, Partition, PartitionLog, RecoveryError, ReplayMode, Submission, SubmitError,
     replay_payloads,
 };
-use journaldb_proto::{Clock, Lsn, PartitionId, pb};
+use journaldb_proto::{Clock, Lsn, PartitionId, PlantedBug, pb};
 use journaldb_raft::{NodeId, Pending, ReplicatedJournal, ReplicationError};
 use journaldb_storage::follow::{Batch, Source};
 use prost::Message;
@@ -192,6 +192,9 @@ pub async fn lead(
         now: clock.now(),
         truncated: first > Lsn::FIRST,
     };
+    if config.planted_bug == Some(PlantedBug::ServeWithoutReplay) {
+        payloads.clear();
+    }
     let adj = replay_payloads(id, config, payloads, owns, mode)?;
     let log = TermLog::new(journal.clone(), term, epoch_lsn.next());
     Ok(Partition::new(id, adj, Arc::new(log)))
