@@ -175,6 +175,10 @@ impl<S: Engine> StorageNode<S> {
     /// watermark stays where it was: the next call (a later record, a promise, or
     /// [`StorageNode::retry_release`]) writes them again — nothing is skipped.
     fn release(&self, crossbar: &mut Crossbar) -> Result<()> {
+        // Closed (under this same lock): nothing more is stored or published.
+        if self.watermark.is_halted() {
+            return Err(Error::Closed);
+        }
         let Some((batch, release)) = crossbar.batch() else {
             return Ok(());
         };
@@ -318,8 +322,10 @@ impl<S: Engine> StorageNode<S> {
         self.read_at(at, |s| s.scan(range, at, limit, reverse))
     }
 
-    /// Stops serving: waiting reads fail with [`Error::Closed`].
+    /// Stops serving: waiting reads fail with [`Error::Closed`], and so does every later
+    /// ingest (a feed still running stops there).
     pub fn close(&self) {
+        let _ordered = self.crossbar.lock();
         self.watermark.halt();
     }
 

@@ -76,6 +76,13 @@ fn a_read_past_the_watermark_times_out_retryably_and_close_ends_waits() {
         rt.block_on(node.get(b"k", ts(6), pending())),
         Err(Error::Closed)
     ));
+    // A feed still running when the node closes (a node shutting down closes its storage
+    // before its feeds stop) is told so, and nothing moves.
+    assert!(matches!(
+        node.ingest(A, Lsn::new(2), &heartbeat(9)),
+        Err(Error::Closed)
+    ));
+    assert_eq!(node.watermark(), ts(5));
 }
 
 #[test]
