@@ -55,16 +55,19 @@ fn alive(pid: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-async fn healthy(url: &str) -> bool {
-    let Ok(endpoint) = tonic::transport::Endpoint::from_shared(url.to_owned()) else {
-        return false;
-    };
-    let Ok(channel) = endpoint
+/// A connection to the node at `url`, with short deadlines; `None` if it does not answer.
+async fn connect(url: &str) -> Option<tonic::transport::Channel> {
+    tonic::transport::Endpoint::from_shared(url.to_owned())
+        .ok()?
         .connect_timeout(Duration::from_millis(500))
         .timeout(Duration::from_secs(1))
         .connect()
         .await
-    else {
+        .ok()
+}
+
+async fn healthy(url: &str) -> bool {
+    let Some(channel) = connect(url).await else {
         return false;
     };
     let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
@@ -84,15 +87,7 @@ async fn serves_every_partition(url: &str, partitions: u32) -> bool {
     use journaldb_proto::pb::{
         PromiseRequest, adjudicator_service_client::AdjudicatorServiceClient,
     };
-    let Ok(endpoint) = tonic::transport::Endpoint::from_shared(url.to_owned()) else {
-        return false;
-    };
-    let Ok(channel) = endpoint
-        .connect_timeout(Duration::from_millis(500))
-        .timeout(Duration::from_secs(1))
-        .connect()
-        .await
-    else {
+    let Some(channel) = connect(url).await else {
         return false;
     };
     let mut client = AdjudicatorServiceClient::new(channel);

@@ -16,6 +16,7 @@
 //! production, with only their [`NodeEnv`] replaced.
 
 pub mod config;
+mod env;
 pub mod late;
 mod maintenance;
 pub mod node;

@@ -11,7 +11,7 @@
 //! left undecided (a `Prepared` without its `Decided`) are resolved at start by asking
 //! each one's coordinator — on this node or another, retrying until it answers — and
 //! recording the answer, so no key stays pending. Time comes from the bounded-error
-//! [`SystemClock`]. With `[tls]` in the configuration every connection — clients to the
+//! [`SystemClock`](journaldb_proto::SystemClock). With `[tls]` in the configuration every connection — clients to the
 //! node and node to node — is TLS (rustls), verified against the cluster's CA.
 //!
 //! In a cluster whose journals are replicated (each partition on several nodes), the node
@@ -25,47 +25,39 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use journaldb_adjudicator::service::AdjudicatorServer;
-use journaldb_adjudicator::{AdjudicatorConfig, Partition, PartitionLog, ReplayMode};
-use journaldb_journal::disk::{Disk, RealDisk};
+use journaldb_adjudicator::{Partition, PartitionLog, ReplayMode};
 use journaldb_journal::service::{JournalServer, RaftInbox};
 
-use journaldb_journal::{Journal, JournalOptions};
+use journaldb_journal::Journal;
 use journaldb_proto::pb::adjudicator_service_server::AdjudicatorServiceServer;
 use journaldb_proto::pb::cluster_service_server::{ClusterService, ClusterServiceServer};
 use journaldb_proto::pb::journal_service_client::JournalServiceClient;
 use journaldb_proto::pb::journal_service_server::JournalServiceServer;
 use journaldb_proto::pb::storage_service_server::StorageServiceServer;
-use journaldb_proto::{
-    Clock, Limits, Lsn, MAX_MESSAGE_BYTES, PartitionId, PlantedBug, SystemClock, pb,
-};
+use journaldb_proto::{Clock, Limits, Lsn, MAX_MESSAGE_BYTES, PartitionId, PlantedBug, pb};
 use journaldb_storage::follow::{self, RemoteJournal};
-use journaldb_storage::service::{StorageServer, StorageServerConfig};
-use journaldb_storage::{Engine, Faulty, StorageNode, WriteFaults};
+use journaldb_storage::service::StorageServer;
+use journaldb_storage::{Engine, Faulty, StorageNode};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinHandle;
 use tokio_stream::Stream;
 use tonic::transport::server::Connected;
-use tonic::transport::{
-    Certificate, Channel, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig,
-};
+use tonic::transport::{Channel, Identity, ServerTlsConfig};
 use tonic::{Request, Response, Status};
 
-use journaldb::cluster::transport::{
-    Connector, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, lazy_channel,
-};
+use journaldb::cluster::transport::{KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, lazy_channel};
 use journaldb::partition::partition_of;
-use journaldb::{Error, Result, StorageEngine};
+use journaldb::{Error, Result};
 
 use crate::config::{NodeConfig, TlsFiles};
-use crate::late::LateRequests;
+pub use crate::env::NodeEnv;
+use crate::env::peer;
 use crate::maintenance::{LastError, Maintenance};
 use crate::replicated::roles::{Forwarding, Replicas, group_of};
 use crate::replicated::{ReplicaSource, Serving};
 use crate::resolver::Resolver;
 use crate::tasks::{Started, Tasks};
 
-/// How often an idle journal gets a heartbeat.
-const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(20);
 /// How long `shutdown` lets in-flight requests finish before dropping them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Deadline of a participant's `Status` question to a coordinator on another node.
@@ -74,77 +66,6 @@ const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
 const HAND_OVER_WAIT: Duration = Duration::from_secs(2);
 /// Pause before a storage feed reconnects to a journal.
 const FEED_RETRY: Duration = Duration::from_millis(100);
-
-/// What a node runs on besides its configuration. [`NodeEnv::default`] is production: the
-/// real file system, RocksDB storage, the host's [`SystemClock`], TCP and default journal
-/// options (a flusher thread per journal). The simulation (ARCHITECTURE §7) passes its own disk, memory storage,
-/// per-host clock, network connector and task flushers, and draws the knobs from its seed.
-#[derive(Clone)]
-pub struct NodeEnv {
-    /// Where journals (and RocksDB's directory) live.
-    pub disk: Arc<dyn Disk>,
-    /// The storage replica's engine.
-    pub storage: StorageEngine,
-    /// The bounded-error clock of commit timestamps, heartbeats and failover.
-    pub clock: Arc<dyn Clock>,
-    /// How connections to other nodes are opened; `None` is TCP.
-    pub connector: Option<Connector>,
-    /// Settings of every journal (where its flusher runs, batch sizes).
-    pub journal: JournalOptions,
-    /// How often an idle journal gets a heartbeat (default 20 ms).
-    pub heartbeat_interval: Duration,
-    /// Settings of every partition's adjudicator.
-    pub adjudicator: AdjudicatorConfig,
-    /// Settings of the storage replica's service.
-    pub storage_server: StorageServerConfig,
-    /// A switch that makes the storage engine's writes fail while it is on: the
-    /// simulation's `storage-error` fault. `None` in production.
-    pub storage_faults: Option<WriteFaults>,
-    /// Requests this node's server receives but serves only after a delay, past their
-    /// callers' deadlines: the simulation's `late` fault. `None` in production.
-    pub late_requests: Option<LateRequests>,
-    /// The Raft tick of replicated journals (elections after about 10 ticks without a
-    /// leader, heartbeats every 2); `None` is the driver's default, 50 ms.
-    pub raft_tick: Option<Duration>,
-    /// Whether this start may create the replica logs of a new replicated cluster, on a
-    /// data directory that has none (`journaldb serve --bootstrap`, which `cluster start`
-    /// passes to a new cluster's nodes; [`ClusterNode::bootstrap`]). Never implicit: a
-    /// node whose disk was wiped must not come back under its old Raft id with an empty
-    /// log (ARCHITECTURE §5 rule 3). Default false.
-    pub bootstrap: bool,
-}
-
-impl Default for NodeEnv {
-    fn default() -> Self {
-        NodeEnv {
-            disk: Arc::new(RealDisk),
-            storage: StorageEngine::RocksDb,
-            clock: Arc::new(SystemClock::new()),
-            connector: None,
-            journal: JournalOptions::default(),
-            heartbeat_interval: HEARTBEAT_INTERVAL,
-            adjudicator: AdjudicatorConfig::default(),
-            storage_server: StorageServerConfig::default(),
-            storage_faults: None,
-            late_requests: None,
-            raft_tick: None,
-            bootstrap: false,
-        }
-    }
-}
-
-impl std::fmt::Debug for NodeEnv {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeEnv")
-            .field("disk", &self.disk)
-            .field("storage", &self.storage)
-            .field("journal", &self.journal)
-            .field("heartbeat_interval", &self.heartbeat_interval)
-            .field("adjudicator", &self.adjudicator)
-            .field("storage_server", &self.storage_server)
-            .finish_non_exhaustive()
-    }
-}
 
 /// A running node. Dropping it stops its background tasks but not its server: call
 /// [`ClusterNode::shutdown`].
@@ -241,23 +162,6 @@ fn open_partition(config: &NodeConfig, env: &NodeEnv, p: u32) -> Result<Arc<Part
     let owns = |key: &[u8]| partition_of(key, n) == id;
     let part = Partition::recover(id, env.adjudicator.clone(), journal, first, owns, mode)?;
     Ok(Arc::new(part))
-}
-
-/// An endpoint for another node: connect timeout, HTTP/2 keep-alive (also idle), and
-/// TLS verified against the cluster's CA when the cluster uses TLS.
-pub(crate) fn peer(url: &str, tls: Option<&TlsFiles>) -> Result<Endpoint> {
-    let endpoint = Endpoint::from_shared(url.to_owned())
-        .map_err(|e| Error::InvalidArgument(format!("{url}: {e}")))?
-        .connect_timeout(Duration::from_secs(1))
-        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
-        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-        .keep_alive_while_idle(true);
-    match tls {
-        Some(tls) => endpoint
-            .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&tls.ca)))
-            .map_err(|e| Error::InvalidArgument(format!("TLS for {url}: {e}"))),
-        None => Ok(endpoint),
-    }
 }
 
 /// Checks and applies what the configuration says about the environment before anything
@@ -650,11 +554,7 @@ impl ClusterNode {
         config: NodeConfig,
         listener: tokio::net::TcpListener,
     ) -> Result<ClusterNode> {
-        let addr = listener
-            .local_addr()
-            .map_err(|e| Error::Io(format!("listener address: {e}")))?;
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-        Self::start_with(config, NodeEnv::default(), incoming, addr).await
+        Self::start_on(config, NodeEnv::default(), listener).await
     }
 
     /// [`ClusterNode::start`] for a node of a new replicated cluster: on its first start
@@ -664,14 +564,23 @@ impl ClusterNode {
         config: NodeConfig,
         listener: tokio::net::TcpListener,
     ) -> Result<ClusterNode> {
-        let addr = listener
-            .local_addr()
-            .map_err(|e| Error::Io(format!("listener address: {e}")))?;
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         let env = NodeEnv {
             bootstrap: true,
             ..NodeEnv::default()
         };
+        Self::start_on(config, env, listener).await
+    }
+
+    /// [`ClusterNode::start_with`] on a TCP listener.
+    async fn start_on(
+        config: NodeConfig,
+        env: NodeEnv,
+        listener: tokio::net::TcpListener,
+    ) -> Result<ClusterNode> {
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::Io(format!("listener address: {e}")))?;
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         Self::start_with(config, env, incoming, addr).await
     }
 

@@ -42,7 +42,7 @@ use tonic::{Request, Response, Status};
 
 use super::{Leadership, Serving, TermLog};
 use crate::config::{NodeConfig, TlsFiles};
-use crate::node::{NodeEnv, peer};
+use crate::env::{NodeEnv, peer};
 
 /// How long a request forwarded to the leader may take.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
