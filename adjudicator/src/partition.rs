@@ -55,6 +55,9 @@ pub struct Partition<L: PartitionLog = Journal> {
     journal: Arc<L>,
     /// The planted [`PlantedBug::AckBeforeDurable`].
     ack_before_durable: bool,
+    /// The planted [`PlantedBug::ProposeInLaterTerm`]: a record lost with its term does
+    /// not make the adjudicator step down (its memory is carried into a later term).
+    keep_memory: bool,
 }
 
 impl<L: PartitionLog> std::fmt::Debug for Partition<L> {
@@ -150,6 +153,7 @@ impl<L: PartitionLog> Partition<L> {
         Partition {
             id,
             ack_before_durable: adj.config().planted_bug == Some(PlantedBug::AckBeforeDurable),
+            keep_memory: adj.config().planted_bug == Some(PlantedBug::ProposeInLaterTerm),
             adj: Mutex::new(adj),
             journal,
         }
@@ -198,9 +202,17 @@ impl<L: PartitionLog> Partition<L> {
                 ))))
             }
             Err(SubmitError::Failed(_)) => {
-                adj.append_failed();
+                self.step_down(adj);
                 Err(Refusal::AppendFailed)
             }
+        }
+    }
+
+    /// A record may or may not be durable: nothing the adjudicator decides from here on
+    /// can be trusted, so it steps down (until a reopen or failover rebuilds it).
+    fn step_down(&self, adj: &mut Adjudicator) {
+        if !self.keep_memory {
+            adj.append_failed();
         }
     }
 
@@ -212,7 +224,7 @@ impl<L: PartitionLog> Partition<L> {
         match submitted.durable().await {
             Ok(lsn) => Ok(lsn),
             Err(_) => {
-                self.adj.lock().append_failed();
+                self.step_down(&mut self.adj.lock());
                 Err(Refusal::AppendFailed)
             }
         }
@@ -320,20 +332,29 @@ impl<L: PartitionLog> Partition<L> {
     }
 
     /// Participant: votes on a cross-partition transaction; the vote τ once its `Prepared`
-    /// record is durable (or at once, for a vote already cast).
+    /// record is durable. A vote already cast is answered again once the record that cast
+    /// it is durable — at once if it is already.
     pub async fn prepare(
         &self,
         now: TimeInterval,
         req: &PrepareRequest,
     ) -> Result<Timestamp, Refusal> {
-        self.decide_then_append(|adj| match adj.prepare(now, req) {
-            PrepareDecision::Append { vote_ts, record } => {
-                Ok(Step::Append(vote_ts, record, Some(req.txn_id)))
-            }
-            PrepareDecision::Voted { vote_ts } => Ok(Step::Done(vote_ts)),
-            PrepareDecision::Refused(d) => Err(Refusal::Decision(d)),
-        })
-        .await
+        let (vote_ts, pending) = self
+            .decide_then_append(|adj| match adj.prepare(now, req) {
+                PrepareDecision::Append { vote_ts, record } => {
+                    Ok(Step::Append((vote_ts, None), record, Some(req.txn_id)))
+                }
+                PrepareDecision::Voted { vote_ts, pending } => Ok(Step::Done((vote_ts, pending))),
+                PrepareDecision::Refused(d) => Err(Refusal::Decision(d)),
+            })
+            .await?;
+        if let Some(lsn) = pending
+            && self.journal.durable_through(lsn.next()).await.is_err()
+        {
+            self.step_down(&mut self.adj.lock());
+            return Err(Refusal::AppendFailed);
+        }
+        Ok(vote_ts)
     }
 
     /// Coordinator: appends the one `Commit` of a cross-partition transaction whose
@@ -495,7 +516,7 @@ impl<L: PartitionLog> Partition<L> {
             })
             .await?;
         if self.journal.durable_through(queued_end).await.is_err() {
-            self.adj.lock().append_failed();
+            self.step_down(&mut self.adj.lock());
             return Err(Refusal::AppendFailed);
         }
         Ok(floor)

@@ -6,7 +6,7 @@
 //! I/O around it and the service all build on them without building on each other.
 
 use bytes::Bytes;
-use journaldb_proto::{Epoch, Mutation, PartitionId, Timestamp, TxnId, pb};
+use journaldb_proto::{Epoch, Lsn, Mutation, PartitionId, Timestamp, TxnId, pb};
 
 /// A commit request: the write set of a transaction that read at `start_ts`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +106,10 @@ pub struct Vote {
     /// When it was cast (`now().latest` then; the vote τ after a replay): the vote is
     /// resolved by asking the coordinator once it is older than the vote timeout.
     pub cast_at: Timestamp,
+    /// Where its `Prepared` record was queued (`None` for a vote replayed from the
+    /// journal, durable by then): until that Lsn is durable, the vote exists only in
+    /// memory and is given to no one (ARCHITECTURE §5 rule 1).
+    pub lsn: Option<Lsn>,
 }
 
 /// A `Prepare` for the keys of one participant.
@@ -133,10 +137,14 @@ pub enum PrepareDecision {
         /// The `Prepared` record.
         record: pb::Record,
     },
-    /// Already voted (a retried `Prepare`): reply with the same vote.
+    /// Already voted (a retried `Prepare`): reply with the same vote — once the record
+    /// at `pending` is durable, if it is given (the first `Prepare`'s record may still be
+    /// in flight; a vote answered from memory could be lost with it).
     Voted {
         /// The vote given before.
         vote_ts: Timestamp,
+        /// The `Prepared` record's Lsn, if it is not known durable yet.
+        pending: Option<Lsn>,
     },
     /// No vote: the transaction must abort (a conflict, `TooOld`, skew, stepped down…).
     Refused(CommitDecision),

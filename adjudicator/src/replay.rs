@@ -181,6 +181,7 @@ impl Replay {
                 keys: p.keys.clone(),
                 coordinator: PartitionId::new(p.coordinator),
                 cast_at: Timestamp::from_nanos(p.vote_ts),
+                lsn: None,
             },
         );
         Ok(())

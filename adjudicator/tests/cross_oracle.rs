@@ -232,7 +232,7 @@ fn step_txn(
                 w.append(p, &record)?;
                 txn.votes.insert(p, vote_ts);
             }
-            PrepareDecision::Voted { vote_ts } => {
+            PrepareDecision::Voted { vote_ts, .. } => {
                 txn.votes.insert(p, vote_ts);
             }
             PrepareDecision::Refused(_) => {

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use journaldb_adjudicator::{
-    Adjudicator, AdjudicatorConfig, CommitDecision, CommitRequest, Partition, PrepareRequest,
-    Refusal, TxnStatus,
+    Adjudicator, AdjudicatorConfig, CommitDecision, CommitRequest, Partition, PlantedBug,
+    PrepareRequest, Refusal, TxnStatus,
 };
 use journaldb_journal::{Journal, JournalOptions};
 use journaldb_proto::{
@@ -192,4 +192,67 @@ fn a_promise_is_not_answered_on_a_record_that_never_became_durable() {
             "no promise on a lost record"
         );
     });
+}
+
+/// A retried `Prepare` is answered with the vote only once the `Prepared` record of the
+/// first one is durable (ARCHITECTURE §5 rule 1): here that record's fsync fails, so the
+/// retry fails too — answered from memory (the planted `VoteFromMemory`), it hands out a
+/// vote no restart (and no new leader) knows of, and the coordinator could commit on it.
+#[test]
+fn a_retried_prepare_is_not_answered_before_its_vote_is_durable() {
+    let (first, retried) = prepare_twice_on_a_failing_sync(None);
+    assert_eq!(first, Err(Refusal::AppendFailed));
+    assert_eq!(
+        retried,
+        Err(Refusal::AppendFailed),
+        "no vote answered on a record that never became durable"
+    );
+    let (first, retried) = prepare_twice_on_a_failing_sync(Some(PlantedBug::VoteFromMemory));
+    assert_eq!(first, Err(Refusal::AppendFailed));
+    assert!(retried.is_ok(), "the planted bug answers from memory");
+}
+
+/// The same `Prepare` twice at once on partition 1, whose journal's next fsync fails.
+fn prepare_twice_on_a_failing_sync(
+    planted: Option<PlantedBug>,
+) -> (Result<Timestamp, Refusal>, Result<Timestamp, Refusal>) {
+    use journaldb_journal::Flusher;
+    use journaldb_journal::disk::{CrashDisk, CrashDiskConfig, Disk};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let disk = CrashDisk::new(CrashDiskConfig::default());
+        let options = JournalOptions {
+            flusher: Flusher::Task,
+            ..JournalOptions::default()
+        };
+        let journal = Journal::open_on(
+            Arc::new(disk.clone()) as Arc<dyn Disk>,
+            "/db/journal",
+            options,
+        )
+        .unwrap();
+        let id = PartitionId::new(1);
+        let config = AdjudicatorConfig {
+            planted_bug: planted,
+            ..AdjudicatorConfig::default()
+        };
+        let adj = Adjudicator::new(id, config, Timestamp::ZERO);
+        let part = Partition::new(id, adj, Arc::new(journal));
+        let clock = ManualClock::new(Timestamp::from_nanos(1_000_000_000));
+        disk.fail_next_syncs(1);
+        let request = PrepareRequest {
+            txn_id: TxnId::new(9),
+            start_ts: clock.now().latest,
+            keys: vec![Bytes::from_static(b"k")],
+            coordinator: PartitionId::new(0),
+            coordinator_epoch: Epoch::default(),
+        };
+        tokio::join!(
+            part.prepare(clock.now(), &request),
+            part.prepare(clock.now(), &request)
+        )
+    })
 }

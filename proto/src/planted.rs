@@ -47,11 +47,31 @@ pub enum PlantedBug {
     /// aborts (lost updates, keys no longer pending) and starts its floor from zero (τs
     /// below earlier ones).
     ServeWithoutReplay,
+    /// A retried `Prepare` is answered with the vote from memory while the `Prepared`
+    /// record of the first one may not be durable (committed) yet: a vote the coordinator
+    /// counts can be lost with that record (ARCHITECTURE §5 rule 1).
+    VoteFromMemory,
+    /// A coordinator's abort is reported (to `Status` and to retried commit requests) as
+    /// soon as it is decided, before its `Decided` record is durable (committed): a
+    /// failover that loses the record forgets the abort a participant or a client already
+    /// acted on, and a late `CommitPrepared` commits it (§5 rule 1).
+    AbortFromMemory,
+    /// A replicated journal acknowledges a record once its Lsn is applied on the leader,
+    /// whatever term committed the entry holding it — the index checked, not the term: a
+    /// later leader's different record at that Lsn is taken for it (§5 rule 1, figure 8).
+    AckInLaterTerm,
+    /// A node that leads a partition's group again in a later term goes on with its
+    /// adjudicator of the earlier term (its floor, its conflict window) and proposes its
+    /// batches in the new term, instead of taking over from the log (§5 rule 2).
+    ProposeInLaterTerm,
+    /// A leader reports its own write of the Raft log persisted before the fsync, so its
+    /// copy counts towards the majority while a crash can still lose it (§5 rule 3).
+    PersistBeforeFsync,
 }
 
 impl PlantedBug {
     /// Every planted bug, with its name (as `--plant` takes it).
-    pub const ALL: [(PlantedBug, &'static str); 11] = [
+    pub const ALL: [(PlantedBug, &'static str); 16] = [
         (PlantedBug::SkipConflictCheck, "skip-conflict-check"),
         (PlantedBug::AckBeforeDurable, "ack-before-durable"),
         (PlantedBug::IgnoreWatermark, "ignore-watermark"),
@@ -63,6 +83,11 @@ impl PlantedBug {
         (PlantedBug::ReuseTxnIds, "reuse-txn-ids"),
         (PlantedBug::ForgetQueuedOutcomes, "forget-queued-outcomes"),
         (PlantedBug::ServeWithoutReplay, "serve-without-replay"),
+        (PlantedBug::VoteFromMemory, "vote-from-memory"),
+        (PlantedBug::AbortFromMemory, "abort-from-memory"),
+        (PlantedBug::AckInLaterTerm, "ack-in-later-term"),
+        (PlantedBug::ProposeInLaterTerm, "propose-in-later-term"),
+        (PlantedBug::PersistBeforeFsync, "persist-before-fsync"),
     ];
 }
 

@@ -15,7 +15,11 @@ use journaldb::{Client, ClientOptions, StorageEngine};
 use journaldb_adjudicator::AdjudicatorConfig;
 use journaldb_journal::{Flusher, JournalOptions};
 use journaldb_node::{ClusterNode, LateRequests, NodeConfig, NodeEntry, NodeEnv};
-use journaldb_proto::PlantedBug;
+use journaldb_proto::{PartitionId, PlantedBug};
+use journaldb_raft::ReplicatedJournal;
+use journaldb_raft::raft::StateRole;
+
+use crate::replicas::Registry;
 use journaldb_storage::WriteFaults;
 use journaldb_storage::service::StorageServerConfig;
 use rand::{Rng, SeedableRng};
@@ -59,6 +63,9 @@ pub struct Knobs {
     pub raft_tick: Duration,
     /// The cluster id (seeds the replicated journals' election timeouts).
     pub cluster_id: u64,
+    /// How long a replica log's flush takes on each node (the simulated disk is otherwise
+    /// instant): 0.05–8 ms, drawn per node — one slow disk among fast ones is common.
+    pub raft_sync_latency: Vec<Duration>,
 }
 
 impl Default for Knobs {
@@ -77,6 +84,7 @@ impl Default for Knobs {
             replicas: 1,
             raft_tick: Duration::from_millis(20),
             cluster_id: 1,
+            raft_sync_latency: Vec::new(),
         }
     }
 }
@@ -110,6 +118,9 @@ impl Knobs {
             knobs.nodes = knobs.nodes.max(replicas);
             knobs.raft_tick = Duration::from_millis(rng.random_range(10..=50));
             knobs.cluster_id = rng.random_range(1..=u64::MAX >> 1);
+            knobs.raft_sync_latency = (0..knobs.nodes)
+                .map(|_| Duration::from_micros(rng.random_range(50..=8_000)))
+                .collect();
         }
         knobs
     }
@@ -200,6 +211,8 @@ impl LateSwitch {
 pub struct SimCluster {
     knobs: Knobs,
     nodes: Vec<SimNode>,
+    /// The running nodes' replicas of replicated journals, and their audit.
+    replicas: Registry,
 }
 
 impl SimCluster {
@@ -222,7 +235,8 @@ impl SimCluster {
             })
             .collect();
         let mut nodes = Vec::new();
-        for name in &names {
+        let replicas = Registry::default();
+        for (i, name) in names.iter().enumerate() {
             let node = SimNode {
                 name: name.clone(),
                 disk: Arc::new(DiskFaults::default()),
@@ -270,24 +284,82 @@ impl SimCluster {
                 storage_faults: Some(node.storage.clone()),
                 late_requests: Some(node.late.requests()),
                 raft_tick: Some(knobs.raft_tick),
+                raft_sync_latency: knobs.raft_sync_latency.get(i).copied().unwrap_or_default(),
+
                 bootstrap: false,
             };
             // A node bootstraps its replica logs until it has once started: never after,
             // as an operator would not (a wiped disk is not a new node).
             let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let registry = replicas.clone();
             sim.host(name.as_str(), move || {
                 let (config, mut env, started) = (config.clone(), env.clone(), started.clone());
                 env.bootstrap = !started.load(std::sync::atomic::Ordering::Relaxed);
+                // A new process: the last one's replicas are gone with it.
+                registry.forget(&config.node);
+                let registry = registry.clone();
                 async move {
                     // A node that cannot start or whose journal failed stops (fail-stop);
                     // whoever supervises the simulation restarts it.
-                    let _ = run_node(config, env, &started).await;
+                    let _ = run_node(config, env, &started, &registry).await;
                     Ok(())
                 }
             });
             nodes.push(node);
         }
-        SimCluster { knobs, nodes }
+        SimCluster {
+            knobs,
+            nodes,
+            replicas,
+        }
+    }
+
+    /// Node `node`'s replica of partition `p`'s journal, if its process runs one (a
+    /// replicated cluster, the node started and has not restarted since).
+    pub fn replica(&self, node: &str, p: PartitionId) -> Option<ReplicatedJournal> {
+        self.replicas.replica(node, p)
+    }
+
+    /// Asks every running node to report the committed records its replicas hold; see
+    /// [`SimCluster::replica_disagreements`].
+    pub fn request_replica_audit(&self) {
+        self.replicas.request_audit();
+    }
+
+    /// What the reports asked for by [`SimCluster::request_replica_audit`] show: two
+    /// replicas of a partition holding different committed records at one Lsn, or a
+    /// replica whose Raft group stopped on a broken invariant (raft-rs panicked). Empty
+    /// when they agree (or no node has reported yet).
+    pub fn replica_disagreements(&self) -> Vec<String> {
+        self.replicas.disagreements()
+    }
+
+    /// The nodes that have not reported since [`SimCluster::request_replica_audit`].
+    pub fn replica_audit_missing(&self) -> Vec<String> {
+        self.nodes()
+            .iter()
+            .map(|n| n.name.clone())
+            .filter(|n| !self.replicas.reported(n))
+            .collect()
+    }
+
+    /// Who leads partition `p`'s journal now, with the term: of the nodes whose hosts
+    /// run in `sim`, the one leading the highest term (a deposed leader that has not
+    /// heard of the next term still thinks it leads its own). `None` while none does.
+    pub fn leader_of(&self, sim: &mut turmoil::Sim<'_>, p: PartitionId) -> Option<(String, u64)> {
+        let running: Vec<&SimNode> = self
+            .nodes
+            .iter()
+            .filter(|n| sim.is_host_running(n.name.as_str()))
+            .collect();
+        running
+            .into_iter()
+            .filter_map(|n| {
+                let status = self.replica(&n.name, p)?.status();
+                (status.role == StateRole::Leader && status.failed.is_none())
+                    .then(|| (n.name.clone(), status.term))
+            })
+            .max_by_key(|(_, term)| *term)
     }
 
     /// Its knobs.
@@ -351,14 +423,18 @@ async fn run_node(
     config: NodeConfig,
     env: NodeEnv,
     started: &std::sync::atomic::AtomicBool,
+    registry: &Registry,
 ) -> journaldb::Result<()> {
+    let name = config.node.clone();
     let (incoming, addr) = net::listen(PORT)
         .await
         .map_err(|e| journaldb::Error::Io(format!("listening: {e}")))?;
     let node = ClusterNode::start_with(config, env, incoming, addr).await?;
     started.store(true, std::sync::atomic::Ordering::Relaxed);
+    registry.started(&name, node.replica_journals());
     loop {
         tokio::time::sleep(Duration::from_millis(50)).await;
+        registry.report_if_asked(&name);
         if node.is_failed() {
             break;
         }

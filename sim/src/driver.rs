@@ -48,6 +48,21 @@ impl<'a> Driver<'a> {
         }
     }
 
+    /// The workload clients' host names.
+    pub(crate) fn client_hosts(&self) -> Vec<String> {
+        self.client_clocks.iter().map(|(h, _)| h.clone()).collect()
+    }
+
+    /// Whether a crash window holds `host` down.
+    pub(crate) fn is_down(&self, host: &str) -> bool {
+        self.down.contains_key(host)
+    }
+
+    /// Records what a schedule did that is no fault window (a handover).
+    pub(crate) fn note(&self, now: Duration, what: impl std::fmt::Display) {
+        self.shared.event(now, "fault", what);
+    }
+
     /// Fault windows started, by kind.
     pub(crate) fn into_fired(self) -> BTreeMap<FaultKind, u64> {
         self.fired

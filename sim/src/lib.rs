@@ -14,6 +14,8 @@
 //!   `storage-error`, `hostile`, `skew`, `late`) and their seeded schedules; `hostile.rs`
 //!   is the rogue client host.
 //! - [`workload`]: bank, list-append and register workloads with `setup / step / check`.
+//! - [`schedules`]: named schedules aimed at the leaders of replicated journals
+//!   (`leader-crash`, `figure-8`, `deposed-leader`, …).
 //! - [`run`]: one seeded run — cluster, clients, fault driver, checks, trace.
 //! - [`elle`]: the in-house checker of Elle list-append histories.
 //! - [`net`], [`disk`], [`clock`]: turmoil's network, file system and time under the
@@ -30,11 +32,14 @@ pub mod faults;
 mod hostile;
 pub mod net;
 pub mod recorder;
+mod replicas;
 pub mod run;
+pub mod schedules;
 pub mod workload;
 
 pub use cluster::{Knobs, SimCluster};
 pub use faults::{FaultKind, FaultSet};
 pub use journaldb_proto::PlantedBug;
 pub use run::{RunOptions, RunReport, run};
+pub use schedules::Schedule;
 pub use workload::WorkloadKind;

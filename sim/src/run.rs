@@ -29,6 +29,7 @@ use crate::faults::{self, FaultKind, FaultSet, Hosts};
 use crate::recorder::{
     CLIENTS, ClientCtx, FAULT_PHASE, RUN_LENGTH, SETTLE, Shared, scan_prefix, sim_now,
 };
+use crate::schedules::{Scenario, Schedule};
 use crate::workload::{Verdict, Workload, WorkloadKind, bank, list_append, register};
 use journaldb_proto::PlantedBug;
 
@@ -53,6 +54,9 @@ pub struct RunOptions {
     /// Replicas of each partition's journal: 1 (single-replica journals), or every node
     /// (a Raft group per partition on all of them).
     pub replicas: usize,
+    /// A named schedule played against the replicated journals' leaders, on top of the
+    /// fault windows of `faults` ([`crate::schedules`]).
+    pub schedule: Option<Schedule>,
 }
 
 impl RunOptions {
@@ -67,6 +71,9 @@ impl RunOptions {
         }
         if self.replicas != 1 {
             let _ = write!(cmd, " --replicas {}", self.replicas);
+        }
+        if let Some(schedule) = self.schedule {
+            let _ = write!(cmd, " --schedule {schedule}");
         }
         cmd.push_str(" --trace");
         cmd
@@ -118,7 +125,10 @@ pub fn run(options: &RunOptions) -> RunReport {
 
 fn run_with<W: Workload>(options: &RunOptions, workload: W) -> RunReport {
     let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
-    let knobs = Knobs::draw(&mut rng, options.replicas);
+    let mut knobs = Knobs::draw(&mut rng, options.replicas);
+    if options.schedule.is_some_and(Schedule::needs_partitions) {
+        knobs.partitions = knobs.partitions.max(2);
+    }
     let mut builder = turmoil::Builder::new();
     builder
         .rng_seed(options.seed)
@@ -142,8 +152,13 @@ fn run_with<W: Workload>(options: &RunOptions, workload: W) -> RunReport {
         Duration::ZERO,
         "sim",
         format_args!(
-            "seed {} workload {} faults {} planted {:?} knobs {:?}",
-            options.seed, options.workload, options.faults, options.planted, knobs
+            "seed {} workload {} faults {} schedule {:?} planted {:?} knobs {:?}",
+            options.seed,
+            options.workload,
+            options.faults,
+            options.schedule,
+            options.planted,
+            knobs
         ),
     );
 
@@ -229,6 +244,10 @@ fn run_with<W: Workload>(options: &RunOptions, workload: W) -> RunReport {
         FAULT_PHASE,
         knobs.clock_bound,
     );
+    // Drawn last, so a run without a schedule draws what it drew before schedules.
+    let mut scenario = options
+        .schedule
+        .map(|s| Scenario::new(s, ChaCha8Rng::seed_from_u64(rng.random())));
     let mut driver = Driver::new(&cluster, client_clocks, &knobs, &shared);
     // Start and end events, in time order (ends before starts at the same instant).
     let mut events: Vec<(Duration, bool, usize)> = Vec::new();
@@ -248,7 +267,11 @@ fn run_with<W: Workload>(options: &RunOptions, workload: W) -> RunReport {
         }
         if !healed && now >= FAULT_PHASE {
             healed = true;
+            scenario = None;
             driver.heal(&mut sim, now);
+        }
+        if let Some(scenario) = &mut scenario {
+            scenario.poll(&mut sim, &cluster, &mut driver, now);
         }
         driver.supervise(&mut sim, now);
         for host in std::mem::take(&mut *shared.killed.lock()) {
@@ -481,4 +504,28 @@ async fn check_main<W: Workload>(
     };
     shared.failures.lock().extend(verdict.failures);
     shared.expected.lock().extend(verdict.expected);
+    if cluster.knobs().replicas > 1 {
+        // Every replica of a partition holds the same committed records: each node hashes
+        // its own (in its host), and they are compared Lsn by Lsn.
+        // A node still restarting reports once it runs; one that never does fails the
+        // audit rather than shrinking it.
+        cluster.request_replica_audit();
+        let deadline = sim_now() + Duration::from_secs(10);
+        while !cluster.replica_audit_missing().is_empty() && sim_now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut disagreements = cluster.replica_disagreements();
+        disagreements.extend(
+            cluster
+                .replica_audit_missing()
+                .into_iter()
+                .map(|n| format!("replicas: {n} never reported its replicas for the audit")),
+        );
+
+        ctx.event(format_args!(
+            "replica audit: {} disagreements",
+            disagreements.len()
+        ));
+        shared.failures.lock().extend(disagreements);
+    }
 }

@@ -40,8 +40,12 @@ impl Adjudicator {
             return PrepareDecision::Refused(CommitDecision::Unavailable(Unavailable::SteppedDown));
         }
         if let Some(vote) = self.prepared.get(&req.txn_id) {
+            let from_memory = self.config.planted_bug == Some(PlantedBug::VoteFromMemory);
             return PrepareDecision::Voted {
                 vote_ts: vote.vote_ts,
+                pending: vote
+                    .lsn
+                    .filter(|_| !from_memory && !self.is_durable_at(vote.lsn)),
             };
         }
         if let Some(refused) = self.abort_mark_refusal(req.txn_id) {
@@ -78,6 +82,7 @@ impl Adjudicator {
                 keys: req.keys.clone(),
                 coordinator: req.coordinator,
                 cast_at: now.latest,
+                lsn: None,
             },
         );
         let record = pb::Record {
@@ -206,8 +211,7 @@ impl Adjudicator {
             )));
         }
         if let Some(mark) = self.aborted.get(&txn_id) {
-            let durable = mark.lsn.is_none() || self.is_durable_at(mark.lsn);
-            return StatusDecision::Known(if durable {
+            return StatusDecision::Known(if self.abort_is_durable(mark) {
                 TxnStatus::Aborted
             } else {
                 TxnStatus::InFlight
@@ -329,7 +333,7 @@ impl Adjudicator {
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
-    use journaldb_proto::Epoch;
+    use journaldb_proto::{Epoch, Lsn};
 
     use super::*;
     use crate::core::AdjudicatorConfig;
@@ -364,10 +368,25 @@ mod tests {
             }
             other => panic!("{other:?}"),
         };
+        // Its record was queued at Lsn 5: a retried Prepare gets the vote only once that
+        // record is durable (answered from memory, the vote could be lost with it).
+        a.queued(TxnId::new(1), Lsn::new(5));
         assert_eq!(
             a.prepare(now, &prepare_req(1, 50, "k")),
-            PrepareDecision::Voted { vote_ts: vote }
+            PrepareDecision::Voted {
+                vote_ts: vote,
+                pending: Some(Lsn::new(5))
+            }
         );
+        a.observe_durable(Lsn::new(6));
+        assert_eq!(
+            a.prepare(now, &prepare_req(1, 50, "k")),
+            PrepareDecision::Voted {
+                vote_ts: vote,
+                pending: None
+            }
+        );
+
         // Another transaction writing k conflicts while the vote is undecided.
         assert!(matches!(
             a.prepare(now, &prepare_req(2, 90, "k")),
@@ -441,6 +460,50 @@ mod tests {
             c.commit(now, &single),
             CommitDecision::Unavailable(Unavailable::AbortedByResolution)
         );
+    }
+
+    /// §5 rule 1: an abort queued but not yet durable is reported as in flight (a failover
+    /// could lose its record); with the planted `AbortFromMemory` it is reported at once.
+    #[test]
+    fn an_abort_is_reported_only_once_its_record_is_durable() {
+        for planted in [None, Some(PlantedBug::AbortFromMemory)] {
+            let config = AdjudicatorConfig {
+                planted_bug: planted,
+                ..AdjudicatorConfig::default()
+            };
+            let mut c = Adjudicator::new(PartitionId::new(0), config, ts(0));
+            let now = TimeInterval::exact(ts(100));
+            let StatusDecision::Abort(_) = c.status(now, TxnId::new(9), ts(50)) else {
+                panic!("an unknown transaction is aborted");
+            };
+            c.queued(TxnId::new(9), Lsn::new(3));
+            let retry = CommitRequest {
+                txn_id: TxnId::new(9),
+                start_ts: ts(50),
+                mutations: vec![Mutation::put("k", "v")],
+                retry: true,
+            };
+            let (status, commit) = (c.status(now, TxnId::new(9), ts(50)), c.commit(now, &retry));
+            if planted.is_some() {
+                assert_eq!(status, StatusDecision::Known(TxnStatus::Aborted));
+                assert_eq!(
+                    commit,
+                    CommitDecision::Unavailable(Unavailable::AbortedByResolution)
+                );
+                continue;
+            }
+            assert_eq!(status, StatusDecision::Known(TxnStatus::InFlight));
+            assert_eq!(commit, CommitDecision::Unknown);
+            c.observe_durable(Lsn::new(4));
+            assert_eq!(
+                c.status(now, TxnId::new(9), ts(50)),
+                StatusDecision::Known(TxnStatus::Aborted)
+            );
+            assert_eq!(
+                c.commit(now, &retry),
+                CommitDecision::Unavailable(Unavailable::AbortedByResolution)
+            );
+        }
     }
 
     #[test]

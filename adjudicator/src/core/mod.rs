@@ -206,13 +206,15 @@ impl Adjudicator {
         lsn.is_some_and(|lsn| lsn < self.durable_end)
     }
 
-    /// The record of `txn_id`'s decision (its `Commit`, or a coordinator's abort) was
-    /// queued at `lsn`.
+    /// The record of `txn_id`'s decision (its `Commit`, a coordinator's abort, or a
+    /// participant's `Prepared`) was queued at `lsn`.
     pub fn queued(&mut self, txn_id: TxnId, lsn: Lsn) {
         if let Some(outcome) = self.outcomes.get_mut(&txn_id) {
             outcome.lsn = Some(lsn);
         } else if let Some(mark) = self.aborted.get_mut(&txn_id) {
             mark.lsn = Some(lsn);
+        } else if let Some(vote) = self.prepared.get_mut(&txn_id) {
+            vote.lsn = Some(lsn);
         }
     }
 
@@ -326,11 +328,19 @@ impl Adjudicator {
     /// failure). `None` if it did not abort it.
     pub(crate) fn abort_mark_refusal(&self, txn_id: TxnId) -> Option<CommitDecision> {
         let mark = self.aborted.get(&txn_id)?;
-        Some(if mark.lsn.is_none() || self.is_durable_at(mark.lsn) {
+        Some(if self.abort_is_durable(mark) {
             CommitDecision::Unavailable(Unavailable::AbortedByResolution)
         } else {
             CommitDecision::Unknown
         })
+    }
+
+    /// An abort binds — may be reported — once its record is durable (a mark replayed from
+    /// the journal or never queued counts as durable).
+    pub(crate) fn abort_is_durable(&self, mark: &AbortMark) -> bool {
+        mark.lsn.is_none()
+            || self.is_durable_at(mark.lsn)
+            || self.config.planted_bug == Some(PlantedBug::AbortFromMemory)
     }
 
     /// Aborts `txn_id` (whose τs is at most `start_bound`) as its coordinator, for good:

@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use journaldb_journal::Flusher;
 use journaldb_journal::disk::{CrashDisk, CrashDiskConfig};
-use journaldb_proto::Lsn;
+use journaldb_proto::{Lsn, PlantedBug};
 use journaldb_raft::raft::StateRole;
 use journaldb_raft::raft::prelude::ConfState;
 use journaldb_raft::{
@@ -27,6 +27,10 @@ struct Cluster {
     network: Arc<LocalNetwork>,
     disks: BTreeMap<NodeId, CrashDisk>,
     drivers: BTreeMap<NodeId, Driver>,
+    /// Each node's flush latency (none if absent).
+    sync_latency: BTreeMap<NodeId, Duration>,
+    /// A bug planted on every node.
+    planted: Option<PlantedBug>,
 }
 
 fn dir() -> PathBuf {
@@ -56,10 +60,20 @@ impl Cluster {
     }
 
     fn start_with(seed: u64) -> Cluster {
+        Cluster::start_on(seed, BTreeMap::new(), None)
+    }
+
+    fn start_on(
+        seed: u64,
+        sync_latency: BTreeMap<NodeId, Duration>,
+        planted: Option<PlantedBug>,
+    ) -> Cluster {
         let mut cluster = Cluster {
             network: LocalNetwork::new(Duration::from_millis(1)),
             disks: BTreeMap::new(),
             drivers: BTreeMap::new(),
+            sync_latency,
+            planted,
         };
         for node in 1..=3 {
             let disk = CrashDisk::new(CrashDiskConfig::default());
@@ -84,6 +98,8 @@ impl Cluster {
         // Small enough for a test to fill: `room` waits past 32 KiB unacknowledged.
         config.group.max_uncommitted_bytes = 64 * 1024;
         config.group.max_message_bytes = 16 * 1024;
+        config.sync_latency = self.sync_latency.get(&node).copied().unwrap_or_default();
+        config.planted = self.planted;
         let transport = self.network.transport(node);
         let driver = Driver::start(config, vec![writer], transport).unwrap();
         self.network.attach(node, driver.inbox());
@@ -433,4 +449,70 @@ fn a_follower_behind_a_compacted_log_resumes_from_a_snapshot() {
             Err(ReplicationError::Truncated { .. })
         ));
     });
+}
+
+/// What [`a_leaders_own_write_counts_only_once_it_is_on_disk`] saw: whether record 1 was
+/// acknowledged before its leader lost power, and the journal's first two records after
+/// (as the next leader commits them).
+fn crash_a_slow_leader(planted: Option<PlantedBug>) -> (bool, Vec<(Lsn, Bytes)>) {
+    runtime().block_on(async {
+        // Node 1's disk takes 50 ms to flush, the others' none.
+        let slow = BTreeMap::from([(1, Duration::from_millis(50))]);
+        let mut cluster = Cluster::start_on(SEED, slow, planted);
+        let (mut leader, mut term) = cluster.leader(&[1, 2, 3]).await;
+        let first = cluster.journal(leader).submit(term, record(0)).unwrap();
+        assert_eq!(first.committed().await, Ok(Lsn::FIRST));
+        for _ in 0..10 {
+            if leader == 1 {
+                break;
+            }
+            // Once every log is alike, a handover goes to the lowest other id.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            cluster.journal(leader).step_down(term);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            (leader, term) = cluster.leader(&[1, 2, 3]).await;
+        }
+        assert_eq!(leader, 1);
+        // Every flush done: node 1's next one starts with record 1.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Record 1 reaches node 2 only, which syncs it at once; node 1 has it staged.
+        cluster.network.cut(1, 3, true);
+        let pending = cluster.journal(1).submit(term, record(1)).unwrap();
+        let acknowledged = tokio::time::timeout(Duration::from_millis(20), pending.committed())
+            .await
+            .is_ok_and(|r| r.is_ok());
+        // Node 1 loses power before its flush; node 2 is cut off; nodes 1 and 3, whose
+        // logs end at record 0, elect a leader that writes record 2.
+        cluster.crash(1).await;
+        cluster.network.cut(1, 3, false);
+        cluster.network.isolate(2, true);
+        cluster.run(1, SEED);
+        let (next, next_term) = cluster.leader(&[1, 3]).await;
+        let p = cluster.journal(next).submit(next_term, record(2)).unwrap();
+        p.committed().await.unwrap();
+        (
+            acknowledged,
+            read_all(cluster.journal(next), Lsn::new(3)).await,
+        )
+    })
+}
+
+/// ARCHITECTURE §5 rule 3: a leader's own copy of an entry counts towards the majority
+/// only once it is fsynced. With its flush slow and one follower fast, the entry is not
+/// acknowledged before the leader's disk has it, so the leader's power loss cannot lose
+/// an acknowledged record; with the planted `PersistBeforeFsync` it is acknowledged on
+/// the fast follower's copy alone, and lost when that follower is outvoted.
+#[test]
+fn a_leaders_own_write_counts_only_once_it_is_on_disk() {
+    let (acknowledged, log) = crash_a_slow_leader(None);
+    assert!(!acknowledged, "acknowledged before the leader's fsync");
+    assert_eq!(log[1], (Lsn::new(2), record(2)));
+
+    let (acknowledged, log) = crash_a_slow_leader(Some(PlantedBug::PersistBeforeFsync));
+    assert!(acknowledged, "the planted bug counts the unsynced copy");
+    assert_eq!(
+        log[1],
+        (Lsn::new(2), record(2)),
+        "the acknowledged record 1 is lost"
+    );
 }

@@ -51,6 +51,10 @@ pub struct NodeEnv {
     /// The Raft tick of replicated journals (elections after about 10 ticks without a
     /// leader, heartbeats every 2); `None` is the driver's default, 50 ms.
     pub raft_tick: Option<Duration>,
+    /// How long each flush of a replica log takes before it writes: the simulation's model
+    /// of a disk that takes time (its own is instant), so that a crash can land between a
+    /// Raft write and its fsync. Zero in production.
+    pub raft_sync_latency: Duration,
     /// Whether this start may create the replica logs of a new replicated cluster, on a
     /// data directory that has none (`journaldb serve --bootstrap`, which `cluster start`
     /// passes to a new cluster's nodes; [`ClusterNode::bootstrap`]). Never implicit: a
@@ -73,6 +77,7 @@ impl Default for NodeEnv {
             storage_faults: None,
             late_requests: None,
             raft_tick: None,
+            raft_sync_latency: Duration::ZERO,
             bootstrap: false,
         }
     }

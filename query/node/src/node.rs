@@ -35,6 +35,7 @@ use journaldb_proto::pb::journal_service_client::JournalServiceClient;
 use journaldb_proto::pb::journal_service_server::JournalServiceServer;
 use journaldb_proto::pb::storage_service_server::StorageServiceServer;
 use journaldb_proto::{Clock, Limits, Lsn, MAX_MESSAGE_BYTES, PartitionId, PlantedBug, pb};
+use journaldb_raft::ReplicatedJournal;
 use journaldb_storage::follow::{self, RemoteJournal};
 use journaldb_storage::service::StorageServer;
 use journaldb_storage::{Engine, Faulty, StorageNode};
@@ -721,6 +722,21 @@ impl ClusterNode {
     /// panicked), if one did: the node has failed ([`ClusterNode::is_failed`]).
     pub fn failure(&self) -> Option<String> {
         self.replicas.as_ref()?.failure()
+    }
+
+    /// This node's replicas of replicated journals, by partition (none in a cluster of
+    /// single-replica journals): each one's Raft status (role, term, leader, applied
+    /// index) and, on its leader, a handover ([`ReplicatedJournal::step_down`]).
+    pub fn replica_journals(&self) -> Vec<(PartitionId, ReplicatedJournal)> {
+        let Some(replicas) = &self.replicas else {
+            return Vec::new();
+        };
+        replicas
+            .leaders
+            .leaderships
+            .keys()
+            .filter_map(|&p| Some((p, replicas.driver.journal(group_of(p))?.clone())))
+            .collect()
     }
 
     /// The error of the last maintenance round that failed (storage could not checkpoint,

@@ -35,7 +35,8 @@ use prost::Message;
 #[derive(Debug)]
 pub struct TermLog {
     journal: ReplicatedJournal,
-    term: u64,
+    /// The term; it changes only with the planted `ProposeInLaterTerm` ([`TermLog::rebind`]).
+    term: AtomicU64,
     /// The highest durable end seen, so it never goes back once the term has ended.
     durable: AtomicU64,
 }
@@ -45,19 +46,26 @@ impl TermLog {
     pub fn new(journal: ReplicatedJournal, term: u64, durable: Lsn) -> TermLog {
         TermLog {
             journal,
-            term,
+            term: AtomicU64::new(term),
             durable: AtomicU64::new(durable.get()),
         }
     }
 
     /// The term.
     pub fn term(&self) -> u64 {
-        self.term
+        self.term.load(Ordering::Relaxed)
     }
 
     /// Whether this node still leads the term and takes records in it.
     pub fn is_current(&self) -> bool {
-        self.journal.next_lsn(self.term).is_some()
+        self.journal.next_lsn(self.term()).is_some()
+    }
+
+    /// The planted [`PlantedBug::ProposeInLaterTerm`]: binds this log, and the memory of
+    /// the adjudicator over it, to a later term of this node's — never done otherwise
+    /// (rule 2: a term change discards the adjudicator's memory).
+    fn rebind(&self, term: u64) {
+        self.term.fetch_max(term, Ordering::Relaxed);
     }
 }
 
@@ -79,7 +87,7 @@ impl PartitionLog for TermLog {
     type Submitted<'a> = TermSubmission;
 
     fn submit_now(&self, record: Bytes) -> Result<TermSubmission, SubmitError> {
-        match self.journal.submit(self.term, record) {
+        match self.journal.submit(self.term(), record) {
             Ok(pending) => Ok(TermSubmission(pending)),
             Err(ReplicationError::TooLarge { size, limit }) => Err(SubmitError::TooLarge {
                 size: size as u64,
@@ -90,11 +98,14 @@ impl PartitionLog for TermLog {
     }
 
     fn room(&self) -> impl Future<Output = ()> + Send {
-        self.journal.room(self.term)
+        self.journal.room(self.term())
     }
 
     fn durable_end(&self) -> Lsn {
-        let now = self.journal.acknowledged_end(self.term).map_or(0, Lsn::get);
+        let now = self
+            .journal
+            .acknowledged_end(self.term())
+            .map_or(0, Lsn::get);
         Lsn::new(self.durable.fetch_max(now, Ordering::Relaxed).max(now))
     }
 
@@ -103,19 +114,19 @@ impl PartitionLog for TermLog {
             return Ok(());
         }
         self.journal
-            .acknowledged_through(self.term, end)
+            .acknowledged_through(self.term(), end)
             .await
             .map_err(|e| e.to_string())
     }
 
     fn submitted_end(&self) -> Lsn {
         self.journal
-            .next_lsn(self.term)
+            .next_lsn(self.term())
             .unwrap_or_else(|| self.durable_end())
     }
 
     fn describe(&self) -> String {
-        format!("{:?} in term {}", self.journal.group(), self.term)
+        format!("{:?} in term {}", self.journal.group(), self.term())
     }
 }
 

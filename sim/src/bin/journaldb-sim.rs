@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use journaldb_sim::{FaultKind, FaultSet, PlantedBug, RunOptions, RunReport, WorkloadKind};
+use journaldb_sim::{
+    FaultKind, FaultSet, PlantedBug, RunOptions, RunReport, Schedule, WorkloadKind,
+};
 
 #[derive(Parser)]
 #[command(
@@ -35,7 +37,8 @@ enum Command {
         /// Write each seed's history (list-append: Elle's format) into this directory.
         #[arg(long)]
         history_out: Option<PathBuf>,
-        /// Plant a bug: skip-conflict-check, ack-before-durable or ignore-watermark.
+        /// Plant a bug on purpose (its name, as `journaldb_proto::PlantedBug` lists them:
+        /// skip-conflict-check, ack-before-durable, serve-without-replay, …).
         #[arg(long)]
         plant: Option<PlantedBug>,
         /// A seed that commits fewer transactions fails (CI: 100).
@@ -44,6 +47,12 @@ enum Command {
         /// Replicas of each journal: 1, or 3 (a Raft group per partition on every node).
         #[arg(long, default_value_t = 1, value_parser = parse_replicas)]
         replicas: usize,
+        /// A named schedule against the leaders of replicated journals (needs
+        /// `--replicas 3`): leader-crash, deposed-leader, figure-8, election-crash,
+        /// minority-partition, decide-churn, coordinator-crash, client-clock-ahead,
+        /// skew-at-bound.
+        #[arg(long)]
+        schedule: Option<Schedule>,
     },
     /// Runs one seed and prints its report as one JSON line: what `run` starts, in a fresh
     /// process, for each seed of a sweep.
@@ -61,6 +70,8 @@ enum Command {
         history_out: Option<PathBuf>,
         #[arg(long, default_value_t = 1, value_parser = parse_replicas)]
         replicas: usize,
+        #[arg(long)]
+        schedule: Option<Schedule>,
     },
     /// Runs one seed; with `--trace` prints its events in simulated time only, so two
     /// replays of a seed print identical bytes.
@@ -83,6 +94,9 @@ enum Command {
         /// Replicas of each journal: 1, or 3.
         #[arg(long, default_value_t = 1, value_parser = parse_replicas)]
         replicas: usize,
+        /// A named schedule (needs `--replicas 3`).
+        #[arg(long)]
+        schedule: Option<Schedule>,
     },
 }
 
@@ -96,6 +110,16 @@ fn parse_seeds(s: &str) -> Result<(u64, u64), String> {
     Ok((a, b))
 }
 
+/// A schedule aims at Raft leaders: it needs replicated journals.
+fn check_schedule(options: &RunOptions) -> Result<(), String> {
+    match options.schedule {
+        Some(schedule) if options.replicas == 1 => Err(format!(
+            "--schedule {schedule} aims at the leaders of replicated journals: add --replicas 3"
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -107,6 +131,7 @@ fn main() -> ExitCode {
             plant,
             min_commits,
             replicas,
+            schedule,
         } => run(
             RunOptions {
                 seed: seeds.0,
@@ -114,6 +139,7 @@ fn main() -> ExitCode {
                 faults,
                 planted: plant,
                 replicas,
+                schedule,
             },
             seeds,
             history_out,
@@ -126,6 +152,7 @@ fn main() -> ExitCode {
             plant,
             history_out,
             replicas,
+            schedule,
         } => one_seed(
             RunOptions {
                 seed,
@@ -133,6 +160,7 @@ fn main() -> ExitCode {
                 faults,
                 planted: plant,
                 replicas,
+                schedule,
             },
             history_out,
         ),
@@ -143,6 +171,7 @@ fn main() -> ExitCode {
             plant,
             trace,
             replicas,
+            schedule,
         } => {
             let options = RunOptions {
                 seed,
@@ -150,7 +179,12 @@ fn main() -> ExitCode {
                 faults,
                 planted: plant,
                 replicas,
+                schedule,
             };
+            if let Err(e) = check_schedule(&options) {
+                eprintln!("journaldb-sim: {e}");
+                return ExitCode::from(2);
+            }
             let report = journaldb_sim::run(&options);
             let mut out = std::io::stdout().lock();
             if trace {
@@ -202,6 +236,10 @@ fn run(
     history_out: Option<PathBuf>,
     min_commits: u64,
 ) -> ExitCode {
+    if let Err(e) = check_schedule(&base) {
+        eprintln!("journaldb-sim: {e}");
+        return ExitCode::from(2);
+    }
     if let Some(dir) = &history_out
         && let Err(e) = std::fs::create_dir_all(dir)
     {
@@ -259,6 +297,9 @@ fn run(
     if base.replicas != 1 {
         println!("replicas          {}", base.replicas);
     }
+    if let Some(schedule) = base.schedule {
+        println!("schedule          {schedule}");
+    }
     if let Some(bug) = planted {
         println!("planted bug       {bug}");
     }
@@ -267,9 +308,10 @@ fn run(
     println!("read-only         {reads}");
     let aborts_text: Vec<String> = aborts.iter().map(|(k, n)| format!("{k} {n}")).collect();
     println!("aborts by kind    {}", none_if_empty(&aborts_text));
+    // Enabled kinds, and those a schedule used.
     let fired_text: Vec<String> = FaultKind::ALL
         .iter()
-        .filter(|k| faults.has(**k))
+        .filter(|k| faults.has(**k) || fired.contains_key(k))
         .map(|k| format!("{k} {}", fired.get(k).copied().unwrap_or(0)))
         .collect();
     println!("faults fired      {}", none_if_empty(&fired_text));
@@ -353,6 +395,9 @@ fn run_in_own_process(options: &RunOptions, history_out: Option<&std::path::Path
         child.args(["--plant", &bug.to_string()]);
     }
     child.args(["--replicas", &options.replicas.to_string()]);
+    if let Some(schedule) = options.schedule {
+        child.args(["--schedule", &schedule.to_string()]);
+    }
     if let Some(dir) = history_out {
         child.arg("--history-out").arg(dir);
     }

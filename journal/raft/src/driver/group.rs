@@ -39,6 +39,9 @@ pub(super) struct Group {
     max_entry_bytes: usize,
     /// The voter the last leadership transfer went to.
     last_transfer: Option<u64>,
+    /// The planted [`journaldb_proto::PlantedBug::PersistBeforeFsync`]: as leader, report
+    /// each Ready persisted as soon as it is staged.
+    pub persist_before_fsync: bool,
 }
 
 impl Group {
@@ -55,6 +58,7 @@ impl Group {
             unpersisted: Vec::new(),
             max_entry_bytes,
             last_transfer: None,
+            persist_before_fsync: false,
         }
     }
 
@@ -194,13 +198,20 @@ impl Group {
         // 3. Apply what is committed.
         let committed = ready.take_committed_entries();
         // 5. Persisted messages wait for the flush.
+        let number = ready.number();
         self.unpersisted.push(Unpersisted {
-            number: ready.number(),
+            number,
             staged,
             held: ready.take_persisted_messages(),
             snapshot,
         });
         self.node.advance_append_async(ready);
+        if self.persist_before_fsync && self.node.raft.state == StateRole::Leader {
+            // The planted bug: the leader's own copy counts towards the majority before
+            // it is on disk (§5 rule 3 broken).
+            self.node.on_persist_ready(number);
+        }
+
         // A journal's snapshot is metadata only: its message is all there is to send, so
         // once handed to the transport it is reported finished. Had it been lost, the
         // follower rejects the next append and the leader, finding the entries compacted,

@@ -183,6 +183,9 @@ pub(super) struct Shared {
     pub max_unacked_bytes: usize,
     /// The largest record `submit` takes: one record must fit one Raft message.
     pub max_record_bytes: usize,
+    /// The planted [`journaldb_proto::PlantedBug::AckInLaterTerm`]: a [`Pending`]
+    /// resolves once its Lsn is readable here, whatever term committed it.
+    pub ack_in_any_term: bool,
 }
 
 /// One group's journal on this node. Clones share it.
@@ -197,6 +200,9 @@ pub struct Pending {
     term: u64,
     lsn: Lsn,
     acks: watch::Receiver<Acks>,
+    /// Set only with the planted `AckInLaterTerm`: the status whose readable end it
+    /// wrongly trusts.
+    any_term: Option<watch::Receiver<GroupStatus>>,
 }
 
 impl Pending {
@@ -212,6 +218,14 @@ impl Pending {
             term: self.term,
             lsn: self.lsn,
         };
+        if let Some(mut status) = self.any_term.take() {
+            // The planted bug: an Lsn readable here is taken for this record, whoever
+            // proposed the entry that holds it.
+            return match status.wait_for(|s| s.readable > self.lsn).await {
+                Ok(_) => Ok(self.lsn),
+                Err(_) => Err(unknown),
+            };
+        }
         loop {
             {
                 let acks = self.acks.borrow_and_update();
@@ -383,6 +397,10 @@ impl ReplicatedJournal {
             term,
             lsn,
             acks: self.shared.acks.subscribe(),
+            any_term: self
+                .shared
+                .ack_in_any_term
+                .then(|| self.shared.status.subscribe()),
         })
     }
 

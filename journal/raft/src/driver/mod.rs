@@ -29,6 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use journaldb_journal::Flusher;
+use journaldb_proto::PlantedBug;
 use parking_lot::Mutex;
 use raft::RawNode;
 use raft::Storage;
@@ -95,6 +96,13 @@ pub struct DriverConfig {
     pub flusher: Flusher,
     /// Envelope batches the inbox holds before it drops more.
     pub inbox_capacity: usize,
+    /// How long each flush takes before it writes, in tokio time: zero in production,
+    /// where the disk takes its own time. The simulation, whose disk is instant, sets it
+    /// so that a crash can land between a Ready's staging and its fsync.
+    pub sync_latency: Duration,
+    /// A bug to plant on purpose ([`PlantedBug::AckInLaterTerm`],
+    /// [`PlantedBug::PersistBeforeFsync`]), to show the checks catch it.
+    pub planted: Option<PlantedBug>,
 }
 
 impl DriverConfig {
@@ -108,6 +116,8 @@ impl DriverConfig {
             seed,
             flusher: Flusher::Thread,
             inbox_capacity: 1024,
+            sync_latency: Duration::ZERO,
+            planted: None,
         }
     }
 }
@@ -185,17 +195,20 @@ impl Driver {
                 max_record_bytes: (config.group.max_message_bytes as usize / 2)
                     .saturating_sub(1024)
                     .max(1),
+                ack_in_any_term: config.planted == Some(PlantedBug::AckInLaterTerm),
             });
             flushers.push(flush_loop(
                 id,
                 writer,
-                config.flusher,
+                (config.flusher, config.sync_latency),
                 flush.clone(),
                 persisted.clone(),
                 stop_rx.clone(),
             ));
             let max_entry = config.group.max_message_bytes as usize / 2;
-            groups.insert(id, Group::new(node, shared.clone(), flush, max_entry));
+            let mut group = Group::new(node, shared.clone(), flush, max_entry);
+            group.persist_before_fsync = config.planted == Some(PlantedBug::PersistBeforeFsync);
+            groups.insert(id, group);
             journals.insert(id, ReplicatedJournal { shared });
         }
         let timing = ElectionTiming::new(
@@ -286,11 +299,12 @@ fn raft_node(
     RawNode::new(&raft_config, log.clone(), &discard_logger()).map_err(|e| fail(e.to_string()))
 }
 
-/// A group's flusher: waits to be woken, makes everything staged durable, reports it.
+/// A group's flusher: waits to be woken, makes everything staged durable (after
+/// `latency`, the simulated disk's), reports it.
 async fn flush_loop(
     group: GroupId,
     mut writer: LogWriter,
-    flusher: Flusher,
+    (flusher, latency): (Flusher, Duration),
     wake: Arc<Notify>,
     done: mpsc::UnboundedSender<(GroupId, Result<u64, String>)>,
     mut stop: watch::Receiver<bool>,
@@ -301,6 +315,10 @@ async fn flush_loop(
             _ = stop.changed() => return,
             () = wake.notified() => {}
         }
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+
         let (back, result) = flusher
             .run_blocking(move || {
                 let result = writer.flush();

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use journaldb_adjudicator::{AdjudicatorConfig, Partition};
-use journaldb_proto::{Clock, PartitionId};
+use journaldb_proto::{Clock, PartitionId, PlantedBug};
 use journaldb_raft::raft::StateRole;
 use journaldb_raft::{GroupStatus, NodeId, ReplicatedJournal};
 use tokio::sync::watch;
@@ -96,6 +96,10 @@ async fn follow(
     // The last term a takeover was tried in: never twice in one term (a term whose
     // submissions closed stays closed; the next term starts over).
     let mut tried = None;
+    // The planted `ProposeInLaterTerm`: the partition of an earlier term, carried into
+    // the next term this node leads instead of a takeover from the log.
+    let carry = config.planted_bug == Some(PlantedBug::ProposeInLaterTerm);
+    let mut kept: Option<Arc<Partition<TermLog>>> = None;
     loop {
         let now = status.borrow_and_update().clone();
         if let Some(reason) = now.failed {
@@ -109,6 +113,11 @@ async fn follow(
         };
         if leads && served != Some(now.term) && tried != Some(now.term) {
             tried = Some(now.term);
+            if let Some(partition) = kept.as_ref().filter(|_| carry) {
+                partition.journal().rebind(now.term);
+                serving.send_replace(Serving::Leader(partition.clone()));
+                continue;
+            }
             // A new term of ours: nothing is served until its takeover is done.
             serving.send_replace(Serving::Elsewhere { leader: Some(node) });
             let owns = owns.clone();
@@ -124,7 +133,11 @@ async fn follow(
             .await;
             match taken {
                 Ok(partition) => {
-                    serving.send_replace(Serving::Leader(Arc::new(partition)));
+                    let partition = Arc::new(partition);
+                    if carry {
+                        kept = Some(partition.clone());
+                    }
+                    serving.send_replace(Serving::Leader(partition));
                 }
                 // The term ended under the takeover (the status says what now), or it
                 // cannot be served: if this node still leads it, it hands it over.

@@ -165,6 +165,9 @@ impl Replicas {
         let transport = Arc::new(GrpcTransport::new(cluster, me, connect));
         let mut driver_config = DriverConfig::new(me, cluster);
         driver_config.flusher = env.journal.flusher;
+        driver_config.sync_latency = env.raft_sync_latency;
+        driver_config.planted = env.adjudicator.planted_bug;
+
         if let Some(tick) = env.raft_tick {
             driver_config.tick = tick;
         }
