@@ -27,8 +27,9 @@
 //! The library's contract — the order of a `Ready`, the `Storage` errors that panic — is
 //! the shared RAFT.md. `tests/group.rs` drives three voters by it over raft-rs's
 //! `MemStorage`; `tests/durable_group.rs` drives them over `RaftLog`s on crash-testing
-//! disks, asynchronously, with crashes, lost messages and snapshots. The driver task, the
-//! adjudicator on the leader and storage tailing voters come next (issue 14).
+//! disks, asynchronously, with crashes, lost messages and snapshots; `tests/driver.rs`
+//! and `tests/members.rs` run the [`Driver`] task of three nodes, with crashes, cut links
+//! and membership changes (a dead voter replaced by a new node that catches up first).
 
 mod config;
 pub mod driver;
@@ -39,7 +40,8 @@ mod timing;
 pub use config::{ConfigError, GroupConfig};
 pub use driver::{
     Driver, DriverConfig, Envelope, GroupId, GroupStatus, GrpcInbox, GrpcTransport, Inbox,
-    LocalNetwork, NodeId, Pending, ReplicatedJournal, ReplicationError, Transport,
+    LocalNetwork, MemberChange, Members, NodeId, Pending, ReplicatedJournal, ReplicationError,
+    Transport,
 };
 pub use entry::{EntryBatch, EntryError};
 pub use log::{LogError, LogId, LogOptions, LogState, LogWriter, RaftLog};

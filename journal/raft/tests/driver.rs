@@ -21,23 +21,23 @@ use journaldb_raft::{
 };
 
 const GROUP: GroupId = GroupId(5);
-const SEED: u64 = 7;
+pub(crate) const SEED: u64 = 7;
 
-struct Cluster {
-    network: Arc<LocalNetwork>,
-    disks: BTreeMap<NodeId, CrashDisk>,
-    drivers: BTreeMap<NodeId, Driver>,
+pub(crate) struct Cluster {
+    pub(crate) network: Arc<LocalNetwork>,
+    pub(crate) disks: BTreeMap<NodeId, CrashDisk>,
+    pub(crate) drivers: BTreeMap<NodeId, Driver>,
     /// Each node's flush latency (none if absent).
     sync_latency: BTreeMap<NodeId, Duration>,
     /// A bug planted on every node.
     planted: Option<PlantedBug>,
 }
 
-fn dir() -> PathBuf {
+pub(crate) fn dir() -> PathBuf {
     PathBuf::from("/journal/5")
 }
 
-fn log_id(node: NodeId) -> LogId {
+pub(crate) fn log_id(node: NodeId) -> LogId {
     LogId {
         cluster: 1,
         group: GROUP.0,
@@ -45,7 +45,7 @@ fn log_id(node: NodeId) -> LogId {
     }
 }
 
-fn options() -> LogOptions {
+pub(crate) fn options() -> LogOptions {
     LogOptions {
         segment_bytes: 64 * 1024,
         block_size: 512,
@@ -55,7 +55,7 @@ fn options() -> LogOptions {
 }
 
 impl Cluster {
-    fn start() -> Cluster {
+    pub(crate) fn start() -> Cluster {
         Cluster::start_with(SEED)
     }
 
@@ -89,7 +89,7 @@ impl Cluster {
     }
 
     /// Starts node `node`'s driver on the log its disk holds.
-    fn run(&mut self, node: NodeId, seed: u64) {
+    pub(crate) fn run(&mut self, node: NodeId, seed: u64) {
         let disk = self.disks[&node].clone();
         let writer = RaftLog::open(Arc::new(disk), dir(), log_id(node), options()).unwrap();
         let mut config = DriverConfig::new(node, seed);
@@ -107,7 +107,7 @@ impl Cluster {
     }
 
     /// Power loss on `node`: its driver goes, its disk keeps only what was synced.
-    async fn crash(&mut self, node: NodeId) {
+    pub(crate) async fn crash(&mut self, node: NodeId) {
         self.network.detach(node);
         let driver = self.drivers.remove(&node).unwrap();
         let crashed = self.disks[&node].crash(node);
@@ -115,12 +115,12 @@ impl Cluster {
         self.disks.insert(node, crashed);
     }
 
-    fn journal(&self, node: NodeId) -> &ReplicatedJournal {
+    pub(crate) fn journal(&self, node: NodeId) -> &ReplicatedJournal {
         self.drivers[&node].journal(GROUP).unwrap()
     }
 
     /// Waits until one of `among` leads, and returns it with its term.
-    async fn leader(&self, among: &[NodeId]) -> (NodeId, u64) {
+    pub(crate) async fn leader(&self, among: &[NodeId]) -> (NodeId, u64) {
         for _ in 0..2000 {
             for &node in among {
                 let status = self.journal(node).status();
@@ -134,11 +134,11 @@ impl Cluster {
     }
 }
 
-fn record(i: u64) -> Bytes {
+pub(crate) fn record(i: u64) -> Bytes {
     Bytes::from(format!("record {i}"))
 }
 
-async fn read_all(journal: &ReplicatedJournal, end: Lsn) -> Vec<(Lsn, Bytes)> {
+pub(crate) async fn read_all(journal: &ReplicatedJournal, end: Lsn) -> Vec<(Lsn, Bytes)> {
     journal
         .wait_readable(end.get().checked_sub(1).map_or(Lsn::ZERO, Lsn::new))
         .await
@@ -158,7 +158,7 @@ async fn read_all(journal: &ReplicatedJournal, end: Lsn) -> Vec<(Lsn, Bytes)> {
     out
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)

@@ -4,4 +4,5 @@ mod driver;
 mod durable_group;
 mod group;
 mod log;
+mod members;
 mod wire;

@@ -6,15 +6,17 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use journaldb_proto::Lsn;
-use raft::prelude::{Entry, EntryType, Message, MessageType};
-use raft::{RawNode, SnapshotStatus, StateRole};
+use protobuf::Message as _;
+use raft::prelude::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType, Message, MessageType};
+use raft::{Changer, RawNode, SnapshotStatus, StateRole};
 use tokio::sync::Notify;
 
 use crate::entry::EntryBatch;
 use crate::log::{RaftLog, format};
 
 use super::handle::{Acks, GroupStatus, Shared};
-use super::{GroupId, NodeId};
+use super::members::{self, Members};
+use super::{GroupId, NodeId, ReplicationError};
 
 /// A Ready staged but not yet durable.
 #[derive(Debug)]
@@ -79,6 +81,8 @@ impl Group {
     /// only while this node leads the queue's term; a dropped proposal closes the term).
     pub fn propose(&mut self) {
         self.step_down_if_asked();
+        self.propose_change();
+        self.leave_joint_if_left_behind();
         let (term, records, first_lsn) = {
             let mut queue = self.shared.queue.lock();
             if queue.records.is_empty() {
@@ -117,6 +121,68 @@ impl Group {
                 return;
             }
             lsn = lsn.add(count);
+        }
+    }
+
+    /// Proposes the membership change a [`ReplicatedJournal`](super::ReplicatedJournal)
+    /// asked for, if any, and answers with its entry's index. Checked with raft-rs's own
+    /// `Changer` first, so that a change raft-rs would turn into an empty entry (or
+    /// refuse when applying it) is refused with its reason instead.
+    fn propose_change(&mut self) {
+        let Some(request) = self.shared.change.lock().take() else {
+            return;
+        };
+        let result = self.try_propose_change(request.change);
+        let _ = request.reply.send(result);
+    }
+
+    fn try_propose_change(&mut self, change: ConfChangeV2) -> Result<u64, ReplicationError> {
+        let raft = &self.node.raft;
+        let refused = |reason: String| ReplicationError::Membership { reason };
+        if raft.state != StateRole::Leader {
+            return Err(ReplicationError::NotLeader {
+                term: raft.term,
+                current: raft.term,
+                leader: (raft.leader_id != 0).then_some(raft.leader_id),
+            });
+        }
+        if raft.has_pending_conf() {
+            return Err(refused(format!(
+                "the change at {} is not applied yet",
+                raft.pending_conf_index
+            )));
+        }
+        let mut changer = Changer::new(raft.prs());
+        let checked = if change.leave_joint() {
+            changer.leave_joint()
+        } else if let Some(auto_leave) = change.enter_joint() {
+            changer.enter_joint(auto_leave, &change.changes)
+        } else {
+            changer.simple(&change.changes)
+        };
+        if let Err(e) = checked {
+            return Err(refused(e.to_string()));
+        }
+        let next = raft.raft_log.last_index() + 1;
+        if let Err(e) = self.node.propose_conf_change(vec![], change) {
+            return Err(refused(format!("raft-rs dropped it: {e}")));
+        }
+        if self.node.raft.pending_conf_index != next {
+            return Err(refused("raft-rs ignored it".into()));
+        }
+        Ok(next)
+    }
+
+    /// raft-rs's leader leaves a joint configuration by itself only if it proposed the
+    /// change; a leader elected with a joint configuration applied proposes the leave here.
+    fn leave_joint_if_left_behind(&mut self) {
+        let raft = &self.node.raft;
+        // raft-rs counts a new leader's whole log as a pending change until it is applied.
+        if raft.state == StateRole::Leader
+            && !raft.has_pending_conf()
+            && self.shared.status.borrow().members.joint()
+        {
+            let _ = self.try_propose_change(ConfChangeV2::default());
         }
     }
 
@@ -258,10 +324,13 @@ impl Group {
         self.node.on_persist_ready(last);
         if let Some(index) = snapshot {
             self.node.advance_apply_to(index);
-            let readable = self.shared.log.state().first_lsn;
+            let state = self.shared.log.state();
+            let members = Members::of(&state.conf_at(index));
             self.shared.status.send_modify(|s| {
                 s.applied = s.applied.max(index);
-                s.readable = s.readable.max(readable);
+                s.commit = s.commit.max(index);
+                s.readable = s.readable.max(state.first_lsn);
+                s.members = members;
             });
         }
         messages
@@ -274,6 +343,7 @@ impl Group {
         let leading = (self.node.raft.state == StateRole::Leader).then_some(self.node.raft.term);
         let mut readable = None;
         let mut acked = None;
+        let mut members = None;
         for entry in &entries {
             match entry.get_entry_type() {
                 EntryType::EntryNormal => {
@@ -290,10 +360,9 @@ impl Group {
                     }
                 }
                 EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
-                    return Err(format!(
-                        "entry {}: membership changes are not supported yet",
-                        entry.index
-                    ));
+                    if let Some(conf) = self.apply_conf_change(entry)? {
+                        members = Some(Members::of(&conf));
+                    }
                 }
             }
         }
@@ -302,10 +371,15 @@ impl Group {
             .set_applied(last, None)
             .map_err(|e| format!("applying up to {last}: {e}"))?;
         self.node.advance_apply_to(last);
+        let commit = self.node.raft.raft_log.committed;
         self.shared.status.send_modify(|s| {
             s.applied = last;
+            s.commit = commit;
             if let Some(end) = readable {
                 s.readable = end;
+            }
+            if let Some(members) = members {
+                s.members = members;
             }
         });
         if let (Some(end), Some(term)) = (acked, leading) {
@@ -325,6 +399,53 @@ impl Group {
             });
         }
         Ok(())
+    }
+
+    /// Applies a configuration-change entry: the configuration it makes, which the log
+    /// records as taking effect at its index; `None` if raft-rs rejects the change (every
+    /// replica rejects it alike: the check depends only on the log). Its data comes from
+    /// the leader; data that does not decode stops the group here.
+    fn apply_conf_change(&mut self, entry: &Entry) -> Result<Option<ConfState>, String> {
+        let change = if entry.get_entry_type() == EntryType::EntryConfChange {
+            ConfChange::parse_from_bytes(&entry.data).map(|v1| {
+                let mut v2 = ConfChangeV2::default();
+                v2.mut_changes()
+                    .push(members::single(v1.node_id, v1.get_change_type()));
+                v2
+            })
+        } else {
+            ConfChangeV2::parse_from_bytes(&entry.data)
+        }
+        .map_err(|e| format!("entry {}: configuration change: {e}", entry.index))?;
+        let Ok(conf) = self.node.apply_conf_change(&change) else {
+            return Ok(None);
+        };
+        self.shared
+            .log
+            .set_applied(entry.index, Some(conf.clone()))
+            .map_err(|e| format!("applying the change at {}: {e}", entry.index))?;
+        Ok(Some(conf))
+    }
+
+    /// Each member's `matched` index as this node, leading, knows it (for
+    /// [`ReplicatedJournal::progress`](super::ReplicatedJournal::progress)); empty otherwise.
+    pub fn publish_progress(&self) {
+        let raft = &self.node.raft;
+        let progress: Vec<(NodeId, u64)> = if raft.state == StateRole::Leader {
+            let mut p: Vec<_> = raft
+                .prs()
+                .iter()
+                .map(|(id, pr)| (*id, pr.matched))
+                .collect();
+            p.sort_unstable();
+            p
+        } else {
+            Vec::new()
+        };
+        let mut slot = self.shared.progress.lock();
+        if *slot != progress {
+            *slot = progress;
+        }
     }
 
     /// Publishes a change of role, term or leader, and opens or closes the term's queue:
@@ -381,6 +502,8 @@ pub(super) fn initial_status(log: &RaftLog) -> GroupStatus {
         applied: state.applied,
         readable: log.lsn_end_at(state.applied).unwrap_or(state.first_lsn),
         failed: None,
+        members: Members::of(&state.conf_at(state.applied)),
+        commit: state.hard_state.commit,
     }
 }
 

@@ -27,6 +27,7 @@ use tokio::sync::{Notify, watch};
 use crate::entry::EntryBatch;
 use crate::log::{LogError, RaftLog};
 
+use super::members::{ChangeRequest, Members};
 use super::{GroupId, NodeId};
 
 /// Why a replicated journal refused or could not confirm something.
@@ -71,6 +72,24 @@ pub enum ReplicationError {
         /// The limit.
         limit: usize,
     },
+    /// A membership change was refused: not a change this group can make now (the
+    /// reason says why), or another is in flight.
+    #[error("membership change refused: {reason}")]
+    Membership {
+        /// Why.
+        reason: String,
+    },
+    /// A new replica did not catch up with the leader in the time given; it stays a
+    /// learner (run the replacement again to continue).
+    #[error("node {node} has the log up to {matched} of {target} so far")]
+    CatchingUp {
+        /// The new replica.
+        node: NodeId,
+        /// The last index the leader knows it holds.
+        matched: u64,
+        /// The commit index it must reach.
+        target: u64,
+    },
     /// The group stopped on this node: its log failed, or the driver stopped.
     #[error("{group:?} stopped: {reason}")]
     Stopped {
@@ -84,7 +103,10 @@ pub enum ReplicationError {
 impl ReplicationError {
     /// Whether trying again (here or at the current leader) can succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, ReplicationError::NotLeader { .. })
+        matches!(
+            self,
+            ReplicationError::NotLeader { .. } | ReplicationError::CatchingUp { .. }
+        )
     }
 }
 
@@ -103,6 +125,10 @@ pub struct GroupStatus {
     pub readable: Lsn,
     /// Why the group stopped on this node, if it did.
     pub failed: Option<String>,
+    /// The members, as the configuration applied here has them.
+    pub members: Members,
+    /// The commit index this node knows of (as of its last applied entries).
+    pub commit: u64,
 }
 
 /// Acknowledgements of the term this node leads.
@@ -186,6 +212,10 @@ pub(super) struct Shared {
     /// The planted [`journaldb_proto::PlantedBug::AckInLaterTerm`]: a [`Pending`]
     /// resolves once its Lsn is readable here, whatever term committed it.
     pub ack_in_any_term: bool,
+    /// A membership change for the driver to propose.
+    pub change: Mutex<Option<ChangeRequest>>,
+    /// Each member's `matched` index, while this node leads.
+    pub progress: Mutex<Vec<(NodeId, u64)>>,
 }
 
 /// One group's journal on this node. Clones share it.
@@ -477,7 +507,7 @@ impl ReplicatedJournal {
         }
     }
 
-    fn stopped(&self, reason: String) -> ReplicationError {
+    pub(super) fn stopped(&self, reason: String) -> ReplicationError {
         ReplicationError::Stopped {
             group: self.shared.group,
             reason,

@@ -21,8 +21,9 @@
 //! and messages are visited in key order; raft-rs's election range is one value
 //! ([`GroupConfig::raft_config`]). Same seed, same trace.
 //!
-//! Not yet here: membership changes (a configuration-change entry stops the group on
-//! this node) and compaction policy (the log supports it; nothing calls it yet).
+//! Membership changes (module `members`) are proposed by the driver for a
+//! [`ReplicatedJournal`] that asks, and applied with the entries that carry them. Not yet
+//! here: a compaction policy (the log supports it; nothing calls it yet).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -44,10 +45,12 @@ use crate::{ElectionTiming, GroupConfig, discard_logger};
 mod group;
 mod handle;
 mod local;
+mod members;
 mod wire;
 
 pub use handle::{GroupStatus, Pending, ReplicatedJournal, ReplicationError};
 pub use local::LocalNetwork;
+pub use members::{MemberChange, Members};
 pub use wire::{
     Connect, GrpcInbox, GrpcTransport, MAX_ENVELOPES_PER_REQUEST, MAX_IN_FLIGHT_PER_PEER,
 };
@@ -196,6 +199,8 @@ impl Driver {
                     .saturating_sub(1024)
                     .max(1),
                 ack_in_any_term: config.planted == Some(PlantedBug::AckInLaterTerm),
+                change: Mutex::new(None),
+                progress: Mutex::new(Vec::new()),
             });
             flushers.push(flush_loop(
                 id,
@@ -263,7 +268,8 @@ impl Drop for Driver {
 }
 
 /// The `RawNode` of `group` on this node, its election timeout drawn from the cluster's
-/// seed by its place among the group's voters.
+/// seed by its place among the group's members (a node joining the group — not yet a
+/// member of the configuration its log holds — counts itself in).
 fn raft_node(
     config: &DriverConfig,
     group: GroupId,
@@ -271,18 +277,30 @@ fn raft_node(
 ) -> Result<RawNode<RaftLog>, DriverError> {
     let fail = |reason: String| DriverError::Group { group, reason };
     let state = log.initial_state().map_err(|e| fail(e.to_string()))?;
-    let voters = &state.conf_state.voters;
-    let Some(position) = voters.iter().position(|v| *v == config.node) else {
-        return Err(fail(format!(
-            "node {} is not among the voters {voters:?}",
-            config.node
-        )));
-    };
+    let conf = &state.conf_state;
+    if conf.voters.is_empty() {
+        return Err(fail("the log's configuration has no voters".into()));
+    }
+    let mut members: Vec<NodeId> = conf
+        .voters
+        .iter()
+        .chain(&conf.voters_outgoing)
+        .chain(&conf.learners)
+        .chain(&conf.learners_next)
+        .copied()
+        .chain([config.node])
+        .collect();
+    members.sort_unstable();
+    members.dedup();
+    let position = members
+        .iter()
+        .position(|v| *v == config.node)
+        .expect("the node is counted in");
     let base = config.group.election_ticks;
-    if voters.len() > base {
+    if members.len() > base {
         return Err(fail(format!(
-            "{} voters need more than {base} distinct election timeouts",
-            voters.len()
+            "{} members need more than {base} distinct election timeouts",
+            members.len()
         )));
     }
     let mut timing = ElectionTiming::new(
@@ -290,7 +308,7 @@ fn raft_node(
         config.tick,
         config.jitter_per_mille,
     );
-    let timeout = timing.timeouts(base, voters.len())[position];
+    let timeout = timing.timeouts(base, members.len())[position];
     let mut raft_config = config
         .group
         .raft_config(config.node, timeout)
@@ -478,6 +496,7 @@ impl Task {
             if !group.failed() && group.node.has_ready() {
                 self.wake.notify_one(); // come back for the rest after the others
             }
+            group.publish_progress();
         }
     }
 }

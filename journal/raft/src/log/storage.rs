@@ -84,9 +84,29 @@ impl raft::Storage for RaftLog {
         Ok(self.shared.view.lock().last_index())
     }
 
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+    /// The snapshot is metadata at the truncation point, so that a new replica receives
+    /// the whole log window after it (ARCHITECTURE §5 rule 3). raft-rs refuses a snapshot
+    /// whose configuration does not name its node: to a node that joined after the
+    /// truncation point, the configuration names it as a learner already — learners do
+    /// not vote, so the majorities are the ones in force there — and the entries that
+    /// follow add it for real (adding a learner twice changes nothing).
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
         let view = self.shared.view.lock();
-        let (index, term) = view.durable.truncated;
+        let durable = &view.durable;
+        let (index, term) = durable.truncated;
+        let mut conf = durable.conf_at(index);
+        let named = [
+            &conf.voters,
+            &conf.learners,
+            &conf.voters_outgoing,
+            &conf.learners_next,
+        ]
+        .iter()
+        .any(|ids| ids.contains(&to));
+        if !named {
+            conf.learners.push(to);
+        }
+        let first_lsn = durable.first_lsn.get();
         if index == 0 || index < request_index {
             return Err(raft::Error::Store(
                 StorageError::SnapshotTemporarilyUnavailable,
@@ -96,8 +116,8 @@ impl raft::Storage for RaftLog {
         let meta = snapshot.mut_metadata();
         meta.index = index;
         meta.term = term;
-        meta.set_conf_state(view.durable.conf_at(index));
-        snapshot.data = view.durable.first_lsn.get().to_le_bytes().to_vec().into();
+        meta.set_conf_state(conf);
+        snapshot.data = first_lsn.to_le_bytes().to_vec().into();
         Ok(snapshot)
     }
 }

@@ -1,0 +1,336 @@
+//! Membership changes (ARCHITECTURE §5, "Membership"): replacing a dead or wiped replica
+//! with a new node, through raft-rs's configuration changes, never by editing a log.
+//!
+//! A new replica joins under a **new node id** (rule 3: a voter that lost its disk forgot
+//! its votes, and under its old id could vote twice in one term). It starts from an empty
+//! log that holds only the group's first configuration, in which it is not a member, so it
+//! never campaigns; [`ReplicatedJournal::replace_voter`] then runs the change on the
+//! leader:
+//!
+//! 1. the new node is added as a **learner**: the leader replicates the log to it (or a
+//!    snapshot, if the log it needs was truncated), and it does not vote;
+//! 2. once its log matches the leader's commit index, one **joint** change promotes it
+//!    and removes the old voter (raft-rs's joint consensus: both majorities must agree
+//!    until the leader leaves the joint configuration on its own, `auto_leave`);
+//! 3. the call returns when the configuration without the old voter is applied here.
+//!
+//! Only one change is in flight at a time (raft-rs drops a second proposal while one is
+//! unapplied), the leader never removes itself (raft-rs leaves that path untested: hand
+//! the leadership over first), and a driver that leads a joint configuration left behind
+//! by an earlier leader proposes the leave itself.
+
+use std::time::Duration;
+
+use raft::StateRole;
+use raft::prelude::{ConfChangeSingle, ConfChangeType, ConfChangeV2, ConfState};
+use tokio::sync::oneshot;
+
+use super::handle::ReplicatedJournal;
+use super::{NodeId, ReplicationError};
+
+/// A group's members, as the configuration applied on this node has them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Members {
+    /// Voters (the incoming ones, in a joint configuration).
+    pub voters: Vec<NodeId>,
+    /// Learners: replicas that receive the log and do not vote.
+    pub learners: Vec<NodeId>,
+    /// The outgoing voters of a joint configuration; empty outside one.
+    pub outgoing: Vec<NodeId>,
+}
+
+impl Members {
+    /// The members a configuration names.
+    pub fn of(conf: &ConfState) -> Members {
+        let sorted = |ids: &[u64]| {
+            let mut ids = ids.to_vec();
+            ids.sort_unstable();
+            ids.dedup();
+            ids
+        };
+        let mut learners = conf.learners.clone();
+        learners.extend_from_slice(&conf.learners_next);
+        Members {
+            voters: sorted(&conf.voters),
+            learners: sorted(&learners),
+            outgoing: sorted(&conf.voters_outgoing),
+        }
+    }
+
+    /// Whether this is a joint configuration (a change half done).
+    pub fn joint(&self) -> bool {
+        !self.outgoing.is_empty()
+    }
+
+    /// Whether `node` votes, or receives the log, in this configuration.
+    pub fn contains(&self, node: NodeId) -> bool {
+        self.voters.contains(&node)
+            || self.learners.contains(&node)
+            || self.outgoing.contains(&node)
+    }
+}
+
+/// One step of a membership change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberChange {
+    /// `node` receives the log without voting.
+    AddLearner(NodeId),
+    /// `node` (new, or a learner) becomes a voter.
+    AddVoter(NodeId),
+    /// `node` leaves the group.
+    Remove(NodeId),
+}
+
+impl MemberChange {
+    fn single(self) -> ConfChangeSingle {
+        let (node, kind) = match self {
+            MemberChange::AddLearner(n) => (n, ConfChangeType::AddLearnerNode),
+            MemberChange::AddVoter(n) => (n, ConfChangeType::AddNode),
+            MemberChange::Remove(n) => (n, ConfChangeType::RemoveNode),
+        };
+        single(node, kind)
+    }
+}
+
+/// One change of one node, as raft-rs takes it.
+pub(super) fn single(node_id: NodeId, change_type: ConfChangeType) -> ConfChangeSingle {
+    ConfChangeSingle {
+        node_id,
+        change_type,
+        ..ConfChangeSingle::default()
+    }
+}
+
+/// A change the driver is asked to propose, and where it answers with the entry's index.
+#[derive(Debug)]
+pub(super) struct ChangeRequest {
+    pub change: ConfChangeV2,
+    pub reply: oneshot::Sender<Result<u64, ReplicationError>>,
+}
+
+/// How often the waits below look at the group again.
+const POLL: Duration = Duration::from_millis(10);
+
+impl ReplicatedJournal {
+    /// Each member's log position as this node, the leader, knows it (`matched`: the last
+    /// index known to be replicated there); empty unless this node leads.
+    pub fn progress(&self) -> Vec<(NodeId, u64)> {
+        self.shared.progress.lock().clone()
+    }
+
+    /// Proposes `changes` as one configuration change (joint if it changes more than one
+    /// voter or learner set safely only so) on this node, which must lead, and waits until
+    /// it is applied here. Returns the index of its entry.
+    pub async fn change_members(&self, changes: &[MemberChange]) -> Result<u64, ReplicationError> {
+        let status = self.status();
+        let leader = self.shared.log.id().replica;
+        if status.role != StateRole::Leader {
+            return Err(ReplicationError::NotLeader {
+                term: status.term,
+                current: status.term,
+                leader: status.leader,
+            });
+        }
+        if changes.is_empty() {
+            return Err(refused("no change asked for"));
+        }
+        if changes.contains(&MemberChange::Remove(leader)) {
+            return Err(refused(format!(
+                "node {leader} leads: hand the leadership over before removing it"
+            )));
+        }
+        let mut change = ConfChangeV2::default();
+        change.set_changes(
+            changes
+                .iter()
+                .map(|c| c.single())
+                .collect::<Vec<_>>()
+                .into(),
+        );
+        let index = self.propose_change(change).await?;
+        self.applied_through(index).await?;
+        self.same_term(status.term)?;
+        Ok(index)
+    }
+
+    /// An entry proposed in `term` and applied while this node still leads `term` is the
+    /// one it proposed; after a change of term, another leader's entry may stand there.
+    fn same_term(&self, term: u64) -> Result<(), ReplicationError> {
+        let now = self.status().term;
+        if now == term {
+            return Ok(());
+        }
+        Err(refused(format!(
+            "the leadership changed (term {term} to {now}) while the change was in flight: \
+             look at the members and run it again"
+        )))
+    }
+
+    /// Replaces voter `old` (dead, or wiped) with `new`, a node that is not a member and
+    /// has never been one (module docs), on this node, which must lead: `new` becomes a
+    /// learner, catches up with the leader's commit index within `patience`, and is then
+    /// promoted while `old` is removed, in one joint change. Re-running it after a failure
+    /// continues where the last run stopped.
+    pub async fn replace_voter(
+        &self,
+        old: NodeId,
+        new: NodeId,
+        patience: Duration,
+    ) -> Result<Members, ReplicationError> {
+        let members = self.status().members;
+        if members.joint() {
+            // An earlier change stopped half way: leave the joint configuration first.
+            self.leave_joint().await?;
+        }
+        let members = self.status().members;
+        if old == new {
+            return Err(refused(format!("node {old} cannot replace itself")));
+        }
+        let done = !members.contains(old) && members.voters.contains(&new);
+        if done {
+            return Ok(members);
+        }
+        if !members.voters.contains(&old) {
+            return Err(refused(format!("node {old} is not a voter: {members:?}")));
+        }
+        if members.voters.contains(&new) {
+            return Err(refused(format!(
+                "node {new} is already a voter: {members:?}"
+            )));
+        }
+        if !members.learners.contains(&new) {
+            if self
+                .shared
+                .log
+                .state()
+                .confs
+                .iter()
+                .any(|(_, c)| Members::of(c).contains(new))
+            {
+                return Err(refused(format!(
+                    "node {new} was a member before: a replica joins under a new id"
+                )));
+            }
+            self.change_members(&[MemberChange::AddLearner(new)])
+                .await?;
+        }
+        self.caught_up(new, patience).await?;
+        self.change_members(&[MemberChange::AddVoter(new), MemberChange::Remove(old)])
+            .await?;
+        // raft-rs's leader leaves the joint configuration by itself once it applied it.
+        self.leave_joint().await?;
+        Ok(self.status().members)
+    }
+
+    /// Waits until the configuration applied here is not joint, proposing the leave if
+    /// this node leads and nobody has.
+    async fn leave_joint(&self) -> Result<(), ReplicationError> {
+        let mut asked = false;
+        loop {
+            let status = self.status();
+            if let Some(reason) = status.failed {
+                return Err(self.stopped(reason));
+            }
+            if !status.members.joint() {
+                return Ok(());
+            }
+            if status.role != StateRole::Leader {
+                return Err(ReplicationError::NotLeader {
+                    term: status.term,
+                    current: status.term,
+                    leader: status.leader,
+                });
+            }
+            if !asked {
+                // An empty change with the automatic transition is raft-rs's "leave".
+                asked = true;
+                let term = status.term;
+                match self.propose_change(ConfChangeV2::default()).await {
+                    Ok(index) => {
+                        self.applied_through(index).await?;
+                        self.same_term(term)?;
+                    }
+                    // The leader's own leave is already in the log.
+                    Err(ReplicationError::Membership { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+                continue;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Waits until `node`'s log holds everything committed when the wait began, as this
+    /// node (the leader) sees it.
+    async fn caught_up(&self, node: NodeId, patience: Duration) -> Result<(), ReplicationError> {
+        let target = self.status().commit;
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let matched = self
+                .progress()
+                .iter()
+                .find(|(id, _)| *id == node)
+                .map_or(0, |(_, m)| *m);
+            if matched >= target {
+                return Ok(());
+            }
+            let status = self.status();
+            if status.role != StateRole::Leader {
+                return Err(ReplicationError::NotLeader {
+                    term: status.term,
+                    current: status.term,
+                    leader: status.leader,
+                });
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ReplicationError::CatchingUp {
+                    node,
+                    matched,
+                    target,
+                });
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Hands `change` to the driver; the index of its entry once proposed.
+    async fn propose_change(&self, change: ConfChangeV2) -> Result<u64, ReplicationError> {
+        let (reply, answer) = oneshot::channel();
+        {
+            let mut slot = self.shared.change.lock();
+            if slot.is_some() {
+                return Err(refused("another membership change is being proposed"));
+            }
+            *slot = Some(ChangeRequest { change, reply });
+        }
+        self.shared.wake.notify_one();
+        answer
+            .await
+            .unwrap_or_else(|_| Err(self.stopped("the driver stopped".into())))
+    }
+
+    /// Waits until the entry at `index` is applied here.
+    async fn applied_through(&self, index: u64) -> Result<(), ReplicationError> {
+        let mut status = self.watch_status();
+        loop {
+            {
+                let now = status.borrow_and_update();
+                if let Some(reason) = &now.failed {
+                    return Err(self.stopped(reason.clone()));
+                }
+                if now.applied >= index {
+                    return Ok(());
+                }
+            }
+            if status.changed().await.is_err() {
+                return Err(self.stopped("the driver stopped".into()));
+            }
+        }
+    }
+}
+
+fn refused(reason: impl Into<String>) -> ReplicationError {
+    ReplicationError::Membership {
+        reason: reason.into(),
+    }
+}
