@@ -188,8 +188,12 @@ impl<L: PartitionLog> Partition<L> {
     ) -> Result<L::Submitted<'_>, Refusal> {
         match self.journal.submit_now(encode(record)) {
             Ok(submitted) => {
-                if let Some(txn) = txn {
-                    adj.queued(txn, submitted.lsn());
+                match (txn, &record.kind) {
+                    (Some(txn), Some(pb::record::Kind::Decided(_))) => {
+                        adj.decision_queued(txn, submitted.lsn());
+                    }
+                    (Some(txn), _) => adj.queued(txn, submitted.lsn()),
+                    (None, _) => {}
                 }
                 Ok(submitted)
             }
@@ -392,7 +396,7 @@ impl<L: PartitionLog> Partition<L> {
         outcome: Option<Timestamp>,
         wait: bool,
     ) -> Result<(), Refusal> {
-        self.record_decision(wait, |adj| adj.decide(now, txn_id, outcome))
+        self.record_decision(txn_id, wait, |adj| adj.decide(now, txn_id, outcome))
             .await
     }
 
@@ -405,26 +409,39 @@ impl<L: PartitionLog> Partition<L> {
         outcome: Option<Timestamp>,
         wait: bool,
     ) -> Result<(), Refusal> {
-        self.record_decision(wait, |adj| Ok(adj.decide_resolved(now, txn_id, outcome)))
-            .await
+        self.record_decision(txn_id, wait, |adj| {
+            Ok(adj.decide_resolved(now, txn_id, outcome))
+        })
+        .await
     }
 
     /// Queues the `Decided` record `decide` returns (if any) and, with `wait`, waits until
-    /// it is durable.
+    /// it is durable. A vote already decided is answered, with `wait`, once the record that
+    /// decided it is durable (§5 rule 1: a repeated `Decide` answered from memory would stop
+    /// its sender's retries while a failover can still lose that record).
     async fn record_decision(
         &self,
+        txn_id: TxnId,
         wait: bool,
         decide: impl FnOnce(&mut Adjudicator) -> Result<Option<pb::Record>, CommitDecision>,
     ) -> Result<(), Refusal> {
-        let (_, submitted) = self
+        let (pending, submitted) = self
             .decide_then_submit(|adj| match decide(adj) {
-                Ok(Some(record)) => Ok(Step::Append((), record, None)),
-                Ok(None) => Ok(Step::Done(())),
+                Ok(Some(record)) => Ok(Step::Append(None, record, Some(txn_id))),
+                Ok(None) => Ok(Step::Done(adj.decision_pending(txn_id))),
                 Err(refused) => Err(Refusal::Decision(refused)),
             })
             .await?;
-        if let (true, Some(submitted)) = (wait, submitted) {
+        if !wait {
+            return Ok(());
+        }
+        if let Some(submitted) = submitted {
             self.durable(submitted).await?;
+        } else if let Some(lsn) = pending
+            && self.journal.durable_through(lsn.next()).await.is_err()
+        {
+            self.step_down(&mut self.adj.lock());
+            return Err(Refusal::AppendFailed);
         }
         Ok(())
     }

@@ -256,3 +256,55 @@ fn prepare_twice_on_a_failing_sync(
         )
     })
 }
+
+/// A repeated `Decide` is answered only once the `Decided` record of the first one is
+/// durable (ARCHITECTURE §5 rule 1): here that record's fsync fails, so the repeat fails
+/// too. Answered at once from memory, it would stop its sender's retries while the
+/// decision could still be lost (after a failover the vote would hold its keys pending
+/// until the vote timeout).
+#[test]
+fn a_repeated_decide_is_not_answered_before_the_decision_is_durable() {
+    use journaldb_journal::Flusher;
+    use journaldb_journal::disk::{CrashDisk, CrashDiskConfig, Disk};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let disk = CrashDisk::new(CrashDiskConfig::default());
+        let options = JournalOptions {
+            flusher: Flusher::Task,
+            ..JournalOptions::default()
+        };
+        let journal = Journal::open_on(
+            Arc::new(disk.clone()) as Arc<dyn Disk>,
+            "/db/journal",
+            options,
+        )
+        .unwrap();
+        let id = PartitionId::new(1);
+        let adj = Adjudicator::new(id, AdjudicatorConfig::default(), Timestamp::ZERO);
+        let part = Partition::new(id, adj, Arc::new(journal));
+        let clock = ManualClock::new(Timestamp::from_nanos(1_000_000_000));
+        let txn_id = TxnId::new(9);
+        let request = PrepareRequest {
+            txn_id,
+            start_ts: clock.now().latest,
+            keys: vec![Bytes::from_static(b"k")],
+            coordinator: PartitionId::new(0),
+            coordinator_epoch: Epoch::default(),
+        };
+        let vote = part.prepare(clock.now(), &request).await.unwrap();
+        disk.fail_next_syncs(1);
+        let (first, repeated) = tokio::join!(
+            part.decide(clock.now(), txn_id, Some(vote), true),
+            part.decide(clock.now(), txn_id, Some(vote), true)
+        );
+        assert_eq!(first, Err(Refusal::AppendFailed));
+        assert_eq!(
+            repeated,
+            Err(Refusal::AppendFailed),
+            "no decision answered on a record that never became durable"
+        );
+    });
+}

@@ -94,9 +94,10 @@ impl Registry {
         let mut out = Vec::new();
         for (p, replicas) in by_partition {
             for (node, a) in &replicas {
-                // A failed log (a disk fault) is the node's to recover; raft-rs panicking
-                // means its invariants broke (a committed entry contradicted).
-                if let Some(why) = a.failed.as_ref().filter(|w| w.contains("panicked")) {
+                // A log failed by a disk fault is the node's to recover; any other stop —
+                // raft-rs panicking, the log refusing what the driver staged or applied, an
+                // entry that does not decode — means an invariant broke.
+                if let Some(why) = a.failed.as_ref().filter(|w| !is_disk_failure(w)) {
                     out.push(format!("replicas: {node}'s replica of {p} stopped: {why}"));
                 }
             }
@@ -113,6 +114,19 @@ impl Registry {
         }
         out
     }
+}
+
+/// Whether a group stopped because its disk failed (or its node stopped), not because an
+/// invariant broke.
+fn is_disk_failure(why: &str) -> bool {
+    [
+        "I/O error",
+        "poisoned",
+        "the log failed",
+        "the driver stopped",
+    ]
+    .iter()
+    .any(|marker| why.contains(marker))
 }
 
 /// What `journal` holds, committed, on this node.

@@ -93,8 +93,9 @@ pub struct Adjudicator {
     pub(crate) prepared: BTreeMap<TxnId, Vote>,
     /// Transactions whose vote here was decided, by the τ of the `Decided` record (in that
     /// order, for pruning with the outcomes): a `Prepare` repeated after the decision is
-    /// refused instead of casting a second, undecidable vote.
-    decided: LookupMap<TxnId, ()>,
+    /// refused instead of casting a second, undecidable vote. With where the record that
+    /// decided it was queued (`None` once replayed, or if it is not known).
+    decided: LookupMap<TxnId, Option<Lsn>>,
     decided_by_ts: VecDeque<(Timestamp, TxnId)>,
     /// Transactions this partition decided to abort as coordinator (when asked `Status`
     /// before they committed), durably: pruned once their bound is below the horizon.
@@ -215,6 +216,11 @@ impl Adjudicator {
             mark.lsn = Some(lsn);
         } else if let Some(vote) = self.prepared.get_mut(&txn_id) {
             vote.lsn = Some(lsn);
+        }
+        // The same record may also decide this partition's own vote (a coordinator's
+        // `Commit` or abort); the first record to decide it is the one to wait for.
+        if let Some(decided) = self.decided.get_mut(&txn_id) {
+            decided.get_or_insert(lsn);
         }
     }
 
@@ -442,7 +448,7 @@ impl Adjudicator {
 
     /// This partition's vote for `txn_id` was decided by a record at `ts`.
     pub(crate) fn record_decided(&mut self, txn_id: TxnId, ts: Timestamp) {
-        if self.decided.insert(txn_id, ()).is_none() {
+        if self.decided.insert(txn_id, None).is_none() {
             self.decided_by_ts.push_back((ts, txn_id));
         }
     }
@@ -450,6 +456,21 @@ impl Adjudicator {
     /// Whether this partition's vote for `txn_id` was decided (within the window).
     pub(crate) fn was_decided(&self, txn_id: TxnId) -> bool {
         self.decided.get(&txn_id).is_some()
+    }
+
+    /// The `Decided` record of this partition's vote for `txn_id` was queued at `lsn`.
+    pub fn decision_queued(&mut self, txn_id: TxnId, lsn: Lsn) {
+        if let Some(decided) = self.decided.get_mut(&txn_id) {
+            decided.get_or_insert(lsn);
+        }
+    }
+
+    /// Where the record that decided this partition's vote for `txn_id` was queued, while
+    /// it is not durable yet: a repeated `Decide` is answered once it is (ARCHITECTURE §5
+    /// rule 1), or its sender would stop retrying a decision a failover can still lose.
+    pub fn decision_pending(&self, txn_id: TxnId) -> Option<Lsn> {
+        let lsn = (*self.decided.get(&txn_id)?)?;
+        (!self.is_durable_at(Some(lsn))).then_some(lsn)
     }
 
     pub(crate) fn record_write(&mut self, key: &Bytes, ts: Timestamp) {

@@ -152,12 +152,13 @@ fn membership_changes_a_group_must_not_make_are_refused() {
         let follower = (1..=3).find(|n| *n != leader).unwrap();
         let journal = cluster.journal(leader).clone();
 
-        let reason = refused(
-            journal
-                .change_members(&[MemberChange::Remove(leader)])
-                .await,
-        );
-        assert!(reason.contains("hand the leadership over"), "{reason}");
+        for change in [
+            MemberChange::Remove(leader),
+            MemberChange::AddLearner(leader),
+        ] {
+            let reason = refused(journal.change_members(&[change]).await);
+            assert!(reason.contains("hand the leadership over"), "{reason}");
+        }
         let reason = refused(journal.replace_voter(9, 4, PATIENCE).await);
         assert!(reason.contains("not a voter"), "{reason}");
         let reason = refused(journal.replace_voter(follower, leader, PATIENCE).await);

@@ -19,7 +19,7 @@ use journaldb_node::{NodeConfig, NodeEntry};
 /// Storage replicas of a launched cluster (of the whole key space).
 const STORAGE_REPLICAS: usize = 2;
 
-fn config_path(dir: &Path, name: &str) -> PathBuf {
+pub(crate) fn config_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}.toml"))
 }
 
@@ -28,7 +28,7 @@ fn pid_path(dir: &Path, name: &str) -> PathBuf {
 }
 
 /// The node names of the cluster in `dir`, from its configuration files.
-fn node_names(dir: &Path) -> anyhow::Result<Vec<String>> {
+pub(crate) fn node_names(dir: &Path) -> anyhow::Result<Vec<String>> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .with_context(|| format!("reading {}", dir.display()))?
         .filter_map(|e| e.ok())
@@ -56,7 +56,7 @@ fn alive(pid: &str) -> bool {
 }
 
 /// A connection to the node at `url`, with short deadlines; `None` if it does not answer.
-async fn connect(url: &str) -> Option<tonic::transport::Channel> {
+pub(crate) async fn connect(url: &str) -> Option<tonic::transport::Channel> {
     tonic::transport::Endpoint::from_shared(url.to_owned())
         .ok()?
         .connect_timeout(Duration::from_millis(500))

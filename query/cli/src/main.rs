@@ -16,6 +16,7 @@ use clap::{Parser, Subcommand};
 use journaldb::{Database, ScanRange, Store};
 use journaldb_proto::Timestamp;
 
+mod admin;
 mod launcher;
 mod shell;
 
@@ -90,6 +91,11 @@ enum Command {
         #[command(subcommand)]
         action: ClusterAction,
     },
+    /// Operate a running cluster: the state of its Raft groups.
+    Admin {
+        #[command(subcommand)]
+        action: AdminAction,
+    },
     /// Run a cluster node: the roles its configuration names, until SIGTERM or ctrl-c.
     Serve {
         /// The node's configuration (TOML; see docs/CLUSTER.md).
@@ -100,6 +106,18 @@ enum Command {
         /// whose data was lost must not rejoin under its old name.
         #[arg(long)]
         bootstrap: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AdminAction {
+    /// Each partition's Raft group: leader, term, commit index, members, and each
+    /// replica's role, applied index and lag (exit code 1 if a node does not answer, a
+    /// partition has no leader, or a group stopped).
+    Status {
+        /// The cluster's directory (its nodes' configurations).
+        #[arg(long, default_value = "./cluster")]
+        dir: PathBuf,
     },
 }
 
@@ -167,6 +185,15 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Serve { config, bootstrap } => return serve(config, *bootstrap).await,
+        Command::Admin {
+            action: AdminAction::Status { dir },
+        } => {
+            return Ok(if admin::status(dir).await? {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            });
+        }
         Command::Cluster { action } => {
             return match action {
                 ClusterAction::Start {
@@ -300,7 +327,7 @@ async fn execute(
             drop(out);
             shell::run(db, json).await?;
         }
-        Command::Serve { .. } | Command::Cluster { .. } => {
+        Command::Serve { .. } | Command::Cluster { .. } | Command::Admin { .. } => {
             unreachable!("handled before opening a database")
         }
     }

@@ -219,12 +219,35 @@ fn killing_any_one_node_of_a_replicated_cluster_loses_nothing_and_stops_nothing(
             .expect("no transfer was acknowledged in the 4 s after the kill");
         eprintln!("n{victim} killed: commits resumed after {resumed:?}");
         assert!(resumed < Duration::from_secs(10), "{resumed:?}");
+        // `admin status` sees the dead node, and every partition led by another.
+        let admin = journaldb(&["admin", "status", "--dir", &dir_arg]);
+        let report = String::from_utf8_lossy(&admin.stdout).into_owned();
+        assert!(!admin.status.success(), "{report}");
+        assert!(
+            report.contains(&format!("n{victim}: does not answer")),
+            "{report}"
+        );
+        assert!(!report.contains(&format!("leader n{victim} ")), "{report}");
         assert_eq!(shell.total(), expected, "after killing n{victim}");
         restarted.0.push(restart(&dir, victim));
         run(&mut shell, Duration::from_secs(1));
         assert_eq!(shell.total(), expected, "after restarting n{victim}");
     }
     assert!(acknowledged.len() > 20, "{} transfers", acknowledged.len());
+
+    // Every node back: every group has a leader and every replica answers.
+    let healthy = (0..100).find_map(|_| {
+        let admin = journaldb(&["admin", "status", "--dir", &dir_arg]);
+        let report = String::from_utf8_lossy(&admin.stdout).into_owned();
+        if admin.status.success() {
+            return Some(report);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        None
+    });
+    let report = healthy.expect("admin status never reported every node and leader");
+    assert_eq!(report.matches(": leader n").count(), NODES, "{report}");
+    assert!(!report.contains("unreachable"), "{report}");
 
     // Every acknowledged transfer is on every node's own storage replica: the killed ones
     // caught up after their restart.

@@ -23,6 +23,7 @@ pub mod node;
 pub mod replicated;
 mod resolver;
 mod tasks;
+mod topology;
 
 pub use config::{ConfigError, NodeConfig, NodeEntry, TlsConfig, TlsFiles};
 pub use late::LateRequests;

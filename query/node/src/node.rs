@@ -30,11 +30,11 @@ use journaldb_journal::service::{JournalServer, RaftInbox};
 
 use journaldb_journal::Journal;
 use journaldb_proto::pb::adjudicator_service_server::AdjudicatorServiceServer;
-use journaldb_proto::pb::cluster_service_server::{ClusterService, ClusterServiceServer};
+use journaldb_proto::pb::cluster_service_server::ClusterServiceServer;
 use journaldb_proto::pb::journal_service_client::JournalServiceClient;
 use journaldb_proto::pb::journal_service_server::JournalServiceServer;
 use journaldb_proto::pb::storage_service_server::StorageServiceServer;
-use journaldb_proto::{Clock, Limits, Lsn, MAX_MESSAGE_BYTES, PartitionId, PlantedBug, pb};
+use journaldb_proto::{Clock, Limits, Lsn, MAX_MESSAGE_BYTES, PartitionId, PlantedBug};
 use journaldb_raft::ReplicatedJournal;
 use journaldb_storage::follow::{self, RemoteJournal};
 use journaldb_storage::service::StorageServer;
@@ -44,7 +44,6 @@ use tokio::task::JoinHandle;
 use tokio_stream::Stream;
 use tonic::transport::server::Connected;
 use tonic::transport::{Channel, Identity, ServerTlsConfig};
-use tonic::{Request, Response, Status};
 
 use journaldb::cluster::transport::{KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, lazy_channel};
 use journaldb::partition::partition_of;
@@ -58,6 +57,7 @@ use crate::replicated::roles::{Forwarding, Replicas, group_of};
 use crate::replicated::{ReplicaSource, Serving};
 use crate::resolver::Resolver;
 use crate::tasks::{Started, Tasks};
+use crate::topology::ClusterInfo;
 
 /// How long `shutdown` lets in-flight requests finish before dropping them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -96,55 +96,6 @@ impl std::fmt::Debug for ClusterNode {
         f.debug_struct("ClusterNode")
             .field("addr", &self.addr)
             .finish_non_exhaustive()
-    }
-}
-
-struct Topology(pb::GetTopologyReply);
-
-#[tonic::async_trait]
-impl ClusterService for Topology {
-    async fn get_topology(
-        &self,
-        _request: Request<pb::GetTopologyRequest>,
-    ) -> std::result::Result<Response<pb::GetTopologyReply>, Status> {
-        Ok(Response::new(self.0.clone()))
-    }
-}
-
-fn topology(config: &NodeConfig) -> pb::GetTopologyReply {
-    let replicated = config.is_replicated();
-    pb::GetTopologyReply {
-        version: config.topology_version,
-        partitions: config.partitions,
-        placements: (0..config.partitions)
-            .map(|p| {
-                let replicas = config.replicas(p);
-                // This node, if it holds a replica (it forwards to the leader), else the
-                // first replica.
-                let url = match replicas.iter().find(|n| n.name == config.node) {
-                    Some(me) => me.url(),
-                    None => config.owner(p).url(),
-                };
-                pb::PartitionPlacement {
-                    partition: p,
-                    adjudicator: url.clone(),
-                    journal: url,
-                    replicas: match replicated {
-                        true => replicas.iter().map(|n| n.url()).collect(),
-                        false => Vec::new(),
-                    },
-                }
-            })
-            .collect(),
-        storage: config
-            .nodes
-            .iter()
-            .filter(|n| n.storage)
-            .map(|n| pb::StorageReplica {
-                address: n.url(),
-                range: Some(pb::KeyRange::default()),
-            })
-            .collect(),
     }
 }
 
@@ -681,7 +632,13 @@ impl ClusterNode {
         let (reporter, health) = tonic_health::server::health_reporter();
         let router = server
             .add_service(health)
-            .add_service(ClusterServiceServer::new(Topology(topology(&config))))
+            .add_service(ClusterServiceServer::new(ClusterInfo::new(
+                &config,
+                replicas
+                    .as_ref()
+                    .map(Replicas::journals)
+                    .unwrap_or_default(),
+            )))
             .add_service(journal)
             .add_optional_service(single)
             .add_optional_service(replicated)
@@ -728,15 +685,10 @@ impl ClusterNode {
     /// single-replica journals): each one's Raft status (role, term, leader, applied
     /// index) and, on its leader, a handover ([`ReplicatedJournal::step_down`]).
     pub fn replica_journals(&self) -> Vec<(PartitionId, ReplicatedJournal)> {
-        let Some(replicas) = &self.replicas else {
-            return Vec::new();
-        };
-        replicas
-            .leaders
-            .leaderships
-            .keys()
-            .filter_map(|&p| Some((p, replicas.driver.journal(group_of(p))?.clone())))
-            .collect()
+        self.replicas
+            .as_ref()
+            .map(Replicas::journals)
+            .unwrap_or_default()
     }
 
     /// The error of the last maintenance round that failed (storage could not checkpoint,

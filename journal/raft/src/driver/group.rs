@@ -132,11 +132,15 @@ impl Group {
         let Some(request) = self.shared.change.lock().take() else {
             return;
         };
-        let result = self.try_propose_change(request.change);
+        let result = self.try_propose_change(request.change, request.voter);
         let _ = request.reply.send(result);
     }
 
-    fn try_propose_change(&mut self, change: ConfChangeV2) -> Result<u64, ReplicationError> {
+    fn try_propose_change(
+        &mut self,
+        change: ConfChangeV2,
+        voter: Option<NodeId>,
+    ) -> Result<u64, ReplicationError> {
         let raft = &self.node.raft;
         let refused = |reason: String| ReplicationError::Membership { reason };
         if raft.state != StateRole::Leader {
@@ -150,6 +154,20 @@ impl Group {
             return Err(refused(format!(
                 "the change at {} is not applied yet",
                 raft.pending_conf_index
+            )));
+        }
+        // Checked here, where no other change can be proposed in between: a change meant
+        // to replace a voter that another change already removed would only add one.
+        let members = self.shared.status.borrow().members.clone();
+        if let Some(voter) = voter.filter(|v| !members.voters.contains(v)) {
+            return Err(refused(format!(
+                "node {voter} is no longer a voter: {members:?}"
+            )));
+        }
+        if change.changes.iter().any(|c| c.node_id == raft.id) {
+            return Err(refused(format!(
+                "node {} leads: hand the leadership over before changing its membership",
+                raft.id
             )));
         }
         let mut changer = Changer::new(raft.prs());
@@ -173,8 +191,10 @@ impl Group {
         Ok(next)
     }
 
-    /// raft-rs's leader leaves a joint configuration by itself only if it proposed the
-    /// change; a leader elected with a joint configuration applied proposes the leave here.
+    /// raft-rs's leader leaves a joint configuration by itself once it has applied it (a
+    /// new leader too, once it applied its log; raft-rs notes a case it may miss, a leader
+    /// stepping down before applying the joint entry): a leader still inside one with
+    /// nothing pending proposes the leave here.
     fn leave_joint_if_left_behind(&mut self) {
         let raft = &self.node.raft;
         // raft-rs counts a new leader's whole log as a pending change until it is applied.
@@ -182,7 +202,7 @@ impl Group {
             && !raft.has_pending_conf()
             && self.shared.status.borrow().members.joint()
         {
-            let _ = self.try_propose_change(ConfChangeV2::default());
+            let _ = self.try_propose_change(ConfChangeV2::default(), None);
         }
     }
 
@@ -202,12 +222,14 @@ impl Group {
             return;
         }
         let me = raft.id;
-        // Voters heard from lately, furthest along first; after an aborted transfer the
-        // next one is asked, so a dead voter is not asked for ever.
+        // Voters (of the incoming configuration: not learners, not voters on their way
+        // out) heard from lately, furthest along first; after an aborted transfer the next
+        // one is asked, so a dead voter is not asked for ever.
+        let voters = self.shared.status.borrow().members.voters.clone();
         let mut candidates: Vec<(u64, u64)> = raft
             .prs()
             .iter()
-            .filter(|(id, progress)| **id != me && progress.recent_active)
+            .filter(|(id, progress)| **id != me && progress.recent_active && voters.contains(id))
             .map(|(id, progress)| (progress.matched, *id))
             .collect();
         candidates.sort_by_key(|(matched, id)| (std::cmp::Reverse(*matched), *id));
@@ -361,7 +383,18 @@ impl Group {
                 }
                 EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
                     if let Some(conf) = self.apply_conf_change(entry)? {
-                        members = Some(Members::of(&conf));
+                        let now = Members::of(&conf);
+                        if leading.is_some() && !now.voters.contains(&self.node.raft.id) {
+                            // A leader the configuration no longer counts as a voter (an
+                            // election won inside a joint configuration it then left):
+                            // its term takes nothing more, and it hands over (raft-rs
+                            // would keep it leading).
+                            self.shared.queue.lock().step_down = true;
+                            if let Some(term) = leading {
+                                self.close_term(term);
+                            }
+                        }
+                        members = Some(now);
                     }
                 }
             }

@@ -82,6 +82,13 @@ pub enum MemberChange {
 }
 
 impl MemberChange {
+    /// The node it changes.
+    pub fn node(self) -> NodeId {
+        match self {
+            MemberChange::AddLearner(n) | MemberChange::AddVoter(n) | MemberChange::Remove(n) => n,
+        }
+    }
+
     fn single(self) -> ConfChangeSingle {
         let (node, kind) = match self {
             MemberChange::AddLearner(n) => (n, ConfChangeType::AddLearnerNode),
@@ -105,6 +112,8 @@ pub(super) fn single(node_id: NodeId, change_type: ConfChangeType) -> ConfChange
 #[derive(Debug)]
 pub(super) struct ChangeRequest {
     pub change: ConfChangeV2,
+    /// A node that must still be a voter when the change is proposed.
+    pub voter: Option<NodeId>,
     pub reply: oneshot::Sender<Result<u64, ReplicationError>>,
 }
 
@@ -134,11 +143,22 @@ impl ReplicatedJournal {
         if changes.is_empty() {
             return Err(refused("no change asked for"));
         }
-        if changes.contains(&MemberChange::Remove(leader)) {
+        if changes.iter().any(|c| c.node() == leader) {
             return Err(refused(format!(
-                "node {leader} leads: hand the leadership over before removing it"
+                "node {leader} leads: hand the leadership over before changing its membership"
             )));
         }
+        self.change_members_if(changes, None).await
+    }
+
+    /// [`ReplicatedJournal::change_members`], proposed only if `voter` is still a voter at
+    /// that instant.
+    async fn change_members_if(
+        &self,
+        changes: &[MemberChange],
+        voter: Option<NodeId>,
+    ) -> Result<u64, ReplicationError> {
+        let term = self.status().term;
         let mut change = ConfChangeV2::default();
         change.set_changes(
             changes
@@ -147,23 +167,9 @@ impl ReplicatedJournal {
                 .collect::<Vec<_>>()
                 .into(),
         );
-        let index = self.propose_change(change).await?;
-        self.applied_through(index).await?;
-        self.same_term(status.term)?;
+        let index = self.propose_change(change, voter).await?;
+        self.applied_through(index, term).await?;
         Ok(index)
-    }
-
-    /// An entry proposed in `term` and applied while this node still leads `term` is the
-    /// one it proposed; after a change of term, another leader's entry may stand there.
-    fn same_term(&self, term: u64) -> Result<(), ReplicationError> {
-        let now = self.status().term;
-        if now == term {
-            return Ok(());
-        }
-        Err(refused(format!(
-            "the leadership changed (term {term} to {now}) while the change was in flight: \
-             look at the members and run it again"
-        )))
     }
 
     /// Replaces voter `old` (dead, or wiped) with `new`, a node that is not a member and
@@ -215,8 +221,8 @@ impl ReplicatedJournal {
                 .await?;
         }
         self.caught_up(new, patience).await?;
-        self.change_members(&[MemberChange::AddVoter(new), MemberChange::Remove(old)])
-            .await?;
+        let swap = [MemberChange::AddVoter(new), MemberChange::Remove(old)];
+        self.change_members_if(&swap, Some(old)).await?;
         // raft-rs's leader leaves the joint configuration by itself once it applied it.
         self.leave_joint().await?;
         Ok(self.status().members)
@@ -244,12 +250,8 @@ impl ReplicatedJournal {
             if !asked {
                 // An empty change with the automatic transition is raft-rs's "leave".
                 asked = true;
-                let term = status.term;
-                match self.propose_change(ConfChangeV2::default()).await {
-                    Ok(index) => {
-                        self.applied_through(index).await?;
-                        self.same_term(term)?;
-                    }
+                match self.propose_change(ConfChangeV2::default(), None).await {
+                    Ok(index) => self.applied_through(index, status.term).await?,
                     // The leader's own leave is already in the log.
                     Err(ReplicationError::Membership { .. }) => {}
                     Err(e) => return Err(e),
@@ -294,14 +296,22 @@ impl ReplicatedJournal {
     }
 
     /// Hands `change` to the driver; the index of its entry once proposed.
-    async fn propose_change(&self, change: ConfChangeV2) -> Result<u64, ReplicationError> {
+    async fn propose_change(
+        &self,
+        change: ConfChangeV2,
+        voter: Option<NodeId>,
+    ) -> Result<u64, ReplicationError> {
         let (reply, answer) = oneshot::channel();
         {
             let mut slot = self.shared.change.lock();
             if slot.is_some() {
                 return Err(refused("another membership change is being proposed"));
             }
-            *slot = Some(ChangeRequest { change, reply });
+            *slot = Some(ChangeRequest {
+                change,
+                voter,
+                reply,
+            });
         }
         self.shared.wake.notify_one();
         answer
@@ -309,14 +319,23 @@ impl ReplicatedJournal {
             .unwrap_or_else(|_| Err(self.stopped("the driver stopped".into())))
     }
 
-    /// Waits until the entry at `index` is applied here.
-    async fn applied_through(&self, index: u64) -> Result<(), ReplicationError> {
+    /// Waits until the entry at `index`, proposed in `term`, is applied here while this
+    /// node still leads `term` (after a change of term another leader's entry may stand
+    /// at that index, and a deposed leader would wait for as long as it is cut off).
+    async fn applied_through(&self, index: u64, term: u64) -> Result<(), ReplicationError> {
         let mut status = self.watch_status();
         loop {
             {
                 let now = status.borrow_and_update();
                 if let Some(reason) = &now.failed {
                     return Err(self.stopped(reason.clone()));
+                }
+                if now.term != term || now.role != StateRole::Leader {
+                    return Err(refused(format!(
+                        "the leadership of term {term} ended while the change was in flight \
+                         (now term {}, leader {:?}): look at the members and run it again",
+                        now.term, now.leader
+                    )));
                 }
                 if now.applied >= index {
                     return Ok(());

@@ -35,7 +35,7 @@ use journaldb_raft::raft::StateRole;
 use journaldb_raft::raft::prelude::ConfState;
 use journaldb_raft::{
     Driver, DriverConfig, GroupId, GrpcInbox, GrpcTransport, LogError, LogId, LogOptions,
-    LogWriter, NodeId, RaftLog,
+    LogWriter, NodeId, RaftLog, ReplicatedJournal,
 };
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
@@ -130,6 +130,15 @@ pub(crate) struct Replicas {
 }
 
 impl Replicas {
+    /// This node's replica of each partition's journal.
+    pub(crate) fn journals(&self) -> Vec<(PartitionId, ReplicatedJournal)> {
+        self.leaders
+            .leaderships
+            .keys()
+            .filter_map(|&p| Some((p, self.driver.journal(group_of(p))?.clone())))
+            .collect()
+    }
+
     /// Opens (`fresh`: creates) this node's replica logs, starts their driver and follows
     /// each partition's leadership. Must run within the node's runtime.
     pub(crate) fn start(
