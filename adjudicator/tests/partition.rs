@@ -10,7 +10,8 @@ use journaldb_adjudicator::{
     Adjudicator, AdjudicatorConfig, CommitDecision, CommitRequest, Partition, PlantedBug,
     PrepareRequest, Refusal, TxnStatus,
 };
-use journaldb_journal::{Journal, JournalOptions};
+use journaldb_journal::disk::{CrashDisk, CrashDiskConfig, Disk};
+use journaldb_journal::{Flusher, Journal, JournalOptions};
 use journaldb_proto::{
     Clock, EmbeddedClock, Epoch, ManualClock, Mutation, PartitionId, TimeInterval, Timestamp, TxnId,
 };
@@ -150,28 +151,8 @@ fn treating_a_queued_commit_as_durable_before_it_is_stops_the_partition() {
 /// fails, so the promise fails too rather than promise on a record a restart would lose.
 #[test]
 fn a_promise_is_not_answered_on_a_record_that_never_became_durable() {
-    use journaldb_journal::Flusher;
-    use journaldb_journal::disk::{CrashDisk, CrashDiskConfig, Disk};
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let disk = CrashDisk::new(CrashDiskConfig::default());
-        let options = JournalOptions {
-            flusher: Flusher::Task,
-            ..JournalOptions::default()
-        };
-        let journal = Journal::open_on(
-            Arc::new(disk.clone()) as Arc<dyn Disk>,
-            "/db/journal",
-            options,
-        )
-        .unwrap();
-        let id = PartitionId::new(0);
-        let adj = Adjudicator::new(id, AdjudicatorConfig::default(), Timestamp::ZERO);
-        let part = Partition::new(id, adj, Arc::new(journal));
-        let clock = ManualClock::new(Timestamp::from_nanos(1_000_000_000));
+    current_thread().block_on(async {
+        let (part, disk, clock) = on_crash_disk(0, None);
         let below = clock.now().latest;
         clock.advance(std::time::Duration::from_millis(1));
         disk.fail_next_syncs(1);
@@ -216,32 +197,8 @@ fn a_retried_prepare_is_not_answered_before_its_vote_is_durable() {
 fn prepare_twice_on_a_failing_sync(
     planted: Option<PlantedBug>,
 ) -> (Result<Timestamp, Refusal>, Result<Timestamp, Refusal>) {
-    use journaldb_journal::Flusher;
-    use journaldb_journal::disk::{CrashDisk, CrashDiskConfig, Disk};
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let disk = CrashDisk::new(CrashDiskConfig::default());
-        let options = JournalOptions {
-            flusher: Flusher::Task,
-            ..JournalOptions::default()
-        };
-        let journal = Journal::open_on(
-            Arc::new(disk.clone()) as Arc<dyn Disk>,
-            "/db/journal",
-            options,
-        )
-        .unwrap();
-        let id = PartitionId::new(1);
-        let config = AdjudicatorConfig {
-            planted_bug: planted,
-            ..AdjudicatorConfig::default()
-        };
-        let adj = Adjudicator::new(id, config, Timestamp::ZERO);
-        let part = Partition::new(id, adj, Arc::new(journal));
-        let clock = ManualClock::new(Timestamp::from_nanos(1_000_000_000));
+    current_thread().block_on(async {
+        let (part, disk, clock) = on_crash_disk(1, planted);
         disk.fail_next_syncs(1);
         let request = PrepareRequest {
             txn_id: TxnId::new(9),
@@ -264,28 +221,8 @@ fn prepare_twice_on_a_failing_sync(
 /// until the vote timeout).
 #[test]
 fn a_repeated_decide_is_not_answered_before_the_decision_is_durable() {
-    use journaldb_journal::Flusher;
-    use journaldb_journal::disk::{CrashDisk, CrashDiskConfig, Disk};
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let disk = CrashDisk::new(CrashDiskConfig::default());
-        let options = JournalOptions {
-            flusher: Flusher::Task,
-            ..JournalOptions::default()
-        };
-        let journal = Journal::open_on(
-            Arc::new(disk.clone()) as Arc<dyn Disk>,
-            "/db/journal",
-            options,
-        )
-        .unwrap();
-        let id = PartitionId::new(1);
-        let adj = Adjudicator::new(id, AdjudicatorConfig::default(), Timestamp::ZERO);
-        let part = Partition::new(id, adj, Arc::new(journal));
-        let clock = ManualClock::new(Timestamp::from_nanos(1_000_000_000));
+    current_thread().block_on(async {
+        let (part, disk, clock) = on_crash_disk(1, None);
         let txn_id = TxnId::new(9);
         let request = PrepareRequest {
             txn_id,
@@ -307,4 +244,40 @@ fn a_repeated_decide_is_not_answered_before_the_decision_is_durable() {
             "no decision answered on a record that never became durable"
         );
     });
+}
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Partition `id`, with `planted` planted, over a journal on a crash-testing disk whose
+/// syncs a test can make fail, and a clock at 1 s. Within a runtime: the journal's flusher
+/// is a task.
+fn on_crash_disk(id: u32, planted: Option<PlantedBug>) -> (Partition, CrashDisk, ManualClock) {
+    let disk = CrashDisk::new(CrashDiskConfig::default());
+    let options = JournalOptions {
+        flusher: Flusher::Task,
+        ..JournalOptions::default()
+    };
+    let journal = Journal::open_on(
+        Arc::new(disk.clone()) as Arc<dyn Disk>,
+        "/db/journal",
+        options,
+    )
+    .unwrap();
+    let id = PartitionId::new(id);
+    let config = AdjudicatorConfig {
+        planted_bug: planted,
+        ..AdjudicatorConfig::default()
+    };
+    let adj = Adjudicator::new(id, config, Timestamp::ZERO);
+    let part = Partition::new(id, adj, Arc::new(journal));
+    (
+        part,
+        disk,
+        ManualClock::new(Timestamp::from_nanos(1_000_000_000)),
+    )
 }

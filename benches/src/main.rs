@@ -5,7 +5,7 @@
 //! `journaldb-bench journal` measures the durable journal against raw `fdatasync`;
 //! `journaldb-bench embedded` the embedded database against RocksDB's
 //! `OptimisticTransactionDB`; `journaldb-bench cluster` the cluster client on a local
-//! 3-node cluster.
+//! 3-node cluster, single-replica and replicated, and (`--etcd`) a 3-member etcd.
 //!
 //! Build with optimized workspace crates (dependencies are always optimized):
 //! `CARGO_PROFILE_DEV_OPT_LEVEL=3 cargo run -p journaldb-bench -- journal`.
@@ -17,6 +17,7 @@
 
 mod cluster;
 mod embedded;
+mod etcd;
 mod journal;
 mod report;
 
@@ -40,6 +41,9 @@ enum Command {
     /// Commits/s and latency of one-key updates through the cluster client, on a local
     /// 3-node cluster.
     Cluster(cluster::Args),
+    /// One node of `cluster`'s cluster, as its own process (runs until stdin closes).
+    #[command(hide = true)]
+    ClusterNode(cluster::NodeArgs),
     /// The child process of `embedded`'s reopen measurement (writes until killed).
     #[command(hide = true)]
     EmbeddedHistory(embedded::HistoryArgs),
@@ -51,5 +55,6 @@ fn main() -> anyhow::Result<()> {
         Command::Embedded(args) => embedded::run(args),
         Command::Cluster(args) => cluster::run(args),
         Command::EmbeddedHistory(args) => embedded::history(args),
+        Command::ClusterNode(args) => cluster::node(args),
     }
 }

@@ -17,13 +17,12 @@ use journaldb_proto::{Clock, Mutation, SystemClock, TxnId};
 use crate::rt;
 
 fn config(dir: &std::path::Path, me: &str, addrs: [std::net::SocketAddr; 2]) -> NodeConfig {
-    NodeConfig {
-        node: me.to_owned(),
-        data_dir: dir.join(me),
-        partitions: 2,
-        topology_version: 1,
-        cluster_id: None,
-        nodes: (0..2)
+    NodeConfig::new(
+        me.to_owned(),
+        dir.join(me),
+        2,
+        None,
+        (0..2)
             .map(|i| NodeEntry {
                 name: format!("n{}", i + 1),
                 listen: addrs[i].to_string(),
@@ -32,13 +31,7 @@ fn config(dir: &std::path::Path, me: &str, addrs: [std::net::SocketAddr; 2]) -> 
                 storage: true,
             })
             .collect(),
-        tls: None,
-        vote_timeout_ms: None,
-        storage_cache_mib: None,
-        max_txn_age_ms: None,
-        retention_ms: None,
-        checkpoint_interval_ms: None,
-    }
+    )
 }
 
 /// Starts n1 (partition 0) and n2 (partition 1), both storage replicas, on free ports.

@@ -38,20 +38,13 @@ impl LocalCluster {
             .collect();
         let mut running = Vec::new();
         for (i, listener) in listeners.into_iter().enumerate() {
-            let config = NodeConfig {
-                node: format!("n{i}"),
-                data_dir: dir.path().join(format!("n{i}")),
+            let config = NodeConfig::new(
+                format!("n{i}"),
+                dir.path().join(format!("n{i}")),
                 partitions,
-                topology_version: 1,
-                cluster_id: None,
-                nodes: entries.clone(),
-                tls: None,
-                vote_timeout_ms: None,
-                storage_cache_mib: None,
-                max_txn_age_ms: None,
-                retention_ms: None,
-                checkpoint_interval_ms: None,
-            };
+                None,
+                entries.clone(),
+            );
             running.push(ClusterNode::start(config, listener).await.unwrap());
         }
         let url = format!("http://{}", running.last().unwrap().addr());

@@ -33,20 +33,13 @@ fn account(i: usize) -> String {
 }
 
 fn config(dir: &std::path::Path, entries: &[NodeEntry], i: usize) -> NodeConfig {
-    NodeConfig {
-        node: format!("n{i}"),
-        data_dir: dir.join(format!("n{i}")),
-        partitions: PARTITIONS,
-        topology_version: 1,
-        cluster_id: Some(0x7e57),
-        nodes: entries.to_vec(),
-        tls: None,
-        vote_timeout_ms: None,
-        storage_cache_mib: None,
-        max_txn_age_ms: None,
-        retention_ms: None,
-        checkpoint_interval_ms: None,
-    }
+    NodeConfig::new(
+        format!("n{i}"),
+        dir.join(format!("n{i}")),
+        PARTITIONS,
+        Some(0x7e57),
+        entries.to_vec(),
+    )
 }
 
 async fn start(config: NodeConfig, addr: &str) -> ClusterNode {

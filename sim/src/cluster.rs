@@ -244,20 +244,13 @@ impl SimCluster {
                 clock: Arc::new(SimClock::new(knobs.clock_bound)),
                 late: LateSwitch::new(knobs.request_timeout),
             };
-            let config = NodeConfig {
-                node: name.clone(),
-                data_dir: "/data".into(),
-                partitions: knobs.partitions,
-                topology_version: 1,
-                cluster_id: Some(knobs.cluster_id),
-                nodes: entries.clone(),
-                tls: None,
-                vote_timeout_ms: None,
-                storage_cache_mib: None,
-                max_txn_age_ms: None,
-                retention_ms: None,
-                checkpoint_interval_ms: None,
-            };
+            let config = NodeConfig::new(
+                name.clone(),
+                "/data",
+                knobs.partitions,
+                Some(knobs.cluster_id),
+                entries.clone(),
+            );
             // Every field spelled out: `NodeEnv::default()` would build (and drop) a
             // system clock, which reads real time.
             let env = NodeEnv {

@@ -184,6 +184,23 @@ impl Scenario {
         act.leader(self.partition)
     }
 
+    /// The leader a round starts with; `Err(wait)` when none may start now: too close to
+    /// the end of the fault phase (the round needs `extra` beyond the margin), or no
+    /// leader yet.
+    fn round_leader(
+        &mut self,
+        act: &mut Act<'_, '_, '_>,
+        extra: Duration,
+    ) -> Result<String, Duration> {
+        if !self.may_start(act.now + extra) {
+            return Err(FAULT_PHASE);
+        }
+        match self.pick_leader(act) {
+            Some(leader) => Ok(leader),
+            None => Err(self.ms(20..=50)),
+        }
+    }
+
     fn end_round(&mut self) {
         self.step = 0;
         self.first = None;
@@ -193,11 +210,9 @@ impl Scenario {
     fn leader_crash(&mut self, act: &mut Act<'_, '_, '_>) -> Duration {
         match self.step {
             0 => {
-                if !self.may_start(act.now) {
-                    return FAULT_PHASE;
-                }
-                let Some(leader) = self.pick_leader(act) else {
-                    return self.ms(20..=50);
+                let leader = match self.round_leader(act, Duration::ZERO) {
+                    Ok(leader) => leader,
+                    Err(wait) => return wait,
                 };
                 let followers: Vec<String> =
                     act.nodes().into_iter().filter(|n| *n != leader).collect();
@@ -254,11 +269,9 @@ impl Scenario {
     fn deposed_leader(&mut self, act: &mut Act<'_, '_, '_>) -> Duration {
         match self.step {
             0 => {
-                if !self.may_start(act.now) {
-                    return FAULT_PHASE;
-                }
-                let Some(leader) = self.pick_leader(act) else {
-                    return self.ms(20..=50);
+                let leader = match self.round_leader(act, Duration::ZERO) {
+                    Ok(leader) => leader,
+                    Err(wait) => return wait,
                 };
                 let cut = self.ms(300..=1_500);
                 self.cut.extend(act.cut_from_nodes(&leader, cut));
@@ -301,11 +314,9 @@ impl Scenario {
             // A leader appends alone (cut off from the other nodes, clients still reach
             // it), then crashes.
             0 => {
-                if !self.may_start(act.now + Duration::from_secs(1)) {
-                    return FAULT_PHASE;
-                }
-                let Some(leader) = self.pick_leader(act) else {
-                    return self.ms(20..=50);
+                let leader = match self.round_leader(act, Duration::from_secs(1)) {
+                    Ok(leader) => leader,
+                    Err(wait) => return wait,
                 };
                 let alone = self.ms(30..=150);
                 self.cut.extend(act.cut_from_nodes(&leader, alone));
@@ -385,11 +396,9 @@ impl Scenario {
         let tick = act.cluster.knobs().raft_tick;
         match self.step {
             0 => {
-                if !self.may_start(act.now) {
-                    return FAULT_PHASE;
-                }
-                let Some(leader) = self.pick_leader(act) else {
-                    return self.ms(20..=50);
+                let leader = match self.round_leader(act, Duration::ZERO) {
+                    Ok(leader) => leader,
+                    Err(wait) => return wait,
                 };
                 act.crash(&leader, Duration::ZERO);
                 self.first = Some(leader);
@@ -540,11 +549,9 @@ impl Scenario {
                 self.ms(300..=800)
             }
             1 => {
-                if !self.may_start(act.now) {
-                    return FAULT_PHASE;
-                }
-                let Some(leader) = self.pick_leader(act) else {
-                    return self.ms(20..=50);
+                let leader = match self.round_leader(act, Duration::ZERO) {
+                    Ok(leader) => leader,
+                    Err(wait) => return wait,
                 };
                 let down = self.ms(200..=600);
                 act.crash(&leader, down);

@@ -249,20 +249,13 @@ fn spawn(
     e: &NodeEntry,
     entries: &[NodeEntry],
 ) -> anyhow::Result<()> {
-    let config = NodeConfig {
-        node: e.name.clone(),
-        data_dir: PathBuf::from(&e.name),
+    let config = NodeConfig::new(
+        e.name.clone(),
+        PathBuf::from(&e.name),
         partitions,
-        topology_version: 1,
-        cluster_id: Some(cluster_id),
-        nodes: entries.to_vec(),
-        tls: None,
-        vote_timeout_ms: None,
-        storage_cache_mib: None,
-        max_txn_age_ms: None,
-        retention_ms: None,
-        checkpoint_interval_ms: None,
-    };
+        Some(cluster_id),
+        entries.to_vec(),
+    );
     config
         .check()
         .map_err(|p| anyhow::anyhow!("generated configuration: {}", p.join("; ")))?;

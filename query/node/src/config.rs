@@ -95,6 +95,32 @@ pub struct NodeConfig {
     pub checkpoint_interval_ms: Option<u64>,
 }
 
+impl NodeConfig {
+    /// A configuration with every optional setting at its default, topology version 1.
+    pub fn new(
+        node: impl Into<String>,
+        data_dir: impl Into<PathBuf>,
+        partitions: u32,
+        cluster_id: Option<u64>,
+        nodes: Vec<NodeEntry>,
+    ) -> NodeConfig {
+        NodeConfig {
+            node: node.into(),
+            data_dir: data_dir.into(),
+            partitions,
+            topology_version: 1,
+            cluster_id,
+            nodes,
+            tls: None,
+            vote_timeout_ms: None,
+            storage_cache_mib: None,
+            max_txn_age_ms: None,
+            retention_ms: None,
+            checkpoint_interval_ms: None,
+        }
+    }
+}
+
 /// Most replicas a partition's journal may have.
 pub const MAX_REPLICAS: usize = 7;
 
