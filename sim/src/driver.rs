@@ -53,6 +53,11 @@ impl<'a> Driver<'a> {
         self.client_clocks.iter().map(|(h, _)| h.clone()).collect()
     }
 
+    /// Whether the workload's setup is over (it succeeded, or gave up).
+    pub(crate) fn setup_done(&self) -> bool {
+        *self.shared.setup_done.lock()
+    }
+
     /// Whether a crash window holds `host` down.
     pub(crate) fn is_down(&self, host: &str) -> bool {
         self.down.contains_key(host)
