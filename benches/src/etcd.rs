@@ -12,8 +12,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use tonic::transport::{Channel, Endpoint};
 
-use crate::cluster::{free_ports, header, one_key_updates, row};
 use crate::embedded::Point;
+use crate::load::{free_ports, header, one_key_updates, row};
 
 /// `etcdserverpb.PutRequest`: the key and value (the other fields keep their defaults).
 #[derive(Clone, PartialEq, prost::Message)]

@@ -19,6 +19,7 @@ mod cluster;
 mod embedded;
 mod etcd;
 mod journal;
+mod load;
 mod report;
 
 use clap::{Parser, Subcommand};

@@ -14,8 +14,8 @@ use tokio::sync::Notify;
 use crate::entry::EntryBatch;
 use crate::log::{RaftLog, format};
 
+use super::conf::{self, Members};
 use super::handle::{Acks, GroupStatus, Shared};
-use super::members::{self, Members};
 use super::{GroupId, NodeId, ReplicationError};
 
 /// A Ready staged but not yet durable.
@@ -443,7 +443,7 @@ impl Group {
             ConfChange::parse_from_bytes(&entry.data).map(|v1| {
                 let mut v2 = ConfChangeV2::default();
                 v2.mut_changes()
-                    .push(members::single(v1.node_id, v1.get_change_type()));
+                    .push(conf::single(v1.node_id, v1.get_change_type()));
                 v2
             })
         } else {

@@ -21,13 +21,13 @@ use bytes::Bytes;
 use journaldb_proto::Lsn;
 use parking_lot::Mutex;
 use raft::StateRole;
-use raft::prelude::Entry;
-use tokio::sync::{Notify, watch};
+use raft::prelude::{ConfChangeV2, Entry};
+use tokio::sync::{Notify, oneshot, watch};
 
 use crate::entry::EntryBatch;
 use crate::log::{LogError, RaftLog};
 
-use super::members::{ChangeRequest, Members};
+use super::conf::Members;
 use super::{GroupId, NodeId};
 
 /// Why a replicated journal refused or could not confirm something.
@@ -189,6 +189,15 @@ impl Queue {
         }
         self.unacked_bytes != before
     }
+}
+
+/// A change the driver is asked to propose, and where it answers with the entry's index.
+#[derive(Debug)]
+pub(super) struct ChangeRequest {
+    pub change: ConfChangeV2,
+    /// A node that must still be a voter when the change is proposed.
+    pub voter: Option<NodeId>,
+    pub reply: oneshot::Sender<Result<u64, ReplicationError>>,
 }
 
 /// What the handle and the driver share for one group.

@@ -42,15 +42,16 @@ use tokio::time::Instant;
 use crate::log::{LogWriter, RaftLog};
 use crate::{ElectionTiming, GroupConfig, discard_logger};
 
+mod conf;
 mod group;
 mod handle;
 mod local;
 mod members;
 mod wire;
 
+pub use conf::{MemberChange, Members};
 pub use handle::{GroupStatus, Pending, ReplicatedJournal, ReplicationError};
 pub use local::LocalNetwork;
-pub use members::{MemberChange, Members};
 pub use wire::{
     Connect, GrpcInbox, GrpcTransport, MAX_ENVELOPES_PER_REQUEST, MAX_IN_FLIGHT_PER_PEER,
 };
