@@ -15,8 +15,13 @@
 //! 3. the call returns when the configuration without the old voter is applied here.
 //!
 //! Only one change is in flight at a time (raft-rs drops a second proposal while one is
-//! unapplied), the leader never removes itself (raft-rs leaves that path untested: hand
-//! the leadership over first), and a driver that leads a joint configuration left behind
+//! unapplied); a change never touches the leader's own membership, a demotion included
+//! (raft-rs leaves a leader outside its configuration leading, a path it marks untested:
+//! hand the leadership over first), and a leader a configuration it applies no longer
+//! counts as a voter closes its term and hands over; the joint change of a replacement is
+//! proposed only if the old voter still is one at that instant (so two replacements of one
+//! voter cannot both add a node); a change's caller waits for its entry only while the
+//! term that proposed it lasts; and a driver that leads a joint configuration left behind
 //! by an earlier leader proposes the leave itself.
 
 use std::time::Duration;
