@@ -198,3 +198,52 @@ fn refused<T: std::fmt::Debug>(result: Result<T, ReplicationError>) -> String {
         other => panic!("not refused: {other:?}"),
     }
 }
+
+/// The leader is cut off while it replaces a voter: its call fails (the leadership ended,
+/// or it no longer leads), and running the replacement again on the next leader finishes
+/// it from wherever the first stopped.
+#[test]
+fn a_replacement_cut_short_by_a_new_leader_is_finished_by_running_it_again() {
+    runtime().block_on(async {
+        let mut cluster = Cluster::start();
+        let (leader, term) = cluster.leader(&[1, 2, 3]).await;
+        cluster.commit(leader, term, 0..20).await;
+        let mut followers = (1..=3).filter(|n| *n != leader);
+        let (dead, other) = (followers.next().unwrap(), followers.next().unwrap());
+        cluster.crash(dead).await;
+        cluster.join(4);
+        let journal = cluster.journal(leader).clone();
+        let network = cluster.network.clone();
+        let (first, ()) = tokio::join!(journal.replace_voter(dead, 4, PATIENCE), async {
+            tokio::time::sleep(Duration::from_millis(3)).await;
+            network.isolate(leader, true);
+        });
+        let err = first.expect_err("the leader was cut off mid-change");
+        assert!(
+            matches!(
+                err,
+                ReplicationError::Membership { .. }
+                    | ReplicationError::NotLeader { .. }
+                    | ReplicationError::CatchingUp { .. }
+            ),
+            "{err}"
+        );
+        // `other` and node 4 (a learner, or already a voter) go on: `other` leads once
+        // it has a majority — with the old leader cut off, that takes node 4 as a voter,
+        // or the old configuration's two live voters.
+        network.isolate(leader, false);
+        let (next, next_term) = cluster.leader(&[leader, other, 4]).await;
+        let now = cluster
+            .journal(next)
+            .clone()
+            .replace_voter(dead, 4, PATIENCE)
+            .await
+            .unwrap();
+        let mut voters = vec![leader, other, 4];
+        voters.sort_unstable();
+        assert_eq!(now, members(&voters));
+        cluster.commit(next, next_term, 20..25).await;
+        let want: Vec<_> = (0..25).map(|i| (Lsn::new(i + 1), record(i))).collect();
+        assert_eq!(read_all(cluster.journal(4), Lsn::new(26)).await, want);
+    });
+}
