@@ -131,22 +131,11 @@ fn assert_caught(
     faults: &str,
     as_any_of: &[&str],
 ) {
-    assert_caught_with(1, seeds, bug, workload, faults, as_any_of);
+    assert_caught_in(None, 1, seeds, bug, workload, faults, as_any_of);
 }
 
-/// [`assert_caught`] on a cluster whose journals have `replicas` replicas.
-fn assert_caught_with(
-    replicas: usize,
-    seeds: u64,
-    bug: PlantedBug,
-    workload: WorkloadKind,
-    faults: &str,
-    as_any_of: &[&str],
-) {
-    assert_caught_in(None, replicas, seeds, bug, workload, faults, as_any_of);
-}
-
-/// [`assert_caught_with`] with `schedule` played against the replicated cluster.
+/// [`assert_caught`] on a cluster whose journals have `replicas` replicas, with `schedule`
+/// played against its leaders.
 fn assert_caught_in(
     schedule: Option<Schedule>,
     replicas: usize,
@@ -376,7 +365,8 @@ fn with_replicated_journals_acknowledging_before_commit_is_caught_as_lost_or_sta
 /// `EpochStart` knows no earlier commit — lost updates, caught as dependency cycles.
 #[test]
 fn a_leader_serving_without_the_replay_is_caught_as_g_single() {
-    assert_caught_with(
+    assert_caught_in(
+        None,
         3,
         8,
         PlantedBug::ServeWithoutReplay,

@@ -88,12 +88,9 @@ pub async fn status(dir: &Path) -> anyhow::Result<bool> {
             }
         }
         for (name, r) in replicas {
-            let id = names
-                .iter()
-                .find(|(_, n)| n.as_str() == *name)
-                .map(|(id, _)| *id);
+            let id = NodeConfig::raft_id_of(name);
             let matched = leader
-                .and_then(|l| l.progress.iter().find(|p| Some(p.node) == id))
+                .and_then(|l| l.progress.iter().find(|p| p.node == id))
                 .map(|p| p.matched);
             let lag = match (leader, matched) {
                 (Some(l), Some(m)) => l.commit.saturating_sub(m),

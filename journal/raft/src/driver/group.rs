@@ -82,7 +82,6 @@ impl Group {
     pub fn propose(&mut self) {
         self.step_down_if_asked();
         self.propose_change();
-        self.leave_joint_if_left_behind();
         let (term, records, first_lsn) = {
             let mut queue = self.shared.queue.lock();
             if queue.records.is_empty() {
@@ -195,7 +194,7 @@ impl Group {
     /// new leader too, once it applied its log; raft-rs notes a case it may miss, a leader
     /// stepping down before applying the joint entry): a leader still inside one with
     /// nothing pending proposes the leave here.
-    fn leave_joint_if_left_behind(&mut self) {
+    pub fn leave_joint_if_left_behind(&mut self) {
         let raft = &self.node.raft;
         // raft-rs counts a new leader's whole log as a pending change until it is applied.
         if raft.state == StateRole::Leader

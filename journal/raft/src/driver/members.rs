@@ -49,7 +49,6 @@ impl ReplicatedJournal {
     /// it is applied here. Returns the index of its entry.
     pub async fn change_members(&self, changes: &[MemberChange]) -> Result<u64, ReplicationError> {
         let status = self.status();
-        let leader = self.shared.log.id().replica;
         if status.role != StateRole::Leader {
             return Err(ReplicationError::NotLeader {
                 term: status.term,
@@ -59,11 +58,6 @@ impl ReplicatedJournal {
         }
         if changes.is_empty() {
             return Err(refused("no change asked for"));
-        }
-        if changes.iter().any(|c| c.node() == leader) {
-            return Err(refused(format!(
-                "node {leader} leads: hand the leadership over before changing its membership"
-            )));
         }
         self.change_members_if(changes, None).await
     }

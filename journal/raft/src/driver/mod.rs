@@ -427,6 +427,10 @@ impl Task {
                     next_tick = next_tick.max(Instant::now()) + self.timing.next_tick();
                     for group in self.groups.values_mut().filter(|g| !g.failed()) {
                         guarded(group, "ticking", |g| g.node.tick());
+                        // Once a tick, not after every event: read only by admin tools and
+                        // membership changes, or rarely needed.
+                        guarded(group, "leaving a joint configuration", Group::leave_joint_if_left_behind);
+                        group.publish_progress();
                     }
                 }
                 Some((id, result)) = self.persisted.recv() => self.on_persisted(id, result, &mut outbox),
@@ -497,7 +501,6 @@ impl Task {
             if !group.failed() && group.node.has_ready() {
                 self.wake.notify_one(); // come back for the rest after the others
             }
-            group.publish_progress();
         }
     }
 }
