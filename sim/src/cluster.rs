@@ -278,8 +278,8 @@ impl SimCluster {
                 late_requests: Some(node.late.requests()),
                 raft_tick: Some(knobs.raft_tick),
                 raft_sync_latency: knobs.raft_sync_latency.get(i).copied().unwrap_or_default(),
-
                 bootstrap: false,
+                join: false,
             };
             // A node bootstraps its replica logs until it has once started: never after,
             // as an operator would not (a wiped disk is not a new node).

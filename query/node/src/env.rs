@@ -61,6 +61,11 @@ pub struct NodeEnv {
     /// node whose disk was wiped must not come back under its old Raft id with an empty
     /// log (ARCHITECTURE §5 rule 3). Default false.
     pub bootstrap: bool,
+    /// Whether this start may create empty replica logs for a node that replaces a lost
+    /// one (`journaldb serve --join`): the cluster's topology, read from the configured
+    /// peers, must name this node already (`journaldb admin replace` records it). Never
+    /// implicit, like [`NodeEnv::bootstrap`]. Default false.
+    pub join: bool,
 }
 
 impl Default for NodeEnv {
@@ -79,6 +84,7 @@ impl Default for NodeEnv {
             raft_tick: None,
             raft_sync_latency: Duration::ZERO,
             bootstrap: false,
+            join: false,
         }
     }
 }

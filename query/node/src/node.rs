@@ -53,7 +53,7 @@ use crate::config::{NodeConfig, TlsFiles};
 pub use crate::env::NodeEnv;
 use crate::env::peer;
 use crate::maintenance::{LastError, Maintenance};
-use crate::replicated::roles::{Forwarding, Replicas, group_of};
+use crate::replicated::roles::{Forwarding, Replicas, Start, fetch_metadata, group_of};
 use crate::replicated::{ReplicaSource, Serving};
 use crate::resolver::Resolver;
 use crate::tasks::{Started, Tasks};
@@ -187,12 +187,13 @@ fn check_layout(config: &NodeConfig, env: &NodeEnv, fresh: bool) -> Result<()> {
             config.data_dir.display()
         )));
     }
-    if fresh && config.is_replicated() && !env.bootstrap {
+    if fresh && config.is_replicated() && !env.bootstrap && !env.join {
         return Err(Error::InvalidArgument(format!(
             "{} holds no replicated journals yet: if this is a new cluster's first start, \
-             start the node with --bootstrap (`journaldb cluster start` does); if the node \
-             lost its data, it must not rejoin under its old name (its votes were lost with \
-             it): replace it",
+             start the node with --bootstrap (`journaldb cluster start` does); if it replaces \
+             a lost node, start it with --join once `journaldb admin replace` recorded it; \
+             if the node lost its data, it must not rejoin under its old name (its votes \
+             were lost with it): replace it",
             config.data_dir.display()
         )));
     }
@@ -566,7 +567,16 @@ impl ClusterNode {
         }
         let (partitions, replicas) = match config.is_replicated() {
             true => {
-                let replicas = Replicas::start(&config, &env, tls.as_ref(), fresh)?;
+                let metadata;
+                let start = match (fresh, env.bootstrap) {
+                    (false, _) => Start::Restart,
+                    (true, true) => Start::Bootstrap,
+                    (true, false) => {
+                        metadata = fetch_metadata(&config, &env, tls.as_ref()).await?;
+                        Start::Join(&metadata)
+                    }
+                };
+                let replicas = Replicas::start(&config, &env, tls.as_ref(), start)?;
                 // The replica logs exist: from now on this node has started before.
                 if fresh && let Err(e) = write_manifest(&config, &env) {
                     replicas.driver.stop().await;
@@ -634,10 +644,7 @@ impl ClusterNode {
             .add_service(health)
             .add_service(ClusterServiceServer::new(ClusterInfo::new(
                 &config,
-                replicas
-                    .as_ref()
-                    .map(Replicas::journals)
-                    .unwrap_or_default(),
+                replicas.as_ref(),
             )))
             .add_service(journal)
             .add_optional_service(single)

@@ -258,6 +258,7 @@ impl Source for ReplicaSource {
 }
 
 mod leadership;
+pub(crate) mod metadata;
 pub(crate) mod roles;
 
 pub use leadership::{Leadership, Owns, Serving};

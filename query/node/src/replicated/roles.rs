@@ -9,13 +9,19 @@
 //! `Unavailable` naming the leader this node knows of (rule 8: clients learn leaders from
 //! redirects).
 //!
+//! The node also holds a replica of the metadata group ([`MetadataGroup`], group 0) if it
+//! is one of its voters, and reaches its peers at the addresses the metadata group gives
+//! ([`PeerBook`]).
+//!
 //! Replica logs are created only on a node's first start (a data directory without a
-//! manifest) when it is told to bootstrap (`NodeEnv::bootstrap`), with the configured
-//! voters. A node that has started before and finds a replica's log missing refuses to
-//! start: its votes and acknowledgements were lost with the log, and a replica never
-//! rejoins under its old Raft id (rule 3). A log whose voters are not the configured
-//! replicas is refused too (the configuration was edited; membership changes are not
-//! built yet, so a lost node cannot be replaced today: its groups go on with the others).
+//! manifest): when it is told to bootstrap (`NodeEnv::bootstrap`), with the configured
+//! voters; when it joins (`NodeEnv::join`), as the replacement of a lost node the metadata
+//! group already names, empty but for each group's first configuration, in which it is no
+//! member (it never campaigns until the group's leader adds it). A node that has started
+//! before and finds a replica's log missing refuses to start: its votes and
+//! acknowledgements were lost with the log, and a replica never rejoins under its old Raft
+//! id (rule 3). The members of a group are its log's: its configuration changes
+//! (replacements) are Raft's, never the configuration file's.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -40,6 +46,7 @@ use journaldb_raft::{
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
+use super::metadata::{self, METADATA, MetadataGroup, PeerBook};
 use super::{Leadership, Serving, TermLog};
 use crate::config::{NodeConfig, TlsFiles};
 use crate::env::{NodeEnv, peer};
@@ -52,9 +59,83 @@ pub(crate) fn group_of(p: PartitionId) -> GroupId {
     GroupId(u64::from(p.get()) + 1)
 }
 
-/// Where partition `p`'s replica log lives in a node's data directory.
-fn log_dir(config: &NodeConfig, p: u32) -> std::path::PathBuf {
-    config.data_dir.join(format!("raft-{p}"))
+/// Where group `group`'s replica log lives in a node's data directory.
+fn log_dir(config: &NodeConfig, group: GroupId) -> std::path::PathBuf {
+    match group.0.checked_sub(1) {
+        Some(p) => config.data_dir.join(format!("raft-{p}")),
+        None => config.data_dir.join("raft-meta"),
+    }
+}
+
+/// How this start finds the node's replica logs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Start<'a> {
+    /// They exist (the node has started before).
+    Restart,
+    /// A new cluster's first start: create them with the configured voters.
+    Bootstrap,
+    /// A replacement node's first start: create them empty, from the topology, which names
+    /// this node.
+    Join(&'a pb::Metadata),
+}
+
+/// The groups this node holds a replica of, by the configuration (the metadata group if it
+/// is one of partition 0's replicas, then its partitions'), and each one's configured
+/// voters.
+fn configured_groups(config: &NodeConfig) -> Vec<(GroupId, Vec<NodeId>)> {
+    let voters = |p: u32| {
+        let mut ids: Vec<NodeId> = config
+            .replicas(p)
+            .iter()
+            .map(|n| NodeConfig::raft_id_of(&n.name))
+            .collect();
+        ids.sort_unstable();
+        ids
+    };
+    let me = NodeConfig::raft_id_of(&config.node);
+    let metadata = voters(0);
+    metadata
+        .contains(&me)
+        .then(|| (METADATA, metadata.clone()))
+        .into_iter()
+        .chain(
+            config
+                .me()
+                .partitions
+                .iter()
+                .map(|&p| (group_of(PartitionId::new(p)), voters(p))),
+        )
+        .collect()
+}
+
+/// The groups of a joining node: those the topology gives it, each with its first
+/// voters; refused unless its configuration holds the same ones.
+fn joining_groups(
+    config: &NodeConfig,
+    metadata: &pb::Metadata,
+) -> Result<Vec<(GroupId, Vec<NodeId>)>> {
+    let Some(groups) = metadata::groups_of(metadata, &config.node) else {
+        return Err(Error::InvalidArgument(format!(
+            "the cluster's topology (version {}) has no node named {}: record the              replacement first (`journaldb admin replace`)",
+            metadata.version, config.node
+        )));
+    };
+    let configured: Vec<u64> = configured_groups(config).iter().map(|(g, _)| g.0).collect();
+    if configured != groups {
+        return Err(Error::InvalidArgument(format!(
+            "the cluster's topology gives {} the groups {groups:?}, its configuration              {configured:?}: start it with the configuration `journaldb admin replace` wrote",
+            config.node
+        )));
+    }
+    groups
+        .iter()
+        .map(|&g| {
+            let voters = metadata::origin(metadata, GroupId(g)).ok_or_else(|| {
+                Error::Corruption(format!("the topology has no first voters of group {g}"))
+            })?;
+            Ok((GroupId(g), voters))
+        })
+        .collect()
 }
 
 fn log_error(e: LogError) -> Error {
@@ -67,53 +148,36 @@ fn log_error(e: LogError) -> Error {
     }
 }
 
-/// Opens this node's replica log of each of its partitions; on a node's first start
-/// (`fresh`) creates them, each with the partition's configured replicas as its voters.
-fn open_logs(config: &NodeConfig, disk: &Arc<dyn Disk>, fresh: bool) -> Result<Vec<LogWriter>> {
+/// Opens this node's replica log of each of its groups; on a node's first start creates
+/// them (see [`Start`]). The metadata group's comes first if this node holds one.
+fn open_logs(config: &NodeConfig, disk: &Arc<dyn Disk>, start: Start) -> Result<Vec<LogWriter>> {
     let me = NodeConfig::raft_id_of(&config.node);
     let cluster = config.cluster_id();
-    config
-        .me()
-        .partitions
-        .iter()
-        .map(|&p| {
+    let groups = match start {
+        Start::Join(metadata) => joining_groups(config, metadata)?,
+        Start::Restart | Start::Bootstrap => configured_groups(config),
+    };
+    groups
+        .into_iter()
+        .map(|(group, voters)| {
             let id = LogId {
                 cluster,
-                group: group_of(PartitionId::new(p)).0,
+                group: group.0,
                 replica: me,
             };
-            let dir = log_dir(config, p);
-            let mut voters = config
-                .replicas(p)
-                .iter()
-                .map(|n| NodeConfig::raft_id_of(&n.name))
-                .collect::<Vec<_>>();
-            voters.sort_unstable();
+            let dir = log_dir(config, group);
             match RaftLog::open(disk.clone(), &dir, id, LogOptions::default()) {
-                Ok(writer) => {
-                    let state = writer.log().state();
-                    let mut logged = state.conf_at(u64::MAX).voters;
-                    logged.sort_unstable();
-                    if logged != voters {
-                        return Err(Error::InvalidArgument(format!(
-                            "partition {p}: the replica log in {} has voters {logged:?}, the \
-                             configuration lists {voters:?}: the nodes of a replicated \
-                             partition cannot be edited in the configuration",
-                            dir.display()
-                        )));
-                    }
-                    Ok(writer)
-                }
-                Err(LogError::NoLog { .. }) if fresh => {
+                Ok(writer) => Ok(writer),
+                Err(LogError::NoLog { .. }) if !matches!(start, Start::Restart) => {
                     let conf = ConfState::from((voters, vec![]));
                     RaftLog::create(disk.clone(), &dir, id, LogOptions::default(), conf)
                         .map_err(log_error)
                 }
                 Err(LogError::NoLog { dir }) => Err(Error::InvalidArgument(format!(
-                    "this node has started before, but its replica of partition {p} has no \
-                     log in {}: what it voted and acknowledged was lost with it, so it must \
-                     not rejoin under its old id; replace the node (a new name in the \
-                     configuration, an empty data directory)",
+                    "this node has started before, but its replica of {group:?} has no log in \
+                     {}: what it voted and acknowledged was lost with it, so it must not \
+                     rejoin under its old id; replace the node (`journaldb admin replace`: a \
+                     new name, an empty data directory)",
                     dir.display()
                 ))),
                 Err(e) => Err(log_error(e)),
@@ -127,6 +191,10 @@ fn open_logs(config: &NodeConfig, disk: &Arc<dyn Disk>, fresh: bool) -> Result<V
 pub(crate) struct Replicas {
     pub(crate) driver: Driver,
     pub(crate) leaders: Leaders,
+    /// This node's replica of the metadata group, if it holds one.
+    pub(crate) metadata: Option<MetadataGroup>,
+    /// How this node reaches the others.
+    pub(crate) peers: PeerBook,
 }
 
 impl Replicas {
@@ -139,32 +207,38 @@ impl Replicas {
             .collect()
     }
 
-    /// Opens (`fresh`: creates) this node's replica logs, starts their driver and follows
-    /// each partition's leadership. Must run within the node's runtime.
+    /// Opens (on a first start, creates: see [`Start`]) this node's replica logs, starts
+    /// their driver, the metadata group's replica and a follower of each partition's
+    /// leadership. Must run within the node's runtime.
     pub(crate) fn start(
         config: &NodeConfig,
         env: &NodeEnv,
         tls: Option<&TlsFiles>,
-        fresh: bool,
+        start: Start,
     ) -> Result<Replicas> {
         let me = NodeConfig::raft_id_of(&config.node);
         let cluster = config.cluster_id();
-        let logs = open_logs(config, &env.disk, fresh)?;
-        let mut peers = BTreeMap::new();
-        let mut urls = BTreeMap::new();
-        for n in &config.nodes {
-            let id = NodeConfig::raft_id_of(&n.name);
-            urls.insert(id, n.url());
-            if id != me {
-                peers.insert(
-                    id,
-                    lazy_channel(&peer(&n.url(), tls)?, env.connector.as_ref()),
-                );
-            }
-        }
+        let logs = open_logs(config, &env.disk, start)?;
+        let holds_metadata = logs.iter().any(|l| l.log().id().group == METADATA.0);
+        let peers = PeerBook::new(
+            me,
+            config
+                .nodes
+                .iter()
+                .map(|n| (n.name.clone(), n.url()))
+                .chain(match start {
+                    Start::Join(m) => m
+                        .nodes
+                        .iter()
+                        .map(|n| (n.name.clone(), n.address.clone()))
+                        .collect(),
+                    Start::Restart | Start::Bootstrap => Vec::new(),
+                }),
+            connector(env, tls),
+        )?;
         let raft_peers = peers.clone();
         let connect = Arc::new(move |to: NodeId| {
-            let channel = raft_peers.get(&to)?.clone();
+            let channel = raft_peers.channel(to)?;
             Some(
                 JournalServiceClient::new(channel)
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -202,27 +276,40 @@ impl Replicas {
             );
             leaderships.insert(id, leadership);
         }
-        let client = |c: Channel| {
-            AdjudicatorServiceClient::new(c)
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES)
-        };
         let leaders = Leaders {
             me,
             leaderships: Arc::new(leaderships),
-            urls: Arc::new(urls),
-            peers: Arc::new(peers.into_iter().map(|(id, c)| (id, client(c))).collect()),
+            peers: peers.clone(),
         };
-        Ok(Replicas { driver, leaders })
+        let metadata = holds_metadata.then(|| {
+            let journal = driver
+                .journal(METADATA)
+                .expect("the driver runs every group whose log it was given")
+                .clone();
+            MetadataGroup::spawn(journal, metadata::genesis(config), peers.clone())
+        });
+        Ok(Replicas {
+            driver,
+            leaders,
+            metadata,
+            peers,
+        })
     }
 
     /// Where `JournalService.Raft` delivers this node's messages.
     pub(crate) fn inbox(&self, config: &NodeConfig) -> GrpcInbox {
-        let groups = config
-            .me()
-            .partitions
-            .iter()
-            .map(|&p| group_of(PartitionId::new(p)));
+        let groups = self
+            .metadata
+            .as_ref()
+            .map(|_| METADATA)
+            .into_iter()
+            .chain(
+                config
+                    .me()
+                    .partitions
+                    .iter()
+                    .map(|&p| group_of(PartitionId::new(p))),
+            );
         GrpcInbox::new(
             config.cluster_id(),
             NodeConfig::raft_id_of(&config.node),
@@ -239,6 +326,7 @@ impl Replicas {
             .leaderships
             .keys()
             .filter_map(|&p| self.driver.journal(group_of(p)))
+            .chain(self.metadata.as_ref().map(MetadataGroup::journal))
             .collect();
         let _ = tokio::time::timeout(wait, async {
             for journal in journals {
@@ -261,11 +349,50 @@ impl Replicas {
     /// Why a group stopped on this node, if one did (its log failed, or raft-rs panicked):
     /// the node then fails, so a supervisor restarts it and the log is recovered.
     pub(crate) fn failure(&self) -> Option<String> {
-        self.leaders.leaderships.keys().find_map(|&p| {
-            let status = self.driver.journal(group_of(p))?.status();
-            status.failed.map(|why| format!("{p}: {why}"))
+        let metadata = self.metadata.as_ref().and_then(|m| {
+            let why = m.journal().status().failed?;
+            Some(format!("the metadata group: {why}"))
+        });
+        metadata.or_else(|| {
+            self.leaders.leaderships.keys().find_map(|&p| {
+                let status = self.driver.journal(group_of(p))?.status();
+                status.failed.map(|why| format!("{p}: {why}"))
+            })
         })
     }
+}
+
+/// How a node opens a channel to a peer's address: lazily, over TLS if the cluster uses
+/// it, through the environment's connector.
+fn connector(
+    env: &NodeEnv,
+    tls: Option<&TlsFiles>,
+) -> Arc<dyn Fn(&str) -> Result<Channel> + Send + Sync> {
+    let (tls, connector) = (tls.cloned(), env.connector.clone());
+    Arc::new(move |url: &str| Ok(lazy_channel(&peer(url, tls.as_ref())?, connector.as_ref())))
+}
+
+/// Reads the cluster's topology from the configuration's other nodes, for a node joining
+/// the cluster (see [`Start::Join`]).
+pub(crate) async fn fetch_metadata(
+    config: &NodeConfig,
+    env: &NodeEnv,
+    tls: Option<&TlsFiles>,
+) -> Result<pb::Metadata> {
+    let urls: Vec<String> = config
+        .nodes
+        .iter()
+        .filter(|n| n.name != config.node)
+        .map(|n| n.url())
+        .collect();
+    metadata::fetch(&urls, &*connector(env, tls)).await
+}
+
+/// A client of a peer's adjudicator service.
+fn adjudicator_client(channel: Channel) -> AdjudicatorServiceClient<Channel> {
+    AdjudicatorServiceClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
 
 /// Which partitions this node serves now: those whose group it leads, each in its term.
@@ -273,26 +400,22 @@ impl Replicas {
 pub(crate) struct Leaders {
     me: NodeId,
     pub(crate) leaderships: Arc<BTreeMap<PartitionId, Leadership>>,
-    /// Every node's address, by Raft id.
-    urls: Arc<BTreeMap<NodeId, String>>,
-    /// The adjudicator service of every other node.
-    peers: Arc<BTreeMap<NodeId, AdjudicatorServiceClient<Channel>>>,
+    /// How this node reaches the others.
+    peers: PeerBook,
 }
 
 impl Leaders {
     /// The other replica to forward a request for `partition` to, and its address: its
     /// leader, if this node knows one and it is not this node.
-    fn leader_elsewhere(
-        &self,
-        partition: u32,
-    ) -> Option<(AdjudicatorServiceClient<Channel>, &str)> {
+    fn leader_elsewhere(&self, partition: u32) -> Option<(AdjudicatorServiceClient<Channel>, String)> {
         let leadership = self.leaderships.get(&PartitionId::new(partition))?;
         match leadership.serving() {
             Serving::Elsewhere {
                 leader: Some(leader),
-            } if leader != self.me => {
-                Some((self.peers.get(&leader)?.clone(), self.urls.get(&leader)?))
-            }
+            } if leader != self.me => Some((
+                adjudicator_client(self.peers.channel(leader)?),
+                self.peers.url(leader)?,
+            )),
             _ => None,
         }
     }
@@ -312,8 +435,8 @@ impl Partitions for Leaders {
             Serving::Elsewhere { leader } => {
                 let url = leader
                     .filter(|l| *l != self.me)
-                    .and_then(|l| self.urls.get(&l));
-                let mut status = match url {
+                    .and_then(|l| self.peers.url(l));
+                let mut status = match &url {
                     Some(url) => ErrorKind::Unavailable
                         .status(format!("{id} is led by {url}, not by this replica")),
                     None if leader == Some(self.me) => ErrorKind::Unavailable
@@ -358,7 +481,7 @@ fn forwarded<T>(request: Request<T>) -> Request<T> {
 
 impl Forwarding {
     /// The leader to forward a request for `partition` to, unless it was forwarded already.
-    fn forward<T>(&self, request: &Request<T>, partition: u32) -> Option<Leader<'_>> {
+    fn forward<T>(&self, request: &Request<T>, partition: u32) -> Option<Leader> {
         if request.metadata().contains_key(FORWARDED) {
             return None;
         }
@@ -368,12 +491,12 @@ impl Forwarding {
 }
 
 /// The leader a request is forwarded to.
-struct Leader<'a> {
+struct Leader {
     client: AdjudicatorServiceClient<Channel>,
-    url: &'a str,
+    url: String,
 }
 
-impl Leader<'_> {
+impl Leader {
     /// The leader's reply, relayed; a successful one names the leader (`journaldb-leader`),
     /// so the client sends the partition's next requests there directly.
     fn relay<T>(&self, reply: Reply<T>) -> Reply<T> {
