@@ -1,4 +1,6 @@
-//! `journaldb admin status`: every Raft group of the cluster in DIR as its replicas see
+//! `journaldb admin status` and `journaldb admin replace`.
+//!
+//! `status`: every Raft group of the cluster in DIR as its replicas see
 //! it — for each partition, its leader and term, the commit index, the members, and each
 //! replica's role, applied index and lag behind the leader (what the leader knows the
 //! replica holds, else what the replica says it applied). Exit code 1 if a node does not
@@ -6,12 +8,18 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
-use journaldb_node::NodeConfig;
+use anyhow::bail;
+use journaldb_node::{NodeConfig, NodeEntry};
+use journaldb_proto::pb;
 use journaldb_proto::pb::cluster_service_client::ClusterServiceClient;
 use journaldb_proto::pb::{ReplicaStatus, ReplicasRequest};
+use journaldb_proto::status::ErrorKind;
 
-use crate::launcher::{config_path, connect, node_names};
+use crate::launcher::{
+    alive, config_path, connect, connect_with, free_port, node_names, pid_path, spawn, write_config,
+};
 
 /// Prints the groups of the cluster in `dir`; `Ok(false)` if something is unwell.
 pub async fn status(dir: &Path) -> anyhow::Result<bool> {
@@ -131,4 +139,147 @@ pub async fn status(dir: &Path) -> anyhow::Result<bool> {
         }
     }
     Ok(well)
+}
+
+/// `journaldb admin replace`: node `new` (at `address`, else a free local port) replaces
+/// the lost node `old` of the local cluster in `dir` (see the subcommand's help). Each step
+/// is idempotent, so a run cut short is finished by running it again.
+pub async fn replace(
+    dir: &Path,
+    old: &str,
+    new: &str,
+    address: Option<&str>,
+    wait: Duration,
+) -> anyhow::Result<()> {
+    let names = node_names(dir)?;
+    let template = match names.iter().find(|n| *n == old || *n == new) {
+        Some(name) => NodeConfig::load(&config_path(dir, name))?,
+        None => bail!("{} holds no configuration of {old} or {new}", dir.display()),
+    };
+    if !template.is_replicated() {
+        bail!("a single-replica cluster's nodes cannot be replaced (each journal has one copy)");
+    }
+    let listen = match (address, template.nodes.iter().find(|n| n.name == new)) {
+        (Some(a), _) => a.to_owned(),
+        (None, Some(entry)) => entry.listen.clone(),
+        (None, None) => format!("127.0.0.1:{}", free_port()?),
+    };
+    // 1. The record in the metadata group, through any node that answers.
+    let peers: Vec<String> = template
+        .nodes
+        .iter()
+        .filter(|n| n.name != old && n.name != new)
+        .map(|n| n.url())
+        .collect();
+    let request = pb::ReplaceNodeRequest {
+        old: old.to_owned(),
+        new: new.to_owned(),
+        address: listen.clone(),
+    };
+    let metadata = ask_any(&peers, wait, "record the replacement", |mut c| {
+        let request = request.clone();
+        async move { c.replace_node(request).await }
+    })
+    .await?;
+    println!(
+        "recorded: {new} ({listen}) replaces {old} (topology version {})",
+        metadata.version
+    );
+
+    // 2. The local cluster's configurations: `new` where `old` was, in every file.
+    let entries: Vec<NodeEntry> = template
+        .nodes
+        .iter()
+        .map(|n| match n.name == old {
+            true => NodeEntry {
+                name: new.to_owned(),
+                listen: listen.clone(),
+                address: None,
+                ..n.clone()
+            },
+            false => n.clone(),
+        })
+        .collect();
+    let cluster_id = template.cluster_id();
+    for e in &entries {
+        write_config(dir, template.partitions, cluster_id, e, &entries)?;
+    }
+    let old_config = config_path(dir, old);
+    if old_config.exists() {
+        std::fs::rename(&old_config, dir.join(format!("{old}.toml.replaced")))?;
+    }
+    let _ = std::fs::remove_file(pid_path(dir, old));
+
+    // 3. The new node, unless it runs already.
+    let running = std::fs::read_to_string(pid_path(dir, new)).is_ok_and(|pid| alive(pid.trim()));
+    if !running {
+        spawn(dir, new, Some("--join"))?;
+        println!(
+            "started {new}: journaldb serve --config {} --join",
+            config_path(dir, new).display()
+        );
+    }
+
+    // 4. Every group of the new node: the old voter out, the new one in, on its leader.
+    let groups = metadata
+        .nodes
+        .iter()
+        .find(|n| n.name == new)
+        .map(|n| n.groups.clone())
+        .unwrap_or_default();
+    let members: Vec<String> = entries.iter().map(NodeEntry::url).collect();
+    for group in groups {
+        let what = match group {
+            0 => "the metadata group".to_owned(),
+            g => format!("partition {}", g - 1),
+        };
+        let request = pb::ReplaceReplicaRequest {
+            group,
+            old: old.to_owned(),
+            new: new.to_owned(),
+        };
+        let reply = ask_any(&members, wait, &what, |mut c| {
+            let request = request.clone();
+            async move { c.replace_replica(request).await }
+        })
+        .await?;
+        println!("{what}: {} voters, {new} among them", reply.voters.len());
+    }
+    println!("{new} replaced {old} in every group");
+    Ok(())
+}
+
+/// Asks the nodes at `urls` in turn, again and again, until one answers `call` or an error
+/// that is not worth retrying comes back, for at most `wait`.
+async fn ask_any<T, F, Fut>(urls: &[String], wait: Duration, what: &str, call: F) -> anyhow::Result<T>
+where
+    F: Fn(ClusterServiceClient<tonic::transport::Channel>) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut last = String::from("no node answered");
+    loop {
+        for url in urls {
+            // A group's leader answers a replacement once the new node caught up (up to
+            // 20 s), after forwarding it perhaps (up to 30 s).
+            let Some(channel) = connect_with(url, Duration::from_secs(40)).await else {
+                last = format!("{url} does not answer");
+                continue;
+            };
+            match call(ClusterServiceClient::new(channel)).await {
+                Ok(reply) => return Ok(reply.into_inner()),
+                Err(status) => {
+                    let kind = ErrorKind::of(&status);
+                    if kind == Some(ErrorKind::InvalidArgument) {
+                        bail!("{what}: {}", status.message());
+                    }
+                    last = format!("{url}: {}", status.message());
+                }
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("{what}: not done within {wait:?} (run the command again to go on): {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }

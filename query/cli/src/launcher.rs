@@ -23,7 +23,7 @@ pub(crate) fn config_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}.toml"))
 }
 
-fn pid_path(dir: &Path, name: &str) -> PathBuf {
+pub(crate) fn pid_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}.pid"))
 }
 
@@ -47,7 +47,7 @@ pub(crate) fn node_names(dir: &Path) -> anyhow::Result<Vec<String>> {
     Ok(names)
 }
 
-fn alive(pid: &str) -> bool {
+pub(crate) fn alive(pid: &str) -> bool {
     Command::new("kill")
         .args(["-0", pid])
         .stderr(Stdio::null())
@@ -57,10 +57,19 @@ fn alive(pid: &str) -> bool {
 
 /// A connection to the node at `url`, with short deadlines; `None` if it does not answer.
 pub(crate) async fn connect(url: &str) -> Option<tonic::transport::Channel> {
+    connect_with(url, Duration::from_secs(1)).await
+}
+
+/// A connection to the node at `url` whose requests may take up to `timeout`; `None` if
+/// it does not answer.
+pub(crate) async fn connect_with(
+    url: &str,
+    timeout: Duration,
+) -> Option<tonic::transport::Channel> {
     tonic::transport::Endpoint::from_shared(url.to_owned())
         .ok()?
         .connect_timeout(Duration::from_millis(500))
-        .timeout(Duration::from_secs(1))
+        .timeout(timeout)
         .connect()
         .await
         .ok()
@@ -103,7 +112,7 @@ async fn serves_every_partition(url: &str, partitions: u32) -> bool {
     true
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
@@ -169,7 +178,8 @@ pub async fn start(
         None => (fresh_map(nodes, partitions, replicas)?, new_cluster_id()?),
     };
     for e in &entries {
-        spawn(dir, partitions, cluster_id, bootstrap, e, &entries)?;
+        write_config(dir, partitions, cluster_id, e, &entries)?;
+        spawn(dir, &e.name, bootstrap.then_some("--bootstrap"))?;
     }
     for _ in 0..300 {
         let mut up = 0;
@@ -240,12 +250,11 @@ fn new_cluster_id() -> anyhow::Result<u64> {
     Ok(u64::from_le_bytes(bytes) >> 1)
 }
 
-/// Writes node `e`'s configuration and starts `journaldb serve` on it, logging to DIR.
-fn spawn(
+/// Writes node `e`'s configuration in a cluster of `entries` (its data in DIR/NAME).
+pub(crate) fn write_config(
     dir: &Path,
     partitions: u32,
     cluster_id: u64,
-    bootstrap: bool,
     e: &NodeEntry,
     entries: &[NodeEntry],
 ) -> anyhow::Result<()> {
@@ -260,18 +269,27 @@ fn spawn(
         .check()
         .map_err(|p| anyhow::anyhow!("generated configuration: {}", p.join("; ")))?;
     std::fs::write(config_path(dir, &e.name), render(&config))?;
-    let log = std::fs::File::create(dir.join(format!("{}.log", e.name)))?;
+    Ok(())
+}
+
+/// Starts `journaldb serve` on node `name`'s configuration in DIR (with `flag`, if given),
+/// logging to DIR/NAME.log.
+pub(crate) fn spawn(dir: &Path, name: &str, flag: Option<&str>) -> anyhow::Result<()> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("{name}.log")))?;
     let child = Command::new(std::env::current_exe()?)
         .arg("serve")
         .arg("--config")
-        .arg(config_path(dir, &e.name))
-        .args(bootstrap.then_some("--bootstrap"))
+        .arg(config_path(dir, name))
+        .args(flag)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
         .spawn()
-        .with_context(|| format!("starting node {}", e.name))?;
-    std::fs::write(pid_path(dir, &e.name), child.id().to_string())?;
+        .with_context(|| format!("starting node {name}"))?;
+    std::fs::write(pid_path(dir, name), child.id().to_string())?;
     Ok(())
 }
 

@@ -104,8 +104,13 @@ enum Command {
         /// A new replicated cluster's first start: create this node's replica logs (its
         /// data directory is empty). Never give it to a node that has run before: a node
         /// whose data was lost must not rejoin under its old name.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "join")]
         bootstrap: bool,
+        /// The first start of a node that replaces a lost one (`journaldb admin replace`
+        /// recorded it): read the cluster's topology from the configured peers and create
+        /// this node's replica logs empty; the groups' leaders then bring it up to date.
+        #[arg(long)]
+        join: bool,
     },
 }
 
@@ -118,6 +123,27 @@ enum AdminAction {
         /// The cluster's directory (its nodes' configurations).
         #[arg(long, default_value = "./cluster")]
         dir: PathBuf,
+    },
+    /// Replace a node that is lost for good (its machine or disk) by a new node under a
+    /// new name: record it in the metadata group, rewrite the local cluster's
+    /// configurations, start the new node (`serve --join`), and swap it in for the old one
+    /// in every Raft group once it has caught up. Safe to run again after a failure.
+    Replace {
+        /// The cluster's directory (its nodes' configurations).
+        #[arg(long, default_value = "./cluster")]
+        dir: PathBuf,
+        /// The lost node's name.
+        #[arg(long)]
+        old: String,
+        /// The new node's name (never one the cluster had).
+        #[arg(long)]
+        new: String,
+        /// host:port the new node serves on (default: a free port on 127.0.0.1).
+        #[arg(long)]
+        address: Option<String>,
+        /// How long to wait, in seconds, for every group to take the new node in.
+        #[arg(long, default_value_t = 120)]
+        wait: u64,
     },
 }
 
@@ -184,7 +210,25 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
-        Command::Serve { config, bootstrap } => return serve(config, *bootstrap).await,
+        Command::Serve {
+            config,
+            bootstrap,
+            join,
+        } => return serve(config, *bootstrap, *join).await,
+        Command::Admin {
+            action:
+                AdminAction::Replace {
+                    dir,
+                    old,
+                    new,
+                    address,
+                    wait,
+                },
+        } => {
+            let wait = std::time::Duration::from_secs(*wait);
+            admin::replace(dir, old, new, address.as_deref(), wait).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
         Command::Admin {
             action: AdminAction::Status { dir },
         } => {
@@ -336,16 +380,17 @@ async fn execute(
 
 /// `journaldb serve`: checks the configuration, binds, serves until SIGTERM or ctrl-c, then
 /// shuts down gracefully.
-async fn serve(path: &std::path::Path, bootstrap: bool) -> anyhow::Result<ExitCode> {
+async fn serve(path: &std::path::Path, bootstrap: bool, join: bool) -> anyhow::Result<ExitCode> {
     let config = journaldb_node::NodeConfig::load(path)?;
     let listen = config.me().listen.clone();
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .map_err(|e| anyhow::anyhow!("binding {listen}: {e}"))?;
     let name = config.node.clone();
-    let node = match bootstrap {
-        true => journaldb_node::ClusterNode::bootstrap(config, listener).await?,
-        false => journaldb_node::ClusterNode::start(config, listener).await?,
+    let node = match (bootstrap, join) {
+        (true, _) => journaldb_node::ClusterNode::bootstrap(config, listener).await?,
+        (false, true) => journaldb_node::ClusterNode::join(config, listener).await?,
+        (false, false) => journaldb_node::ClusterNode::start(config, listener).await?,
     };
     println!("journaldb node {name} serving on {}", node.addr());
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

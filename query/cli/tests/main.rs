@@ -4,6 +4,7 @@
 
 mod cli;
 mod failover;
+mod replace_node;
 mod replicated_failover;
 mod serve;
 

@@ -200,6 +200,24 @@ fn check_layout(config: &NodeConfig, env: &NodeEnv, fresh: bool) -> Result<()> {
     Ok(())
 }
 
+/// Refuses to bootstrap a node the running cluster has retired (it was replaced: its
+/// votes were lost with its disk, and its name never comes back). A cluster none of whose
+/// other nodes has a topology yet is a new one: nothing to check.
+async fn refuse_retired(config: &NodeConfig, env: &NodeEnv, tls: Option<&TlsFiles>) -> Result<()> {
+    let Ok(metadata) = fetch_metadata(config, env, tls).await else {
+        return Ok(());
+    };
+    if metadata.retired.contains(&config.node) {
+        return Err(Error::InvalidArgument(format!(
+            "the cluster replaced {} (topology version {}): a replaced node never comes \
+             back under its name; start a new node under a new name \
+             (`journaldb admin replace`)",
+            config.node, metadata.version
+        )));
+    }
+    Ok(())
+}
+
 /// Writes (or checks) the data directory's manifest: the partition count, fixed at
 /// creation.
 fn write_manifest(config: &NodeConfig, env: &NodeEnv) -> Result<()> {
@@ -524,6 +542,21 @@ impl ClusterNode {
         Self::start_on(config, env, listener).await
     }
 
+    /// [`ClusterNode::start`] for a node that replaces a lost one: on its first start it
+    /// reads the cluster's topology from the configured peers (which must name it:
+    /// `journaldb admin replace` records it) and creates empty replica logs for the groups
+    /// it gives this node ([`NodeEnv::join`]). Once they exist, the same as `start`.
+    pub async fn join(
+        config: NodeConfig,
+        listener: tokio::net::TcpListener,
+    ) -> Result<ClusterNode> {
+        let env = NodeEnv {
+            join: true,
+            ..NodeEnv::default()
+        };
+        Self::start_on(config, env, listener).await
+    }
+
     /// [`ClusterNode::start_with`] on a TCP listener.
     async fn start_on(
         config: NodeConfig,
@@ -570,7 +603,10 @@ impl ClusterNode {
                 let metadata;
                 let start = match (fresh, env.bootstrap) {
                     (false, _) => Start::Restart,
-                    (true, true) => Start::Bootstrap,
+                    (true, true) => {
+                        refuse_retired(&config, &env, tls.as_ref()).await?;
+                        Start::Bootstrap
+                    }
                     (true, false) => {
                         metadata = fetch_metadata(&config, &env, tls.as_ref()).await?;
                         Start::Join(&metadata)
@@ -618,13 +654,15 @@ impl ClusterNode {
         let (journal, single, replicated) = match &replicas {
             Some(replicas) => {
                 let inbox: Arc<dyn RaftInbox> = Arc::new(replicas.inbox(&config));
+                // No topology version check (ARCHITECTURE §5 rule 8): the metadata group's
+                // version moves with replacements, which never move a key; ownership is
+                // checked on every request.
                 let local = AdjudicatorServer::routed(
                     replicas.leaders.clone(),
                     config.partitions,
                     env.clock.clone(),
                     limits,
-                )
-                .with_topology_version(config.topology_version);
+                );
                 let forwarding = Forwarding {
                     local,
                     leaders: replicas.leaders.clone(),

@@ -1,0 +1,140 @@
+//! Replacing a lost node of a replicated cluster (issue 14): `journaldb cluster start
+//! --nodes 3`, some keys written, one node killed with SIGKILL and its data directory
+//! deleted (a lost disk), then `journaldb admin replace` under a new name. The new node
+//! joins every Raft group, the metadata group included, and counts: with another original
+//! node killed too, the cluster still commits and still serves every key written before.
+//! The lost node's name never comes back, and running the replacement again changes
+//! nothing.
+
+use std::path::Path;
+use std::time::Duration;
+
+use journaldb_node::NodeConfig;
+
+fn journaldb(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_journaldb"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(output: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn kill9(dir: &Path, name: &str) {
+    let pid = std::fs::read_to_string(dir.join(format!("{name}.pid"))).unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-9", pid.trim()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Runs `journaldb ARGS` expecting it to exit non-zero within 20 s; returns its output.
+/// A node that starts instead is killed and fails the test.
+fn serve_briefly(args: &[&str]) -> String {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_journaldb"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..200 {
+        if let Some(status) = child.try_wait().unwrap() {
+            let out = child.wait_with_output().unwrap();
+            assert!(!status.success(), "{args:?} succeeded: {}", text(&out));
+            return text(&out);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    panic!("{args:?} started a node: {}", text(&out));
+}
+
+/// Runs `journaldb --cluster URL ARGS` until it succeeds, for at most 20 s.
+fn eventually(url: &str, args: &[&str]) -> String {
+    let mut last = String::new();
+    for _ in 0..40 {
+        let out = journaldb(&[&["--cluster", url], args].concat());
+        if out.status.success() {
+            return String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        }
+        last = text(&out);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    panic!("{args:?} never succeeded: {last}");
+}
+
+#[test]
+fn a_lost_node_is_replaced_under_a_new_name_and_the_new_one_counts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cluster");
+    let dir_arg = dir.to_str().unwrap().to_owned();
+    struct Stop(String);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = journaldb(&["cluster", "stop", "--dir", &self.0]);
+        }
+    }
+    let started = journaldb(&["cluster", "start", "--nodes", "3", "--dir", &dir_arg]);
+    let _stop = Stop(dir_arg.clone());
+    assert!(started.status.success(), "{}", text(&started));
+    let url = |name: &str| {
+        NodeConfig::load(&dir.join(format!("{name}.toml")))
+            .unwrap()
+            .me()
+            .url()
+    };
+    let first = url("n0");
+    for i in 0..20 {
+        eventually(&first, &["put", &format!("key/{i}"), &format!("value {i}")]);
+    }
+
+    // n1's machine is lost: its process and its disk.
+    kill9(&dir, "n1");
+    std::fs::remove_dir_all(dir.join("n1")).unwrap();
+    let replace = ["admin", "replace", "--dir", &dir_arg, "--old", "n1", "--new", "n3"];
+    let out = journaldb(&replace);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("n3 replaced n1 in every group"), "{}", text(&out));
+    let status = journaldb(&["admin", "status", "--dir", &dir_arg]);
+    assert!(status.status.success(), "{}", text(&status));
+    assert!(!text(&status).contains("n1"), "{}", text(&status));
+
+    // Running it again finds it done.
+    let again = journaldb(&replace);
+    assert!(again.status.success(), "{}", text(&again));
+
+    // The lost node never comes back under its name: not with an empty disk, not joining.
+    let old_config = dir.join("n1.toml.replaced");
+    let old_config = old_config.to_str().unwrap();
+    for (flags, why) in [
+        (&["--join"][..], "no node named n1"),
+        (&["--bootstrap"][..], "replaced n1"),
+        (&[][..], "holds no replicated journals yet"),
+    ] {
+        let back = serve_briefly(&[&["serve", "--config", old_config], flags].concat());
+        assert!(back.contains(why), "{flags:?}: {back}");
+    }
+    // A name the cluster had is refused as a replacement too.
+    let reuse = journaldb(&["admin", "replace", "--dir", &dir_arg, "--old", "n2", "--new", "n1"]);
+    assert!(!reuse.status.success(), "{}", text(&reuse));
+
+    // n3 counts: with n0 gone as well, {n2, n3} is every group's majority.
+    kill9(&dir, "n0");
+    let n3 = url("n3");
+    eventually(&n3, &["put", "after", "the replacement"]);
+    assert_eq!(eventually(&n3, &["get", "after"]), "the replacement");
+    for i in 0..20 {
+        assert_eq!(
+            eventually(&n3, &["get", &format!("key/{i}")]),
+            format!("value {i}")
+        );
+    }
+}
