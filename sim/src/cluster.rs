@@ -32,6 +32,9 @@ use crate::net;
 /// The port every simulated node listens on.
 pub const PORT: u16 = 7000;
 
+/// Where every simulated node keeps its data (on its host's file system).
+const DATA_DIR: &str = "/data";
+
 /// The cluster's randomised settings (FoundationDB's knobs), drawn from the seed within
 /// sane ranges.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,6 +143,19 @@ pub struct SimNode {
     /// The switch that makes its server hold some adjudicator requests past their
     /// callers' deadlines (the `late` fault).
     pub late: LateSwitch,
+    /// Which node its host runs: the one it was created with, or the node that replaced it
+    /// on a wiped disk ([`SimCluster::replace_node`]).
+    identity: Arc<parking_lot::Mutex<Identity>>,
+}
+
+/// The node a host runs, read at each start of its process.
+#[derive(Debug, Clone)]
+struct Identity {
+    config: NodeConfig,
+    /// Its first start is a replacement's (`NodeEnv::join`).
+    join: bool,
+    /// Its data directory is wiped before the next start.
+    wipe: bool,
 }
 
 /// The `late` fault's switch on one node: while a window is open, half the requests to its
@@ -243,14 +259,18 @@ impl SimCluster {
                 storage: WriteFaults::default(),
                 clock: Arc::new(SimClock::new(knobs.clock_bound)),
                 late: LateSwitch::new(knobs.request_timeout),
+                identity: Arc::new(parking_lot::Mutex::new(Identity {
+                    config: NodeConfig::new(
+                        name.clone(),
+                        DATA_DIR,
+                        knobs.partitions,
+                        Some(knobs.cluster_id),
+                        entries.clone(),
+                    ),
+                    join: false,
+                    wipe: false,
+                })),
             };
-            let config = NodeConfig::new(
-                name.clone(),
-                "/data",
-                knobs.partitions,
-                Some(knobs.cluster_id),
-                entries.clone(),
-            );
             // Every field spelled out: `NodeEnv::default()` would build (and drop) a
             // system clock, which reads real time.
             let env = NodeEnv {
@@ -285,16 +305,26 @@ impl SimCluster {
             // as an operator would not (a wiped disk is not a new node).
             let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let registry = replicas.clone();
+            let (host, identity) = (name.clone(), node.identity.clone());
             sim.host(name.as_str(), move || {
-                let (config, mut env, started) = (config.clone(), env.clone(), started.clone());
-                env.bootstrap = !started.load(std::sync::atomic::Ordering::Relaxed);
+                let (mut env, started) = (env.clone(), started.clone());
+                let (config, wipe) = {
+                    let mut identity = identity.lock();
+                    env.join = identity.join;
+                    (identity.config.clone(), std::mem::take(&mut identity.wipe))
+                };
+                env.bootstrap = !env.join && !started.load(std::sync::atomic::Ordering::Relaxed);
                 // A new process: the last one's replicas are gone with it.
-                registry.forget(&config.node);
-                let registry = registry.clone();
+                registry.forget(&host);
+                let (registry, host) = (registry.clone(), host.clone());
                 async move {
+                    if wipe {
+                        // The disk was replaced: nothing of the lost node's data is left.
+                        let _ = turmoil::fs::shim::std::fs::remove_dir_all(DATA_DIR);
+                    }
                     // A node that cannot start or whose journal failed stops (fail-stop);
                     // whoever supervises the simulation restarts it.
-                    let _ = run_node(config, env, &started, &registry).await;
+                    let _ = run_node(&host, config, env, &started, &registry).await;
                     Ok(())
                 }
             });
@@ -355,6 +385,28 @@ impl SimCluster {
             .max_by_key(|(_, term)| *term)
     }
 
+    /// Makes host `host`'s node be replaced by a new node named `new` on a wiped disk at
+    /// its next start: its data directory is emptied and it joins (`NodeEnv::join`) under
+    /// the new name, at the host's address, in the place of the node it ran. Returns the
+    /// name of that node and the address; the replacement itself is recorded and carried
+    /// out through the cluster's `ClusterService` (`ReplaceNode`, `ReplaceReplica`).
+    pub fn replace_node(&self, host: &str, new: &str) -> Option<(String, String)> {
+        let node = self.nodes.iter().find(|n| n.name == host)?;
+        let mut identity = node.identity.lock();
+        let old = identity.config.node.clone();
+        let mut config = identity.config.clone();
+        config.node = new.to_owned();
+        let entry = config.nodes.iter_mut().find(|e| e.name == old)?;
+        entry.name = new.to_owned();
+        let address = entry.url();
+        *identity = Identity {
+            config,
+            join: true,
+            wipe: true,
+        };
+        Some((old, address))
+    }
+
     /// Its knobs.
     pub fn knobs(&self) -> &Knobs {
         &self.knobs
@@ -413,21 +465,21 @@ impl SimCluster {
 }
 
 async fn run_node(
+    name: &str,
     config: NodeConfig,
     env: NodeEnv,
     started: &std::sync::atomic::AtomicBool,
     registry: &Registry,
 ) -> journaldb::Result<()> {
-    let name = config.node.clone();
     let (incoming, addr) = net::listen(PORT)
         .await
         .map_err(|e| journaldb::Error::Io(format!("listening: {e}")))?;
     let node = ClusterNode::start_with(config, env, incoming, addr).await?;
     started.store(true, std::sync::atomic::Ordering::Relaxed);
-    registry.started(&name, node.replica_journals());
+    registry.started(name, node.replica_journals());
     loop {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        registry.report_if_asked(&name);
+        registry.report_if_asked(name);
         if node.is_failed() {
             break;
         }

@@ -68,6 +68,11 @@ impl<'a> Driver<'a> {
         self.shared.event(now, "fault", what);
     }
 
+    /// Asks the operator host to replace a node (the `disk-wiped` schedule).
+    pub(crate) fn request_replacement(&self, replacement: crate::operator::Replacement) {
+        self.shared.replacements.lock().push_back(replacement);
+    }
+
     /// Fault windows started, by kind.
     pub(crate) fn into_fired(self) -> BTreeMap<FaultKind, u64> {
         self.fired

@@ -31,6 +31,7 @@ pub mod elle;
 pub mod faults;
 mod hostile;
 pub mod net;
+mod operator;
 pub mod recorder;
 mod replicas;
 pub mod run;

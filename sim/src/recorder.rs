@@ -46,6 +46,8 @@ pub struct Shared {
     /// bounce), which ends every task of the dead process — its requests in flight and its
     /// background `Decide` retries — as a process's death does.
     pub(crate) killed: Mutex<Vec<String>>,
+    /// Nodes the `disk-wiped` schedule asks the operator host to replace.
+    pub(crate) replacements: Mutex<std::collections::VecDeque<crate::operator::Replacement>>,
 }
 
 #[derive(Debug, Default)]

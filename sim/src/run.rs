@@ -226,6 +226,14 @@ fn run_with<W: Workload>(options: &RunOptions, workload: W) -> RunReport {
         });
     }
 
+    if options.schedule == Some(Schedule::DiskWiped) {
+        let (urls, shared) = (cluster.urls(), shared.clone());
+        sim.client("operator", async move {
+            crate::operator::operator_main(urls, shared).await;
+            Ok(())
+        });
+    }
+
     let hosts = Hosts {
         nodes: cluster.nodes().iter().map(|n| n.name.clone()).collect(),
         clients: clients.clone(),

@@ -16,9 +16,7 @@
 //! | `coordinator-crash` | crashes a partition's leader for 50–300 ms every 100–400 ms under cross-partition load, with clients dying mid-protocol: coordinators die between collecting votes and appending |
 //! | `client-clock-ahead` | once the workload's setup is over, one client's clock an hour ahead (claiming its usual bound) all through the fault phase — its clock is monotone, so it stays there after the heal — and a leader crash midway |
 //! | `skew-at-bound` | every clock at an extreme of its bound all through the fault phase (nodes and half the clients ahead, the rest behind), leaders crashing every 0.5–1.5 s |
-//!
-//! Not here yet: a replica's disk wiped and replaced, which needs membership changes (a
-//! node with a wiped disk must rejoin under a new Raft id, ARCHITECTURE §5 rule 3).
+//! | `disk-wiped` | once: crashes a node (a partition's leader half the time), wipes its disk and brings its host back as a new node under a new name (ARCHITECTURE §5 rule 3), which the operator host replaces it by in the metadata group and every Raft group; then leaders crash for 200–800 ms every 0.3–1 s, so the new node's vote is needed while an original node is down |
 
 use std::fmt;
 use std::str::FromStr;
@@ -31,6 +29,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::cluster::SimCluster;
 use crate::driver::Driver;
 use crate::faults::{FaultKind, Target, Window};
+use crate::operator::Replacement;
 use crate::recorder::FAULT_PHASE;
 
 /// A named schedule.
@@ -54,11 +53,13 @@ pub enum Schedule {
     ClientClockAhead,
     /// Every clock at an extreme of its bound.
     SkewAtBound,
+    /// A replica's disk wiped, and the node replaced.
+    DiskWiped,
 }
 
 impl Schedule {
     /// Every schedule, with its name.
-    pub const ALL: [(Schedule, &'static str); 9] = [
+    pub const ALL: [(Schedule, &'static str); 10] = [
         (Schedule::LeaderCrash, "leader-crash"),
         (Schedule::DeposedLeader, "deposed-leader"),
         (Schedule::Figure8, "figure-8"),
@@ -68,6 +69,7 @@ impl Schedule {
         (Schedule::CoordinatorCrash, "coordinator-crash"),
         (Schedule::ClientClockAhead, "client-clock-ahead"),
         (Schedule::SkewAtBound, "skew-at-bound"),
+        (Schedule::DiskWiped, "disk-wiped"),
     ];
 
     /// Whether it needs transactions across partitions (the run then has at least two).
@@ -164,6 +166,7 @@ impl Scenario {
             Schedule::CoordinatorCrash => self.coordinator_crash(&mut act),
             Schedule::ClientClockAhead => self.client_clock_ahead(&mut act),
             Schedule::SkewAtBound => self.skew_at_bound(&mut act),
+            Schedule::DiskWiped => self.disk_wiped(&mut act),
         };
         self.next = now + wait;
     }
@@ -542,6 +545,64 @@ impl Scenario {
                 FAULT_PHASE
             }
             _ => FAULT_PHASE,
+        }
+    }
+
+    fn disk_wiped(&mut self, act: &mut Act<'_, '_, '_>) -> Duration {
+        match self.step {
+            0 => {
+                // The replacement needs time to run before the faults heal.
+                let leader = match self.round_leader(act, Duration::from_secs(2)) {
+                    Ok(leader) => leader,
+                    Err(wait) => return wait,
+                };
+                let victim = match self.rng.random_bool(0.5) {
+                    true => leader,
+                    false => {
+                        let others: Vec<String> =
+                            act.nodes().into_iter().filter(|n| *n != leader).collect();
+                        others[self.rng.random_range(0..others.len())].clone()
+                    }
+                };
+                act.crash(&victim, FAULT_PHASE);
+                self.first = Some(victim);
+                self.step = 1;
+                self.ms(100..=600)
+            }
+            1 => {
+                // Its disk is lost; a new node, under a new name, takes its place.
+                let host = self.first.clone().expect("step 0 crashed a node");
+                let new = format!("{host}-r");
+                if let Some((old, address)) = act.cluster.replace_node(&host, &new) {
+                    act.driver.note(
+                        act.now,
+                        format_args!("{host}: disk wiped; {new} replaces {old}"),
+                    );
+                    act.driver.request_replacement(Replacement { old, new, address });
+                }
+                act.restart(Some(&host));
+                self.step = 2;
+                self.ms(500..=1_500)
+            }
+            2 => {
+                // Leaders crash: while one original node is down, the new node's vote
+                // is part of every majority.
+                let leader = match self.round_leader(act, Duration::ZERO) {
+                    Ok(leader) => leader,
+                    Err(wait) => return wait,
+                };
+                let down = self.ms(200..=800);
+                act.crash(&leader, down);
+                self.second = Some(leader);
+                self.step = 3;
+                down
+            }
+            _ => {
+                act.restart(self.second.as_deref());
+                self.second = None;
+                self.step = 2;
+                self.ms(300..=1_000)
+            }
         }
     }
 

@@ -414,10 +414,13 @@ async fn serve(path: &std::path::Path, bootstrap: bool, join: bool) -> anyhow::R
         _ = tokio::signal::ctrl_c() => ExitCode::SUCCESS,
         _ = terminate.recv() => ExitCode::SUCCESS,
         _ = failed => {
-            eprintln!(
-                "journaldb node {name}: a journal or the maintenance loop failed; \
-                 exiting so it can be restarted"
-            );
+            match node.failure() {
+                Some(why) => eprintln!("journaldb node {name}: {why}; exiting"),
+                None => eprintln!(
+                    "journaldb node {name}: a journal or the maintenance loop failed; \
+                     exiting so it can be restarted"
+                ),
+            }
             ExitCode::FAILURE
         }
     };

@@ -200,24 +200,6 @@ fn check_layout(config: &NodeConfig, env: &NodeEnv, fresh: bool) -> Result<()> {
     Ok(())
 }
 
-/// Refuses to bootstrap a node the running cluster has retired (it was replaced: its
-/// votes were lost with its disk, and its name never comes back). A cluster none of whose
-/// other nodes has a topology yet is a new one: nothing to check.
-async fn refuse_retired(config: &NodeConfig, env: &NodeEnv, tls: Option<&TlsFiles>) -> Result<()> {
-    let Ok(metadata) = fetch_metadata(config, env, tls).await else {
-        return Ok(());
-    };
-    if metadata.retired.contains(&config.node) {
-        return Err(Error::InvalidArgument(format!(
-            "the cluster replaced {} (topology version {}): a replaced node never comes \
-             back under its name; start a new node under a new name \
-             (`journaldb admin replace`)",
-            config.node, metadata.version
-        )));
-    }
-    Ok(())
-}
-
 /// Writes (or checks) the data directory's manifest: the partition count, fixed at
 /// creation.
 fn write_manifest(config: &NodeConfig, env: &NodeEnv) -> Result<()> {
@@ -603,16 +585,17 @@ impl ClusterNode {
                 let metadata;
                 let start = match (fresh, env.bootstrap) {
                     (false, _) => Start::Restart,
-                    (true, true) => {
-                        refuse_retired(&config, &env, tls.as_ref()).await?;
-                        Start::Bootstrap
-                    }
+                    (true, true) => Start::Bootstrap,
                     (true, false) => {
                         metadata = fetch_metadata(&config, &env, tls.as_ref()).await?;
                         Start::Join(&metadata)
                     }
                 };
+                let bootstrap = matches!(start, Start::Bootstrap);
                 let replicas = Replicas::start(&config, &env, tls.as_ref(), start)?;
+                if bootstrap {
+                    replicas.fail_if_retired(&config, &env, tls.as_ref());
+                }
                 // The replica logs exist: from now on this node has started before.
                 if fresh && let Err(e) = write_manifest(&config, &env) {
                     replicas.driver.stop().await;

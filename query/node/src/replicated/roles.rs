@@ -195,6 +195,8 @@ pub(crate) struct Replicas {
     pub(crate) metadata: Option<MetadataGroup>,
     /// How this node reaches the others.
     pub(crate) peers: PeerBook,
+    /// Why this node must not run: the cluster replaced it ([`Replicas::fail_if_retired`]).
+    retired: Arc<parking_lot::Mutex<Option<String>>>,
 }
 
 impl Replicas {
@@ -293,7 +295,35 @@ impl Replicas {
             leaders,
             metadata,
             peers,
+            retired: Arc::default(),
         })
+    }
+
+    /// For a node bootstrapping on an empty data directory: asks the other nodes, in the
+    /// background, for the cluster's topology, and fails this node (see
+    /// [`Replicas::failure`]) if it names this node retired — a replaced node never comes
+    /// back under its name (rule 3). It could not harm the groups (they no longer count
+    /// it, and its empty log wins no vote), but it must not look as if it served. In the
+    /// background, as the other nodes of a new cluster are starting too.
+    pub(crate) fn fail_if_retired(&self, config: &NodeConfig, env: &NodeEnv, tls: Option<&TlsFiles>) {
+        let (config, env, tls) = (config.clone(), env.clone(), tls.cloned());
+        let retired = self.retired.clone();
+        tokio::spawn(async move {
+            for _ in 0..10 {
+                if let Ok(metadata) = fetch_metadata(&config, &env, tls.as_ref()).await {
+                    if metadata.retired.contains(&config.node) {
+                        *retired.lock() = Some(format!(
+                            "the cluster replaced {} (topology version {}): a replaced node \
+                             never comes back under its name; start a new node under a new \
+                             name (`journaldb admin replace`)",
+                            config.node, metadata.version
+                        ));
+                    }
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        });
     }
 
     /// Where `JournalService.Raft` delivers this node's messages.
@@ -349,6 +379,9 @@ impl Replicas {
     /// Why a group stopped on this node, if one did (its log failed, or raft-rs panicked):
     /// the node then fails, so a supervisor restarts it and the log is recovered.
     pub(crate) fn failure(&self) -> Option<String> {
+        if let Some(why) = self.retired.lock().clone() {
+            return Some(why);
+        }
         let metadata = self.metadata.as_ref().and_then(|m| {
             let why = m.journal().status().failed?;
             Some(format!("the metadata group: {why}"))
