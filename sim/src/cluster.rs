@@ -320,7 +320,8 @@ impl SimCluster {
                 async move {
                     if wipe {
                         // The disk was replaced: nothing of the lost node's data is left.
-                        let _ = turmoil::fs::shim::std::fs::remove_dir_all(DATA_DIR);
+                        wipe_durably(std::path::Path::new(DATA_DIR))
+                            .expect("the simulated file system removes what it holds");
                     }
                     // A node that cannot start or whose journal failed stops (fail-stop);
                     // whoever supervises the simulation restarts it.
@@ -462,6 +463,25 @@ impl SimCluster {
         }
         Err(last.expect("at least one attempt"))
     }
+}
+
+/// Removes `dir` and everything in it, durably (turmoil's file system, like a real one,
+/// keeps a removal only once its directory is synced: a crash would bring files back).
+fn wipe_durably(dir: &std::path::Path) -> std::io::Result<()> {
+    use turmoil::fs::shim::std::fs as simfs;
+    if simfs::metadata(dir).is_err() {
+        return Ok(());
+    }
+    for entry in simfs::read_dir(dir)? {
+        let entry = entry?;
+        match entry.file_type()?.is_dir() {
+            true => wipe_durably(&entry.path())?,
+            false => simfs::remove_file(entry.path())?,
+        }
+    }
+    simfs::sync_dir(dir)?;
+    simfs::remove_dir(dir)?;
+    simfs::sync_dir(dir.parent().unwrap_or(std::path::Path::new("/")))
 }
 
 async fn run_node(

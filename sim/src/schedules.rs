@@ -578,7 +578,8 @@ impl Scenario {
                         act.now,
                         format_args!("{host}: disk wiped; {new} replaces {old}"),
                     );
-                    act.driver.request_replacement(Replacement { old, new, address });
+                    act.driver
+                        .request_replacement(Replacement { old, new, address });
                 }
                 act.restart(Some(&host));
                 self.step = 2;

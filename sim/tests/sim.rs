@@ -422,5 +422,12 @@ fn every_schedule_passes_on_a_replicated_cluster() {
         let acted = report.fired.values().sum::<u64>() > 0
             || report.trace.iter().any(|line| line.contains("hand over"));
         assert!(acted, "{name} never acted: {:?}", report.fired);
+        if schedule == Schedule::DiskWiped {
+            let replaced = report
+                .trace
+                .iter()
+                .any(|line| line.contains(" op ") && line.contains("-r replaced n"));
+            assert!(replaced, "{name}: the wiped node was never replaced");
+        }
     }
 }

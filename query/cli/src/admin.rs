@@ -251,7 +251,12 @@ pub async fn replace(
 
 /// Asks the nodes at `urls` in turn, again and again, until one answers `call` or an error
 /// that is not worth retrying comes back, for at most `wait`.
-async fn ask_any<T, F, Fut>(urls: &[String], wait: Duration, what: &str, call: F) -> anyhow::Result<T>
+async fn ask_any<T, F, Fut>(
+    urls: &[String],
+    wait: Duration,
+    what: &str,
+    call: F,
+) -> anyhow::Result<T>
 where
     F: Fn(ClusterServiceClient<tonic::transport::Channel>) -> Fut,
     Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,

@@ -99,10 +99,16 @@ fn a_lost_node_is_replaced_under_a_new_name_and_the_new_one_counts() {
     // n1's machine is lost: its process and its disk.
     kill9(&dir, "n1");
     std::fs::remove_dir_all(dir.join("n1")).unwrap();
-    let replace = ["admin", "replace", "--dir", &dir_arg, "--old", "n1", "--new", "n3"];
+    let replace = [
+        "admin", "replace", "--dir", &dir_arg, "--old", "n1", "--new", "n3",
+    ];
     let out = journaldb(&replace);
     assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("n3 replaced n1 in every group"), "{}", text(&out));
+    assert!(
+        text(&out).contains("n3 replaced n1 in every group"),
+        "{}",
+        text(&out)
+    );
     let status = journaldb(&["admin", "status", "--dir", &dir_arg]);
     assert!(status.status.success(), "{}", text(&status));
     assert!(!text(&status).contains("n1"), "{}", text(&status));
@@ -123,7 +129,9 @@ fn a_lost_node_is_replaced_under_a_new_name_and_the_new_one_counts() {
         assert!(back.contains(why), "{flags:?}: {back}");
     }
     // A name the cluster had is refused as a replacement too.
-    let reuse = journaldb(&["admin", "replace", "--dir", &dir_arg, "--old", "n2", "--new", "n1"]);
+    let reuse = journaldb(&[
+        "admin", "replace", "--dir", &dir_arg, "--old", "n2", "--new", "n1",
+    ]);
     assert!(!reuse.status.success(), "{}", text(&reuse));
 
     // n3 counts: with n0 gone as well, {n2, n3} is every group's majority.

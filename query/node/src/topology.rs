@@ -209,7 +209,9 @@ impl ClusterService for ClusterInfo {
         match group.propose(command).await {
             Ok(now) => match metadata::check_replace(&now, &replace) {
                 Ok(false) => Ok(Response::new(now.as_ref().clone())),
-                Ok(true) => Err(ErrorKind::Unavailable.status("the replacement was not applied; retry")),
+                Ok(true) => {
+                    Err(ErrorKind::Unavailable.status("the replacement was not applied; retry"))
+                }
                 Err(why) => Err(invalid(format!("refused when applied: {why}"))),
             },
             Err(ProposeError::NotLeader { leader }) => {

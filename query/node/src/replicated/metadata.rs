@@ -56,11 +56,7 @@ pub(crate) fn genesis(config: &NodeConfig) -> pb::Metadata {
         ids.sort_unstable();
         ids
     };
-    let metadata_voters: Vec<&str> = config
-        .replicas(0)
-        .iter()
-        .map(|n| n.name.as_str())
-        .collect();
+    let metadata_voters: Vec<&str> = config.replicas(0).iter().map(|n| n.name.as_str()).collect();
     let mut origins = vec![pb::GroupOrigin {
         group: METADATA.0,
         voters: ids(config.replicas(0)),
@@ -203,11 +199,10 @@ pub(crate) fn check_replace(
 /// every replica decides the same from the same log.
 pub(crate) fn apply(state: &mut Option<pb::Metadata>, command: pb::MetadataCommand) {
     match command.command {
-        Some(pb::metadata_command::Command::Genesis(genesis)) => {
-            if state.is_none() {
-                *state = Some(genesis);
-            }
+        Some(pb::metadata_command::Command::Genesis(genesis)) if state.is_none() => {
+            *state = Some(genesis);
         }
+        Some(pb::metadata_command::Command::Genesis(_)) => {}
         Some(pb::metadata_command::Command::Replace(request)) => {
             let Some(metadata) = state.as_mut() else {
                 return;
@@ -252,13 +247,16 @@ pub(crate) fn origin(metadata: &pb::Metadata, group: GroupId) -> Option<Vec<Node
         .map(|o| o.voters.clone())
 }
 
+/// Opens a (lazy) channel to a peer's address.
+pub(crate) type Connect = Arc<dyn Fn(&str) -> Result<Channel> + Send + Sync>;
+
 /// How a node reaches its peers, by Raft id: from the configuration at start, then from
 /// every topology the metadata group applies (a replacement brings a new address).
 #[derive(Clone)]
 pub(crate) struct PeerBook {
     me: NodeId,
     peers: Arc<RwLock<BTreeMap<NodeId, (String, Channel)>>>,
-    connect: Arc<dyn Fn(&str) -> Result<Channel> + Send + Sync>,
+    connect: Connect,
 }
 
 impl std::fmt::Debug for PeerBook {
@@ -275,7 +273,7 @@ impl PeerBook {
     pub(crate) fn new(
         me: NodeId,
         peers: impl IntoIterator<Item = (String, String)>,
-        connect: Arc<dyn Fn(&str) -> Result<Channel> + Send + Sync>,
+        connect: Connect,
     ) -> Result<PeerBook> {
         let book = PeerBook {
             me,
@@ -304,7 +302,10 @@ impl PeerBook {
         for node in &metadata.nodes {
             // An address the metadata group holds was checked when proposed.
             if let Err(e) = self.learn(&node.name, &node.address) {
-                eprintln!("journaldb: cannot reach {} at {}: {e}", node.name, node.address);
+                eprintln!(
+                    "journaldb: cannot reach {} at {}: {e}",
+                    node.name, node.address
+                );
             }
         }
     }
@@ -499,10 +500,7 @@ async fn propose_genesis(
 
 /// Reads the topology from the first of `urls` that has one, for a node joining the
 /// cluster (it holds no replica of the metadata group yet).
-pub(crate) async fn fetch(
-    urls: &[String],
-    connect: &(dyn Fn(&str) -> Result<Channel> + Send + Sync),
-) -> Result<pb::Metadata> {
+pub(crate) async fn fetch(urls: &[String], connect: &Connect) -> Result<pb::Metadata> {
     use journaldb_proto::pb::cluster_service_client::ClusterServiceClient;
     let mut why = Vec::new();
     for url in urls {
@@ -574,9 +572,8 @@ mod tests {
     #[test]
     fn replacements_no_correct_operator_asks_for_are_refused() {
         let m = metadata();
-        let refused = |old: &str, new: &str, address: &str| {
-            check_replace(&m, &replace(old, new, address))
-        };
+        let refused =
+            |old: &str, new: &str, address: &str| check_replace(&m, &replace(old, new, address));
         assert!(refused("n1", "n1", "http://127.0.0.1:7003").is_err());
         assert!(refused("n9", "n3", "http://127.0.0.1:7003").is_err());
         assert!(refused("n1", "n2", "http://127.0.0.1:7003").is_err());
@@ -585,16 +582,25 @@ mod tests {
         assert!(refused("n1", "a b", "http://127.0.0.1:7003").is_err());
         let long = "x".repeat(65);
         assert!(refused("n1", &long, "http://127.0.0.1:7003").is_err());
-        assert!(refused("n1", "n3", "127.0.0.1:7003").is_err(), "not normalized");
+        assert!(
+            refused("n1", "n3", "127.0.0.1:7003").is_err(),
+            "not normalized"
+        );
         // The old node's own address may be reused by its replacement.
         assert_eq!(refused("n1", "n3", "http://127.0.0.1:7001"), Ok(true));
 
         let mut state = Some(m.clone());
-        apply(&mut state, command(replace("n1", "n3", "http://127.0.0.1:7003")));
+        apply(
+            &mut state,
+            command(replace("n1", "n3", "http://127.0.0.1:7003")),
+        );
         let after = state.unwrap();
         let again = |old, new| check_replace(&after, &replace(old, new, "http://127.0.0.1:7004"));
         assert!(again("n1", "n4").is_err(), "n1 is gone");
-        assert!(again("n2", "n1").is_err(), "a retired name never comes back");
+        assert!(
+            again("n2", "n1").is_err(),
+            "a retired name never comes back"
+        );
     }
 
     #[test]
@@ -630,7 +636,10 @@ mod tests {
             })),
         };
         let mut state = None;
-        apply(&mut state, command(replace("n1", "n3", "http://127.0.0.1:7003")));
+        apply(
+            &mut state,
+            command(replace("n1", "n3", "http://127.0.0.1:7003")),
+        );
         assert_eq!(state, None, "nothing to replace in");
         apply(&mut state, genesis(1));
         apply(&mut state, genesis(5));

@@ -116,7 +116,8 @@ fn joining_groups(
 ) -> Result<Vec<(GroupId, Vec<NodeId>)>> {
     let Some(groups) = metadata::groups_of(metadata, &config.node) else {
         return Err(Error::InvalidArgument(format!(
-            "the cluster's topology (version {}) has no node named {}: record the              replacement first (`journaldb admin replace`)",
+            "the cluster's topology (version {}) has no node named {}: record the \
+             replacement first (`journaldb admin replace`)",
             metadata.version, config.node
         )));
     };
@@ -305,7 +306,12 @@ impl Replicas {
     /// back under its name (rule 3). It could not harm the groups (they no longer count
     /// it, and its empty log wins no vote), but it must not look as if it served. In the
     /// background, as the other nodes of a new cluster are starting too.
-    pub(crate) fn fail_if_retired(&self, config: &NodeConfig, env: &NodeEnv, tls: Option<&TlsFiles>) {
+    pub(crate) fn fail_if_retired(
+        &self,
+        config: &NodeConfig,
+        env: &NodeEnv,
+        tls: Option<&TlsFiles>,
+    ) {
         let (config, env, tls) = (config.clone(), env.clone(), tls.cloned());
         let retired = self.retired.clone();
         tokio::spawn(async move {
@@ -328,18 +334,13 @@ impl Replicas {
 
     /// Where `JournalService.Raft` delivers this node's messages.
     pub(crate) fn inbox(&self, config: &NodeConfig) -> GrpcInbox {
-        let groups = self
-            .metadata
-            .as_ref()
-            .map(|_| METADATA)
-            .into_iter()
-            .chain(
-                config
-                    .me()
-                    .partitions
-                    .iter()
-                    .map(|&p| group_of(PartitionId::new(p))),
-            );
+        let groups = self.metadata.as_ref().map(|_| METADATA).into_iter().chain(
+            config
+                .me()
+                .partitions
+                .iter()
+                .map(|&p| group_of(PartitionId::new(p))),
+        );
         GrpcInbox::new(
             config.cluster_id(),
             NodeConfig::raft_id_of(&config.node),
@@ -397,10 +398,7 @@ impl Replicas {
 
 /// How a node opens a channel to a peer's address: lazily, over TLS if the cluster uses
 /// it, through the environment's connector.
-fn connector(
-    env: &NodeEnv,
-    tls: Option<&TlsFiles>,
-) -> Arc<dyn Fn(&str) -> Result<Channel> + Send + Sync> {
+fn connector(env: &NodeEnv, tls: Option<&TlsFiles>) -> metadata::Connect {
     let (tls, connector) = (tls.cloned(), env.connector.clone());
     Arc::new(move |url: &str| Ok(lazy_channel(&peer(url, tls.as_ref())?, connector.as_ref())))
 }
@@ -418,7 +416,7 @@ pub(crate) async fn fetch_metadata(
         .filter(|n| n.name != config.node)
         .map(|n| n.url())
         .collect();
-    metadata::fetch(&urls, &*connector(env, tls)).await
+    metadata::fetch(&urls, &connector(env, tls)).await
 }
 
 /// A client of a peer's adjudicator service.
@@ -440,7 +438,10 @@ pub(crate) struct Leaders {
 impl Leaders {
     /// The other replica to forward a request for `partition` to, and its address: its
     /// leader, if this node knows one and it is not this node.
-    fn leader_elsewhere(&self, partition: u32) -> Option<(AdjudicatorServiceClient<Channel>, String)> {
+    fn leader_elsewhere(
+        &self,
+        partition: u32,
+    ) -> Option<(AdjudicatorServiceClient<Channel>, String)> {
         let leadership = self.leaderships.get(&PartitionId::new(partition))?;
         match leadership.serving() {
             Serving::Elsewhere {
