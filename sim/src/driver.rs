@@ -69,7 +69,7 @@ impl<'a> Driver<'a> {
     }
 
     /// Asks the operator host to replace a node (the `disk-wiped` schedule).
-    pub(crate) fn request_replacement(&self, replacement: crate::operator::Replacement) {
+    pub(crate) fn request_replacement(&self, replacement: crate::recorder::Replacement) {
         self.shared.replacements.lock().push_back(replacement);
     }
 

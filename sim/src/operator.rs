@@ -14,18 +14,10 @@ use journaldb_proto::pb::cluster_service_client::ClusterServiceClient;
 use journaldb_proto::status::ErrorKind;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::recorder::{FAULT_PHASE, Shared, sim_now};
+use crate::recorder::{FAULT_PHASE, Replacement, Shared, sim_now};
 
 /// How long after the fault phase a replacement may still take.
 const PATIENCE: Duration = Duration::from_secs(30);
-
-/// A node to replace: `old` by `new`, which serves at `address`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Replacement {
-    pub(crate) old: String,
-    pub(crate) new: String,
-    pub(crate) address: String,
-}
 
 fn channel(url: &str, connector: &Connector) -> Channel {
     let endpoint = Endpoint::from_shared(url.to_owned())

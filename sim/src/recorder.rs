@@ -47,7 +47,16 @@ pub struct Shared {
     /// background `Decide` retries — as a process's death does.
     pub(crate) killed: Mutex<Vec<String>>,
     /// Nodes the `disk-wiped` schedule asks the operator host to replace.
-    pub(crate) replacements: Mutex<std::collections::VecDeque<crate::operator::Replacement>>,
+    pub(crate) replacements: Mutex<std::collections::VecDeque<Replacement>>,
+}
+
+/// A node the `disk-wiped` schedule asks the operator host to replace: `old` by `new`,
+/// which serves at `address`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Replacement {
+    pub(crate) old: String,
+    pub(crate) new: String,
+    pub(crate) address: String,
 }
 
 #[derive(Debug, Default)]

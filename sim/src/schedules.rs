@@ -29,8 +29,8 @@ use rand_chacha::ChaCha8Rng;
 use crate::cluster::SimCluster;
 use crate::driver::Driver;
 use crate::faults::{FaultKind, Target, Window};
-use crate::operator::Replacement;
 use crate::recorder::FAULT_PHASE;
+use crate::recorder::Replacement;
 
 /// A named schedule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
