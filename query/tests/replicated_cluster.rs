@@ -275,11 +275,15 @@ fn a_replicated_node_never_starts_on_replica_logs_it_cannot_trust() {
         let node = ClusterNode::start(n0.clone(), listener().await).await;
         node.unwrap().shutdown().await.unwrap();
 
-        // The voters of a replicated partition are not edited in the configuration.
+        // A node is not renamed in the configuration: its logs are its old name's (a new
+        // name is a new node, which joins through `journaldb admin replace`).
         let mut renamed = entries.clone();
-        renamed[2].name = "n9".into();
-        let error = refused(config(dir.path(), &renamed, 0)).await;
-        assert!(error.contains("has voters"), "{error}");
+        renamed[0].name = "n9".into();
+        let mut n9 = config(dir.path(), &renamed, 0);
+        n9.node = "n9".into();
+        n9.data_dir = n0.data_dir.clone();
+        let error = refused(n9).await;
+        assert!(error.contains("belongs to"), "{error}");
 
         // Nor is the kind of journal.
         let mut single = entries.clone();

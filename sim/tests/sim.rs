@@ -362,7 +362,9 @@ fn with_replicated_journals_acknowledging_before_commit_is_caught_as_lost_or_sta
 }
 
 /// Replicated journals: a new leader that serves without replaying the log before its
-/// `EpochStart` knows no earlier commit — lost updates, caught as dependency cycles.
+/// `EpochStart` knows no earlier commit — lost updates, caught as dependency cycles — nor
+/// any earlier outcome, so a commit retried by transaction id is applied a second time (a
+/// value appended twice).
 #[test]
 fn a_leader_serving_without_the_replay_is_caught_as_g_single() {
     assert_caught_in(
@@ -372,7 +374,7 @@ fn a_leader_serving_without_the_replay_is_caught_as_g_single() {
         PlantedBug::ServeWithoutReplay,
         WorkloadKind::ListAppend,
         "crash,partition",
-        &["GSingle", "LostUpdate"],
+        &["GSingle", "LostUpdate", "Duplicate"],
     );
 }
 

@@ -1,7 +1,7 @@
 //! `journaldb admin status` and `journaldb admin replace`.
 //!
 //! `status`: every Raft group of the cluster in DIR as its replicas see
-//! it — for each partition, its leader and term, the commit index, the members, and each
+//! it — for the metadata group and each partition, its leader and term, the commit index, the members, and each
 //! replica's role, applied index and lag behind the leader (what the leader knows the
 //! replica holds, else what the replica says it applied). Exit code 1 if a node does not
 //! answer, a partition has no leader, or a group stopped on some node.
@@ -52,16 +52,20 @@ pub async fn status(dir: &Path) -> anyhow::Result<bool> {
             well = false;
         }
     }
-    let mut partitions: BTreeMap<u32, Vec<(&str, &ReplicaStatus)>> = BTreeMap::new();
+    let mut groups: BTreeMap<u64, Vec<(&str, &ReplicaStatus)>> = BTreeMap::new();
     for (name, answer) in &answers {
         for replica in answer.iter().flatten() {
-            partitions
-                .entry(replica.partition)
+            groups
+                .entry(replica.group)
                 .or_default()
                 .push((name, replica));
         }
     }
-    for (partition, replicas) in &partitions {
+    for (group, replicas) in &groups {
+        let what = match group.checked_sub(1) {
+            Some(p) => format!("partition {p}"),
+            None => "metadata group".to_owned(),
+        };
         let leader = replicas
             .iter()
             .filter(|(_, r)| r.role == "leader")
@@ -76,7 +80,7 @@ pub async fn status(dir: &Path) -> anyhow::Result<bool> {
         match leader {
             Some(l) => {
                 let mut line = format!(
-                    "partition {partition}: leader {} term {} commit {} voters {}",
+                    "{what}: leader {} term {} commit {} voters {}",
                     name_of(l.leader),
                     l.term,
                     l.commit,
@@ -91,7 +95,7 @@ pub async fn status(dir: &Path) -> anyhow::Result<bool> {
                 println!("{line}");
             }
             None => {
-                println!("partition {partition}: no leader");
+                println!("{what}: no leader");
                 well = false;
             }
         }

@@ -96,6 +96,14 @@ fn a_lost_node_is_replaced_under_a_new_name_and_the_new_one_counts() {
         eventually(&first, &["put", &format!("key/{i}"), &format!("value {i}")]);
     }
 
+    // A node that runs is not replaced (nor retired by a stray request).
+    let live = journaldb(&[
+        "admin", "replace", "--dir", &dir_arg, "--old", "n2", "--new", "n9",
+    ]);
+    assert!(!live.status.success(), "{}", text(&live));
+    assert!(text(&live).contains("n2 runs"), "{}", text(&live));
+    assert!(!dir.join("n9.toml").exists(), "nothing was rewritten");
+
     // n1's machine is lost: its process and its disk.
     kill9(&dir, "n1");
     std::fs::remove_dir_all(dir.join("n1")).unwrap();
@@ -120,11 +128,17 @@ fn a_lost_node_is_replaced_under_a_new_name_and_the_new_one_counts() {
     // The lost node never comes back under its name: not with an empty disk, not joining.
     let old_config = dir.join("n1.toml.replaced");
     let old_config = old_config.to_str().unwrap();
-    for (flags, why) in [
-        (&["--join"][..], "no node named n1"),
-        (&["--bootstrap"][..], "replaced n1"),
-        (&[][..], "holds no replicated journals yet"),
+    let lost = dir.join("n1");
+    for (flags, wipe, why) in [
+        (&["--join"][..], true, "was one of group 0's first voters"),
+        (&[][..], true, "holds no replicated journals yet"),
+        (&["--bootstrap"][..], true, "replaced n1"),
+        // On the logs that bootstrap left: a restart is refused the same way.
+        (&[][..], false, "replaced n1"),
     ] {
+        if wipe && lost.exists() {
+            std::fs::remove_dir_all(&lost).unwrap();
+        }
         let back = serve_briefly(&[&["serve", "--config", old_config], flags].concat());
         assert!(back.contains(why), "{flags:?}: {back}");
     }
@@ -145,4 +159,11 @@ fn a_lost_node_is_replaced_under_a_new_name_and_the_new_one_counts() {
             format!("value {i}")
         );
     }
+
+    // n3, a voter now, loses its disk: it does not join again under its name.
+    kill9(&dir, "n3");
+    std::fs::remove_dir_all(dir.join("n3")).unwrap();
+    let n3_config = dir.join("n3.toml");
+    let back = serve_briefly(&["serve", "--config", n3_config.to_str().unwrap(), "--join"]);
+    assert!(back.contains("is a voter of group"), "{back}");
 }

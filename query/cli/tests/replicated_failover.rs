@@ -246,7 +246,9 @@ fn killing_any_one_node_of_a_replicated_cluster_loses_nothing_and_stops_nothing(
         None
     });
     let report = healthy.expect("admin status never reported every node and leader");
-    assert_eq!(report.matches(": leader n").count(), NODES, "{report}");
+    // Every partition's group (3 partitions by default) and the metadata group.
+    assert_eq!(report.matches(": leader n").count(), NODES + 1, "{report}");
+    assert!(report.contains("metadata group: leader n"), "{report}");
     assert!(!report.contains("unreachable"), "{report}");
 
     // Every acknowledged transfer is on every node's own storage replica: the killed ones

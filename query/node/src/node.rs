@@ -53,7 +53,7 @@ use crate::config::{NodeConfig, TlsFiles};
 pub use crate::env::NodeEnv;
 use crate::env::peer;
 use crate::maintenance::{LastError, Maintenance};
-use crate::replicated::roles::{Forwarding, Replicas, Start, fetch_metadata, group_of};
+use crate::replicated::roles::{Forwarding, Replicas, Start, check_join, fetch_metadata, group_of};
 use crate::replicated::{ReplicaSource, Serving};
 use crate::resolver::Resolver;
 use crate::tasks::{Started, Tasks};
@@ -588,12 +588,14 @@ impl ClusterNode {
                     (true, true) => Start::Bootstrap,
                     (true, false) => {
                         metadata = fetch_metadata(&config, &env, tls.as_ref()).await?;
+                        check_join(&config, &metadata, &env, tls.as_ref()).await?;
                         Start::Join(&metadata)
                     }
                 };
-                let bootstrap = matches!(start, Start::Bootstrap);
+                let joining = matches!(start, Start::Join(_));
                 let replicas = Replicas::start(&config, &env, tls.as_ref(), start)?;
-                if bootstrap {
+                // A joining node checked the topology already.
+                if !joining {
                     replicas.fail_if_retired(&config, &env, tls.as_ref());
                 }
                 // The replica logs exist: from now on this node has started before.

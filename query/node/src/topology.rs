@@ -8,10 +8,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use journaldb_proto::pb;
 use journaldb_proto::pb::cluster_service_client::ClusterServiceClient;
 use journaldb_proto::pb::cluster_service_server::ClusterService;
 use journaldb_proto::status::{ErrorKind, FORWARDED, LEADER};
-use journaldb_proto::{PartitionId, pb};
 use journaldb_raft::raft::StateRole;
 use journaldb_raft::{GroupId, NodeId, ReplicatedJournal, ReplicationError};
 use tonic::transport::Channel;
@@ -24,6 +24,8 @@ use crate::replicated::roles::Replicas;
 /// How long a group's leader waits for a new replica to catch up before it answers that
 /// the replacement goes on (retryable: asking again continues it).
 const CATCH_UP_PATIENCE: Duration = Duration::from_secs(20);
+/// How long the node a replacement retires has to answer that it runs.
+const ALIVE_PROBE: Duration = Duration::from_secs(1);
 /// How long a request forwarded to a group's leader may take.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -37,8 +39,6 @@ pub(crate) struct ClusterInfo {
     /// This node's name and Raft id.
     name: String,
     node: u64,
-    /// Its replicas of partitions' journals (none in a single-replica cluster).
-    replicas: Vec<(PartitionId, ReplicatedJournal)>,
     /// Every group it holds a replica of, the metadata group included.
     groups: BTreeMap<GroupId, ReplicatedJournal>,
     metadata: Option<MetadataGroup>,
@@ -58,7 +58,6 @@ impl ClusterInfo {
             topology: topology(config),
             name: config.node.clone(),
             node: NodeConfig::raft_id_of(&config.node),
-            replicas: journals,
             groups,
             metadata,
             peers: replicas.map(|r| r.peers.clone()),
@@ -106,6 +105,36 @@ impl ClusterInfo {
     }
 }
 
+impl ClusterInfo {
+    /// Refuses to retire node `old` while it runs: it answers at its address as itself
+    /// (its Raft id). A replacement is for a node that is lost; a running one is stopped
+    /// first. (A new node already serving at the old address answers as itself, not as
+    /// `old`.)
+    async fn refuse_if_alive(&self, metadata: &pb::Metadata, old: &str) -> Result<(), Status> {
+        let Some(node) = metadata.nodes.iter().find(|n| n.name == old) else {
+            return Ok(());
+        };
+        let id = NodeConfig::raft_id_of(old);
+        let channel = match self.peers.as_ref().and_then(|p| p.channel(id)) {
+            Some(channel) => channel,
+            None if id == self.node => {
+                return Err(invalid(format!("{old} is this node, which runs")));
+            }
+            None => return Ok(()),
+        };
+        let mut request = Request::new(pb::ReplicasRequest {});
+        request.set_timeout(ALIVE_PROBE);
+        let answer = ClusterServiceClient::new(channel).replicas(request).await;
+        match answer {
+            Ok(reply) if reply.get_ref().node == id => Err(invalid(format!(
+                "{old} runs (it answered at {}): stop it first; only a lost node is replaced",
+                node.address
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// `request` as forwarded: marked, so it is not forwarded again, with its own deadline.
 fn forwarded<T>(request: Request<T>) -> Request<T> {
     let mut next = Request::new(request.into_inner());
@@ -119,11 +148,11 @@ fn invalid(why: impl Into<String>) -> Status {
     ErrorKind::InvalidArgument.status(why)
 }
 
+/// A replication error as a membership request's answer: `Unavailable` — the request
+/// may be asked again (a leader changed, a change is in flight, an outcome is unknown: a
+/// membership change is idempotent, so asking again finishes or finds it done).
 fn replication_status(e: ReplicationError) -> Status {
-    match e.is_retryable() {
-        true => ErrorKind::Unavailable.status(e.to_string()),
-        false => invalid(e.to_string()),
-    }
+    ErrorKind::Unavailable.status(e.to_string())
 }
 
 /// The topology clients route by, from the metadata group's: each partition's replicas
@@ -199,7 +228,7 @@ impl ClusterService for ClusterInfo {
         if let Some(now) = group.metadata() {
             match metadata::check_replace(&now, &replace) {
                 Ok(false) => return Ok(Response::new(now.as_ref().clone())),
-                Ok(true) => {}
+                Ok(true) => self.refuse_if_alive(&now, &replace.old).await?,
                 Err(why) => return Err(invalid(why)),
             }
         }
@@ -241,7 +270,8 @@ impl ClusterService for ClusterInfo {
         let now = self.applied()?;
         let holds = metadata::groups_of(&now, &asked.new).is_some_and(|g| g.contains(&group.0));
         if !holds || !now.retired.contains(&asked.old) {
-            return Err(invalid(format!(
+            // Perhaps recorded, and not applied here yet: ask again.
+            return Err(ErrorKind::Unavailable.status(format!(
                 "the topology (version {}) does not record that {} replaces {} in group {}:                  ReplaceNode first",
                 now.version, asked.new, asked.old, asked.group
             )));
@@ -272,18 +302,19 @@ impl ClusterService for ClusterInfo {
         Ok(Response::new(pb::ReplicasReply {
             node: self.node,
             replicas: self
-                .replicas
+                .groups
                 .iter()
-                .map(|(p, journal)| replica_status(*p, journal))
+                .map(|(group, journal)| replica_status(*group, journal))
                 .collect(),
         }))
     }
 }
 
-fn replica_status(partition: PartitionId, journal: &ReplicatedJournal) -> pb::ReplicaStatus {
+fn replica_status(group: GroupId, journal: &ReplicatedJournal) -> pb::ReplicaStatus {
     let status = journal.status();
     pb::ReplicaStatus {
-        partition: partition.get(),
+        group: group.0,
+        partition: group.0.saturating_sub(1) as u32,
         role: match status.role {
             StateRole::Leader => "leader",
             StateRole::Follower => "follower",

@@ -498,21 +498,27 @@ async fn propose_genesis(
     }
 }
 
-/// Reads the topology from the first of `urls` that has one, for a node joining the
-/// cluster (it holds no replica of the metadata group yet).
+/// Reads the topology from `urls`, for a node joining the cluster (it holds no replica of
+/// the metadata group yet): the newest any of them has applied (one may lag).
 pub(crate) async fn fetch(urls: &[String], connect: &Connect) -> Result<pb::Metadata> {
     use journaldb_proto::pb::cluster_service_client::ClusterServiceClient;
     let mut why = Vec::new();
+    let mut newest: Option<pb::Metadata> = None;
     for url in urls {
         let mut client = ClusterServiceClient::new(connect(url)?);
         let mut request = tonic::Request::new(pb::GetMetadataRequest {});
         request.set_timeout(std::time::Duration::from_secs(5));
         match client.get_metadata(request).await {
-            Ok(reply) => return Ok(reply.into_inner()),
+            Ok(reply) => {
+                let reply = reply.into_inner();
+                if newest.as_ref().is_none_or(|n| n.version < reply.version) {
+                    newest = Some(reply);
+                }
+            }
             Err(status) => why.push(format!("{url}: {}", status.message())),
         }
     }
-    Err(Error::Unavailable {
+    newest.ok_or_else(|| Error::Unavailable {
         reason: format!("no node gave the cluster's topology: {}", why.join("; ")),
         retry_after: None,
     })

@@ -168,7 +168,25 @@ fn open_logs(config: &NodeConfig, disk: &Arc<dyn Disk>, start: Start) -> Result<
             };
             let dir = log_dir(config, group);
             match RaftLog::open(disk.clone(), &dir, id, LogOptions::default()) {
-                Ok(writer) => Ok(writer),
+                Ok(writer) => {
+                    // A node the group removed (it was replaced) never serves again.
+                    let state = writer.log().state();
+                    let member = |c: &ConfState| {
+                        [&c.voters, &c.learners, &c.voters_outgoing, &c.learners_next]
+                            .iter()
+                            .any(|ids| ids.contains(&me))
+                    };
+                    let was = state.confs.iter().any(|(_, c)| member(c));
+                    if was && !member(&state.conf_at(u64::MAX)) {
+                        return Err(Error::InvalidArgument(format!(
+                            "this node is no longer a member of {group:?} (its log in {} \
+                             records its removal): it was replaced, and a replaced node \
+                             never serves again",
+                            dir.display()
+                        )));
+                    }
+                    Ok(writer)
+                }
                 Err(LogError::NoLog { .. }) if !matches!(start, Start::Restart) => {
                     let conf = ConfState::from((voters, vec![]));
                     RaftLog::create(disk.clone(), &dir, id, LogOptions::default(), conf)
@@ -300,12 +318,13 @@ impl Replicas {
         })
     }
 
-    /// For a node bootstrapping on an empty data directory: asks the other nodes, in the
-    /// background, for the cluster's topology, and fails this node (see
-    /// [`Replicas::failure`]) if it names this node retired — a replaced node never comes
-    /// back under its name (rule 3). It could not harm the groups (they no longer count
-    /// it, and its empty log wins no vote), but it must not look as if it served. In the
-    /// background, as the other nodes of a new cluster are starting too.
+    /// Asks the other nodes, in the background, for the cluster's topology, and fails this
+    /// node (see [`Replicas::failure`]) if it names this node retired — a replaced node
+    /// never comes back under its name (rule 3), whether bootstrapped on an empty disk or
+    /// restarted on the disk it had before it was replaced (if its logs did not receive
+    /// its removal). It could not harm the groups (they no longer count it, and an empty
+    /// log wins no vote), but it must not look as if it served. In the background, as the
+    /// other nodes of a new cluster are starting too.
     pub(crate) fn fail_if_retired(
         &self,
         config: &NodeConfig,
@@ -401,6 +420,57 @@ impl Replicas {
 fn connector(env: &NodeEnv, tls: Option<&TlsFiles>) -> metadata::Connect {
     let (tls, connector) = (tls.cloned(), env.connector.clone());
     Arc::new(move |url: &str| Ok(lazy_channel(&peer(url, tls.as_ref())?, connector.as_ref())))
+}
+
+/// Refuses a join that would bring a voter back with an empty log (rule 3): a name that
+/// was one of a group's first voters (an original node that lost its disk), or one a
+/// running node counts as a voter of some group already (a replacement that was promoted,
+/// then lost its disk). Such a node must be replaced under a new name. A learner that never
+/// voted may join again.
+pub(crate) async fn check_join(
+    config: &NodeConfig,
+    metadata: &pb::Metadata,
+    env: &NodeEnv,
+    tls: Option<&TlsFiles>,
+) -> Result<()> {
+    use journaldb_proto::pb::cluster_service_client::ClusterServiceClient;
+    let me = NodeConfig::raft_id_of(&config.node);
+    let lost = |why: String| {
+        Error::InvalidArgument(format!(
+            "{} {why}: a voter that lost its disk never rejoins under its name; replace it \
+             under a new one (`journaldb admin replace`)",
+            config.node
+        ))
+    };
+    if let Some(origin) = metadata.origins.iter().find(|o| o.voters.contains(&me)) {
+        return Err(lost(format!(
+            "was one of group {}'s first voters",
+            origin.group
+        )));
+    }
+    let connect = connector(env, tls);
+    for node in metadata.nodes.iter().filter(|n| n.name != config.node) {
+        let mut request = Request::new(pb::ReplicasRequest {});
+        request.set_timeout(Duration::from_secs(2));
+        let Ok(reply) = ClusterServiceClient::new(connect(&node.address)?)
+            .replicas(request)
+            .await
+        else {
+            continue;
+        };
+        if let Some(r) = reply
+            .get_ref()
+            .replicas
+            .iter()
+            .find(|r| r.voters.contains(&me) || r.outgoing.contains(&me))
+        {
+            return Err(lost(format!(
+                "is a voter of group {} already (so {} says)",
+                r.group, node.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Reads the cluster's topology from the configuration's other nodes, for a node joining
