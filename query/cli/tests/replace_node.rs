@@ -26,13 +26,25 @@ fn text(output: &std::process::Output) -> String {
     )
 }
 
+/// SIGKILL to node `name`, and waits until the process is gone (its port is free).
 fn kill9(dir: &Path, name: &str) {
     let pid = std::fs::read_to_string(dir.join(format!("{name}.pid"))).unwrap();
-    let status = std::process::Command::new("kill")
-        .args(["-9", pid.trim()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let kill = |signal: &str| {
+        std::process::Command::new("kill")
+            .args([signal, pid.trim()])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    };
+    assert!(kill("-9"));
+    for _ in 0..100 {
+        if !kill("-0") {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{name} (pid {}) outlived SIGKILL by 5 s", pid.trim());
 }
 
 /// Runs `journaldb ARGS` expecting it to exit non-zero within 20 s; returns its output.
