@@ -185,6 +185,16 @@ fn membership_changes_a_group_must_not_make_are_refused() {
         assert!(err.is_retryable());
         assert_eq!(journal.status().members.learners, vec![4]);
         cluster.join(4);
+        // The caller's record changed while node 4 caught up: no swap, 4 stays a learner.
+        let unwanted = || Err("no longer wanted".to_owned());
+        let reason = refused(
+            journal
+                .replace_voter_if(follower, 4, PATIENCE, unwanted)
+                .await,
+        );
+        assert!(reason.contains("no longer wanted"), "{reason}");
+        assert_eq!(journal.status().members.learners, vec![4]);
+        assert!(journal.status().members.voters.contains(&follower));
         journal.replace_voter(follower, 4, PATIENCE).await.unwrap();
         let reason = refused(journal.replace_voter(4, follower, PATIENCE).await);
         assert!(reason.contains("was a member before"), "{reason}");

@@ -19,7 +19,7 @@ use tonic::{Request, Response, Status};
 
 use crate::config::NodeConfig;
 use crate::replicated::metadata::{self, METADATA, MetadataGroup, PeerBook, ProposeError};
-use crate::replicated::roles::Replicas;
+use crate::replicated::roles::{Replicas, forwarded_within};
 
 /// How long a group's leader waits for a new replica to catch up before it answers that
 /// the replacement goes on (retryable: asking again continues it).
@@ -135,13 +135,9 @@ impl ClusterInfo {
     }
 }
 
-/// `request` as forwarded: marked, so it is not forwarded again, with its own deadline.
+/// A membership request as forwarded to its group's leader.
 fn forwarded<T>(request: Request<T>) -> Request<T> {
-    let mut next = Request::new(request.into_inner());
-    next.metadata_mut()
-        .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
-    next.set_timeout(FORWARD_TIMEOUT);
-    next
+    forwarded_within(request, FORWARD_TIMEOUT)
 }
 
 fn invalid(why: impl Into<String>) -> Status {
@@ -286,8 +282,21 @@ impl ClusterService for ClusterInfo {
             NodeConfig::raft_id_of(&asked.old),
             NodeConfig::raft_id_of(&asked.new),
         );
+        // Checked again once the new node caught up: the record may have changed meanwhile
+        // (a later replacement retired `new` too).
+        let still = || match self.applied() {
+            Ok(now)
+                if metadata::groups_of(&now, &asked.new).is_some_and(|g| g.contains(&group.0)) =>
+            {
+                Ok(())
+            }
+            _ => Err(format!(
+                "the topology no longer gives {} group {}",
+                asked.new, asked.group
+            )),
+        };
         let members = journal
-            .replace_voter(old, new, CATCH_UP_PATIENCE)
+            .replace_voter_if(old, new, CATCH_UP_PATIENCE, still)
             .await
             .map_err(replication_status)?;
         Ok(Response::new(pb::ReplaceReplicaReply {

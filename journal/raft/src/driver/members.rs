@@ -94,6 +94,19 @@ impl ReplicatedJournal {
         new: NodeId,
         patience: Duration,
     ) -> Result<Members, ReplicationError> {
+        self.replace_voter_if(old, new, patience, || Ok(())).await
+    }
+
+    /// [`ReplicatedJournal::replace_voter`], whose joint change is proposed only if
+    /// `wanted` still says so once `new` has caught up (the caller's own record of the
+    /// replacement may have changed during the wait); its refusal is the error's reason.
+    pub async fn replace_voter_if(
+        &self,
+        old: NodeId,
+        new: NodeId,
+        patience: Duration,
+        wanted: impl Fn() -> Result<(), String>,
+    ) -> Result<Members, ReplicationError> {
         let members = self.status().members;
         if members.joint() {
             // An earlier change stopped half way: leave the joint configuration first.
@@ -132,6 +145,7 @@ impl ReplicatedJournal {
                 .await?;
         }
         self.caught_up(new, patience).await?;
+        wanted().map_err(refused)?;
         let swap = [MemberChange::AddVoter(new), MemberChange::Remove(old)];
         self.change_members_if(&swap, Some(old)).await?;
         // raft-rs's leader leaves the joint configuration by itself once it applied it.

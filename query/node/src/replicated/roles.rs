@@ -574,13 +574,19 @@ pub(crate) struct Forwarding {
     pub(crate) leaders: Leaders,
 }
 
-/// `request` as forwarded: marked, so it is not forwarded again, with its own deadline.
-fn forwarded<T>(request: Request<T>) -> Request<T> {
+/// `request` as forwarded: marked, so it is not forwarded again, with its own deadline
+/// (`timeout`).
+pub(crate) fn forwarded_within<T>(request: Request<T>, timeout: Duration) -> Request<T> {
     let mut next = Request::new(request.into_inner());
     next.metadata_mut()
         .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
-    next.set_timeout(FORWARD_TIMEOUT);
+    next.set_timeout(timeout);
     next
+}
+
+/// An adjudicator request as forwarded to its partition's leader.
+fn forwarded<T>(request: Request<T>) -> Request<T> {
+    forwarded_within(request, FORWARD_TIMEOUT)
 }
 
 impl Forwarding {
