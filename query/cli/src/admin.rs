@@ -147,14 +147,20 @@ pub async fn status(dir: &Path) -> anyhow::Result<bool> {
 
 /// `journaldb admin replace`: node `new` (at `address`, else a free local port) replaces
 /// the lost node `old` of the local cluster in `dir` (see the subcommand's help). Each step
-/// is idempotent, so a run cut short is finished by running it again.
+/// is idempotent, so a run cut short is finished by running it again. With `wait` `None`,
+/// returns once the replacement is recorded and the new node started: the groups' leaders
+/// finish it.
 pub async fn replace(
     dir: &Path,
     old: &str,
     new: &str,
     address: Option<&str>,
-    wait: Duration,
+    wait: Option<Duration>,
 ) -> anyhow::Result<()> {
+    let (wait, finish) = match wait {
+        Some(wait) => (wait, true),
+        None => (Duration::from_secs(30), false),
+    };
     let names = node_names(dir)?;
     let template = match names.iter().find(|n| *n == old || *n == new) {
         Some(name) => NodeConfig::load(&config_path(dir, name))?,
@@ -222,6 +228,15 @@ pub async fn replace(
             "started {new}: journaldb serve --config {} --join",
             config_path(dir, new).display()
         );
+    }
+
+    if !finish {
+        println!(
+            "each group's leader swaps {new} in once it has caught up: see `journaldb admin \
+             status --dir {}`",
+            dir.display()
+        );
+        return Ok(());
     }
 
     // 4. Every group of the new node: the old voter out, the new one in, on its leader.

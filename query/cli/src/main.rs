@@ -144,6 +144,11 @@ enum AdminAction {
         /// How long to wait, in seconds, for every group to take the new node in.
         #[arg(long, default_value_t = 120)]
         wait: u64,
+        /// Record the replacement and start the new node, then return: each group's
+        /// leader finishes the swap on its own once the new node has caught up
+        /// (`admin status` shows it).
+        #[arg(long)]
+        no_wait: bool,
     },
 }
 
@@ -223,9 +228,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     new,
                     address,
                     wait,
+                    no_wait,
                 },
         } => {
-            let wait = std::time::Duration::from_secs(*wait);
+            let wait = (!*no_wait).then(|| std::time::Duration::from_secs(*wait));
             admin::replace(dir, old, new, address.as_deref(), wait).await?;
             return Ok(ExitCode::SUCCESS);
         }

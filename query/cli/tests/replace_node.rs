@@ -179,3 +179,74 @@ fn a_lost_node_is_replaced_under_a_new_name_and_the_new_one_counts() {
     let back = serve_briefly(&["serve", "--config", n3_config.to_str().unwrap(), "--join"]);
     assert!(back.contains("is a voter of group"), "{back}");
 }
+
+/// The operator records the replacement and starts the new node, then goes away
+/// (`--no-wait`): each group's leader finishes the swap by itself once the new node has
+/// caught up, and the new node then counts.
+#[test]
+fn the_leaders_finish_a_replacement_the_operator_left() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cluster");
+    let dir_arg = dir.to_str().unwrap().to_owned();
+    struct Stop(String);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = journaldb(&["cluster", "stop", "--dir", &self.0]);
+        }
+    }
+    let started = journaldb(&["cluster", "start", "--nodes", "3", "--dir", &dir_arg]);
+    let _stop = Stop(dir_arg.clone());
+    assert!(started.status.success(), "{}", text(&started));
+    let url = |name: &str| {
+        NodeConfig::load(&dir.join(format!("{name}.toml")))
+            .unwrap()
+            .me()
+            .url()
+    };
+    eventually(&url("n0"), &["put", "before", "the loss"]);
+
+    kill9(&dir, "n2");
+    std::fs::remove_dir_all(dir.join("n2")).unwrap();
+    let out = journaldb(&[
+        "admin",
+        "replace",
+        "--dir",
+        &dir_arg,
+        "--old",
+        "n2",
+        "--new",
+        "n5",
+        "--no-wait",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        !text(&out).contains("replaced n2 in every group"),
+        "{}",
+        text(&out)
+    );
+
+    // Every group (3 partitions and the metadata group) gets n5 as a voter, n2 out.
+    let mut report = String::new();
+    for _ in 0..120 {
+        let status = journaldb(&["admin", "status", "--dir", &dir_arg]);
+        report = text(&status);
+        let swapped = report
+            .lines()
+            .filter(|l| l.contains(": leader n") && l.contains("n5") && !l.contains("n2"))
+            .count();
+        if status.status.success() && swapped == 4 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let swapped = report
+        .lines()
+        .filter(|l| l.contains(": leader n") && l.contains("n5") && !l.contains("n2"))
+        .count();
+    assert_eq!(swapped, 4, "{report}");
+
+    kill9(&dir, "n0");
+    let n5 = url("n5");
+    eventually(&n5, &["put", "after", "the swap"]);
+    assert_eq!(eventually(&n5, &["get", "before"]), "the loss");
+}

@@ -309,6 +309,13 @@ impl Replicas {
                 .clone();
             MetadataGroup::spawn(journal, metadata::genesis(config), peers.clone())
         });
+        if let Some(metadata) = &metadata {
+            let journals = std::iter::once(METADATA)
+                .chain(leaders.leaderships.keys().map(|&p| group_of(p)))
+                .filter_map(|g| driver.journal(g).cloned())
+                .collect();
+            tokio::spawn(finish_replacements(journals, metadata.clone()));
+        }
         Ok(Replicas {
             driver,
             leaders,
@@ -413,6 +420,78 @@ impl Replicas {
             })
         })
     }
+}
+
+/// How often a node looks for replacements to finish in the groups it leads.
+const FINISH_EVERY: Duration = Duration::from_millis(500);
+/// How long a group's leader waits for a new replica to catch up, per attempt.
+const CATCH_UP_PATIENCE: Duration = Duration::from_secs(20);
+
+/// Finishes, on every group this node leads, the replacements the metadata group
+/// recorded: a voter whose name is retired is replaced by the node that holds the group in
+/// its stead (`replace_voter_if`: learner, catch-up, joint change, the record checked again
+/// before the swap). So a replacement whose operator stopped after `ReplaceNode` — or
+/// chained replacements — still finish, and `ReplaceReplica` only hurries them. Ends when
+/// the metadata group stops here (the driver stopped).
+async fn finish_replacements(journals: Vec<ReplicatedJournal>, metadata: MetadataGroup) {
+    let mut every = tokio::time::interval(FINISH_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if metadata.journal().status().failed.is_some() {
+            return;
+        }
+        let Some(now) = metadata.metadata() else {
+            continue;
+        };
+        for journal in &journals {
+            let status = journal.status();
+            if status.role != StateRole::Leader || status.failed.is_some() {
+                continue;
+            }
+            let Some((old, new)) = pending_replacement(&now, journal.group(), &status.members)
+            else {
+                continue;
+            };
+            let still = || {
+                let now = metadata.metadata().ok_or("no topology here")?;
+                match pending_replacement(&now, journal.group(), &journal.status().members) {
+                    Some(pair) if pair == (old, new) => Ok(()),
+                    _ => Err(format!("the topology no longer replaces {old} by {new}")),
+                }
+            };
+            // Refusals and timeouts are tried again next round.
+            let _ = journal
+                .replace_voter_if(old, new, CATCH_UP_PATIENCE, still)
+                .await;
+        }
+    }
+}
+
+/// In `group`, with `members`: a voter the topology retired, and a node the topology gives
+/// the group that is no voter of it yet — a replacement to finish.
+fn pending_replacement(
+    metadata: &pb::Metadata,
+    group: GroupId,
+    members: &journaldb_raft::Members,
+) -> Option<(NodeId, NodeId)> {
+    let retired: Vec<NodeId> = metadata
+        .retired
+        .iter()
+        .map(|n| NodeConfig::raft_id_of(n))
+        .collect();
+    let old = members
+        .voters
+        .iter()
+        .chain(&members.outgoing)
+        .find(|v| retired.contains(v))?;
+    let new = metadata
+        .nodes
+        .iter()
+        .filter(|n| n.groups.contains(&group.0))
+        .map(|n| NodeConfig::raft_id_of(&n.name))
+        .find(|id| !members.voters.contains(id))?;
+    Some((*old, new))
 }
 
 /// How a node opens a channel to a peer's address: lazily, over TLS if the cluster uses
