@@ -83,26 +83,48 @@ fn eventually(url: &str, args: &[&str]) -> String {
     panic!("{args:?} never succeeded: {last}");
 }
 
-#[test]
-fn a_lost_node_is_replaced_under_a_new_name_and_the_new_one_counts() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("cluster");
-    let dir_arg = dir.to_str().unwrap().to_owned();
-    struct Stop(String);
-    impl Drop for Stop {
-        fn drop(&mut self) {
-            let _ = journaldb(&["cluster", "stop", "--dir", &self.0]);
-        }
+/// A 3-node `journaldb cluster start` cluster in a temporary directory, stopped on drop.
+struct LocalCluster {
+    _tmp: tempfile::TempDir,
+    dir: std::path::PathBuf,
+    dir_arg: String,
+}
+
+impl LocalCluster {
+    fn start() -> LocalCluster {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("cluster");
+        let dir_arg = dir.to_str().unwrap().to_owned();
+        let started = journaldb(&["cluster", "start", "--nodes", "3", "--dir", &dir_arg]);
+        let cluster = LocalCluster {
+            _tmp: tmp,
+            dir,
+            dir_arg,
+        };
+        assert!(started.status.success(), "{}", text(&started));
+        cluster
     }
-    let started = journaldb(&["cluster", "start", "--nodes", "3", "--dir", &dir_arg]);
-    let _stop = Stop(dir_arg.clone());
-    assert!(started.status.success(), "{}", text(&started));
-    let url = |name: &str| {
-        NodeConfig::load(&dir.join(format!("{name}.toml")))
+
+    /// The address of node `name`, from its configuration.
+    fn url(&self, name: &str) -> String {
+        NodeConfig::load(&self.dir.join(format!("{name}.toml")))
             .unwrap()
             .me()
             .url()
-    };
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        let _ = journaldb(&["cluster", "stop", "--dir", &self.dir_arg]);
+    }
+}
+
+#[test]
+fn a_lost_node_is_replaced_under_a_new_name_and_the_new_one_counts() {
+    let cluster = LocalCluster::start();
+    let (dir, dir_arg) = (cluster.dir.clone(), cluster.dir_arg.clone());
+    let url = |name: &str| cluster.url(name);
     let first = url("n0");
     for i in 0..20 {
         eventually(&first, &["put", &format!("key/{i}"), &format!("value {i}")]);
@@ -185,24 +207,9 @@ fn a_lost_node_is_replaced_under_a_new_name_and_the_new_one_counts() {
 /// caught up, and the new node then counts.
 #[test]
 fn the_leaders_finish_a_replacement_the_operator_left() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("cluster");
-    let dir_arg = dir.to_str().unwrap().to_owned();
-    struct Stop(String);
-    impl Drop for Stop {
-        fn drop(&mut self) {
-            let _ = journaldb(&["cluster", "stop", "--dir", &self.0]);
-        }
-    }
-    let started = journaldb(&["cluster", "start", "--nodes", "3", "--dir", &dir_arg]);
-    let _stop = Stop(dir_arg.clone());
-    assert!(started.status.success(), "{}", text(&started));
-    let url = |name: &str| {
-        NodeConfig::load(&dir.join(format!("{name}.toml")))
-            .unwrap()
-            .me()
-            .url()
-    };
+    let cluster = LocalCluster::start();
+    let (dir, dir_arg) = (cluster.dir.clone(), cluster.dir_arg.clone());
+    let url = |name: &str| cluster.url(name);
     eventually(&url("n0"), &["put", "before", "the loss"]);
 
     kill9(&dir, "n2");

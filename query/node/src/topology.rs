@@ -19,11 +19,8 @@ use tonic::{Request, Response, Status};
 
 use crate::config::NodeConfig;
 use crate::replicated::metadata::{self, METADATA, MetadataGroup, PeerBook, ProposeError};
-use crate::replicated::roles::{Replicas, forwarded_within};
+use crate::replicated::roles::{CATCH_UP_PATIENCE, Replicas, forwarded_within};
 
-/// How long a group's leader waits for a new replica to catch up before it answers that
-/// the replacement goes on (retryable: asking again continues it).
-const CATCH_UP_PATIENCE: Duration = Duration::from_secs(20);
 /// How long the node a replacement retires has to answer that it runs.
 const ALIVE_PROBE: Duration = Duration::from_secs(1);
 /// How long a request forwarded to a group's leader may take.

@@ -425,7 +425,7 @@ impl Replicas {
 /// How often a node looks for replacements to finish in the groups it leads.
 const FINISH_EVERY: Duration = Duration::from_millis(500);
 /// How long a group's leader waits for a new replica to catch up, per attempt.
-const CATCH_UP_PATIENCE: Duration = Duration::from_secs(20);
+pub(crate) const CATCH_UP_PATIENCE: Duration = Duration::from_secs(20);
 
 /// Finishes, on every group this node leads, the replacements the metadata group
 /// recorded: a voter whose name is retired is replaced by the node that holds the group in
