@@ -79,7 +79,10 @@ impl Submission for TermSubmission {
     }
 
     async fn durable(self) -> Result<Lsn, String> {
-        self.0.committed().await.map_err(|e| e.to_string())
+        let t = std::time::Instant::now();
+        let r = self.0.committed().await.map_err(|e| e.to_string());
+        crate::probe::record(0, t.elapsed());
+        r
     }
 }
 

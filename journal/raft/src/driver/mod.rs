@@ -43,6 +43,13 @@ use crate::log::{LogWriter, RaftLog};
 use crate::{ElectionTiming, GroupConfig, discard_logger};
 
 mod conf;
+#[allow(missing_docs, clippy::all)]
+pub mod probe {
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    pub static C: [AtomicU64; 14] = [const { AtomicU64::new(0) }; 14];
+    pub fn inc(i: usize, n: u64) { C[i].fetch_add(n, Relaxed); }
+    pub fn dump() -> String { (0..14).map(|i| format!("c{i}={} ", C[i].swap(0, Relaxed))).collect() }
+}
 mod group;
 mod handle;
 mod local;
@@ -53,7 +60,7 @@ pub use conf::{MemberChange, Members};
 pub use handle::{GroupStatus, Pending, ReplicatedJournal, ReplicationError};
 pub use local::LocalNetwork;
 pub use wire::{
-    Connect, GrpcInbox, GrpcTransport, MAX_ENVELOPES_PER_REQUEST, MAX_IN_FLIGHT_PER_PEER,
+    Connect, GrpcInbox, GrpcTransport, MAX_ENVELOPES_PER_REQUEST, MAX_QUEUED_PER_PEER,
 };
 
 use group::Group;
@@ -338,9 +345,12 @@ async fn flush_loop(
             tokio::time::sleep(latency).await;
         }
 
+        probe::inc(2, 1);
         let (back, result) = flusher
             .run_blocking(move || {
+                let t = std::time::Instant::now();
                 let result = writer.flush();
+                probe::inc(5, t.elapsed().as_micros() as u64);
                 (writer, result)
             })
             .await;
@@ -400,6 +410,10 @@ fn guarded<T>(group: &mut Group, what: &str, f: impl FnOnce(&mut Group) -> T) ->
     }
 }
 
+/// Most flush reports, and most inbox batches, one round of the driver takes in beside
+/// the event that woke it.
+const MAX_TAKEN_PER_ROUND: usize = 64;
+
 /// The driver task's state.
 struct Task {
     node: NodeId,
@@ -437,6 +451,8 @@ impl Task {
                 Some(envelopes) = self.inbox.recv() => self.deliver(envelopes),
                 () = self.wake.notified() => {}
             }
+            self.take_waiting(&mut outbox);
+            probe::inc(0, 1);
             for group in self.groups.values_mut().filter(|g| !g.failed()) {
                 guarded(group, "proposing", Group::propose);
             }
@@ -450,13 +466,35 @@ impl Task {
         }
     }
 
+    /// Takes in what else already waits — flushes finished, peers' messages — so that one
+    /// round of Readies answers all of it: under load, fewer and larger writes and
+    /// messages. Bounded, so the tick is never held up for long.
+    fn take_waiting(&mut self, outbox: &mut BTreeMap<NodeId, Vec<Envelope>>) {
+        for _ in 0..MAX_TAKEN_PER_ROUND {
+            match self.persisted.try_recv() {
+                Ok((id, result)) => self.on_persisted(id, result, outbox),
+                Err(_) => break,
+            }
+        }
+        for _ in 0..MAX_TAKEN_PER_ROUND {
+            match self.inbox.try_recv() {
+                Ok(envelopes) => self.deliver(envelopes),
+                Err(_) => break,
+            }
+        }
+    }
+
     fn deliver(&mut self, envelopes: Vec<Envelope>) {
+        probe::inc(3, 1);
+        probe::inc(4, envelopes.len() as u64);
         for Envelope { group, message } in envelopes {
             if message.to != self.node || !is_peer_message(&message) {
                 // Not for this node, or a kind only a node gives itself (a proposal, an
                 // election or quorum check, a transfer): a stranger's or a forged message.
                 continue;
             }
+            if message.get_msg_type() == raft::prelude::MessageType::MsgAppendResponse && message.reject { probe::inc(8, 1); }
+            if message.get_msg_type() == raft::prelude::MessageType::MsgAppend && message.entries.is_empty() { probe::inc(9, 1); }
             if let Some(group) = self.groups.get_mut(&group).filter(|g| !g.failed()) {
                 // A stale or unknown peer's message is refused by raft-rs, never fatal.
                 guarded(group, "stepping a message", |g| {

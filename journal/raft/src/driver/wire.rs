@@ -5,9 +5,15 @@
 //! The receiving side trusts no field: a request for another cluster or node, a message
 //! whose sender or destination differs from the request's, a group this node does not
 //! run, bytes that are not a Raft message, or more envelopes than any sender batches are
-//! refused as a whole and reach no group. Sending is best effort and never blocks the
-//! driver: each peer has a bounded number of requests in flight, and a batch beyond that
-//! is dropped (Raft sends again).
+//! refused as a whole and reach no group.
+//!
+//! Sending is best effort and never blocks the driver, and keeps each peer's messages in
+//! the order the driver sent them: one task per peer sends one request at a time and puts
+//! everything queued meanwhile into the next. Concurrent requests would reach the peer's
+//! driver in whatever order its server's tasks ran, and a follower refuses an append that
+//! arrives before the one it follows, which sends the leader back to probing one message
+//! at a time (measured: a third of the appends refused at 256 clients, docs/BENCHMARKS.md).
+//! A peer's queue is bounded; batches beyond it are dropped (Raft sends again).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -19,7 +25,7 @@ use journaldb_proto::pb::journal_service_client::JournalServiceClient;
 use parking_lot::Mutex;
 use protobuf::Message as _;
 use raft::prelude::Message;
-use tokio::sync::Semaphore;
+use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
 use super::{Envelope, GroupId, Inbox, NodeId, Transport};
@@ -29,10 +35,11 @@ pub const MAX_ENVELOPES_PER_REQUEST: usize = 4096;
 /// Most message bytes one request carries (a request holds at least one message): under
 /// tonic's default 4 MiB decoding limit, with room for the framing.
 pub const MAX_BYTES_PER_REQUEST: usize = 3 << 20;
-/// How long one request may take before it is given up (and its in-flight slot freed).
+/// How long one request may take before it is given up (and the next one sent).
 pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-/// Requests in flight to one peer before more batches are dropped.
-pub const MAX_IN_FLIGHT_PER_PEER: usize = 64;
+/// The driver's batches queued for one peer (while a request to it is in flight) before
+/// more are dropped.
+pub const MAX_QUEUED_PER_PEER: usize = 1024;
 
 /// Finds the client of a peer node (its address, and the connector: TCP, or turmoil's in
 /// simulation); `None` if the node is unknown.
@@ -43,12 +50,8 @@ pub struct GrpcTransport {
     cluster: u64,
     node: NodeId,
     connect: Arc<Connect>,
-    peers: Mutex<BTreeMap<NodeId, Peer>>,
-}
-
-struct Peer {
-    client: JournalServiceClient<Channel>,
-    in_flight: Arc<Semaphore>,
+    /// Each peer's queue, drained by its sending task (which ends with the transport).
+    peers: Mutex<BTreeMap<NodeId, mpsc::Sender<Vec<Envelope>>>>,
 }
 
 impl std::fmt::Debug for GrpcTransport {
@@ -74,61 +77,86 @@ impl GrpcTransport {
 
 impl Transport for GrpcTransport {
     fn send(&self, to: NodeId, envelopes: Vec<Envelope>) {
-        let (mut client, permit) = {
-            let mut peers = self.peers.lock();
-            let peer = match peers.get(&to) {
-                Some(peer) => peer,
-                None => {
-                    let Some(client) = (self.connect)(to) else {
-                        return;
-                    };
-                    peers.entry(to).or_insert(Peer {
-                        client,
-                        in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT_PER_PEER)),
-                    })
-                }
-            };
-            let Ok(permit) = peer.in_flight.clone().try_acquire_owned() else {
-                return; // the peer is slow or gone: drop, Raft resends
-            };
-            (peer.client.clone(), permit)
-        };
-        // Split by count and by bytes: a request the receiver cannot decode would lose
-        // every group's messages in it.
-        let mut requests: Vec<pb::RaftRequest> = Vec::new();
-        let mut bytes = 0;
-        for envelope in &envelopes {
-            let message = encode(&envelope.message);
-            let full = requests.last().is_none_or(|r| {
-                r.envelopes.len() >= MAX_ENVELOPES_PER_REQUEST
-                    || bytes + message.len() > MAX_BYTES_PER_REQUEST
-            });
-            if full {
-                bytes = 0;
-                requests.push(pb::RaftRequest {
+        let mut peers = self.peers.lock();
+        let queue = match peers.get(&to) {
+            Some(queue) => queue,
+            None => {
+                let Some(client) = (self.connect)(to) else {
+                    return;
+                };
+                let (queue, batches) = mpsc::channel(MAX_QUEUED_PER_PEER);
+                let header = Header {
                     cluster: self.cluster,
-                    from_node: self.node,
-                    to_node: to,
-                    envelopes: Vec::new(),
-                });
+                    from: self.node,
+                    to,
+                };
+                tokio::spawn(pump(header, client, batches));
+                peers.entry(to).or_insert(queue)
             }
-            bytes += message.len();
-            let request = requests.last_mut().expect("pushed above");
-            request.envelopes.push(pb::RaftEnvelope {
-                group: envelope.group.0,
-                message,
+        };
+        // Full: the peer is slow or gone; dropped, Raft sends again.
+        let _ = queue.try_send(envelopes);
+    }
+}
+
+/// Who a peer's requests are from and to.
+#[derive(Debug, Clone, Copy)]
+struct Header {
+    cluster: u64,
+    from: NodeId,
+    to: NodeId,
+}
+
+/// A peer's sending task: one request at a time, each carrying every batch queued since
+/// the last one, in the order queued. Ends when the transport is dropped.
+async fn pump(
+    header: Header,
+    mut client: JournalServiceClient<Channel>,
+    mut batches: mpsc::Receiver<Vec<Envelope>>,
+) {
+    while let Some(mut envelopes) = batches.recv().await {
+        while envelopes.len() < MAX_ENVELOPES_PER_REQUEST
+            && let Ok(more) = batches.try_recv()
+        {
+            envelopes.extend(more);
+        }
+        for request in requests(header, &envelopes) {
+            let mut request = tonic::Request::new(request);
+            request.set_timeout(REQUEST_TIMEOUT);
+            // A lost request is lost messages: Raft sends again what matters.
+            let _ = client.raft(request).await;
+        }
+    }
+}
+
+/// `envelopes` as requests, split by count and by bytes: a request the receiver cannot
+/// decode would lose every group's messages in it.
+fn requests(header: Header, envelopes: &[Envelope]) -> Vec<pb::RaftRequest> {
+    let mut requests: Vec<pb::RaftRequest> = Vec::new();
+    let mut bytes = 0;
+    for envelope in envelopes {
+        let message = encode(&envelope.message);
+        let full = requests.last().is_none_or(|r| {
+            r.envelopes.len() >= MAX_ENVELOPES_PER_REQUEST
+                || bytes + message.len() > MAX_BYTES_PER_REQUEST
+        });
+        if full {
+            bytes = 0;
+            requests.push(pb::RaftRequest {
+                cluster: header.cluster,
+                from_node: header.from,
+                to_node: header.to,
+                envelopes: Vec::new(),
             });
         }
-        tokio::spawn(async move {
-            let _in_flight = permit;
-            for request in requests {
-                let mut request = tonic::Request::new(request);
-                request.set_timeout(REQUEST_TIMEOUT);
-                // A lost request is a lost message: Raft resends what matters.
-                let _ = client.raft(request).await;
-            }
+        bytes += message.len();
+        let request = requests.last_mut().expect("pushed above");
+        request.envelopes.push(pb::RaftEnvelope {
+            group: envelope.group.0,
+            message,
         });
     }
+    requests
 }
 
 fn encode(message: &Message) -> Bytes {

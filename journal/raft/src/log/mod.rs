@@ -383,6 +383,37 @@ impl RaftLog {
         Ok(number)
     }
 
+    /// Records a hard state that differs from the last one only in its commit index
+    /// (raft-rs's `Ready::must_sync()` is false): held in memory and written with the
+    /// next write, with no write of its own (etcd does the same: a commit index lost in a
+    /// crash is learned again from the leader, and the applied index, written in the same
+    /// state, never passes it). Returns the staging a Ready carrying it must wait for: the
+    /// last one, since its messages speak for the entries staged before it.
+    pub fn stage_commit(&self, hard_state: HardState) -> LogResult<u64> {
+        self.check_poison()?;
+        let mut view = self.shared.view.lock();
+        let old = &view.state.hard_state;
+        let last = view.last_index();
+        if hard_state.term != old.term
+            || hard_state.vote != old.vote
+            || hard_state.commit < old.commit
+            || hard_state.commit > last
+        {
+            return Err(LogError::Refused(format!(
+                "a commit-only hard state (term {}, vote {}, commit {}) after (term {}, vote \
+                 {}, commit {}) with last entry {last}",
+                hard_state.term,
+                hard_state.vote,
+                hard_state.commit,
+                old.term,
+                old.vote,
+                old.commit
+            )));
+        }
+        view.state.hard_state = hard_state;
+        Ok(view.next_number)
+    }
+
     /// Records that the application has applied up to `index`, and the configuration
     /// that took effect there if that entry changed it. Persisted with the next write.
     pub fn set_applied(&self, index: u64, conf: Option<ConfState>) -> LogResult<()> {
