@@ -268,7 +268,6 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
         let config = node_config(&args.dir, args.index, args.replicas, &args.ports);
         let listener = tokio::net::TcpListener::bind(&config.me().listen).await?;
         let node = ClusterNode::bootstrap(config, listener).await?;
-        journaldb_node::probe::spawn();
         tokio::task::spawn_blocking(|| {
             let mut buf = [0u8; 64];
             while std::io::Read::read(&mut std::io::stdin(), &mut buf).is_ok_and(|n| n > 0) {}

@@ -15,10 +15,6 @@
     reason = "benchmarks measure wall-clock time and run their own threads"
 )]
 
-/// The allocator `journaldb` serves with, so the nodes measured here are the ones users run.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 mod cluster;
 mod embedded;
 mod etcd;

@@ -7,8 +7,9 @@
 //! retried append is detected, never doubled). Only journals registered as remotely
 //! written accept it: a journal whose writer is the adjudicator on this node refuses it
 //! (`InvalidArgument`), since records that bypass the adjudicator would break its τ order.
-//! `Raft` carries the Raft messages of replicated journals between nodes; the journal
-//! crate knows nothing of Raft, so it hands each request to the [`RaftInbox`] the node
+//! `Raft` and `RaftStream` carry the Raft messages of replicated journals between nodes
+//! (one request, or a long-lived stream of them in order); the journal crate knows
+//! nothing of Raft, so it hands each request to the [`RaftInbox`] the node
 //! registered ([`JournalServer::with_raft`]), and answers `Unimplemented` without one.
 
 use std::collections::BTreeMap;
@@ -255,6 +256,24 @@ impl JournalService for JournalServer {
         inbox
             .deliver(request.into_inner())
             .map_err(|reason| ErrorKind::InvalidArgument.status(reason))?;
+        Ok(Response::new(pb::RaftReply {}))
+    }
+
+    async fn raft_stream(
+        &self,
+        request: Request<tonic::Streaming<pb::RaftRequest>>,
+    ) -> Result<Response<pb::RaftReply>, Status> {
+        let Some(inbox) = &self.raft else {
+            return Err(unimplemented("RaftStream"));
+        };
+        // One request at a time, in the order sent: what the stream is for. A request that
+        // cannot be decoded, or is refused, ends the stream; the sender opens another.
+        let mut stream = request.into_inner();
+        while let Some(request) = stream.message().await? {
+            inbox
+                .deliver(request)
+                .map_err(|reason| ErrorKind::InvalidArgument.status(reason))?;
+        }
         Ok(Response::new(pb::RaftReply {}))
     }
 }

@@ -38,7 +38,6 @@ pub mod log;
 mod timing;
 
 pub use config::{ConfigError, GroupConfig};
-pub use driver::probe;
 pub use driver::{
     Driver, DriverConfig, Envelope, GroupId, GroupStatus, GrpcInbox, GrpcTransport, Inbox,
     LocalNetwork, MemberChange, Members, NodeId, Pending, ReplicatedJournal, ReplicationError,

@@ -79,10 +79,7 @@ impl Submission for TermSubmission {
     }
 
     async fn durable(self) -> Result<Lsn, String> {
-        let t = std::time::Instant::now();
-        let r = self.0.committed().await.map_err(|e| e.to_string());
-        crate::probe::record(0, t.elapsed());
-        r
+        self.0.committed().await.map_err(|e| e.to_string())
     }
 }
 

@@ -24,7 +24,6 @@ struct Unpersisted {
     number: u64,
     /// The staging that must be durable first.
     staged: u64,
-    at: std::time::Instant,
     /// Acks and votes, sent only once it is (§5 rule 3).
     held: Vec<Message>,
     /// A snapshot it installed: applied only once durable (raft-rs: applied ≤ persisted).
@@ -42,7 +41,6 @@ pub(super) struct Group {
     max_entry_bytes: usize,
     /// The voter the last leadership transfer went to.
     last_transfer: Option<u64>,
-    pub proposed_at: std::collections::VecDeque<(u64, std::time::Instant)>,
     /// The planted [`journaldb_proto::PlantedBug::PersistBeforeFsync`]: as leader, report
     /// each Ready persisted as soon as it is staged.
     pub persist_before_fsync: bool,
@@ -62,7 +60,6 @@ impl Group {
             unpersisted: Vec::new(),
             max_entry_bytes,
             last_transfer: None,
-            proposed_at: Default::default(),
             persist_before_fsync: false,
         }
     }
@@ -115,7 +112,6 @@ impl Group {
             }
             .encode();
             let last = self.node.raft.raft_log.last_index();
-            super::probe::inc(6, 1);
             let proposed = self.node.propose(vec![], data.to_vec()).is_ok();
             if !proposed || self.node.raft.raft_log.last_index() != last + 1 {
                 // raft-rs dropped it (a transfer pending, the uncommitted limit): the term's
@@ -124,7 +120,6 @@ impl Group {
                 return;
             }
             lsn = lsn.add(count);
-            self.proposed_at.push_back((last + 1, std::time::Instant::now()));
         }
     }
 
@@ -272,8 +267,6 @@ impl Group {
             return Ok(Vec::new());
         }
         let mut ready = self.node.ready();
-        super::probe::inc(1, 1);
-        super::probe::inc(7, ready.entries().len() as u64);
         let log = self.shared.log.clone();
         // 1. A leader sends while it persists.
         let mut out = ready.take_messages();
@@ -286,7 +279,8 @@ impl Group {
         }
         // 4. Stage entries and hard state (readable at once), before applying, so that the
         //    applied index never passes the staged commit index.
-        //    Only a new commit index (`must_sync()` false) is not written on its own.
+        //    A new commit index alone (`must_sync()` false) is written with the next
+        //    flush, and this Ready does not wait for it.
         let hard_state = ready.hs().cloned();
         let staged = match hard_state {
             Some(hs) if !ready.must_sync() => log.stage_commit(hs),
@@ -301,7 +295,6 @@ impl Group {
             number,
             staged,
             held: ready.take_persisted_messages(),
-            at: std::time::Instant::now(),
             snapshot,
         });
         self.node.advance_append_async(ready);
@@ -326,11 +319,14 @@ impl Group {
         // A new term opens (or an old one closes) before anything of it is applied.
         self.publish();
         self.apply(committed)?;
-        if staged > log.persisted_number() {
+        if log.has_pending() {
             self.flush.notify_one();
-        } else {
-            // Nothing new to write: this Ready is as durable as what came before.
-            out.extend(self.persisted(log.persisted_number()));
+        }
+        let persisted = log.persisted_number();
+        if staged <= persisted {
+            // Nothing it waits for is left to write: this Ready is as durable as what
+            // came before (a new commit index alone is written after it).
+            out.extend(self.persisted(persisted));
         }
         Ok(out)
     }
@@ -350,8 +346,6 @@ impl Group {
         let mut last = 0;
         let mut snapshot = None;
         for ready in self.unpersisted.drain(..done) {
-            super::probe::inc(12, ready.at.elapsed().as_micros() as u64);
-            super::probe::inc(13, 1);
             last = ready.number;
             messages.extend(ready.held);
             snapshot = ready.snapshot.or(snapshot);
@@ -417,12 +411,6 @@ impl Group {
             .set_applied(last, None)
             .map_err(|e| format!("applying up to {last}: {e}"))?;
         self.node.advance_apply_to(last);
-        while let Some((i, at)) = self.proposed_at.front().copied() {
-            if i > last { break; }
-            self.proposed_at.pop_front();
-            super::probe::inc(10, at.elapsed().as_micros() as u64);
-            super::probe::inc(11, 1);
-        }
         let commit = self.node.raft.raft_log.committed;
         self.shared.status.send_modify(|s| {
             s.applied = last;

@@ -43,13 +43,6 @@ use crate::log::{LogWriter, RaftLog};
 use crate::{ElectionTiming, GroupConfig, discard_logger};
 
 mod conf;
-#[allow(missing_docs, clippy::all)]
-pub mod probe {
-    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-    pub static C: [AtomicU64; 14] = [const { AtomicU64::new(0) }; 14];
-    pub fn inc(i: usize, n: u64) { C[i].fetch_add(n, Relaxed); }
-    pub fn dump() -> String { (0..14).map(|i| format!("c{i}={} ", C[i].swap(0, Relaxed))).collect() }
-}
 mod group;
 mod handle;
 mod local;
@@ -59,9 +52,7 @@ mod wire;
 pub use conf::{MemberChange, Members};
 pub use handle::{GroupStatus, Pending, ReplicatedJournal, ReplicationError};
 pub use local::LocalNetwork;
-pub use wire::{
-    Connect, GrpcInbox, GrpcTransport, MAX_ENVELOPES_PER_REQUEST, MAX_QUEUED_PER_PEER,
-};
+pub use wire::{Connect, GrpcInbox, GrpcTransport, MAX_ENVELOPES_PER_REQUEST, MAX_QUEUED_PER_PEER};
 
 use group::Group;
 use handle::{Acks, Queue, Shared};
@@ -345,12 +336,9 @@ async fn flush_loop(
             tokio::time::sleep(latency).await;
         }
 
-        probe::inc(2, 1);
         let (back, result) = flusher
             .run_blocking(move || {
-                let t = std::time::Instant::now();
                 let result = writer.flush();
-                probe::inc(5, t.elapsed().as_micros() as u64);
                 (writer, result)
             })
             .await;
@@ -452,7 +440,6 @@ impl Task {
                 () = self.wake.notified() => {}
             }
             self.take_waiting(&mut outbox);
-            probe::inc(0, 1);
             for group in self.groups.values_mut().filter(|g| !g.failed()) {
                 guarded(group, "proposing", Group::propose);
             }
@@ -485,16 +472,12 @@ impl Task {
     }
 
     fn deliver(&mut self, envelopes: Vec<Envelope>) {
-        probe::inc(3, 1);
-        probe::inc(4, envelopes.len() as u64);
         for Envelope { group, message } in envelopes {
             if message.to != self.node || !is_peer_message(&message) {
                 // Not for this node, or a kind only a node gives itself (a proposal, an
                 // election or quorum check, a transfer): a stranger's or a forged message.
                 continue;
             }
-            if message.get_msg_type() == raft::prelude::MessageType::MsgAppendResponse && message.reject { probe::inc(8, 1); }
-            if message.get_msg_type() == raft::prelude::MessageType::MsgAppend && message.entries.is_empty() { probe::inc(9, 1); }
             if let Some(group) = self.groups.get_mut(&group).filter(|g| !g.failed()) {
                 // A stale or unknown peer's message is refused by raft-rs, never fatal.
                 guarded(group, "stepping a message", |g| {

@@ -1,5 +1,5 @@
-//! Raft messages over the wire: [`GrpcTransport`] sends a node's envelopes to its peers with
-//! `JournalService.Raft`, and [`GrpcInbox`] takes them in on the other side
+//! Raft messages over the wire: [`GrpcTransport`] sends a node's envelopes to its peers on
+//! `JournalService.RaftStream`, and [`GrpcInbox`] takes them in on the other side
 //! (ARCHITECTURE §5: messages travel as {group, to node, bytes}, batched per node).
 //!
 //! The receiving side trusts no field: a request for another cluster or node, a message
@@ -8,12 +8,16 @@
 //! refused as a whole and reach no group.
 //!
 //! Sending is best effort and never blocks the driver, and keeps each peer's messages in
-//! the order the driver sent them: one task per peer sends one request at a time and puts
-//! everything queued meanwhile into the next. Concurrent requests would reach the peer's
-//! driver in whatever order its server's tasks ran, and a follower refuses an append that
-//! arrives before the one it follows, which sends the leader back to probing one message
-//! at a time (measured: a third of the appends refused at 256 clients, docs/BENCHMARKS.md).
-//! A peer's queue is bounded; batches beyond it are dropped (Raft sends again).
+//! the order the driver sent them: one task per peer writes them to one long-lived
+//! `JournalService.RaftStream`, without waiting for a reply to each. Concurrent unary
+//! requests would reach the peer's driver in whatever order its server's tasks ran, and a
+//! follower refuses an append that arrives before the one it follows, which sends the
+//! leader back to probing one message at a time (measured: a third of the appends refused
+//! at 256 clients); one request at a time in order waits a round trip per request, which
+//! under load held a leader to a few hundred requests a second (docs/BENCHMARKS.md).
+//! A peer's queue is bounded; batches beyond it are dropped (Raft sends again). A stream
+//! that ends (refused, its connection lost) or takes nothing for [`REQUEST_TIMEOUT`] is
+//! replaced by a new one at the next send.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -35,17 +39,17 @@ pub const MAX_ENVELOPES_PER_REQUEST: usize = 4096;
 /// Most message bytes one request carries (a request holds at least one message): under
 /// tonic's default 4 MiB decoding limit, with room for the framing.
 pub const MAX_BYTES_PER_REQUEST: usize = 3 << 20;
-/// How long one request may take before it is given up (and the next one sent).
+/// How long a peer's stream may take nothing before it is given up for a new one.
 pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-/// The driver's batches queued for one peer (while a request to it is in flight) before
-/// more are dropped.
+/// The driver's batches queued for one peer (while its stream is full) before more are
+/// dropped.
 pub const MAX_QUEUED_PER_PEER: usize = 1024;
 
 /// Finds the client of a peer node (its address, and the connector: TCP, or turmoil's in
 /// simulation); `None` if the node is unknown.
 pub type Connect = dyn Fn(NodeId) -> Option<JournalServiceClient<Channel>> + Send + Sync;
 
-/// Sends envelopes to peers with `JournalService.Raft`.
+/// Sends envelopes to peers on `JournalService.RaftStream`.
 pub struct GrpcTransport {
     cluster: u64,
     node: NodeId,
@@ -107,13 +111,15 @@ struct Header {
     to: NodeId,
 }
 
-/// A peer's sending task: one request at a time, each carrying every batch queued since
-/// the last one, in the order queued. Ends when the transport is dropped.
+/// A peer's sending task: each batch, with every batch queued behind it, goes as
+/// requests on one long-lived `RaftStream` in the order queued. Ends when the transport
+/// is dropped.
 async fn pump(
     header: Header,
-    mut client: JournalServiceClient<Channel>,
+    client: JournalServiceClient<Channel>,
     mut batches: mpsc::Receiver<Vec<Envelope>>,
 ) {
+    let mut stream: Option<Stream> = None;
     while let Some(mut envelopes) = batches.recv().await {
         while envelopes.len() < MAX_ENVELOPES_PER_REQUEST
             && let Ok(more) = batches.try_recv()
@@ -121,11 +127,49 @@ async fn pump(
             envelopes.extend(more);
         }
         for request in requests(header, &envelopes) {
-            let mut request = tonic::Request::new(request);
-            request.set_timeout(REQUEST_TIMEOUT);
-            // A lost request is lost messages: Raft sends again what matters.
-            let _ = client.raft(request).await;
+            let open = match stream.take() {
+                Some(open) if !open.call.is_finished() => open,
+                // None yet, or it ended (refused, or its connection was lost): the
+                // requests it still held are lost, and Raft sends again what matters.
+                _ => Stream::open(&client),
+            };
+            match tokio::time::timeout(REQUEST_TIMEOUT, open.requests.send(request)).await {
+                Ok(Ok(())) => stream = Some(open),
+                // Ended meanwhile, or stuck (the peer takes nothing): dropped, and the next
+                // request opens a new stream. A connection that went silent is closed by
+                // its keep-alive, which ends the stream on it.
+                Ok(Err(_)) | Err(_) => {}
+            }
         }
+    }
+}
+
+/// Requests a peer's open stream holds before the pump waits for it to take them.
+const STREAM_QUEUE: usize = 64;
+
+/// An open `RaftStream` to a peer: the call runs in its own task, reading `requests`.
+struct Stream {
+    requests: mpsc::Sender<pb::RaftRequest>,
+    call: tokio::task::JoinHandle<()>,
+}
+
+impl Stream {
+    fn open(client: &JournalServiceClient<Channel>) -> Stream {
+        let (requests, queued) = mpsc::channel(STREAM_QUEUE);
+        let mut client = client.clone();
+        let call = tokio::spawn(async move {
+            // How it ended does not matter: the pump opens another when it next sends.
+            let _ = client
+                .raft_stream(tokio_stream::wrappers::ReceiverStream::new(queued))
+                .await;
+        });
+        Stream { requests, call }
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.call.abort();
     }
 }
 
@@ -167,7 +211,7 @@ fn encode(message: &Message) -> Bytes {
     )
 }
 
-/// Takes `JournalService.Raft` requests for node `node` of cluster `cluster` into its
+/// Takes `JournalService.Raft` and `RaftStream` requests for node `node` of cluster `cluster` into its
 /// driver's inbox.
 #[derive(Debug)]
 pub struct GrpcInbox {

@@ -383,12 +383,13 @@ impl RaftLog {
         Ok(number)
     }
 
-    /// Records a hard state that differs from the last one only in its commit index
-    /// (raft-rs's `Ready::must_sync()` is false): held in memory and written with the
-    /// next write, with no write of its own (etcd does the same: a commit index lost in a
-    /// crash is learned again from the leader, and the applied index, written in the same
-    /// state, never passes it). Returns the staging a Ready carrying it must wait for: the
-    /// last one, since its messages speak for the entries staged before it.
+    /// Stages a hard state that differs from the last one only in its commit index
+    /// (raft-rs's `Ready::must_sync()` is false), to be written with whatever the writer
+    /// flushes next, and returns the staging *before* it: the one a Ready carrying it must
+    /// wait for. raft-rs permits this asynchronous write (its messages speak for entries
+    /// staged earlier, never for a commit index), so a new commit index no longer holds a
+    /// Ready's acks behind a flush of its own. Readers still see only the durable commit
+    /// index ([`RaftLog::committed_lsn_end`]), and compaction stays under it.
     pub fn stage_commit(&self, hard_state: HardState) -> LogResult<u64> {
         self.check_poison()?;
         let mut view = self.shared.view.lock();
@@ -402,16 +403,16 @@ impl RaftLog {
             return Err(LogError::Refused(format!(
                 "a commit-only hard state (term {}, vote {}, commit {}) after (term {}, vote \
                  {}, commit {}) with last entry {last}",
-                hard_state.term,
-                hard_state.vote,
-                hard_state.commit,
-                old.term,
-                old.vote,
-                old.commit
+                hard_state.term, hard_state.vote, hard_state.commit, old.term, old.vote, old.commit
             )));
         }
+        let before = view.next_number;
         view.state.hard_state = hard_state;
-        Ok(view.next_number)
+        let state = view.state.clone();
+        let number = before + 1;
+        view.pending.push((number, Part::State(state)));
+        view.next_number = number;
+        Ok(before)
     }
 
     /// Records that the application has applied up to `index`, and the configuration

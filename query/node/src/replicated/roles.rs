@@ -706,7 +706,6 @@ type Reply<T> = std::result::Result<Response<T>, Status>;
 #[tonic::async_trait]
 impl AdjudicatorService for Forwarding {
     async fn commit(&self, request: Request<pb::CommitRequest>) -> Reply<pb::CommitReply> {
-        let _probe = crate::probe::Timer(1, std::time::Instant::now());
         match self.forward(&request, request.get_ref().partition) {
             Some(mut leader) => {
                 let reply = leader.client.commit(forwarded(request)).await;
