@@ -171,6 +171,53 @@ fn flushed_entries_and_state_come_back_and_staged_ones_do_not() {
     assert!(disk.files().len() > 1, "rolled over: {:?}", disk.files());
 }
 
+/// A new commit index alone (raft-rs's `must_sync()` false) does not make a Ready wait:
+/// `stage_commit` names the staging before it. It is still written with the next flush,
+/// and readers see a commit only once it is durable.
+#[test]
+fn a_commit_index_alone_is_written_with_the_next_flush_and_read_only_then() {
+    let disk = CrashDisk::new(CrashDiskConfig::default());
+    let mut writer = create(&disk);
+    let log = writer.log().clone();
+    let entries = log
+        .stage((1..=5).map(|i| entry(i, 1)).collect(), Some(hs(1, 2)))
+        .unwrap();
+    assert_eq!(writer.flush().unwrap(), Some(entries));
+    assert_eq!(log.committed_lsn_end(), Lsn::new(3));
+
+    let wait_for = log.stage_commit(hs(1, 4)).unwrap();
+    assert_eq!(
+        wait_for, entries,
+        "a Ready carrying it waits for nothing new"
+    );
+    assert!(log.has_pending(), "the commit index is still to be written");
+    assert_eq!(
+        log.committed_lsn_end(),
+        Lsn::new(3),
+        "not read before it is durable"
+    );
+    assert!(writer.flush().unwrap().is_some_and(|n| n > entries));
+    assert_eq!(log.committed_lsn_end(), Lsn::new(5));
+    assert_eq!(log.durable_state().hard_state, hs(1, 4));
+
+    // Only the commit index may change, and only within the log.
+    for wrong in [
+        hs(2, 4),
+        hs(1, 3),
+        hs(1, 6),
+        HardState {
+            vote: 2,
+            ..hs(1, 5)
+        },
+    ] {
+        assert!(log.stage_commit(wrong.clone()).is_err(), "{wrong:?} taken");
+    }
+    drop(writer);
+    let after = disk.crash(1);
+    let writer = open(&after).unwrap();
+    assert_eq!(writer.log().initial_state().unwrap().hard_state, hs(1, 4));
+}
+
 #[test]
 fn a_replaced_tail_comes_back_replaced() {
     let disk = CrashDisk::new(CrashDiskConfig::default());

@@ -109,3 +109,143 @@ fn three_drivers_over_grpc_elect_commit_and_replicate() {
         }
     });
 }
+
+/// What a peer's server took in: the `commit` field of each heartbeat, in arrival order.
+/// A heartbeat with commit [`REFUSED`] is refused, which ends the stream it came on.
+#[derive(Debug, Default)]
+struct Recorder(parking_lot::Mutex<Vec<u64>>);
+
+const REFUSED: u64 = 0xdead;
+
+impl journaldb_journal::service::RaftInbox for Recorder {
+    fn deliver(&self, request: journaldb_proto::pb::RaftRequest) -> Result<(), String> {
+        use protobuf::Message as _;
+        let mut got = Vec::new();
+        for envelope in &request.envelopes {
+            let message =
+                Message::parse_from_bytes(&envelope.message).map_err(|e| e.to_string())?;
+            if message.commit == REFUSED {
+                return Err("refused".into());
+            }
+            got.push(message.commit);
+        }
+        self.0.lock().extend(got);
+        Ok(())
+    }
+}
+
+use journaldb_raft::raft::prelude::{Message, MessageType};
+use journaldb_raft::{Envelope, Transport};
+
+fn heartbeat(commit: u64) -> Envelope {
+    let mut message = Message::default();
+    message.set_msg_type(MessageType::MsgHeartbeat);
+    message.from = 1;
+    message.to = 2;
+    message.term = 1;
+    message.commit = commit;
+    Envelope {
+        group: GROUP,
+        message,
+    }
+}
+
+/// Serves a [`Recorder`] on `listener`.
+async fn serve(listener: tokio::net::TcpListener, recorder: Arc<Recorder>) {
+    let service = JournalServer::new([]).with_raft(recorder);
+    tonic::transport::Server::builder()
+        .add_service(JournalServiceServer::new(service))
+        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+        .await
+        .unwrap();
+}
+
+/// Waits until the recorder holds `n` messages, and returns them.
+async fn received(recorder: &Recorder, n: usize) -> Vec<u64> {
+    for _ in 0..500 {
+        if recorder.0.lock().len() >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    recorder.0.lock().clone()
+}
+
+/// The transport keeps a peer's messages in the order sent (a follower refuses an append
+/// that overtakes the one before it), and a stream that ends — refused by the peer, or
+/// its connection lost when the peer restarts — is replaced at the next send, so nothing
+/// after it is lost.
+#[test]
+fn the_transport_keeps_order_and_replaces_a_stream_that_ends() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // The first server runs on a runtime of its own, so that it can die whole: with its
+    // connections, as a killed process's would.
+    let server = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let recorder = Arc::new(Recorder::default());
+    server.spawn({
+        let recorder = recorder.clone();
+        async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            serve(listener, recorder).await;
+        }
+    });
+    rt.block_on(async {
+        let connect = Arc::new(move |_: NodeId| {
+            let channel = Channel::from_shared(format!("http://{addr}"))
+                .ok()?
+                .connect_lazy();
+            Some(JournalServiceClient::new(channel))
+        });
+        let transport = GrpcTransport::new(CLUSTER, 1, connect);
+
+        // 1. Many small batches, sent without a pause, arrive all and in order.
+        for i in 0..500 {
+            transport.send(2, vec![heartbeat(i)]);
+        }
+        let want: Vec<u64> = (0..500).collect();
+        assert_eq!(received(&recorder, 500).await, want);
+
+        // 2. A refused request ends its stream; what is sent after it still arrives.
+        transport.send(2, vec![heartbeat(REFUSED)]);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for i in 500..510 {
+            transport.send(2, vec![heartbeat(i)]);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let got = received(&recorder, 505).await;
+        assert!(
+            got.ends_with(&[505, 506, 507, 508, 509]),
+            "nothing arrived after the refusal: {:?}",
+            &got[500..]
+        );
+
+        // 3. The peer restarts on the same address: the old connection is gone, and the
+        //    transport reaches the new server.
+        server.shutdown_background();
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let restarted = Arc::new(Recorder::default());
+        tokio::spawn(serve(listener, restarted.clone()));
+        let mut got = Vec::new();
+        for i in 1000..1100 {
+            transport.send(2, vec![heartbeat(i)]);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            got = restarted.0.lock().clone();
+            if got.len() >= 5 {
+                break;
+            }
+        }
+        assert!(got.len() >= 5, "the restarted peer got {got:?}");
+        assert!(got.is_sorted(), "out of order after the restart: {got:?}");
+    });
+}
