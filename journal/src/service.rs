@@ -45,6 +45,9 @@ pub struct JournalServer {
     remote_writers: BTreeMap<PartitionId, tokio::sync::Mutex<()>>,
     /// This node's replicated journals, if it runs any.
     raft: Option<Arc<dyn RaftInbox>>,
+    /// Turns true when the node stops: `RaftStream`s end then (they never end on their
+    /// own, and would hold a graceful shutdown for its whole grace period).
+    closing: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl JournalServer {
@@ -54,12 +57,19 @@ impl JournalServer {
             journals: journals.into_iter().collect(),
             remote_writers: BTreeMap::new(),
             raft: None,
+            closing: None,
         }
     }
 
     /// Also takes Raft messages for this node's replicated journals, through `inbox`.
     pub fn with_raft(mut self, inbox: Arc<dyn RaftInbox>) -> Self {
         self.raft = Some(inbox);
+        self
+    }
+
+    /// Ends every `RaftStream` once `closing` turns true (the node is stopping).
+    pub fn with_closing(mut self, closing: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.closing = Some(closing);
         self
     }
 
@@ -267,9 +277,26 @@ impl JournalService for JournalServer {
             return Err(unimplemented("RaftStream"));
         };
         // One request at a time, in the order sent: what the stream is for. A request that
-        // cannot be decoded, or is refused, ends the stream; the sender opens another.
+        // cannot be decoded, or is refused, ends the stream; the sender opens another. So
+        // does this node stopping.
         let mut stream = request.into_inner();
-        while let Some(request) = stream.message().await? {
+        let mut closing = self.closing.clone();
+        let closed = async move {
+            match &mut closing {
+                Some(closing) => {
+                    let _ = closing.wait_for(|closed| *closed).await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(closed);
+        loop {
+            let request = tokio::select! {
+                biased;
+                () = &mut closed => break,
+                request = stream.message() => request?,
+            };
+            let Some(request) = request else { break };
             inbox
                 .deliver(request)
                 .map_err(|reason| ErrorKind::InvalidArgument.status(reason))?;

@@ -1,7 +1,7 @@
 //! The `hostile` fault: a rogue host that speaks the gRPC protocol like a client no correct
 //! implementation would be — absurd timestamps, keys sent to the wrong partition, unknown
 //! partitions and coordinators, commits without votes, decisions below the vote, reads
-//! from the end of time, journal reads from nowhere. It never writes the workloads' keys
+//! from the end of time, journal reads from nowhere, Raft messages from a stranger. It never writes the workloads' keys
 //! (its keys start with `x/` or 0xFF): what it may not do is wedge a key, stall a
 //! partition, drag a floor into the future or crash a node — the run's checks, the
 //! liveness check among them, see if it did.
@@ -69,12 +69,36 @@ fn partition(rng: &mut ChaCha8Rng) -> u32 {
     }
 }
 
+/// Raft messages from a stranger: another cluster's (or a guess at this one's), between
+/// any nodes, for any group, as bytes that are rarely a message at all.
+fn raft_request(rng: &mut ChaCha8Rng) -> pb::RaftRequest {
+    pb::RaftRequest {
+        cluster: if rng.random_bool(0.5) {
+            rng.random()
+        } else {
+            rng.random_range(0..4)
+        },
+        from_node: rng.random_range(0..6),
+        to_node: rng.random_range(0..6),
+        envelopes: (0..rng.random_range(0..4))
+            .map(|_| pb::RaftEnvelope {
+                group: rng.random_range(0..5),
+                message: Bytes::from(
+                    (0..rng.random_range(0..64))
+                        .map(|_| rng.random::<u8>())
+                        .collect::<Vec<u8>>(),
+                ),
+            })
+            .collect(),
+    }
+}
+
 /// Sends one random request to the node behind `channel`; the answer is ignored (any
 /// typed refusal is fine; the checks judge the cluster afterwards).
 pub(crate) async fn send_one(rng: &mut ChaCha8Rng, channel: Channel, now: u64) -> String {
     let mut adj = AdjudicatorServiceClient::new(channel.clone());
     let n = |rng: &mut ChaCha8Rng| rng.random_range(0..4usize);
-    let answer = match rng.random_range(0..9) {
+    let answer = match rng.random_range(0..11) {
         0 => {
             let request = pb::CommitRequest {
                 partition: partition(rng),
@@ -175,6 +199,21 @@ pub(crate) async fn send_one(rng: &mut ChaCha8Rng, channel: Channel, now: u64) -
             };
             let reply = StorageServiceClient::new(channel).scan(request).await;
             format!("scan: {:?}", reply.map(|r| r.into_inner().rows.len()))
+        }
+        9 => {
+            let reply = JournalServiceClient::new(channel)
+                .raft(raft_request(rng))
+                .await;
+            format!("raft: {:?}", reply.map(|r| r.into_inner()))
+        }
+        10 => {
+            let requests: Vec<_> = (0..rng.random_range(0..4))
+                .map(|_| raft_request(rng))
+                .collect();
+            let reply = JournalServiceClient::new(channel)
+                .raft_stream(tokio_stream::iter(requests))
+                .await;
+            format!("raft stream: {:?}", reply.map(|r| r.into_inner()))
         }
         _ => {
             let request = pb::ReadRequest {

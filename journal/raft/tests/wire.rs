@@ -233,7 +233,16 @@ fn the_transport_keeps_order_and_replaces_a_stream_that_ends() {
         // 3. The peer restarts on the same address: the old connection is gone, and the
         //    transport reaches the new server.
         server.shutdown_background();
-        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        // Its listener closes as its tasks are dropped, in the background.
+        let mut listener = None;
+        for _ in 0..200 {
+            if let Ok(bound) = tokio::net::TcpListener::bind(addr).await {
+                listener = Some(bound);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let listener = listener.expect("the old server's address is free again");
         let restarted = Arc::new(Recorder::default());
         tokio::spawn(serve(listener, restarted.clone()));
         let mut got = Vec::new();

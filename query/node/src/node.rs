@@ -377,14 +377,14 @@ fn start_truncation(
 }
 
 /// `JournalService` over this node's single-replica journals, or its replicated journals'
-/// Raft messages (`inbox`).
+/// Raft messages (`raft`: the inbox, and the switch that ends its streams at shutdown).
 fn journal_service(
     partitions: &[Arc<Partition>],
-    inbox: Option<Arc<dyn RaftInbox>>,
+    raft: Option<(Arc<dyn RaftInbox>, tokio::sync::watch::Receiver<bool>)>,
 ) -> JournalServiceServer<JournalServer> {
     let mut server = JournalServer::new(partitions.iter().map(|p| (p.id(), p.journal().clone())));
-    if let Some(inbox) = inbox {
-        server = server.with_raft(inbox);
+    if let Some((inbox, closing)) = raft {
+        server = server.with_raft(inbox).with_closing(closing);
     }
     JournalServiceServer::new(server)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -654,7 +654,10 @@ impl ClusterNode {
                 };
                 let service = AdjudicatorServiceServer::new(forwarding)
                     .max_decoding_message_size(MAX_MESSAGE_BYTES);
-                (journal_service(&[], Some(inbox)), None, Some(service))
+                // Peers' Raft streams end when this node stops.
+                let closing = stop_maintenance.subscribe();
+                let journal = journal_service(&[], Some((inbox, closing)));
+                (journal, None, Some(service))
             }
             None => (
                 journal_service(&partitions, None),
