@@ -307,7 +307,22 @@ fn raft_node(
         config.tick,
         config.jitter_per_mille,
     );
-    let timeout = timing.timeouts(base, members.len())[position];
+    let mut timeouts = timing.timeouts(base, members.len());
+    // Spread the leaders: the group's preferred voter (the group id, modulo the voters,
+    // picks it) gets the shortest timeout, so groups on the same nodes tend to elect
+    // different first leaders. Drawn at random, a node led two partitions of three and
+    // another none about three times in four, and on two cores the busiest node set the
+    // cluster's pace (docs/BENCHMARKS.md). Nothing moves a leader back after a failover.
+    let mut voters = conf.voters.clone();
+    voters.sort_unstable();
+    let preferred = voters[(group.0 % voters.len() as u64) as usize];
+    if let (Some(at), Some(shortest)) = (
+        members.iter().position(|m| *m == preferred),
+        (0..timeouts.len()).min_by_key(|&i| timeouts[i]),
+    ) {
+        timeouts.swap(at, shortest);
+    }
+    let timeout = timeouts[position];
     let mut raft_config = config
         .group
         .raft_config(config.node, timeout)
