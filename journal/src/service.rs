@@ -34,7 +34,20 @@ pub const MAX_BYTES_PER_REPLY: u64 = 4 << 20;
 /// destination, each message's group and sender) and hands the messages to its groups.
 pub trait RaftInbox: Send + Sync + std::fmt::Debug + 'static {
     /// Takes one request; refuses it (with why) if any field is wrong for this node.
-    fn deliver(&self, request: pb::RaftRequest) -> Result<(), String>;
+    fn deliver(&self, request: pb::RaftRequest) -> Result<(), RaftRefusal>;
+}
+
+/// Why Raft messages were refused, which decides what becomes of the stream they came on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RaftRefusal {
+    /// Not for this node at all (another cluster's, or another node's): the stream ends.
+    #[error("{0}")]
+    Stranger(String),
+    /// This request only (a group not run here, a message no peer sends): the stream's
+    /// other requests still count, since one sender batches every group's messages and
+    /// a group can be on its way to or from a node during a membership change.
+    #[error("{0}")]
+    Request(String),
 }
 
 /// The journal role's gRPC service.
@@ -265,7 +278,7 @@ impl JournalService for JournalServer {
         };
         inbox
             .deliver(request.into_inner())
-            .map_err(|reason| ErrorKind::InvalidArgument.status(reason))?;
+            .map_err(|refusal| ErrorKind::InvalidArgument.status(refusal.to_string()))?;
         Ok(Response::new(pb::RaftReply {}))
     }
 
@@ -277,17 +290,18 @@ impl JournalService for JournalServer {
             return Err(unimplemented("RaftStream"));
         };
         // One request at a time, in the order sent: what the stream is for. A request that
-        // cannot be decoded, or is refused, ends the stream; the sender opens another. So
-        // does this node stopping.
+        // cannot be decoded, or comes from a stranger, ends the stream; one refused for
+        // itself is dropped alone. This node stopping ends it too.
         let mut stream = request.into_inner();
         let mut closing = self.closing.clone();
         let closed = async move {
-            match &mut closing {
-                Some(closing) => {
-                    let _ = closing.wait_for(|closed| *closed).await;
-                }
-                None => std::future::pending().await,
+            if let Some(closing) = &mut closing
+                && closing.wait_for(|closed| *closed).await.is_ok()
+            {
+                return;
             }
+            // No switch, or it was dropped without being thrown: never.
+            std::future::pending::<()>().await
         };
         tokio::pin!(closed);
         loop {
@@ -297,9 +311,12 @@ impl JournalService for JournalServer {
                 request = stream.message() => request?,
             };
             let Some(request) = request else { break };
-            inbox
-                .deliver(request)
-                .map_err(|reason| ErrorKind::InvalidArgument.status(reason))?;
+            match inbox.deliver(request) {
+                Ok(()) | Err(RaftRefusal::Request(_)) => {}
+                Err(RaftRefusal::Stranger(reason)) => {
+                    return Err(ErrorKind::InvalidArgument.status(reason));
+                }
+            }
         }
         Ok(Response::new(pb::RaftReply {}))
     }

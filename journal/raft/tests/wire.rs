@@ -111,21 +111,31 @@ fn three_drivers_over_grpc_elect_commit_and_replicate() {
 }
 
 /// What a peer's server took in: the `commit` field of each heartbeat, in arrival order.
-/// A heartbeat with commit [`REFUSED`] is refused, which ends the stream it came on.
+/// A heartbeat with commit [`REFUSED`] is refused as a stranger's, which ends the stream
+/// it came on.
 #[derive(Debug, Default)]
 struct Recorder(parking_lot::Mutex<Vec<u64>>);
 
 const REFUSED: u64 = 0xdead;
+/// A heartbeat with this commit is refused alone; the stream goes on.
+const SKIPPED: u64 = 0xbeef;
 
 impl journaldb_journal::service::RaftInbox for Recorder {
-    fn deliver(&self, request: journaldb_proto::pb::RaftRequest) -> Result<(), String> {
+    fn deliver(
+        &self,
+        request: journaldb_proto::pb::RaftRequest,
+    ) -> Result<(), journaldb_journal::service::RaftRefusal> {
+        use journaldb_journal::service::RaftRefusal;
         use protobuf::Message as _;
         let mut got = Vec::new();
         for envelope in &request.envelopes {
-            let message =
-                Message::parse_from_bytes(&envelope.message).map_err(|e| e.to_string())?;
+            let message = Message::parse_from_bytes(&envelope.message)
+                .map_err(|e| RaftRefusal::Request(e.to_string()))?;
             if message.commit == REFUSED {
-                return Err("refused".into());
+                return Err(RaftRefusal::Stranger("a stranger".into()));
+            }
+            if message.commit == SKIPPED {
+                return Err(RaftRefusal::Request("this one only".into()));
             }
             got.push(message.commit);
         }
@@ -216,21 +226,29 @@ fn the_transport_keeps_order_and_replaces_a_stream_that_ends() {
         let want: Vec<u64> = (0..500).collect();
         assert_eq!(received(&recorder, 500).await, want);
 
-        // 2. A refused request ends its stream; what is sent after it still arrives.
+        // 2. A request refused for itself leaves the stream, and what it holds, alone.
+        transport.send(2, vec![heartbeat(SKIPPED)]);
+        for i in 500..520 {
+            transport.send(2, vec![heartbeat(i)]);
+        }
+        let want: Vec<u64> = (0..520).collect();
+        assert_eq!(received(&recorder, 520).await, want);
+
+        // 3. A stranger's request ends its stream; what is sent after it still arrives.
         transport.send(2, vec![heartbeat(REFUSED)]);
         tokio::time::sleep(Duration::from_millis(100)).await;
-        for i in 500..510 {
+        for i in 520..530 {
             transport.send(2, vec![heartbeat(i)]);
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let got = received(&recorder, 505).await;
+        let got = received(&recorder, 525).await;
         assert!(
-            got.ends_with(&[505, 506, 507, 508, 509]),
+            got.ends_with(&[525, 526, 527, 528, 529]),
             "nothing arrived after the refusal: {:?}",
-            &got[500..]
+            &got[520..]
         );
 
-        // 3. The peer restarts on the same address: the old connection is gone, and the
+        // 4. The peer restarts on the same address: the old connection is gone, and the
         //    transport reaches the new server.
         server.shutdown_background();
         // Its listener closes as its tasks are dropped, in the background.

@@ -64,6 +64,13 @@ impl Group {
         }
     }
 
+    /// Wakes the flusher if anything staged is still to be written.
+    pub fn flush_if_pending(&self) {
+        if self.shared.log.has_pending() {
+            self.flush.notify_one();
+        }
+    }
+
     pub fn failed(&self) -> bool {
         self.shared.status.borrow().failed.is_some()
     }
@@ -319,13 +326,12 @@ impl Group {
         // A new term opens (or an old one closes) before anything of it is applied.
         self.publish();
         self.apply(committed)?;
-        if log.has_pending() {
-            self.flush.notify_one();
-        }
         let persisted = log.persisted_number();
-        if staged <= persisted {
+        if staged > persisted {
+            self.flush.notify_one();
+        } else {
             // Nothing it waits for is left to write: this Ready is as durable as what
-            // came before (a new commit index alone is written after it).
+            // came before. A new commit index alone waits for the next write, or tick.
             out.extend(self.persisted(persisted));
         }
         Ok(out)

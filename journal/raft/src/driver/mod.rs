@@ -448,6 +448,9 @@ impl Task {
                         // membership changes, or rarely needed.
                         guarded(group, "leaving a joint configuration", Group::leave_joint_if_left_behind);
                         group.publish_progress();
+                        // A commit index staged alone rides with the next write; an idle
+                        // group writes it here, so compaction is not held back for long.
+                        group.flush_if_pending();
                     }
                 }
                 Some((id, result)) = self.persisted.recv() => self.on_persisted(id, result, &mut outbox),

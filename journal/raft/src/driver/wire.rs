@@ -16,14 +16,15 @@
 //! at 256 clients); one request at a time in order waits a round trip per request, which
 //! under load held a leader to a few hundred requests a second (docs/BENCHMARKS.md).
 //! A peer's queue is bounded; batches beyond it are dropped (Raft sends again). A stream
-//! that ends (refused, its connection lost) or takes nothing for [`REQUEST_TIMEOUT`] is
-//! replaced by a new one at the next send.
+//! is replaced only once its call has ended (the peer ended it, or HTTP/2 keep-alive
+//! found its connection dead), so two streams never carry one peer's messages at once;
+//! a request the stream does not take within [`REQUEST_TIMEOUT`] is dropped instead.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use journaldb_journal::service::RaftInbox;
+use journaldb_journal::service::{RaftInbox, RaftRefusal};
 use journaldb_proto::pb;
 use journaldb_proto::pb::journal_service_client::JournalServiceClient;
 use parking_lot::Mutex;
@@ -39,7 +40,7 @@ pub const MAX_ENVELOPES_PER_REQUEST: usize = 4096;
 /// Most message bytes one request carries (a request holds at least one message): under
 /// tonic's default 4 MiB decoding limit, with room for the framing.
 pub const MAX_BYTES_PER_REQUEST: usize = 3 << 20;
-/// How long a peer's stream may take nothing before it is given up for a new one.
+/// How long the pump waits for a peer's stream to take a request before dropping it.
 pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// The driver's batches queued for one peer (while its stream is full) before more are
 /// dropped.
@@ -54,8 +55,22 @@ pub struct GrpcTransport {
     cluster: u64,
     node: NodeId,
     connect: Arc<Connect>,
-    /// Each peer's queue, drained by its sending task (which ends with the transport).
-    peers: Mutex<BTreeMap<NodeId, mpsc::Sender<Vec<Envelope>>>>,
+    /// Each peer's queue and the task that drains it (aborted with the transport).
+    peers: Mutex<BTreeMap<NodeId, Peer>>,
+}
+
+struct Peer {
+    queue: mpsc::Sender<Vec<Envelope>>,
+    pump: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for GrpcTransport {
+    fn drop(&mut self) {
+        // A stopped node sends nothing more, even what its queues still hold.
+        for peer in self.peers.get_mut().values() {
+            peer.pump.abort();
+        }
+    }
 }
 
 impl std::fmt::Debug for GrpcTransport {
@@ -82,24 +97,23 @@ impl GrpcTransport {
 impl Transport for GrpcTransport {
     fn send(&self, to: NodeId, envelopes: Vec<Envelope>) {
         let mut peers = self.peers.lock();
-        let queue = match peers.get(&to) {
-            Some(queue) => queue,
-            None => {
-                let Some(client) = (self.connect)(to) else {
-                    return;
-                };
-                let (queue, batches) = mpsc::channel(MAX_QUEUED_PER_PEER);
-                let header = Header {
-                    cluster: self.cluster,
-                    from: self.node,
-                    to,
-                };
-                tokio::spawn(pump(header, client, batches));
-                peers.entry(to).or_insert(queue)
-            }
-        };
+        // A pump only ends with the transport; should one have ended anyway, it is replaced
+        // rather than the peer cut off for good.
+        if peers.get(&to).is_none_or(|peer| peer.queue.is_closed()) {
+            let Some(client) = (self.connect)(to) else {
+                return;
+            };
+            let (queue, batches) = mpsc::channel(MAX_QUEUED_PER_PEER);
+            let header = Header {
+                cluster: self.cluster,
+                from: self.node,
+                to,
+            };
+            let pump = tokio::spawn(pump(header, client, batches));
+            peers.insert(to, Peer { queue, pump });
+        }
         // Full: the peer is slow or gone; dropped, Raft sends again.
-        let _ = queue.try_send(envelopes);
+        let _ = peers[&to].queue.try_send(envelopes);
     }
 }
 
@@ -112,8 +126,8 @@ struct Header {
 }
 
 /// A peer's sending task: each batch, with every batch queued behind it, goes as
-/// requests on one long-lived `RaftStream` in the order queued. Ends when the transport
-/// is dropped.
+/// requests on one long-lived `RaftStream` in the order queued. Aborted when the
+/// transport is dropped.
 async fn pump(
     header: Header,
     client: JournalServiceClient<Channel>,
@@ -129,16 +143,19 @@ async fn pump(
         for request in requests(header, &envelopes) {
             let open = match stream.take() {
                 Some(open) if !open.call.is_finished() => open,
-                // None yet, or it ended (refused, or its connection was lost): the
-                // requests it still held are lost, and Raft sends again what matters.
+                // None yet, or its call ended (the peer ended the stream, or its
+                // connection was lost): the peer reads nothing more from it, so a new
+                // one cannot be overtaken by it. What it still held is lost, and Raft
+                // sends again what matters.
                 _ => Stream::open(&client),
             };
-            match tokio::time::timeout(REQUEST_TIMEOUT, open.requests.send(request)).await {
-                Ok(Ok(())) => stream = Some(open),
-                // Ended meanwhile, or stuck (the peer takes nothing): dropped, and the next
-                // request opens a new stream. A connection that went silent is closed by
-                // its keep-alive, which ends the stream on it.
-                Ok(Err(_)) | Err(_) => {}
+            let sent = tokio::time::timeout(REQUEST_TIMEOUT, open.requests.send(request)).await;
+            // A peer that takes nothing for a while costs this request (dropped), never
+            // the stream: a second stream while the first lives could deliver before
+            // what the first still holds. A stream ends only with its call, and a
+            // connection gone silent is closed by its HTTP/2 keep-alive.
+            if !matches!(sent, Ok(Err(_))) {
+                stream = Some(open);
             }
         }
     }
@@ -237,34 +254,45 @@ impl GrpcInbox {
         }
     }
 
-    /// The envelopes of `request`, each checked; the first thing wrong refuses them all.
-    pub fn check(&self, request: pb::RaftRequest) -> Result<Vec<Envelope>, String> {
+    /// The envelopes of `request` for groups run here, each checked; the first thing wrong
+    /// refuses them all.
+    pub fn check(&self, request: pb::RaftRequest) -> Result<Vec<Envelope>, RaftRefusal> {
         if request.cluster != self.cluster {
-            return Err(format!(
+            return Err(RaftRefusal::Stranger(format!(
                 "Raft messages for cluster {:#x} reached cluster {:#x}",
                 request.cluster, self.cluster
-            ));
+            )));
         }
         if request.to_node != self.node || request.from_node == self.node {
-            return Err(format!(
+            return Err(RaftRefusal::Stranger(format!(
                 "Raft messages from node {} to node {} reached node {}",
                 request.from_node, request.to_node, self.node
-            ));
+            )));
         }
         if request.envelopes.len() > MAX_ENVELOPES_PER_REQUEST {
-            return Err(format!(
+            return Err(RaftRefusal::Request(format!(
                 "{} envelopes in one request, over {MAX_ENVELOPES_PER_REQUEST}",
                 request.envelopes.len()
-            ));
+            )));
         }
-        request
+        // A group not run here is skipped alone: one sender batches every group's messages,
+        // and a group can be on its way to or from this node in a membership change; its
+        // messages must not starve the others'. Nothing but them is refused as a request.
+        let sent = request.envelopes.len();
+        let ours: Vec<pb::RaftEnvelope> = request
             .envelopes
             .into_iter()
+            .filter(|envelope| self.groups.contains(&GroupId(envelope.group)))
+            .collect();
+        if ours.is_empty() && sent > 0 {
+            return Err(RaftRefusal::Request(format!(
+                "none of the {sent} messages is for a group run on node {}",
+                self.node
+            )));
+        }
+        ours.into_iter()
             .map(|envelope| {
                 let group = GroupId(envelope.group);
-                if !self.groups.contains(&group) {
-                    return Err(format!("{group:?} is not run on node {}", self.node));
-                }
                 let message = Message::parse_from_carllerche_bytes(&envelope.message)
                     .map_err(|e| format!("{group:?}: not a Raft message: {e}"))?;
                 if !super::is_peer_message(&message) {
@@ -282,12 +310,13 @@ impl GrpcInbox {
                 }
                 Ok(Envelope { group, message })
             })
-            .collect()
+            .collect::<Result<_, String>>()
+            .map_err(RaftRefusal::Request)
     }
 }
 
 impl RaftInbox for GrpcInbox {
-    fn deliver(&self, request: pb::RaftRequest) -> Result<(), String> {
+    fn deliver(&self, request: pb::RaftRequest) -> Result<(), RaftRefusal> {
         let envelopes = self.check(request)?;
         self.inbox.deliver(envelopes);
         Ok(())
@@ -335,6 +364,25 @@ mod tests {
             (got[0].group, got[0].message.clone()),
             (GroupId(5), heartbeat(1, 2))
         );
+    }
+
+    #[test]
+    fn a_group_not_run_here_is_skipped_alone_and_a_stranger_is_told_apart() {
+        let (inbox, mut rx) = inbox();
+        let mut request = request(&heartbeat(1, 2));
+        let mut elsewhere = request.envelopes[0].clone();
+        elsewhere.group = 6;
+        request.envelopes.insert(0, elsewhere);
+        inbox.deliver(request.clone()).unwrap();
+        let got = rx.try_recv().unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].group, GroupId(5));
+
+        request.cluster = 8;
+        assert!(matches!(
+            inbox.deliver(request),
+            Err(RaftRefusal::Stranger(_))
+        ));
     }
 
     #[test]

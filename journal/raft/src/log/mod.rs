@@ -144,6 +144,9 @@ struct View {
     /// Staged parts not yet taken by the writer, each with the number of its staging.
     pending: Vec<(u64, Part)>,
     next_number: u64,
+    /// The last staging a Ready's messages may speak for: every one but a commit index
+    /// alone ([`RaftLog::stage_commit`]).
+    awaited: u64,
     persisted_number: u64,
 }
 
@@ -221,6 +224,7 @@ impl View {
 
     fn stage_part(&mut self, part: Part) -> u64 {
         self.next_number += 1;
+        self.awaited = self.next_number;
         self.pending.push((self.next_number, part));
         self.next_number
     }
@@ -334,7 +338,7 @@ impl RaftLog {
         self.check_poison()?;
         let mut view = self.shared.view.lock();
         if entries.is_empty() && hard_state.is_none() {
-            return Ok(view.next_number);
+            return Ok(view.awaited);
         }
         let mut last = view.last_index();
         if let Some(first) = entries.first() {
@@ -380,16 +384,20 @@ impl RaftLog {
             view.pending.push((number, Part::State(state)));
         }
         view.next_number = number;
+        view.awaited = number;
         Ok(number)
     }
 
     /// Stages a hard state that differs from the last one only in its commit index
     /// (raft-rs's `Ready::must_sync()` is false), to be written with whatever the writer
-    /// flushes next, and returns the staging *before* it: the one a Ready carrying it must
-    /// wait for. raft-rs permits this asynchronous write (its messages speak for entries
-    /// staged earlier, never for a commit index), so a new commit index no longer holds a
-    /// Ready's acks behind a flush of its own. Readers still see only the durable commit
-    /// index ([`RaftLog::committed_lsn_end`]), and compaction stays under it.
+    /// flushes next, and returns the last staging *other than such* ones: the one a Ready
+    /// carrying it must wait for (as an empty staging does). raft-rs permits this
+    /// asynchronous write (a Ready's messages speak for entries and votes staged before,
+    /// never for a commit index), so a new commit index no longer holds acks behind a
+    /// flush of its own. Compaction stays under the durable commit index; readers go by
+    /// what is applied, which raft-rs keeps within what is durable here. A crash may lose
+    /// the commit index alone: it comes back lower, never past the entries or the applied
+    /// index written with it.
     pub fn stage_commit(&self, hard_state: HardState) -> LogResult<u64> {
         self.check_poison()?;
         let mut view = self.shared.view.lock();
@@ -406,13 +414,12 @@ impl RaftLog {
                 hard_state.term, hard_state.vote, hard_state.commit, old.term, old.vote, old.commit
             )));
         }
-        let before = view.next_number;
         view.state.hard_state = hard_state;
         let state = view.state.clone();
-        let number = before + 1;
+        view.next_number += 1;
+        let number = view.next_number;
         view.pending.push((number, Part::State(state)));
-        view.next_number = number;
-        Ok(before)
+        Ok(view.awaited)
     }
 
     /// Records that the application has applied up to `index`, and the configuration
