@@ -223,8 +223,14 @@ impl View {
     }
 
     fn stage_part(&mut self, part: Part) -> u64 {
+        let number = self.stage_unawaited(part);
+        self.awaited = number;
+        number
+    }
+
+    /// Stages `part` without making Readies wait for it (a commit index alone).
+    fn stage_unawaited(&mut self, part: Part) -> u64 {
         self.next_number += 1;
-        self.awaited = self.next_number;
         self.pending.push((self.next_number, part));
         self.next_number
     }
@@ -416,9 +422,7 @@ impl RaftLog {
         }
         view.state.hard_state = hard_state;
         let state = view.state.clone();
-        view.next_number += 1;
-        let number = view.next_number;
-        view.pending.push((number, Part::State(state)));
+        view.stage_unawaited(Part::State(state));
         Ok(view.awaited)
     }
 
