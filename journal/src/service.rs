@@ -11,6 +11,9 @@
 //! (one request, or a long-lived stream of them in order); the journal crate knows
 //! nothing of Raft, so it hands each request to the [`RaftInbox`] the node
 //! registered ([`JournalServer::with_raft`]), and answers `Unimplemented` without one.
+//! Likewise `Read` and `Tail` of a journal this node holds a Raft replica of go to the
+//! node's [`ReplicaRecords`] ([`JournalServer::with_replicas`]): only committed records,
+//! what a storage node that holds no replica of its own tails (ARCHITECTURE §5 rule 7).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -50,10 +53,38 @@ pub enum RaftRefusal {
     Request(String),
 }
 
+/// This node's Raft replicas of journals, as `Read` and `Tail` serve them: committed
+/// records only, in Lsn order, each once.
+pub trait ReplicaRecords: Send + Sync + std::fmt::Debug + 'static {
+    /// Whether this node holds a replica of `partition`'s journal.
+    fn holds(&self, partition: PartitionId) -> bool;
+
+    /// One page of the committed records from `from` readable here now (none if there
+    /// are none yet), at most `max_records` and about `max_bytes` of them (at least one).
+    fn read(
+        &self,
+        partition: PartitionId,
+        from: Lsn,
+        max_records: u32,
+        max_bytes: u64,
+    ) -> Result<pb::ReadReply, Status>;
+
+    /// Every committed record from `from` on, as they become readable here. The stream
+    /// ends with an error once this replica cannot be relied on to keep up — it knows
+    /// of no leader, or its group stopped here — so that the reader asks another.
+    fn tail(
+        &self,
+        partition: PartitionId,
+        from: Lsn,
+    ) -> Result<mpsc::Receiver<Result<pb::TailReply, Status>>, Status>;
+}
+
 /// The journal role's gRPC service.
 #[derive(Debug)]
 pub struct JournalServer {
     journals: BTreeMap<PartitionId, Arc<Journal>>,
+    /// This node's Raft replicas of journals, if it holds any.
+    replicas: Option<Arc<dyn ReplicaRecords>>,
     /// Journals written through `Append` (their writer is elsewhere).
     remote_writers: BTreeMap<PartitionId, tokio::sync::Mutex<()>>,
     /// This node's replicated journals, if it runs any.
@@ -69,6 +100,7 @@ impl JournalServer {
         JournalServer {
             journals: journals.into_iter().collect(),
             remote_writers: BTreeMap::new(),
+            replicas: None,
             raft: None,
             closing: None,
         }
@@ -78,6 +110,22 @@ impl JournalServer {
     pub fn with_raft(mut self, inbox: Arc<dyn RaftInbox>) -> Self {
         self.raft = Some(inbox);
         self
+    }
+
+    /// Also serves `Read` and `Tail` of the journals this node holds Raft replicas of.
+    pub fn with_replicas(mut self, replicas: Arc<dyn ReplicaRecords>) -> Self {
+        self.replicas = Some(replicas);
+        self
+    }
+
+    /// The replicas, if this node holds one of `partition`'s journal (and no journal of
+    /// its own for it).
+    fn replica_of(&self, partition: u32) -> Option<&Arc<dyn ReplicaRecords>> {
+        let id = PartitionId::new(partition);
+        if self.journals.contains_key(&id) {
+            return None;
+        }
+        self.replicas.as_ref().filter(|r| r.holds(id))
     }
 
     /// Ends every `RaftStream` once `closing` turns true (the node is stopping).
@@ -198,7 +246,6 @@ impl JournalService for JournalServer {
         request: Request<pb::ReadRequest>,
     ) -> Result<Response<pb::ReadReply>, Status> {
         let req = request.into_inner();
-        let journal = self.journal(req.partition)?;
         let max_records = match req.max_records {
             0 => MAX_RECORDS_PER_REPLY,
             n => n.min(MAX_RECORDS_PER_REPLY),
@@ -207,6 +254,13 @@ impl JournalService for JournalServer {
             0 => MAX_BYTES_PER_REPLY,
             n => n.min(MAX_BYTES_PER_REPLY),
         };
+        if let Some(replicas) = self.replica_of(req.partition) {
+            let (partition, from) = (PartitionId::new(req.partition), Lsn::new(req.from_lsn));
+            return replicas
+                .read(partition, from, max_records, max_bytes)
+                .map(Response::new);
+        }
+        let journal = self.journal(req.partition)?;
         let mut reader = journal
             .read_from(Lsn::new(req.from_lsn))
             .map_err(to_status)?;
@@ -225,6 +279,13 @@ impl JournalService for JournalServer {
         request: Request<pb::TailRequest>,
     ) -> Result<Response<Self::TailStream>, Status> {
         let req = request.into_inner();
+        if let Some(replicas) = self.replica_of(req.partition) {
+            let (partition, from) = (PartitionId::new(req.partition), Lsn::new(req.from_lsn));
+            let rx = replicas.tail(partition, from)?;
+            return Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+                rx,
+            )));
+        }
         let journal = self.journal(req.partition)?.clone();
         let mut tail = journal.tail(Lsn::new(req.from_lsn)).map_err(to_status)?;
         let (tx, rx) = mpsc::channel(4);

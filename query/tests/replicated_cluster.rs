@@ -1,8 +1,10 @@
 //! A replicated cluster in the test process (issue 14): three nodes on 127.0.0.1, every
-//! partition's journal a Raft group on all three, every node a storage replica. Under a
-//! steady bank workload each node in turn is shut down and started again: the total never
-//! changes, every acknowledged transfer is present, commits resume while the node is
-//! away, and the node catches up when it is back.
+//! partition's journal a Raft group on all three, every node a storage replica, and a
+//! fourth node that is only a storage replica (it tails the journals from their voters).
+//! Under a steady bank workload each replica in turn is shut down and started again: the
+//! total never changes, every acknowledged transfer is present — on the fourth node too,
+//! whose feeds move to another voter when theirs goes away — commits resume while the node
+//! is away, and the node catches up when it is back.
 //!
 //! (The kill -9 of node processes is the multi-process test's; here a node stops through
 //! `shutdown`, which drops what it had in flight as a crash would, but syncs nothing more.)
@@ -23,6 +25,7 @@ use journaldb_proto::{Clock, SystemClock};
 
 use crate::rt;
 
+/// Nodes holding a replica of every journal; one more node is a storage replica only.
 const NODES: usize = 3;
 const PARTITIONS: u32 = 2;
 const ACCOUNTS: usize = 8;
@@ -92,7 +95,7 @@ fn a_replicated_cluster_loses_no_commit_and_keeps_serving_while_any_one_node_is_
     let dir = tempfile::tempdir().unwrap();
     rt.block_on(async {
         let mut listeners = Vec::new();
-        for _ in 0..NODES {
+        for _ in 0..=NODES {
             listeners.push(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
         }
         let entries: Vec<NodeEntry> = listeners
@@ -102,7 +105,10 @@ fn a_replicated_cluster_loses_no_commit_and_keeps_serving_while_any_one_node_is_
                 name: format!("n{i}"),
                 listen: l.local_addr().unwrap().to_string(),
                 address: None,
-                partitions: (0..PARTITIONS).collect(),
+                partitions: match i < NODES {
+                    true => (0..PARTITIONS).collect(),
+                    false => Vec::new(),
+                },
                 storage: true,
             })
             .collect();
@@ -161,7 +167,23 @@ fn a_replicated_cluster_loses_no_commit_and_keeps_serving_while_any_one_node_is_
             tokio::time::sleep(Duration::from_millis(500)).await;
             let down_at = tokio::time::Instant::now();
             nodes[victim].take().unwrap().shutdown().await.unwrap();
-            tokio::time::sleep(Duration::from_secs(3)).await;
+            // The storage-only node serves what is committed while the victim is away:
+            // its feeds that tailed the victim moved to another voter.
+            let key = format!("while n{victim} is down");
+            let written = tokio::time::Instant::now();
+            client
+                .transact(async |tx| tx.put(key.clone(), "here"))
+                .await
+                .unwrap();
+            let at = SystemClock::new().now().latest.as_nanos();
+            let mut storage = StorageServiceClient::connect(entries[NODES].url())
+                .await
+                .unwrap();
+            let value = tokio::time::timeout(Duration::from_secs(2), read(&mut storage, key, at))
+                .await
+                .expect("the storage-only node serves fresh reads while a voter is down");
+            assert_eq!(value.as_deref(), Some(&b"here"[..]));
+            tokio::time::sleep(Duration::from_secs(3).saturating_sub(written.elapsed())).await;
             nodes[victim] = Some(
                 start(
                     config(dir.path(), &entries, victim),
@@ -196,7 +218,7 @@ fn a_replicated_cluster_loses_no_commit_and_keeps_serving_while_any_one_node_is_
         }
 
         // Every acknowledged transfer is there, read from each node's own storage replica:
-        // the restarted ones caught up.
+        // the restarted ones caught up, and the storage-only one followed every voter.
         let at = SystemClock::new().now().latest.as_nanos();
         for entry in &entries {
             let mut storage = StorageServiceClient::connect(entry.url()).await.unwrap();
@@ -218,7 +240,7 @@ fn a_replicated_cluster_loses_no_commit_and_keeps_serving_while_any_one_node_is_
             }
         }
         assert!(acknowledged.len() > 10, "{} transfers", acknowledged.len());
-        assert_one_leader_named_by_the_others(&entries).await;
+        assert_one_leader_named_by_the_others(&entries[..NODES]).await;
         for node in nodes.into_iter().flatten() {
             node.shutdown().await.unwrap();
         }

@@ -11,9 +11,10 @@
 //! Where the records come from is a [`Source`], the only part that differs by mode:
 //! - [`LocalJournal`]: a journal in this process (the embedded database). Its feed ends
 //!   when the journal is closed.
-//! - [`RemoteJournal`]: `JournalService.Tail` on the journal's node (a cluster). Transport
-//!   failures, and a stream that ends because that node shut down, are retried after a
-//!   pause, forever (the node comes back).
+//! - [`RemoteJournal`]: `JournalService.Tail` on the journal's node, or on any voter of a
+//!   replicated journal (a cluster). Transport failures, and a stream that ends because
+//!   that node shut down or was cut off, are retried after a pause, forever, on the next
+//!   voter if there are others (the node comes back).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -129,9 +130,16 @@ impl Source for LocalJournal {
 }
 
 /// `partition`'s journal on another node, through `JournalService.Tail`; reconnects after
-/// `retry` whenever the stream breaks or ends.
+/// `retry` whenever the stream breaks or ends. A replicated journal is tailed from any of
+/// its voters ([`RemoteJournal::from_any`]), one at a time: each serves only committed
+/// records, the same at every voter, so the feed moves to the next one whenever its
+/// stream breaks or ends — a voter's stream ends when it is cut off from its group
+/// (ARCHITECTURE §5 rule 7).
 pub struct RemoteJournal {
-    client: JournalServiceClient<Channel>,
+    /// Where the journal is served: one node, or each voter of a replicated journal.
+    replicas: Vec<JournalServiceClient<Channel>>,
+    /// Which of them is (or will be) tailed.
+    current: usize,
     partition: PartitionId,
     retry: Duration,
     stream: Option<tonic::Streaming<pb::TailReply>>,
@@ -144,12 +152,36 @@ impl RemoteJournal {
         partition: PartitionId,
         retry: Duration,
     ) -> Self {
+        Self::from_any(vec![client], 0, partition, retry)
+    }
+
+    /// The replicated journal of `partition`, served by each of `replicas` (its voters);
+    /// tailed from `replicas[first]` first (spread the feeds of many journals over their
+    /// voters), then from the next one whenever a stream breaks or ends.
+    ///
+    /// # Panics
+    /// If `replicas` is empty.
+    pub fn from_any(
+        replicas: Vec<JournalServiceClient<Channel>>,
+        first: usize,
+        partition: PartitionId,
+        retry: Duration,
+    ) -> Self {
+        assert!(!replicas.is_empty(), "a journal is served somewhere");
         RemoteJournal {
-            client,
+            current: first % replicas.len(),
+            replicas,
             partition,
             retry,
             stream: None,
         }
+    }
+
+    /// Gives up on the current replica: the next one is asked after a pause.
+    async fn move_on(&mut self) {
+        self.stream = None;
+        self.current = (self.current + 1) % self.replicas.len();
+        tokio::time::sleep(self.retry).await;
     }
 }
 
@@ -157,24 +189,24 @@ impl Source for RemoteJournal {
     async fn next_batch(&mut self, from: Lsn) -> Result<Option<Batch>> {
         loop {
             if let Some(stream) = &mut self.stream {
-                // The journal closed (its node is shutting down) or the transport failed:
-                // reconnect; the node will be back.
+                // The journal closed (its node is shutting down), the voter was cut off
+                // from its group, or the transport failed: reconnect (the node will be
+                // back), to the next voter if there are others.
                 if let Ok(Some(reply)) = stream.message().await {
                     return Ok(Some(Batch {
                         first: Lsn::new(reply.first_lsn),
                         payloads: reply.records,
                     }));
                 }
-                self.stream = None;
-                tokio::time::sleep(self.retry).await;
+                self.move_on().await;
             }
             let request = pb::TailRequest {
                 partition: self.partition.get(),
                 from_lsn: from.get(),
             };
-            match self.client.tail(request).await {
+            match self.replicas[self.current].tail(request).await {
                 Ok(stream) => self.stream = Some(stream.into_inner()),
-                Err(_) => tokio::time::sleep(self.retry).await,
+                Err(_) => self.move_on().await,
             }
         }
     }

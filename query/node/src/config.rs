@@ -401,23 +401,6 @@ impl NodeConfig {
                 Some(0) => problems.push("cluster_id must not be 0".to_owned()),
                 Some(_) => {}
             }
-            for n in self.nodes.iter().filter(|n| n.storage) {
-                let missing: Vec<String> = owners
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, o)| !o.contains(&n.name.as_str()))
-                    .map(|(p, _)| p.to_string())
-                    .collect();
-                if !missing.is_empty() {
-                    problems.push(format!(
-                        "node {:?} is a storage node but no replica of partitions {}: in a \
-                         replicated cluster a storage node feeds from its own replicas, so \
-                         it must hold one of every partition",
-                        n.name,
-                        missing.join(", ")
-                    ));
-                }
-            }
         }
         if !self.nodes.iter().any(|n| n.storage) {
             problems.push("no node is a storage replica".to_owned());
@@ -596,10 +579,6 @@ mod tests {
         let problems = parse(&replicated).unwrap_err().join("\n");
         assert!(
             problems.contains("1 of 2 partitions are replicated"),
-            "{problems}"
-        );
-        assert!(
-            problems.contains("\"n2\" is a storage node but no replica of partitions 0"),
             "{problems}"
         );
         let bad = r#"

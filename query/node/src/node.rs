@@ -53,6 +53,7 @@ use crate::config::{NodeConfig, TlsFiles};
 pub use crate::env::NodeEnv;
 use crate::env::peer;
 use crate::maintenance::{LastError, Maintenance};
+use crate::replicated::records::{LEADERLESS_CHECK, Records};
 use crate::replicated::roles::{Forwarding, Replicas, Start, check_join, fetch_metadata, group_of};
 use crate::replicated::{ReplicaSource, Serving};
 use crate::resolver::Resolver;
@@ -376,16 +377,8 @@ fn start_truncation(
     Ok((maintenance, stop))
 }
 
-/// `JournalService` over this node's single-replica journals, or its replicated journals'
-/// Raft messages (`raft`: the inbox, and the switch that ends its streams at shutdown).
-fn journal_service(
-    partitions: &[Arc<Partition>],
-    raft: Option<(Arc<dyn RaftInbox>, tokio::sync::watch::Receiver<bool>)>,
-) -> JournalServiceServer<JournalServer> {
-    let mut server = JournalServer::new(partitions.iter().map(|p| (p.id(), p.journal().clone())));
-    if let Some((inbox, closing)) = raft {
-        server = server.with_raft(inbox).with_closing(closing);
-    }
+/// `JournalService` over `server`, with the node's message limits.
+fn journal_service(server: JournalServer) -> JournalServiceServer<JournalServer> {
     JournalServiceServer::new(server)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
@@ -409,7 +402,8 @@ fn adjudicator_service(
 }
 
 /// The storage replica: its engine, a feed from every partition's journal wherever it
-/// lives, its maintenance rounds, and the `StorageService` that serves it.
+/// lives (this node's own replica of it, or another node's), its maintenance rounds, and
+/// the `StorageService` that serves it.
 fn start_storage(
     config: &NodeConfig,
     env: &NodeEnv,
@@ -432,8 +426,8 @@ fn start_storage(
     }
     let node = Arc::new(node);
     for &p in &ids {
-        // With replicated journals, from this node's own replica (config checked that it
-        // holds one of each): what is committed and durable here, whoever leads.
+        // With replicated journals, from this node's own replica if it holds one: what is
+        // committed and durable here, whoever leads.
         if let Some(journal) = replicas.and_then(|r| r.driver.journal(group_of(p))) {
             let (node, source) = (node.clone(), ReplicaSource::new(journal.clone()));
             // Ends only if the group stops here (the node then fails and restarts).
@@ -442,14 +436,24 @@ fn start_storage(
             });
             continue;
         }
-        let url = config.owner(p.get()).url();
-        let channel = lazy_channel(&peer(&url, tls)?, env.connector.as_ref());
+        // Otherwise from the journal's node, or from any voter of a replicated journal
+        // (the feeds of the partitions start at different voters).
+        let servers = match replicas {
+            Some(_) => config.replicas(p.get()),
+            None => vec![config.owner(p.get())],
+        };
+        let clients = servers
+            .iter()
+            .map(|n| {
+                let channel = lazy_channel(&peer(&n.url(), tls)?, env.connector.as_ref());
+                Ok(JournalServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES))
+            })
+            .collect::<Result<Vec<_>>>()?;
         let node = node.clone();
         started.feeds.spawn(async move {
-            let client = JournalServiceClient::new(channel);
             // Ends when the journal closes; an invariant break stops it (the node
             // then serves reads only up to its watermark, never a wrong history).
-            let source = RemoteJournal::new(client, p, FEED_RETRY);
+            let source = RemoteJournal::from_any(clients, p.get() as usize, p, FEED_RETRY);
             let _ = follow::feed(&node, p, source).await;
         });
     }
@@ -654,13 +658,20 @@ impl ClusterNode {
                 };
                 let service = AdjudicatorServiceServer::new(forwarding)
                     .max_decoding_message_size(MAX_MESSAGE_BYTES);
-                // Peers' Raft streams end when this node stops.
+                // Peers' Raft streams, and storage nodes' Tail streams, end when this node
+                // stops.
                 let closing = stop_maintenance.subscribe();
-                let journal = journal_service(&[], Some((inbox, closing)));
-                (journal, None, Some(service))
+                let records = Records::new(replicas.journals(), closing.clone(), LEADERLESS_CHECK);
+                let journal = JournalServer::new([])
+                    .with_raft(inbox)
+                    .with_replicas(Arc::new(records))
+                    .with_closing(closing);
+                (journal_service(journal), None, Some(service))
             }
             None => (
-                journal_service(&partitions, None),
+                journal_service(JournalServer::new(
+                    partitions.iter().map(|p| (p.id(), p.journal().clone())),
+                )),
                 Some(adjudicator_service(&config, &env, &partitions, limits)),
                 None,
             ),

@@ -259,6 +259,7 @@ impl Source for ReplicaSource {
 
 mod leadership;
 pub(crate) mod metadata;
+pub(crate) mod records;
 pub(crate) mod roles;
 
 pub use leadership::{Leadership, Owns, Serving};

@@ -334,3 +334,60 @@ fn a_promise_waits_for_the_records_its_floor_stands_on() {
         );
     });
 }
+
+/// A voter's `Tail` hands out the committed records, in order, and keeps an idle stream
+/// open while it has a leader; cut off from its group, it ends the stream, so that a
+/// storage node tailing it moves to another voter (ARCHITECTURE §5 rule 7).
+#[test]
+fn a_voters_tail_serves_what_is_committed_and_ends_once_the_voter_is_cut_off() {
+    use journaldb_journal::service::ReplicaRecords;
+    use journaldb_proto::Lsn;
+    use journaldb_proto::status::ErrorKind;
+
+    use super::records::{LEADERLESS_CHECK, Records};
+
+    runtime().block_on(async {
+        let cluster = Cluster::start();
+        let clock = ManualClock::new(Timestamp::from_nanos(1_000_000_000));
+        let (leader, term) = cluster.leader(&[1, 2, 3]).await;
+        let voter = (1..=3).find(|n| *n != leader).unwrap();
+        let part = take_over(&cluster, leader, term, &clock).await.unwrap();
+        for txn in 1..=3 {
+            clock.advance(Duration::from_millis(1));
+            part.commit(clock.now(), &request(txn, &clock, false))
+                .await
+                .unwrap();
+        }
+        let (_closing, closed) = tokio::sync::watch::channel(false);
+        let journal = cluster.journal(voter).clone();
+        let records = Records::new([(PARTITION, journal.clone())], closed, LEADERLESS_CHECK);
+        let mut tail = records.tail(PARTITION, Lsn::FIRST).unwrap();
+        // The EpochStart and the three commits, once the voter has applied them.
+        let mut got = Vec::new();
+        while got.len() < 4 {
+            let reply = tail.recv().await.unwrap().unwrap();
+            assert_eq!(reply.first_lsn, 1 + got.len() as u64, "in order, each once");
+            got.extend(reply.records);
+        }
+        assert!(Lsn::new(got.len() as u64) < journal.status().readable);
+        let page = records.read(PARTITION, Lsn::FIRST, 100, 1 << 20).unwrap();
+        assert_eq!(page.records, got);
+
+        // Idle with a leader: the stream stays.
+        let idle = tokio::time::timeout(10 * LEADERLESS_CHECK, tail.recv()).await;
+        assert!(idle.is_err(), "an idle stream ended: {idle:?}");
+
+        // Cut off: the voter loses its leader, and the stream ends.
+        cluster.network.isolate(voter, true);
+        let ended = tokio::time::timeout(Duration::from_secs(60), tail.recv())
+            .await
+            .expect("the stream of a cut-off voter ends");
+        let status = ended.unwrap().unwrap_err();
+        assert_eq!(
+            ErrorKind::of(&status),
+            Some(ErrorKind::Unavailable),
+            "{status:?}"
+        );
+        assert!(tail.recv().await.is_none(), "nothing after the end");
+    });
+}
