@@ -69,6 +69,10 @@ pub struct Knobs {
     /// How long a replica log's flush takes on each node (the simulated disk is otherwise
     /// instant): 0.05–8 ms, drawn per node — one slow disk among fast ones is common.
     pub raft_sync_latency: Vec<Duration>,
+    /// With replicated journals: one more node, the first (`n1`), that holds no replica
+    /// and is only a storage replica: its feeds tail the journals from their voters, and
+    /// clients read from it first (the first storage replica of the topology).
+    pub storage_only: bool,
 }
 
 impl Default for Knobs {
@@ -88,6 +92,7 @@ impl Default for Knobs {
             raft_tick: Duration::from_millis(20),
             cluster_id: 1,
             raft_sync_latency: Vec::new(),
+            storage_only: false,
         }
     }
 }
@@ -124,6 +129,11 @@ impl Knobs {
             knobs.raft_sync_latency = (0..knobs.nodes)
                 .map(|_| Duration::from_micros(rng.random_range(50..=8_000)))
                 .collect();
+            // Last, so the draws above are what they were before it.
+            if rng.random_bool(0.5) {
+                knobs.storage_only = true;
+                knobs.nodes += 1;
+            }
         }
         knobs
     }
@@ -233,8 +243,8 @@ pub struct SimCluster {
 
 impl SimCluster {
     /// Adds the cluster's node hosts (`n1`, `n2`, …) to `sim`. Partition `p` lives on node
-    /// `p mod nodes`, or with replicated journals on every node; every node is a storage
-    /// replica.
+    /// `p mod nodes`, or with replicated journals on every node (but the first, with
+    /// [`Knobs::storage_only`]); every node is a storage replica.
     pub fn add_to(sim: &mut turmoil::Sim<'_>, knobs: Knobs, planted: Option<PlantedBug>) -> Self {
         let names: Vec<String> = (1..=knobs.nodes).map(|i| format!("n{i}")).collect();
         let entries: Vec<NodeEntry> = names
@@ -245,7 +255,10 @@ impl SimCluster {
                 listen: format!("{name}:{PORT}"),
                 address: Some(format!("http://{name}:{PORT}")),
                 partitions: (0..knobs.partitions)
-                    .filter(|p| knobs.replicas > 1 || *p as usize % knobs.nodes == i)
+                    .filter(|p| match knobs.replicas > 1 {
+                        true => !(knobs.storage_only && i == 0),
+                        false => *p as usize % knobs.nodes == i,
+                    })
                     .collect(),
                 storage: true,
             })

@@ -129,6 +129,11 @@ fn run_with<W: Workload>(options: &RunOptions, workload: W) -> RunReport {
     if options.schedule.is_some_and(Schedule::needs_partitions) {
         knobs.partitions = knobs.partitions.max(2);
     }
+    // A schedule aims at the replicas; a node that holds none would dilute it.
+    if options.schedule.is_some() && knobs.storage_only {
+        knobs.storage_only = false;
+        knobs.nodes -= 1;
+    }
     let mut builder = turmoil::Builder::new();
     builder
         .rng_seed(options.seed)
