@@ -1,8 +1,9 @@
 //! `journaldb cluster start | stop | status`: a local cluster on one machine for trying
 //! journaldb out. `start` writes one configuration per node under DIR (by default, for 3
 //! to 7 nodes, every partition's journal replicated on every node, each node a storage
-//! replica; with `--replicas 1`, partitions spread round-robin and the first two nodes
-//! storage replicas), spawns `journaldb serve` for each
+//! replica; with `--replicas R` below the node count, every journal on the first R nodes
+//! and the others storage replicas only; with `--replicas 1`, partitions spread
+//! round-robin and the first two nodes storage replicas), spawns `journaldb serve` for each
 //! with its log in DIR, waits until every node answers its health check and every
 //! partition's adjudicator answers (its group has a leader), and prints the
 //! address to give `--cluster`. `stop` sends SIGTERM to each node and waits for it to exit;
@@ -131,13 +132,11 @@ pub async fn start(
     }
     let replicas = replicas.unwrap_or(match nodes {
         3..=MAX_REPLICAS => nodes,
+        n if n > MAX_REPLICAS => 3,
         _ => 1,
     });
-    if replicas != 1 && replicas != nodes {
-        bail!(
-            "--replicas {replicas}: a local cluster replicates every journal on every node \
-             (--replicas {nodes}) or not at all (--replicas 1)"
-        );
+    if replicas == 0 || replicas > nodes {
+        bail!("--replicas {replicas}: between 1 and the node count ({nodes})");
     }
     if replicas > MAX_REPLICAS {
         bail!("--replicas {replicas}: at most {MAX_REPLICAS}");
@@ -222,6 +221,8 @@ pub async fn start(
 /// A new map: `nodes` nodes on free ports. Replicated (`replicas` = `nodes`): every
 /// partition on every node, every node a storage replica. Otherwise partitions
 /// round-robin, the first [`STORAGE_REPLICAS`] nodes storage replicas.
+/// Every journal on the first `replicas` nodes if replicated (the others storage replicas
+/// only), else partition `p` on node `p mod nodes`.
 fn fresh_map(nodes: usize, partitions: u32, replicas: usize) -> anyhow::Result<Vec<NodeEntry>> {
     let replicated = replicas > 1;
     (0..nodes)
@@ -231,7 +232,10 @@ fn fresh_map(nodes: usize, partitions: u32, replicas: usize) -> anyhow::Result<V
                 listen: format!("127.0.0.1:{}", free_port()?),
                 address: None,
                 partitions: (0..partitions)
-                    .filter(|p| replicated || *p as usize % nodes == i)
+                    .filter(|p| match replicated {
+                        true => i < replicas,
+                        false => *p as usize % nodes == i,
+                    })
                     .collect(),
                 storage: replicated || i < STORAGE_REPLICAS.min(nodes),
             })

@@ -163,7 +163,9 @@ enum ClusterAction {
         #[arg(long)]
         partitions: Option<u32>,
         /// Replicas of each partition's journal (a Raft group each, every node a storage
-        /// replica): 1, or every node. Default: every node for 3 to 7 nodes, else 1.
+        /// replica). 1: no replication. R > 1: every journal on the first R nodes, and the
+        /// others only storage replicas, which tail the journals from their voters.
+        /// Default: every node for 3 to 7 nodes, 3 for more, else 1.
         #[arg(long)]
         replicas: Option<usize>,
         /// Where the nodes' configurations, data and logs go.
