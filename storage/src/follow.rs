@@ -192,13 +192,17 @@ impl Source for RemoteJournal {
                 // The journal closed (its node is shutting down), the voter was cut off
                 // from its group, or the transport failed: reconnect (the node will be
                 // back), to the next voter if there are others.
-                if let Ok(Some(reply)) = stream.message().await {
-                    return Ok(Some(Batch {
-                        first: Lsn::new(reply.first_lsn),
-                        payloads: reply.records,
-                    }));
+                // A reply that does not continue where the feed stands is a broken
+                // server's: it is left like a broken stream, never applied.
+                match stream.message().await {
+                    Ok(Some(reply)) if reply.first_lsn == from.get() => {
+                        return Ok(Some(Batch {
+                            first: from,
+                            payloads: reply.records,
+                        }));
+                    }
+                    _ => self.move_on().await,
                 }
-                self.move_on().await;
             }
             let request = pb::TailRequest {
                 partition: self.partition.get(),

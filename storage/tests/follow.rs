@@ -190,3 +190,109 @@ fn an_undecodable_local_record_stops_the_feed_as_corruption() {
         .unwrap_err();
     assert!(matches!(err, Error::Corruption(_)), "{err}");
 }
+
+/// A Tail server that answers every stream with one record at the wrong position (one
+/// past where it was asked to start), as a broken or hostile node might.
+struct Liar;
+
+#[tonic::async_trait]
+impl journaldb_proto::pb::journal_service_server::JournalService for Liar {
+    async fn append(
+        &self,
+        _: tonic::Request<pb::AppendRequest>,
+    ) -> Result<tonic::Response<pb::AppendReply>, tonic::Status> {
+        Err(tonic::Status::unimplemented("liar"))
+    }
+
+    async fn read(
+        &self,
+        _: tonic::Request<pb::ReadRequest>,
+    ) -> Result<tonic::Response<pb::ReadReply>, tonic::Status> {
+        Err(tonic::Status::unimplemented("liar"))
+    }
+
+    type TailStream = tokio_stream::Once<Result<pb::TailReply, tonic::Status>>;
+
+    async fn tail(
+        &self,
+        request: tonic::Request<pb::TailRequest>,
+    ) -> Result<tonic::Response<Self::TailStream>, tonic::Status> {
+        let from = request.into_inner().from_lsn;
+        let reply = pb::TailReply {
+            first_lsn: from + 1,
+            records: vec![commit(1_000 + from)],
+        };
+        Ok(tonic::Response::new(tokio_stream::once(Ok(reply))))
+    }
+
+    async fn raft(
+        &self,
+        _: tonic::Request<pb::RaftRequest>,
+    ) -> Result<tonic::Response<pb::RaftReply>, tonic::Status> {
+        Err(tonic::Status::unimplemented("liar"))
+    }
+
+    async fn raft_stream(
+        &self,
+        _: tonic::Request<tonic::Streaming<pb::RaftRequest>>,
+    ) -> Result<tonic::Response<pb::RaftReply>, tonic::Status> {
+        Err(tonic::Status::unimplemented("liar"))
+    }
+}
+
+/// A feed over several servers of one journal (a replicated journal's voters) starts at
+/// the one it is told, leaves one whose reply does not continue where the feed stands —
+/// never applying it — and follows the next one.
+#[test]
+fn a_feed_over_several_servers_leaves_one_whose_records_do_not_continue_its_own() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    rt.block_on(async {
+        let journal = Arc::new(Journal::open(dir.path(), JournalOptions::default()).unwrap());
+        for t in 1..=5 {
+            journal.append(commit(t)).await.unwrap();
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let liar = listener.local_addr().unwrap();
+        let liar_server = tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(JournalServiceServer::new(Liar))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                .await;
+        });
+        let honest = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            probe.local_addr().unwrap()
+        };
+        let server = serve(journal.clone(), honest);
+        let client = |addr: SocketAddr| {
+            let channel = Endpoint::from_shared(format!("http://{addr}"))
+                .unwrap()
+                .connect_timeout(Duration::from_secs(1))
+                .connect_lazy();
+            JournalServiceClient::new(channel)
+        };
+        let node = Arc::new(StorageNode::open(MemoryEngine::new(), &[P]).unwrap());
+        let servers = vec![client(liar), client(honest)];
+        let source = RemoteJournal::from_any(servers, 0, P, Duration::from_millis(20));
+        let feed = tokio::spawn({
+            let node = node.clone();
+            async move { feed(&node, P, source).await }
+        });
+        for t in 1..=5 {
+            sees(&node, t).await;
+        }
+        journal.append(commit(6)).await.unwrap();
+        sees(&node, 6).await;
+        assert_eq!(node.next_lsn(P), Some(journaldb_proto::Lsn::new(7)));
+        assert!(!feed.is_finished(), "the feed keeps following");
+        feed.abort();
+        server.abort();
+        liar_server.abort();
+        journal.close().unwrap();
+    });
+}

@@ -110,11 +110,11 @@ fn three_drivers_over_grpc_elect_commit_and_replicate() {
     });
 }
 
-/// What a peer's server took in: the `commit` field of each heartbeat, in arrival order.
-/// A heartbeat with commit [`REFUSED`] is refused as a stranger's, which ends the stream
-/// it came on.
+/// What a peer's server took in: the `commit` field of each heartbeat, in arrival order,
+/// and how many requests it refused alone. A heartbeat with commit [`REFUSED`] is refused
+/// as a stranger's, which ends the stream it came on.
 #[derive(Debug, Default)]
-struct Recorder(parking_lot::Mutex<Vec<u64>>);
+struct Recorder(parking_lot::Mutex<Vec<u64>>, std::sync::atomic::AtomicUsize);
 
 const REFUSED: u64 = 0xdead;
 /// A heartbeat with this commit is refused alone; the stream goes on.
@@ -135,6 +135,7 @@ impl journaldb_journal::service::RaftInbox for Recorder {
                 return Err(RaftRefusal::Stranger("a stranger".into()));
             }
             if message.commit == SKIPPED {
+                self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 return Err(RaftRefusal::Request("this one only".into()));
             }
             got.push(message.commit);
@@ -227,7 +228,16 @@ fn the_transport_keeps_order_and_replaces_a_stream_that_ends() {
         assert_eq!(received(&recorder, 500).await, want);
 
         // 2. A request refused for itself leaves the stream, and what it holds, alone.
+        //    (Batches queued together travel as one request, which would be refused
+        //    whole: the next batches are sent once the refused one has been taken.)
         transport.send(2, vec![heartbeat(SKIPPED)]);
+        for _ in 0..500 {
+            if recorder.1.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(recorder.1.load(std::sync::atomic::Ordering::SeqCst), 1);
         for i in 500..520 {
             transport.send(2, vec![heartbeat(i)]);
         }

@@ -661,7 +661,12 @@ impl ClusterNode {
                 // Peers' Raft streams, and storage nodes' Tail streams, end when this node
                 // stops.
                 let closing = stop_maintenance.subscribe();
-                let records = Records::new(replicas.journals(), closing.clone(), LEADERLESS_CHECK);
+                let records = Records::new(
+                    replicas.leaders.me,
+                    replicas.journals(),
+                    closing.clone(),
+                    LEADERLESS_CHECK,
+                );
                 let journal = JournalServer::new([])
                     .with_raft(inbox)
                     .with_replicas(Arc::new(records))

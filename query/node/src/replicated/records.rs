@@ -5,10 +5,11 @@
 //! history, and a reader may move between voters freely.
 //!
 //! A `Tail` stream ends with `Unavailable` once its replica is idle and knows of no
-//! leader: a voter cut off from its group stops advancing, and the reader must ask
-//! another one. (raft-rs forgets the leader when a follower's election timeout passes
-//! without word from it, and when a leader's check-quorum finds no majority.) A voter
-//! that has a leader catches up by itself, so its stream stays.
+//! leader, or is no longer a member of its group: a voter cut off from its group stops
+//! advancing, and the reader must ask another one. (raft-rs forgets the leader when a
+//! follower's election timeout passes without word from it, and when a leader's
+//! check-quorum finds no majority.) A voter that has a leader catches up by itself, so
+//! its stream stays.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -16,7 +17,7 @@ use std::time::Duration;
 use journaldb_journal::service::{MAX_RECORDS_PER_REPLY, ReplicaRecords};
 use journaldb_proto::status::ErrorKind;
 use journaldb_proto::{Lsn, PartitionId, pb};
-use journaldb_raft::{ReplicatedJournal, ReplicationError};
+use journaldb_raft::{NodeId, ReplicatedJournal, ReplicationError};
 use tokio::sync::{mpsc, watch};
 use tonic::Status;
 
@@ -27,6 +28,8 @@ pub(crate) const LEADERLESS_CHECK: Duration = Duration::from_secs(1);
 /// This node's replicas of the partitions' journals, as [`ReplicaRecords`].
 #[derive(Debug)]
 pub(crate) struct Records {
+    /// This node.
+    me: NodeId,
     journals: BTreeMap<PartitionId, ReplicatedJournal>,
     /// Turns true when the node stops: the streams end then.
     closing: watch::Receiver<bool>,
@@ -35,13 +38,15 @@ pub(crate) struct Records {
 }
 
 impl Records {
-    /// Serves `journals`, until `closing` turns true.
+    /// Serves `journals`, this node's (`me`) replicas, until `closing` turns true.
     pub(crate) fn new(
+        me: NodeId,
         journals: impl IntoIterator<Item = (PartitionId, ReplicatedJournal)>,
         closing: watch::Receiver<bool>,
         check: Duration,
     ) -> Records {
         Records {
+            me,
             journals: journals.into_iter().collect(),
             closing,
             check,
@@ -108,7 +113,7 @@ impl ReplicaRecords for Records {
         let journal = self.journal(partition)?.clone();
         let (tx, rx) = mpsc::channel(4);
         let (closing, check) = (self.closing.clone(), self.check);
-        tokio::spawn(tail(journal, from, tx, closing, check));
+        tokio::spawn(tail(self.me, journal, from, tx, closing, check));
         Ok(rx)
     }
 }
@@ -116,6 +121,7 @@ impl ReplicaRecords for Records {
 /// Sends `journal`'s committed records from `from` on `tx` until the reader goes away,
 /// the node stops, or the replica cannot be relied on (see the module docs).
 async fn tail(
+    me: NodeId,
     journal: ReplicatedJournal,
     mut from: Lsn,
     tx: mpsc::Sender<Result<pb::TailReply, Status>>,
@@ -130,13 +136,24 @@ async fn tail(
             waited = tokio::time::timeout(check, journal.wait_readable(from)) => waited,
         };
         let outcome = match waited {
-            Err(_idle) => match journal.status().leader {
-                Some(_) => continue,
-                None => Err(ErrorKind::Unavailable.status(format!(
-                    "this node's replica of {:?} knows of no leader: ask another voter",
-                    journal.group()
-                ))),
-            },
+            Err(_idle) => {
+                let status = journal.status();
+                let members = &status.members;
+                let member = [&members.voters, &members.learners, &members.outgoing]
+                    .iter()
+                    .any(|ids| ids.contains(&me));
+                match (status.leader, member) {
+                    (Some(_), true) => continue,
+                    (None, _) => Err(ErrorKind::Unavailable.status(format!(
+                        "this node's replica of {:?} knows of no leader: ask another voter",
+                        journal.group()
+                    ))),
+                    (Some(_), false) => Err(ErrorKind::Unavailable.status(format!(
+                        "this node is no longer a member of {:?}: ask a voter",
+                        journal.group()
+                    ))),
+                }
+            }
             Ok(Err(e)) => Err(to_status(e)),
             Ok(Ok(_)) => match page(&journal, from, MAX_RECORDS_PER_REPLY, MAX_BYTES_PER_TAIL) {
                 Ok(records) if records.is_empty() => Err(ErrorKind::Unavailable.status(format!(

@@ -578,7 +578,7 @@ fn adjudicator_client(channel: Channel) -> AdjudicatorServiceClient<Channel> {
 /// Which partitions this node serves now: those whose group it leads, each in its term.
 #[derive(Debug, Clone)]
 pub(crate) struct Leaders {
-    me: NodeId,
+    pub(crate) me: NodeId,
     pub(crate) leaderships: Arc<BTreeMap<PartitionId, Leadership>>,
     /// How this node reaches the others.
     peers: PeerBook,

@@ -360,7 +360,8 @@ fn a_voters_tail_serves_what_is_committed_and_ends_once_the_voter_is_cut_off() {
         }
         let (_closing, closed) = tokio::sync::watch::channel(false);
         let journal = cluster.journal(voter).clone();
-        let records = Records::new([(PARTITION, journal.clone())], closed, LEADERLESS_CHECK);
+        let journals = [(PARTITION, journal.clone())];
+        let records = Records::new(voter, journals, closed, LEADERLESS_CHECK);
         let mut tail = records.tail(PARTITION, Lsn::FIRST).unwrap();
         // The EpochStart and the three commits, once the voter has applied them.
         let mut got = Vec::new();
