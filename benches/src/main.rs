@@ -24,6 +24,10 @@ mod report;
 
 use clap::{Parser, Subcommand};
 
+/// The allocator of the `journaldb` binary, so that the node processes run as it runs them.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// journaldb benchmarks.
 #[derive(Parser, Debug)]
 #[command(name = "journaldb-bench", version, about)]
