@@ -22,6 +22,7 @@ mod maintenance;
 pub mod node;
 pub mod replicated;
 mod resolver;
+mod start;
 mod tasks;
 mod topology;
 

@@ -257,6 +257,7 @@ impl Source for ReplicaSource {
     }
 }
 
+pub(crate) mod forwarding;
 mod leadership;
 pub(crate) mod metadata;
 pub(crate) mod records;

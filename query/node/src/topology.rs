@@ -18,8 +18,9 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::config::NodeConfig;
+use crate::replicated::forwarding::forwarded_within;
 use crate::replicated::metadata::{self, METADATA, MetadataGroup, PeerBook, ProposeError};
-use crate::replicated::roles::{CATCH_UP_PATIENCE, Replicas, forwarded_within};
+use crate::replicated::roles::{CATCH_UP_PATIENCE, Replicas};
 
 /// How long the node a replacement retires has to answer that it runs.
 const ALIVE_PROBE: Duration = Duration::from_secs(1);
