@@ -26,7 +26,7 @@
 //! Journal-replica snapshots are metadata only, taken at the truncation point (rule 3):
 //! [`RaftLog::install_snapshot`] empties the log at the snapshot's index.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -41,10 +41,12 @@ mod error;
 pub mod format;
 mod open;
 mod storage;
+mod view;
 mod writer;
 
 pub use error::{LogError, LogResult};
 pub use format::{LogId, LogState};
+use view::{Loc, Slot, View};
 pub use writer::LogWriter;
 
 use format::Part;
@@ -126,114 +128,6 @@ struct SegmentFile {
     /// The highest entry index ever written to it (0 if none): once the durable truncation
     /// point reaches it, nothing in it is needed.
     max_index: Mutex<u64>,
-}
-
-/// The log as of everything staged, and what of it is durable.
-#[derive(Debug, Default)]
-struct View {
-    /// The state as of everything staged.
-    state: LogState,
-    /// The state as of everything durable.
-    durable: LogState,
-    /// Entries `state.truncated.0 + 1 ..= last`, in order.
-    slots: VecDeque<Slot>,
-    /// Bytes of entries held in `slots`' caches.
-    cached_bytes: usize,
-    /// No entry below this index is cached: where eviction resumes.
-    cached_from: u64,
-    /// Staged parts not yet taken by the writer, each with the number of its staging.
-    pending: Vec<(u64, Part)>,
-    next_number: u64,
-    /// The last staging a Ready's messages may speak for: every one but a commit index
-    /// alone ([`RaftLog::stage_commit`]).
-    awaited: u64,
-    persisted_number: u64,
-}
-
-#[derive(Debug)]
-struct Slot {
-    term: u64,
-    /// The Lsn after this entry's records (the previous entry's, if it carries none).
-    lsn_end: u64,
-    /// The staging that wrote this entry, so a write only locates its own entries.
-    number: u64,
-    /// Where the entry lies on disk, once durable.
-    loc: Option<Loc>,
-    /// The entry itself, while cached (always, until durable).
-    cached: Option<Entry>,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Loc {
-    seq: u64,
-    offset: u64,
-    len: u32,
-}
-
-impl View {
-    fn first_index(&self) -> u64 {
-        self.state.truncated.0 + 1
-    }
-
-    fn last_index(&self) -> u64 {
-        self.state.truncated.0 + self.slots.len() as u64
-    }
-
-    fn slot(&self, index: u64) -> Option<&Slot> {
-        let at = index.checked_sub(self.first_index())?;
-        self.slots.get(usize::try_from(at).ok()?)
-    }
-
-    /// The Lsn after the records of the entries up to `index`.
-    fn lsn_end_at(&self, index: u64) -> Option<u64> {
-        if index == self.state.truncated.0 {
-            return Some(self.state.first_lsn.get());
-        }
-        self.slot(index).map(|s| s.lsn_end)
-    }
-
-    /// The Lsn after the last entry's records.
-    fn lsn_end(&self) -> u64 {
-        self.slots
-            .back()
-            .map_or(self.state.first_lsn.get(), |s| s.lsn_end)
-    }
-
-    fn term(&self, index: u64) -> Option<u64> {
-        if index == self.state.truncated.0 {
-            return Some(self.state.truncated.1);
-        }
-        self.slot(index).map(|s| s.term)
-    }
-
-    /// Drops cached copies of durable entries, oldest first, down to `budget` bytes.
-    fn evict(&mut self, budget: usize) {
-        let first = self.first_index();
-        self.cached_from = self.cached_from.max(first);
-        let skip = (self.cached_from - first) as usize;
-        for slot in self.slots.iter_mut().skip(skip) {
-            if self.cached_bytes <= budget || slot.loc.is_none() {
-                break;
-            }
-            if let Some(entry) = slot.cached.take() {
-                self.cached_bytes -= format::entry_len(&entry);
-            }
-            self.cached_from += 1;
-        }
-    }
-
-    fn stage_part(&mut self, part: Part) -> u64 {
-        let number = self.stage_unawaited(part);
-        self.awaited = number;
-        number
-    }
-
-    /// Stages `part` without making Readies wait for it (a commit index alone).
-    fn stage_unawaited(&mut self, part: Part) -> u64 {
-        self.next_number += 1;
-        self.pending.push((self.next_number, part));
-        self.next_number
-    }
 }
 
 impl RaftLog {
