@@ -130,10 +130,10 @@ impl Source for LocalJournal {
 }
 
 /// `partition`'s journal on another node, through `JournalService.Tail`; reconnects after
-/// `retry` whenever the stream breaks or ends. A replicated journal is tailed from any of
+/// `retry` whenever the stream breaks, ends, or stalls. A replicated journal is tailed from any of
 /// its voters ([`RemoteJournal::from_any`]), one at a time: each serves only committed
 /// records, the same at every voter, so the feed moves to the next one whenever its
-/// stream breaks or ends — a voter's stream ends when it is cut off from its group
+/// stream breaks, ends or stalls — a voter's stream ends when it is cut off from its group
 /// (ARCHITECTURE §5 rule 7).
 pub struct RemoteJournal {
     /// Where the journal is served: one node, or each voter of a replicated journal.
@@ -142,8 +142,13 @@ pub struct RemoteJournal {
     current: usize,
     partition: PartitionId,
     retry: Duration,
+    /// How long a stream may bring nothing before its server is left for the next one.
+    stall: Duration,
     stream: Option<tonic::Streaming<pb::TailReply>>,
 }
+
+/// [`RemoteJournal::stall_after`]'s default.
+pub const DEFAULT_STALL: Duration = Duration::from_secs(5);
 
 impl RemoteJournal {
     /// The journal of `partition` served through `client`.
@@ -157,7 +162,7 @@ impl RemoteJournal {
 
     /// The replicated journal of `partition`, served by each of `replicas` (its voters);
     /// tailed from `replicas[first]` first (spread the feeds of many journals over their
-    /// voters), then from the next one whenever a stream breaks or ends.
+    /// voters), then from the next one whenever a stream breaks, ends or stalls.
     ///
     /// # Panics
     /// If `replicas` is empty.
@@ -173,8 +178,19 @@ impl RemoteJournal {
             replicas,
             partition,
             retry,
+            stall: DEFAULT_STALL,
             stream: None,
         }
+    }
+
+    /// Leaves a server whose stream brings nothing for `stall` (default [`DEFAULT_STALL`]):
+    /// a voter that still knows a leader but whose commit index stopped advancing (its
+    /// replies to the leader lost, its disk hung), or a connection gone silent. Give it a
+    /// few of the journal's heartbeat intervals: a journal with a leader is never idle
+    /// longer than one (ARCHITECTURE §5 rule 7).
+    pub fn stall_after(mut self, stall: Duration) -> Self {
+        self.stall = stall;
+        self
     }
 
     /// Gives up on the current replica: the next one is asked after a pause.
@@ -193,9 +209,10 @@ impl Source for RemoteJournal {
                 // from its group, or the transport failed: reconnect (the node will be
                 // back), to the next voter if there are others.
                 // A reply that does not continue where the feed stands is a broken
-                // server's: it is left like a broken stream, never applied.
-                match stream.message().await {
-                    Ok(Some(reply)) if reply.first_lsn == from.get() => {
+                // server's, and a stream that brings nothing for `stall` a stalled one:
+                // either is left like a broken stream, its records never applied.
+                match tokio::time::timeout(self.stall, stream.message()).await {
+                    Ok(Ok(Some(reply))) if reply.first_lsn == from.get() => {
                         return Ok(Some(Batch {
                             first: from,
                             payloads: reply.records,
@@ -208,9 +225,10 @@ impl Source for RemoteJournal {
                 partition: self.partition.get(),
                 from_lsn: from.get(),
             };
-            match self.replicas[self.current].tail(request).await {
-                Ok(stream) => self.stream = Some(stream.into_inner()),
-                Err(_) => self.move_on().await,
+            let opened = self.replicas[self.current].tail(request);
+            match tokio::time::timeout(self.stall, opened).await {
+                Ok(Ok(stream)) => self.stream = Some(stream.into_inner()),
+                _ => self.move_on().await,
             }
         }
     }

@@ -192,8 +192,13 @@ fn an_undecodable_local_record_stops_the_feed_as_corruption() {
 }
 
 /// A Tail server that answers every stream with one record at the wrong position (one
-/// past where it was asked to start), as a broken or hostile node might.
-struct Liar;
+/// past where it was asked to start), as a broken or hostile node might — or, `Mute`,
+/// opens every stream and sends nothing on it, as a voter whose commit index stopped
+/// advancing while it still knows a leader does.
+enum Liar {
+    WrongPosition,
+    Mute,
+}
 
 #[tonic::async_trait]
 impl journaldb_proto::pb::journal_service_server::JournalService for Liar {
@@ -211,18 +216,23 @@ impl journaldb_proto::pb::journal_service_server::JournalService for Liar {
         Err(tonic::Status::unimplemented("liar"))
     }
 
-    type TailStream = tokio_stream::Once<Result<pb::TailReply, tonic::Status>>;
+    type TailStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<pb::TailReply, tonic::Status>> + Send>,
+    >;
 
     async fn tail(
         &self,
         request: tonic::Request<pb::TailRequest>,
     ) -> Result<tonic::Response<Self::TailStream>, tonic::Status> {
         let from = request.into_inner().from_lsn;
-        let reply = pb::TailReply {
-            first_lsn: from + 1,
-            records: vec![commit(1_000 + from)],
+        let stream: Self::TailStream = match self {
+            Liar::WrongPosition => Box::pin(tokio_stream::once(Ok(pb::TailReply {
+                first_lsn: from + 1,
+                records: vec![commit(1_000 + from)],
+            }))),
+            Liar::Mute => Box::pin(tokio_stream::pending()),
         };
-        Ok(tonic::Response::new(tokio_stream::once(Ok(reply))))
+        Ok(tonic::Response::new(stream))
     }
 
     async fn raft(
@@ -245,6 +255,17 @@ impl journaldb_proto::pb::journal_service_server::JournalService for Liar {
 /// never applying it — and follows the next one.
 #[test]
 fn a_feed_over_several_servers_leaves_one_whose_records_do_not_continue_its_own() {
+    a_feed_leaves(Liar::WrongPosition);
+}
+
+/// ... and leaves one whose stream stays open but brings nothing (ARCHITECTURE §5 rule 7:
+/// storage moves to another voter when one's commit index stops advancing).
+#[test]
+fn a_feed_over_several_servers_leaves_one_whose_stream_brings_nothing() {
+    a_feed_leaves(Liar::Mute);
+}
+
+fn a_feed_leaves(broken: Liar) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -260,7 +281,7 @@ fn a_feed_over_several_servers_leaves_one_whose_records_do_not_continue_its_own(
         let liar = listener.local_addr().unwrap();
         let liar_server = tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
-                .add_service(JournalServiceServer::new(Liar))
+                .add_service(JournalServiceServer::new(broken))
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
                 .await;
         });
@@ -278,7 +299,8 @@ fn a_feed_over_several_servers_leaves_one_whose_records_do_not_continue_its_own(
         };
         let node = Arc::new(StorageNode::open(MemoryEngine::new(), &[P]).unwrap());
         let servers = vec![client(liar), client(honest)];
-        let source = RemoteJournal::from_any(servers, 0, P, Duration::from_millis(20));
+        let source = RemoteJournal::from_any(servers, 0, P, Duration::from_millis(20))
+            .stall_after(Duration::from_millis(300));
         let feed = tokio::spawn({
             let node = node.clone();
             async move { feed(&node, P, source).await }

@@ -31,6 +31,10 @@ use crate::tasks::{Started, Tasks};
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pause before a storage feed reconnects to a journal.
 const FEED_RETRY: Duration = Duration::from_millis(100);
+/// Heartbeat intervals without a record after which a feed leaves the voter it tails
+/// (ARCHITECTURE §5 rule 7), and the least such wait.
+const FEED_STALL_HEARTBEATS: u32 = 25;
+const FEED_STALL_MIN: Duration = Duration::from_secs(2);
 
 /// A storage replica's gRPC service.
 type StorageService = StorageServiceServer<StorageServer<Box<dyn Engine>>>;
@@ -256,10 +260,13 @@ fn start_storage(
             })
             .collect::<Result<Vec<_>>>()?;
         let node = node.clone();
+        // A journal with a leader gets a record at least every heartbeat interval.
+        let stall = (env.heartbeat_interval * FEED_STALL_HEARTBEATS).max(FEED_STALL_MIN);
         started.feeds.spawn(async move {
             // Ends when the journal closes; an invariant break stops it (the node
             // then serves reads only up to its watermark, never a wrong history).
-            let source = RemoteJournal::from_any(clients, p.get() as usize, p, FEED_RETRY);
+            let source = RemoteJournal::from_any(clients, p.get() as usize, p, FEED_RETRY)
+                .stall_after(stall);
             let _ = follow::feed(&node, p, source).await;
         });
     }

@@ -96,8 +96,10 @@ impl ReplicaRecords for Records {
         max_bytes: u64,
     ) -> Result<pb::ReadReply, Status> {
         let journal = self.journal(partition)?;
-        let readable = journal.status().readable;
         let records = page(journal, from, max_records, max_bytes).map_err(to_status)?;
+        // Taken after the page: what is readable only grows, so it covers every record
+        // sent.
+        let readable = journal.status().readable;
         Ok(pb::ReadReply {
             first_lsn: from.get(),
             records,
