@@ -31,7 +31,7 @@ use crate::recorder::{
 };
 use crate::schedules::{Scenario, Schedule};
 use crate::workload::{Verdict, Workload, WorkloadKind, bank, list_append, register};
-use journaldb_proto::PlantedBug;
+use journaldb_proto::{PlantedBug, Timestamp};
 
 /// Simulated time after which a run is declared stuck.
 const LIMIT: Duration = Duration::from_secs(120);
@@ -434,6 +434,37 @@ async fn liveness(client: &Client, keys: Vec<Bytes>, bound: Duration) -> Vec<Str
     failures
 }
 
+/// How long after the liveness check the storage-only node may take to serve a read at a
+/// snapshot taken then.
+const STORAGE_ONLY_BOUND: Duration = Duration::from_secs(20);
+
+/// The storage-only node (`n1`, [`Knobs::storage_only`]) at `url` serves a read at `at`
+/// (a snapshot taken after the liveness check's commits) within `bound`: its feeds, which
+/// tail the voters' replicas, are not stuck on a voter that stopped or a stream that went
+/// silent (ARCHITECTURE §5 rule 7). Clients fall back to other storage replicas, so a
+/// wedged feed there would otherwise go unseen.
+async fn storage_only_catches_up(url: &str, at: Timestamp, bound: Duration) -> Option<String> {
+    use journaldb_proto::pb::{self, storage_service_client::StorageServiceClient};
+    let storage = StorageServiceClient::new(crate::hostile::channel(url, &crate::net::connector()));
+    let deadline = sim_now() + bound;
+    loop {
+        let request = pb::GetRequest {
+            key: Bytes::from_static(b"storage-only check"),
+            at: at.as_nanos(),
+        };
+        match storage.clone().get(request).await {
+            Ok(_) => return None,
+            Err(e) if sim_now() > deadline => {
+                return Some(format!(
+                    "storage: the storage-only node {url} served no read at {at:?} within \
+                     {bound:?} of the liveness check (its feeds are stuck): {e}"
+                ));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
 async fn check_main<W: Workload>(
     cluster: SimCluster,
     workload: Arc<W>,
@@ -451,7 +482,7 @@ async fn check_main<W: Workload>(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let client = match cluster
-        .connect(clock, id_seed, Duration::from_secs(30))
+        .connect(clock.clone(), id_seed, Duration::from_secs(30))
         .await
     {
         Ok(c) => c,
@@ -465,6 +496,16 @@ async fn check_main<W: Workload>(
     let stuck = liveness(&client, workload.keys(), liveness_bound).await;
     ctx.event(format_args!("liveness check: {} keys stuck", stuck.len()));
     shared.failures.lock().extend(stuck);
+    if cluster.knobs().storage_only {
+        use journaldb_proto::Clock as _;
+        let (url, at) = (&cluster.urls()[0], clock.now().earliest);
+        let stale = storage_only_catches_up(url, at, STORAGE_ONLY_BOUND).await;
+        ctx.event(format_args!(
+            "storage-only check: {}",
+            stale.as_deref().unwrap_or("caught up")
+        ));
+        shared.failures.lock().extend(stale);
+    }
     // Faults have healed: the final reads must succeed within a generous deadline.
     let deadline = sim_now() + Duration::from_secs(60);
     let verdict = loop {
