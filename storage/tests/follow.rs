@@ -32,6 +32,30 @@ fn commit(t: u64) -> Bytes {
     Bytes::from(record.encode_to_vec())
 }
 
+/// A runtime of two worker threads, with timers and I/O.
+fn two_threads() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A journal in `dir` holding the commits at τ 1 to 5.
+async fn journal_of_five(dir: &std::path::Path) -> Arc<Journal> {
+    let journal = Arc::new(Journal::open(dir, JournalOptions::default()).unwrap());
+    for t in 1..=5 {
+        journal.append(commit(t)).await.unwrap();
+    }
+    journal
+}
+
+/// An address on 127.0.0.1 nothing listens on (yet).
+fn free_addr() -> SocketAddr {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    probe.local_addr().unwrap()
+}
+
 /// Serves `journal` on `addr` (reusing the address after a previous server there).
 fn serve(journal: Arc<Journal>, addr: SocketAddr) -> JoinHandle<()> {
     serve_until(journal, addr, std::future::pending())
@@ -75,21 +99,11 @@ async fn sees(node: &StorageNode<MemoryEngine>, t: u64) {
 
 #[test]
 fn a_storage_node_follows_a_remote_journal_across_server_restarts_and_shutdowns() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = two_threads();
     let dir = tempfile::tempdir().unwrap();
     rt.block_on(async {
-        let journal = Arc::new(Journal::open(dir.path(), JournalOptions::default()).unwrap());
-        for t in 1..=5 {
-            journal.append(commit(t)).await.unwrap();
-        }
-        let addr = {
-            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            probe.local_addr().unwrap()
-        };
+        let journal = journal_of_five(dir.path()).await;
+        let addr = free_addr();
         let server = serve(journal.clone(), addr);
         let channel = Endpoint::from_shared(format!("http://{addr}"))
             .unwrap()
@@ -142,11 +156,7 @@ fn a_storage_node_follows_a_remote_journal_across_server_restarts_and_shutdowns(
 
 #[test]
 fn local_journals_become_readable_at_their_timestamps_until_they_close() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = two_threads();
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (PartitionId::new(0), PartitionId::new(1));
     let open = |name: &str| {
@@ -266,17 +276,10 @@ fn a_feed_over_several_servers_leaves_one_whose_stream_brings_nothing() {
 }
 
 fn a_feed_leaves(broken: Liar) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = two_threads();
     let dir = tempfile::tempdir().unwrap();
     rt.block_on(async {
-        let journal = Arc::new(Journal::open(dir.path(), JournalOptions::default()).unwrap());
-        for t in 1..=5 {
-            journal.append(commit(t)).await.unwrap();
-        }
+        let journal = journal_of_five(dir.path()).await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let liar = listener.local_addr().unwrap();
         let liar_server = tokio::spawn(async move {
@@ -285,10 +288,7 @@ fn a_feed_leaves(broken: Liar) {
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
                 .await;
         });
-        let honest = {
-            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            probe.local_addr().unwrap()
-        };
+        let honest = free_addr();
         let server = serve(journal.clone(), honest);
         let client = |addr: SocketAddr| {
             let channel = Endpoint::from_shared(format!("http://{addr}"))
