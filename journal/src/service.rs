@@ -92,6 +92,9 @@ pub struct JournalServer {
     /// Turns true when the node stops: `RaftStream`s end then (they never end on their
     /// own, and would hold a graceful shutdown for its whole grace period).
     closing: Option<tokio::sync::watch::Receiver<bool>>,
+    /// This node's cluster id (0: none), which a `Read` or `Tail` that names a cluster
+    /// must name.
+    cluster: u64,
 }
 
 impl JournalServer {
@@ -103,6 +106,26 @@ impl JournalServer {
             replicas: None,
             raft: None,
             closing: None,
+            cluster: 0,
+        }
+    }
+
+    /// Refuses a `Read` or `Tail` that names a cluster other than `cluster`: a reader of
+    /// another cluster (one re-created on the same addresses, say) must not take this
+    /// journal's records for its own.
+    pub fn with_cluster(mut self, cluster: u64) -> Self {
+        self.cluster = cluster;
+        self
+    }
+
+    /// Refuses a request from a reader of another cluster.
+    fn check_cluster(&self, asked: u64) -> Result<(), Status> {
+        match asked == 0 || asked == self.cluster {
+            true => Ok(()),
+            false => Err(ErrorKind::InvalidArgument.status(format!(
+                "this journal is cluster {:#x}'s, not {asked:#x}'s",
+                self.cluster
+            ))),
         }
     }
 
@@ -246,6 +269,7 @@ impl JournalService for JournalServer {
         request: Request<pb::ReadRequest>,
     ) -> Result<Response<pb::ReadReply>, Status> {
         let req = request.into_inner();
+        self.check_cluster(req.cluster)?;
         let max_records = match req.max_records {
             0 => MAX_RECORDS_PER_REPLY,
             n => n.min(MAX_RECORDS_PER_REPLY),
@@ -279,6 +303,7 @@ impl JournalService for JournalServer {
         request: Request<pb::TailRequest>,
     ) -> Result<Response<Self::TailStream>, Status> {
         let req = request.into_inner();
+        self.check_cluster(req.cluster)?;
         if let Some(replicas) = self.replica_of(req.partition) {
             let (partition, from) = (PartitionId::new(req.partition), Lsn::new(req.from_lsn));
             let rx = replicas.tail(partition, from)?;

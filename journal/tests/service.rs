@@ -56,6 +56,7 @@ fn read_pages_and_tail_streams_every_durable_record_once() {
                 from_lsn: 4,
                 max_records: 3,
                 max_bytes: 0,
+                cluster: 0,
             })
             .await
             .unwrap()
@@ -69,6 +70,7 @@ fn read_pages_and_tail_streams_every_durable_record_once() {
                 from_lsn: 1,
                 max_records: 0,
                 max_bytes: 1,
+                cluster: 0,
             })
             .await
             .unwrap()
@@ -83,6 +85,7 @@ fn read_pages_and_tail_streams_every_durable_record_once() {
             .tail(pb::TailRequest {
                 partition: 0,
                 from_lsn: 8,
+                cluster: 0,
             })
             .await
             .unwrap()
@@ -139,7 +142,37 @@ fn bad_requests_get_typed_statuses() {
             from_lsn,
             max_records: 1,
             max_bytes: 0,
+            cluster: 0,
         };
+        // A reader of another cluster is refused, by `Read` and by `Tail`, before anything
+        // is read.
+        let stranger = client
+            .read(pb::ReadRequest {
+                cluster: 0x5,
+                ..read(0, 150)
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(ErrorKind::of(&stranger), Some(ErrorKind::InvalidArgument));
+        let stranger = client
+            .tail(pb::TailRequest {
+                partition: 0,
+                from_lsn: 150,
+                cluster: 0x5,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(ErrorKind::of(&stranger), Some(ErrorKind::InvalidArgument));
+        assert_eq!(
+            client
+                .read(read(0, 150))
+                .await
+                .unwrap()
+                .into_inner()
+                .records
+                .len(),
+            1
+        );
         let unknown = client.read(read(3, 1)).await.unwrap_err();
         assert_eq!(ErrorKind::of(&unknown), Some(ErrorKind::InvalidArgument));
         let truncated = client.read(read(0, 1)).await.unwrap_err();

@@ -221,6 +221,10 @@ pub(crate) async fn send_one(rng: &mut ChaCha8Rng, channel: Channel, now: u64) -
                 from_lsn: rng.random(),
                 max_records: rng.random(),
                 max_bytes: rng.random(),
+                cluster: match rng.random_range(0..4) {
+                    0 => rng.random(),
+                    _ => 0,
+                },
             };
             let reply = JournalServiceClient::new(channel).read(request).await;
             format!(

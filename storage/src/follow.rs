@@ -144,6 +144,8 @@ pub struct RemoteJournal {
     retry: Duration,
     /// How long a stream may bring nothing before its server is left for the next one.
     stall: Duration,
+    /// The cluster named in requests (0: none).
+    cluster: u64,
     stream: Option<tonic::Streaming<pb::TailReply>>,
 }
 
@@ -179,6 +181,7 @@ impl RemoteJournal {
             partition,
             retry,
             stall: DEFAULT_STALL,
+            cluster: 0,
             stream: None,
         }
     }
@@ -190,6 +193,13 @@ impl RemoteJournal {
     /// longer than one (ARCHITECTURE §5 rule 7).
     pub fn stall_after(mut self, stall: Duration) -> Self {
         self.stall = stall;
+        self
+    }
+
+    /// Names `cluster` in every request, so that a server of another cluster at a voter's
+    /// address refuses instead of handing out its own history.
+    pub fn of_cluster(mut self, cluster: u64) -> Self {
+        self.cluster = cluster;
         self
     }
 
@@ -224,6 +234,7 @@ impl Source for RemoteJournal {
             let request = pb::TailRequest {
                 partition: self.partition.get(),
                 from_lsn: from.get(),
+                cluster: self.cluster,
             };
             let opened = self.replicas[self.current].tail(request);
             match tokio::time::timeout(self.stall, opened).await {

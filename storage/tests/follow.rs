@@ -68,11 +68,19 @@ fn serve_until(
     addr: SocketAddr,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> JoinHandle<()> {
+    serve_service(JournalServer::new([(P, journal)]), addr, stop)
+}
+
+/// Serves `service` on `addr` until `stop` completes.
+fn serve_service(
+    service: JournalServer,
+    addr: SocketAddr,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> JoinHandle<()> {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_reuseaddr(true).unwrap();
     socket.bind(addr).unwrap();
     let listener = socket.listen(64).unwrap();
-    let service = JournalServer::new([(P, journal)]);
     tokio::spawn(async move {
         let _ = tonic::transport::Server::builder()
             .add_service(JournalServiceServer::new(service))
@@ -201,6 +209,72 @@ fn an_undecodable_local_record_stops_the_feed_as_corruption() {
     assert!(matches!(err, Error::Corruption(_)), "{err}");
 }
 
+/// A client of the journal server at `addr`.
+fn client(addr: SocketAddr) -> JournalServiceClient<tonic::transport::Channel> {
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(1))
+        .connect_lazy();
+    JournalServiceClient::new(channel)
+}
+
+/// A feed names its cluster: a server of another cluster at a voter's address (a cluster
+/// re-created on the same ports, holding a history of its own at the same positions)
+/// refuses it, and the feed follows its own cluster's voter, never applying the
+/// stranger's records.
+#[test]
+fn a_feed_never_applies_another_clusters_records() {
+    let rt = two_threads();
+    let (dir, other_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    rt.block_on(async {
+        let journal = journal_of_five(dir.path()).await;
+        let other = Arc::new(Journal::open(other_dir.path(), JournalOptions::default()).unwrap());
+        for t in 1..=5 {
+            let record = pb::Record::commit(
+                TxnId::new(u128::from(t)),
+                Timestamp::from_nanos(t),
+                [Mutation::put(format!("k{t}"), "another cluster's")],
+                &[],
+            );
+            other
+                .append(Bytes::from(record.encode_to_vec()))
+                .await
+                .unwrap();
+        }
+        let (stranger, honest) = (free_addr(), free_addr());
+        let stranger_server = serve_service(
+            JournalServer::new([(P, other.clone())]).with_cluster(7),
+            stranger,
+            std::future::pending(),
+        );
+        let server = serve_service(
+            JournalServer::new([(P, journal.clone())]).with_cluster(5),
+            honest,
+            std::future::pending(),
+        );
+        let node = Arc::new(StorageNode::open(MemoryEngine::new(), &[P]).unwrap());
+        let source = RemoteJournal::from_any(
+            vec![client(stranger), client(honest)],
+            0,
+            P,
+            Duration::from_millis(20),
+        )
+        .of_cluster(5);
+        let feed = tokio::spawn({
+            let node = node.clone();
+            async move { feed(&node, P, source).await }
+        });
+        for t in 1..=5 {
+            sees(&node, t).await;
+        }
+        feed.abort();
+        server.abort();
+        stranger_server.abort();
+        journal.close().unwrap();
+        other.close().unwrap();
+    });
+}
+
 /// A Tail server that answers every stream with one record at the wrong position (one
 /// past where it was asked to start), as a broken or hostile node might — or, `Mute`,
 /// opens every stream and sends nothing on it, as a voter whose commit index stopped
@@ -290,13 +364,6 @@ fn a_feed_leaves(broken: Liar) {
         });
         let honest = free_addr();
         let server = serve(journal.clone(), honest);
-        let client = |addr: SocketAddr| {
-            let channel = Endpoint::from_shared(format!("http://{addr}"))
-                .unwrap()
-                .connect_timeout(Duration::from_secs(1))
-                .connect_lazy();
-            JournalServiceClient::new(channel)
-        };
         let node = Arc::new(StorageNode::open(MemoryEngine::new(), &[P]).unwrap());
         let servers = vec![client(liar), client(honest)];
         let source = RemoteJournal::from_any(servers, 0, P, Duration::from_millis(20))

@@ -192,9 +192,13 @@ fn write_manifest(config: &NodeConfig, env: &NodeEnv) -> Result<()> {
         .map(drop)
 }
 
-/// `JournalService` over `server`, with the node's message limits.
-fn journal_service(server: JournalServer) -> JournalServiceServer<JournalServer> {
-    JournalServiceServer::new(server)
+/// `JournalService` over `server`, with the node's message limits, refusing readers of
+/// another cluster.
+fn journal_service(
+    config: &NodeConfig,
+    server: JournalServer,
+) -> JournalServiceServer<JournalServer> {
+    JournalServiceServer::new(server.with_cluster(config.cluster_id()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
@@ -383,12 +387,13 @@ impl ClusterNode {
                     .with_raft(inbox)
                     .with_replicas(Arc::new(records))
                     .with_closing(closing);
-                (journal_service(journal), None, Some(service))
+                (journal_service(&config, journal), None, Some(service))
             }
             None => (
-                journal_service(JournalServer::new(
-                    partitions.iter().map(|p| (p.id(), p.journal().clone())),
-                )),
+                journal_service(
+                    &config,
+                    JournalServer::new(partitions.iter().map(|p| (p.id(), p.journal().clone()))),
+                ),
                 Some(adjudicator_service(&config, &env, &partitions, limits)),
                 None,
             ),

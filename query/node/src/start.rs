@@ -262,11 +262,13 @@ fn start_storage(
         let node = node.clone();
         // A journal with a leader gets a record at least every heartbeat interval.
         let stall = (env.heartbeat_interval * FEED_STALL_HEARTBEATS).max(FEED_STALL_MIN);
+        let cluster = config.cluster_id();
         started.feeds.spawn(async move {
             // Ends when the journal closes; an invariant break stops it (the node
             // then serves reads only up to its watermark, never a wrong history).
             let source = RemoteJournal::from_any(clients, p.get() as usize, p, FEED_RETRY)
-                .stall_after(stall);
+                .stall_after(stall)
+                .of_cluster(cluster);
             let _ = follow::feed(&node, p, source).await;
         });
     }
