@@ -47,6 +47,64 @@ pub enum EntryError {
     /// A batch of no records, or one starting at Lsn 0 ("no record").
     #[error("entry data holds no records or starts at Lsn 0")]
     Empty,
+    /// An entry context that is no [`EntryCommand`] this build knows.
+    #[error("entry context of {len} bytes is no command this build knows (tag {tag})")]
+    UnknownCommand {
+        /// Its first byte.
+        tag: u8,
+        /// Its length.
+        len: usize,
+    },
+}
+
+/// What an entry asks of every replica that applies it, beside its records: carried in the
+/// entry's context, which raft-rs replicates with it (a batch, a new leader's no-op and a
+/// configuration change have an empty one). Only a leader proposes one, in its term; every
+/// replica acts on it when it applies the entry, so it takes effect only once committed.
+///
+/// Layout: `[tag u8][version u8 = 1]` then, for tag 1 (truncation), `[before u64 LE]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryCommand {
+    /// Drop the records before this Lsn from the front of the log (ARCHITECTURE §5
+    /// "Truncation"; TiKV's `CompactLog`): whole entries only, never past what is applied
+    /// and durably committed here.
+    TruncateBefore(Lsn),
+}
+
+const TRUNCATE_TAG: u8 = 1;
+
+impl EntryCommand {
+    /// The entry context of this command.
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            EntryCommand::TruncateBefore(lsn) => {
+                let mut out = Vec::with_capacity(10);
+                out.put_u8(TRUNCATE_TAG);
+                out.put_u8(VERSION);
+                out.put_u64_le(lsn.get());
+                out
+            }
+        }
+    }
+
+    /// The command an entry context holds: `None` for an empty one. A replica trusts no
+    /// byte of it: anything but a command this build wrote is refused.
+    pub fn decode(context: &[u8]) -> Result<Option<EntryCommand>, EntryError> {
+        let unknown = || EntryError::UnknownCommand {
+            tag: context.first().copied().unwrap_or(0),
+            len: context.len(),
+        };
+        match context {
+            [] => Ok(None),
+            [TRUNCATE_TAG, VERSION, lsn @ ..] => {
+                let lsn = <[u8; 8]>::try_from(lsn).map_err(|_| unknown())?;
+                Ok(Some(EntryCommand::TruncateBefore(Lsn::new(
+                    u64::from_le_bytes(lsn),
+                ))))
+            }
+            _ => Err(unknown()),
+        }
+    }
 }
 
 impl EntryBatch {
@@ -178,6 +236,27 @@ mod tests {
                 Err(EntryError::TrailingBytes(1))
             );
         }
+    }
+
+    #[test]
+    fn commands_survive_encoding_and_nothing_else_is_one() {
+        for lsn in [1, 2, 77, u64::MAX] {
+            let command = EntryCommand::TruncateBefore(Lsn::new(lsn));
+            let context = command.encode();
+            assert_eq!(EntryCommand::decode(&context), Ok(Some(command)));
+            for cut in 1..context.len() {
+                assert!(EntryCommand::decode(&context[..cut]).is_err());
+            }
+            let mut longer = context.clone();
+            longer.push(0);
+            assert!(EntryCommand::decode(&longer).is_err());
+            let mut other = context.clone();
+            other[1] = 2;
+            assert!(EntryCommand::decode(&other).is_err());
+            other[0] = 9;
+            assert!(EntryCommand::decode(&other).is_err());
+        }
+        assert_eq!(EntryCommand::decode(&[]), Ok(None));
     }
 
     #[test]

@@ -43,7 +43,7 @@ pub use driver::{
     LocalNetwork, MemberChange, Members, NodeId, Pending, ReplicatedJournal, ReplicationError,
     Transport,
 };
-pub use entry::{EntryBatch, EntryError};
+pub use entry::{EntryBatch, EntryCommand, EntryError};
 pub use log::{LogError, LogId, LogOptions, LogState, LogWriter, RaftLog};
 pub use timing::ElectionTiming;
 

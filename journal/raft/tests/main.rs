@@ -5,4 +5,5 @@ mod durable_group;
 mod group;
 mod log;
 mod members;
+mod truncation;
 mod wire;

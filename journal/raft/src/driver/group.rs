@@ -11,7 +11,7 @@ use raft::prelude::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType, Messa
 use raft::{Changer, RawNode, SnapshotStatus, StateRole};
 use tokio::sync::Notify;
 
-use crate::entry::EntryBatch;
+use crate::entry::{EntryBatch, EntryCommand};
 use crate::log::{RaftLog, format};
 
 use super::conf::{self, Members};
@@ -44,6 +44,8 @@ pub(super) struct Group {
     /// The planted [`journaldb_proto::PlantedBug::PersistBeforeFsync`]: as leader, report
     /// each Ready persisted as soon as it is staged.
     pub persist_before_fsync: bool,
+    /// The truncation the last applied truncation entry asked for, until done.
+    truncate_before: Option<Lsn>,
 }
 
 impl Group {
@@ -61,6 +63,7 @@ impl Group {
             max_entry_bytes,
             last_transfer: None,
             persist_before_fsync: false,
+            truncate_before: None,
         }
     }
 
@@ -85,30 +88,45 @@ impl Group {
     }
 
     /// Proposes what the queue holds, as entries of at most `max_entry_bytes` (rule 2:
-    /// only while this node leads the queue's term; a dropped proposal closes the term).
+    /// only while this node leads the queue's term; a dropped proposal closes the term),
+    /// then the truncation asked for, if any, in an entry after them.
     pub fn propose(&mut self) {
         self.step_down_if_asked();
         self.propose_change();
-        let (term, records, first_lsn) = {
+        let (term, records, first_lsn, truncate) = {
             let mut queue = self.shared.queue.lock();
-            if queue.records.is_empty() {
+            if queue.records.is_empty() && queue.truncate.is_none() {
                 return;
             }
             let records = std::mem::take(&mut queue.records);
             let first = Lsn::new(queue.next_lsn.get() - records.len() as u64);
-            (queue.term, records, first)
+            (queue.term, records, first, queue.truncate.take())
         };
         let raft = &self.node.raft;
         if raft.state != StateRole::Leader || raft.term != term {
             self.close_term(term);
             return;
         }
-        let expected = RaftLog::next_batch_lsn(&raft.raft_log);
+        if !records.is_empty() && !self.propose_records(term, records, first_lsn) {
+            return;
+        }
+        if let Some(before) = truncate {
+            // Not a record: raft-rs dropping it leaves the term's records dense, and the
+            // caller asks again at its next round.
+            let context = EntryCommand::TruncateBefore(before).encode();
+            let _ = self.node.propose(context, vec![]);
+        }
+    }
+
+    /// Proposes `records`, the first at `first_lsn`, in `term`, which this node leads;
+    /// `false` if the term had to close instead.
+    fn propose_records(&mut self, term: u64, records: Vec<bytes::Bytes>, first_lsn: Lsn) -> bool {
+        let expected = RaftLog::next_batch_lsn(&self.node.raft.raft_log);
         if expected != first_lsn {
             self.fail(format!(
                 "queued records start at {first_lsn}, but the log's records end at {expected}"
             ));
-            return;
+            return false;
         }
         let mut lsn = first_lsn;
         for chunk in chunks(records, self.max_entry_bytes) {
@@ -124,10 +142,11 @@ impl Group {
                 // raft-rs dropped it (a transfer pending, the uncommitted limit): the term's
                 // records can no longer be dense, so the term takes no more (§5 rule 2).
                 self.close_term(term);
-                return;
+                return false;
             }
             lsn = lsn.add(count);
         }
+        true
     }
 
     /// Proposes the membership change a [`ReplicatedJournal`](super::ReplicatedJournal)
@@ -257,6 +276,7 @@ impl Group {
             queue.open = false;
             queue.step_down = true;
             queue.records.clear();
+            queue.truncate = None;
             queue.release(None);
         }
         drop(queue);
@@ -357,6 +377,10 @@ impl Group {
             snapshot = ready.snapshot.or(snapshot);
         }
         self.node.on_persist_ready(last);
+        // The durable commit index may have caught up with an applied truncation.
+        if let Err(reason) = self.compact_if_asked() {
+            self.fail(reason);
+        }
         if let Some(index) = snapshot {
             self.node.advance_apply_to(index);
             let state = self.shared.log.state();
@@ -384,6 +408,12 @@ impl Group {
                 EntryType::EntryNormal => {
                     let span = format::batch_span(entry.get_entry_type(), &entry.data)
                         .map_err(|e| format!("entry {}: {e}", entry.index))?;
+                    if let Some(EntryCommand::TruncateBefore(before)) =
+                        EntryCommand::decode(&entry.context)
+                            .map_err(|e| format!("entry {}: {e}", entry.index))?
+                    {
+                        self.truncate_before = self.truncate_before.max(Some(before));
+                    }
                     if let Some((first, count)) = span {
                         let end = Lsn::new(first + count);
                         readable = Some(end);
@@ -417,6 +447,7 @@ impl Group {
             .set_applied(last, None)
             .map_err(|e| format!("applying up to {last}: {e}"))?;
         self.node.advance_apply_to(last);
+        self.compact_if_asked()?;
         let commit = self.node.raft.raft_log.committed;
         self.shared.status.send_modify(|s| {
             s.applied = last;
@@ -443,6 +474,22 @@ impl Group {
                 }
                 moved
             });
+        }
+        Ok(())
+    }
+
+    /// Drops the prefix an applied truncation entry asked for, as far as what is durably
+    /// committed here allows yet (the rest at a later apply or flush).
+    pub fn compact_if_asked(&mut self) -> Result<(), String> {
+        let Some(before) = self.truncate_before else {
+            return Ok(());
+        };
+        let done = self
+            .shared
+            .compact_before(before)
+            .map_err(|e| format!("truncating before {before}: {e}"))?;
+        if done {
+            self.truncate_before = None;
         }
         Ok(())
     }
@@ -521,6 +568,7 @@ impl Group {
             let mut queue = self.shared.queue.lock();
             queue.open = false;
             queue.records.clear();
+            queue.truncate = None;
             queue.release(None);
             drop(queue);
             self.shared.room.notify_waiters();

@@ -160,6 +160,9 @@ pub(super) struct Queue {
     /// (a proposal was dropped, or taking the partition over failed), and another voter
     /// can serve a new term sooner than this one would end by itself.
     pub step_down: bool,
+    /// A truncation to propose in `term` after the queued records
+    /// ([`ReplicatedJournal::propose_truncation`]): records before this Lsn.
+    pub truncate: Option<Lsn>,
 }
 
 impl Queue {
@@ -173,6 +176,7 @@ impl Queue {
             unacked: VecDeque::new(),
             unacked_bytes: 0,
             step_down: false,
+            truncate: None,
         }
     }
 
@@ -282,6 +286,31 @@ impl Pending {
     }
 }
 
+impl Shared {
+    /// Compacts the log up to the entry before the one holding `before` (whole entries),
+    /// as far as what is applied here and durably committed allows; `true` once it got
+    /// there (nothing before `before` is left to drop).
+    pub(super) fn compact_before(&self, before: Lsn) -> Result<bool, LogError> {
+        let log = &self.log;
+        let state = log.state();
+        if before <= state.first_lsn {
+            return Ok(true);
+        }
+        let limit = state.applied.min(log.durable_state().hard_state.commit);
+        let wanted = match log.index_of_lsn(before) {
+            Some(holding) => holding - 1,
+            // Past every record: every entry may go.
+            None => log.last_entry_index(),
+        };
+        let to = wanted.min(limit);
+        if to > state.truncated.0 {
+            log.compact(to)?;
+            self.flush.notify_one();
+        }
+        Ok(to == wanted)
+    }
+}
+
 impl ReplicatedJournal {
     /// The group.
     pub fn group(&self) -> GroupId {
@@ -341,22 +370,44 @@ impl ReplicatedJournal {
     /// entries only: the entry holding `before` stays), as far as the log allows — up to
     /// what is applied here and durably committed. Returns the first Lsn kept. Deciding
     /// when is the caller's (ARCHITECTURE §5 "Truncation"); a follower that then needs
-    /// what is gone gets a snapshot and resumes after it.
+    /// what is gone gets a snapshot and resumes after it. A cluster's journals truncate
+    /// through [`ReplicatedJournal::propose_truncation`] instead, so that every replica
+    /// drops the same prefix, and only once a leader's decision is committed.
     pub fn truncate_prefix(&self, before: Lsn) -> Result<Lsn, ReplicationError> {
-        let log = &self.shared.log;
-        let state = log.durable_state();
-        let limit = log.state().applied.min(state.hard_state.commit);
-        let to = match log.index_of_lsn(before) {
-            Some(holding) => holding - 1,
-            // Past every record: as far as the limit goes.
-            None if before >= log.lsn_end() => limit,
-            None => return Ok(log.state().first_lsn),
-        };
-        let to = to.min(limit);
-        log.compact(to)
+        self.shared
+            .compact_before(before)
             .map_err(|e| ReplicationError::from((self.shared.group, e)))?;
-        self.shared.flush.notify_one();
-        Ok(log.state().first_lsn)
+        Ok(self.shared.log.state().first_lsn)
+    }
+
+    /// Proposes, in `term`, that every replica drop its records before `before`
+    /// ([`EntryCommand::TruncateBefore`](crate::EntryCommand)): an entry after every record
+    /// submitted so far in `term`, which each replica acts on when it applies it, so only
+    /// once committed. A later call in the same term before the proposal raises the point.
+    /// Refused unless this node leads `term` and the term still takes records; a proposal
+    /// raft-rs drops is dropped silently (the caller proposes again at its next round).
+    /// Deciding `before` is the caller's: it must be safe to drop on every replica.
+    pub fn propose_truncation(&self, term: u64, before: Lsn) -> Result<(), ReplicationError> {
+        let mut queue = self.shared.queue.lock();
+        if !queue.open || queue.term != term {
+            let status = self.shared.status.borrow();
+            return Err(ReplicationError::NotLeader {
+                term,
+                current: status.term,
+                leader: status.leader,
+            });
+        }
+        if before > queue.next_lsn {
+            return Err(ReplicationError::Truncated {
+                group: self.shared.group,
+                lsn: before,
+                first: queue.next_lsn,
+            });
+        }
+        queue.truncate = Some(queue.truncate.map_or(before, |t| t.max(before)));
+        drop(queue);
+        self.shared.wake.notify_one();
+        Ok(())
     }
 
     /// The largest record [`ReplicatedJournal::submit`] takes.

@@ -213,6 +213,11 @@ impl RaftLog {
         Some(view.first_index() + at as u64)
     }
 
+    /// The index of the last entry staged.
+    pub fn last_entry_index(&self) -> u64 {
+        self.shared.view.lock().last_index()
+    }
+
     /// Whether anything is staged and not yet taken by the writer.
     pub fn has_pending(&self) -> bool {
         !self.shared.view.lock().pending.is_empty()
