@@ -64,4 +64,8 @@ impl Engine for Closable {
     fn compact(&self) -> Result<()> {
         self.with(|e| e.compact())
     }
+
+    fn clear_versions(&self) -> Result<()> {
+        self.with(|e| e.clear_versions())
+    }
 }

@@ -171,6 +171,17 @@ impl<E: Engine> Engine for LatestCache<E> {
     fn compact(&self) -> Result<()> {
         self.inner.compact()
     }
+
+    fn clear_versions(&self) -> Result<()> {
+        self.inner.clear_versions()?;
+        for lock in self.shards.iter() {
+            let mut shard = lock.write();
+            shard.entries.clear();
+            shard.bytes = 0;
+            shard.generation += 1;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -87,4 +87,9 @@ impl<E: Engine> Engine for Faulty<E> {
         self.faults.check("compaction")?;
         self.inner.compact()
     }
+
+    fn clear_versions(&self) -> Result<()> {
+        self.faults.check("write")?;
+        self.inner.clear_versions()
+    }
 }

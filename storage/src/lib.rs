@@ -17,10 +17,12 @@
 //! [`service::StorageServer`] serves a node over gRPC (`StorageService`); [`follow::feed`]
 //! feeds one from a journal, in this process or on another node.
 //! Garbage collection ([`gc`]) keeps what reads at or above the horizon need; the node
-//! refuses reads below it; [`retention`] says how far each journal may be truncated.
+//! refuses reads below it; [`retention`] says how far each journal may be truncated, and
+//! [`copy`] starts a new replica from another's versions once they have been.
 
 mod cache;
 mod choice;
+pub mod copy;
 mod crossbar;
 pub mod encoding;
 mod error;

@@ -57,6 +57,13 @@ impl Engine for MemoryEngine {
         false
     }
 
+    fn clear_versions(&self) -> Result<()> {
+        self.map
+            .write()
+            .retain(|k, _| k.first() == Some(&crate::encoding::META_PREFIX));
+        Ok(())
+    }
+
     /// One complete pass over the whole map (it sees every version of every key).
     fn collect_garbage(&self, horizon: Timestamp) -> Result<()> {
         let mut pass = GcPass::new(horizon, true);

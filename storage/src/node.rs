@@ -26,6 +26,7 @@ use journaldb_sync::DurablePoint;
 use parking_lot::Mutex;
 
 use crate::crossbar::Crossbar;
+use crate::encoding::DATA_PREFIX;
 use crate::error::{Error, Result};
 use crate::retention::{Checkpoint, CheckpointHistory};
 use crate::store::{Engine, ScanPage, ScanRange, VersionStore};
@@ -234,6 +235,57 @@ impl<S: Engine> StorageNode<S> {
     /// Reads below this fail with [`Error::SnapshotTooOld`].
     pub fn gc_horizon(&self) -> Timestamp {
         Timestamp::from_nanos(self.gc_horizon.load(Ordering::Acquire))
+    }
+
+    /// One page of a copy of this replica's versions, for a new replica ([`crate::copy`]):
+    /// the versions after `after`, as stored, about `max_bytes` of them (at least one).
+    /// The first page (`after` empty) also carries the applied positions and watermark,
+    /// read together under the crossbar's lock: every later page holds at least every
+    /// version they cover that is not below the horizon the page names.
+    pub fn copy_page(&self, after: &[u8], max_bytes: usize) -> Result<pb::CopyReply> {
+        let mut reply = pb::CopyReply::default();
+        let mut from = if after.is_empty() {
+            let _released = self.crossbar.lock();
+            reply.watermark = self.store.watermark()?.as_nanos();
+            reply.applied = self
+                .store
+                .applied()?
+                .into_iter()
+                .map(|(p, lsn)| pb::JournalPosition {
+                    partition: p.get(),
+                    lsn: lsn.get(),
+                })
+                .collect();
+            vec![DATA_PREFIX]
+        } else {
+            let mut next = after.to_vec();
+            next.push(0);
+            next
+        };
+        let mut bytes = 0;
+        loop {
+            match self.store.seek_ge(&from)? {
+                Some((key, value)) if key.first() == Some(&DATA_PREFIX) => {
+                    let size = key.len() + value.len();
+                    if !reply.versions.is_empty() && bytes + size > max_bytes {
+                        break;
+                    }
+                    bytes += size;
+                    from.clone_from(&key);
+                    from.push(0);
+                    reply.versions.push(pb::CopyVersion {
+                        key: Bytes::from(key),
+                        value: Bytes::from(value),
+                    });
+                }
+                _ => {
+                    reply.done = true;
+                    break;
+                }
+            }
+        }
+        reply.gc_horizon = self.gc_horizon().as_nanos();
+        Ok(reply)
     }
 
     fn check_horizon(&self, at: Timestamp) -> Result<()> {

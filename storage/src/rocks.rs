@@ -40,7 +40,9 @@ use rocksdb::{
     Options, ReadOptions, SliceTransform, WriteBatch, WriteOptions,
 };
 
-use crate::encoding::{is_latest_key, latest_of_version, newest_version_key};
+use crate::encoding::{
+    DATA_PREFIX, LATEST_PREFIX, is_latest_key, latest_of_version, newest_version_key,
+};
 use crate::error::{Error, Result};
 use crate::gc::GcPass;
 use crate::store::{Engine, meta_key};
@@ -299,6 +301,19 @@ impl Engine for RocksEngine {
         self.db
             .borrow_owner()
             .compact_range_opt(None::<&[u8]>, None::<&[u8]>, &options);
+        self.empty_pool();
+        Ok(())
+    }
+
+    fn clear_versions(&self) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        batch.delete_range([DATA_PREFIX], [LATEST_PREFIX + 1]);
+        let mut options = WriteOptions::default();
+        options.disable_wal(true);
+        self.db
+            .borrow_owner()
+            .write_opt(batch, &options)
+            .map_err(io)?;
         self.empty_pool();
         Ok(())
     }

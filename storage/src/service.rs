@@ -1,6 +1,7 @@
 //! [`StorageServer`]: the `StorageService` gRPC service (ARCHITECTURE §6, §9) over a
 //! [`StorageNode`] — `Get`, `Scan` with limit, reverse, continuation and pushed-down
-//! keys-only / count-only, `Watermark`, and `Checkpointed` (what the journals may drop).
+//! keys-only / count-only, `Watermark`, `Checkpointed` (what the journals may drop) and
+//! `Copy` (a new replica's start, [`crate::copy`]).
 //!
 //! A read waits for the watermark up to the server's read timeout (the client's gRPC
 //! deadline may end it sooner) and then fails `Unavailable`; reads below the
@@ -61,6 +62,8 @@ pub struct StorageServer<S> {
     config: StorageServerConfig,
     /// The replica's bounded-error clock, for the visibility wait; `None`: no wait.
     clock: Option<Arc<dyn Clock>>,
+    /// The cluster it belongs to, named in `Copy` replies (0: none).
+    cluster: u64,
 }
 
 impl<S> std::fmt::Debug for StorageServer<S> {
@@ -78,7 +81,15 @@ impl<S> StorageServer<S> {
             node,
             config,
             clock: None,
+            cluster: 0,
         }
+    }
+
+    /// Names `cluster` in `Copy` replies, so that a new replica of another cluster that
+    /// reached this one at a stale address refuses the copy.
+    pub fn with_cluster(mut self, cluster: u64) -> Self {
+        self.cluster = cluster;
+        self
     }
 
     /// Answers a read only once every version it may return lies in the past by `clock`
@@ -268,5 +279,22 @@ impl<S: Engine + 'static> StorageService for StorageServer<S> {
         Ok(Response::new(crate::retention::checkpoint_reply(
             self.node.checkpoint_before(before).as_ref(),
         )))
+    }
+
+    async fn copy(
+        &self,
+        request: Request<pb::CopyRequest>,
+    ) -> Result<Response<pb::CopyReply>, Status> {
+        let request = request.into_inner();
+        if request.max_bytes == 0 {
+            return Err(ErrorKind::InvalidArgument.status("a copy page of zero bytes"));
+        }
+        let max_bytes = (request.max_bytes as usize).min(MAX_SCAN_BYTES);
+        let node = self.node.clone();
+        let mut reply = node
+            .copy_page(&request.after, max_bytes)
+            .map_err(to_status)?;
+        reply.cluster = self.cluster;
+        Ok(Response::new(reply))
     }
 }

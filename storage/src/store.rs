@@ -121,6 +121,9 @@ pub trait Engine: Send + Sync {
     fn compact(&self) -> Result<()> {
         Ok(())
     }
+    /// Drops every version and latest-version entry, keeping the metadata (what a copy
+    /// that was cut short left behind goes before the next one: [`crate::copy`]).
+    fn clear_versions(&self) -> Result<()>;
 }
 
 impl Engine for Box<dyn Engine> {
@@ -158,6 +161,10 @@ impl Engine for Box<dyn Engine> {
 
     fn compact(&self) -> Result<()> {
         (**self).compact()
+    }
+
+    fn clear_versions(&self) -> Result<()> {
+        (**self).clear_versions()
     }
 }
 

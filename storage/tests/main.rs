@@ -1,6 +1,7 @@
 //! Integration tests of storage (one test binary per crate, see docs/BUILD.md).
 
 mod conformance;
+mod copy;
 mod crossbar;
 mod differential;
 mod follow;
