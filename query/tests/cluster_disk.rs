@@ -268,3 +268,218 @@ fn a_start_that_fails_halfway_leaves_nothing_running() {
         node.shutdown().await.unwrap();
     });
 }
+
+/// Three nodes holding a replica of every journal and a storage replica each, with short
+/// windows (long enough that a test reads every key at one snapshot within it).
+fn replicated_configs(dir: &Path, entries: &[NodeEntry]) -> Vec<NodeConfig> {
+    (0..entries.len())
+        .map(|i| NodeConfig {
+            max_txn_age_ms: Some(1_000),
+            retention_ms: Some(2_000),
+            checkpoint_interval_ms: Some(100),
+            ..NodeConfig::new(
+                entries[i].name.clone(),
+                dir.join(&entries[i].name),
+                2,
+                Some(0x7e57),
+                entries.to_vec(),
+            )
+        })
+        .collect()
+}
+
+/// The first Lsn each partition's replica on the node at `url` still holds.
+async fn first_lsns(url: &str) -> Option<Vec<u64>> {
+    use journaldb_proto::pb;
+    use journaldb_proto::pb::cluster_service_client::ClusterServiceClient;
+    let mut client = ClusterServiceClient::connect(url.to_owned()).await.ok()?;
+    let reply = client.replicas(pb::ReplicasRequest {}).await.ok()?;
+    Some(
+        reply
+            .into_inner()
+            .replicas
+            .iter()
+            .filter(|r| r.group > 0)
+            .map(|r| r.first_lsn)
+            .collect(),
+    )
+}
+
+/// Every key's newest value as of `at`, in one scan of the storage replica at `url` alone.
+async fn stored_at(url: &str, at: u64) -> Vec<(bytes::Bytes, bytes::Bytes)> {
+    use journaldb_proto::pb;
+    use journaldb_proto::pb::storage_service_client::StorageServiceClient;
+    let mut client = StorageServiceClient::connect(url.to_owned()).await.unwrap();
+    let request = pb::ScanRequest {
+        range: Some(pb::KeyRange {
+            start: "key".into(),
+            end: Some("kez".into()),
+        }),
+        at,
+        limit: 1_000,
+        ..pb::ScanRequest::default()
+    };
+    let reply = client.scan(request).await.unwrap().into_inner();
+    assert!(reply.resume.is_none());
+    reply.rows.into_iter().map(|r| (r.key, r.value)).collect()
+}
+
+/// Waits until the storage replica at `url` has every version at or below `at`.
+async fn caught_up(url: &str, at: u64) {
+    use journaldb_proto::pb;
+    use journaldb_proto::pb::storage_service_client::StorageServiceClient;
+    let mut client = StorageServiceClient::connect(url.to_owned()).await.unwrap();
+    let started = std::time::Instant::now();
+    for _ in 0..600 {
+        let reply = client.watermark(pb::WatermarkRequest {}).await;
+        if reply.is_ok_and(|r| r.into_inner().watermark >= at) {
+            eprintln!("{url} caught up in {:?}", started.elapsed());
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{url} did not catch up with {at} in 60 s");
+}
+
+/// Waits until `client` commits (the groups have leaders).
+async fn settle(client: &Client) {
+    for _ in 0..200 {
+        let put = client.transact(async |tx| tx.put("settle", "yes"));
+        if put.await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no commit for 10 s");
+}
+
+/// Replicated journals are truncated too — on every replica, by a point their leader
+/// proposes in the log — and a node that replaces a lost one then cannot rebuild its
+/// storage from the journals: it starts from a copy of another storage replica's
+/// versions, and serves what the others serve.
+#[test]
+fn replicated_journals_are_truncated_and_a_replacement_starts_from_a_storage_copy() {
+    let rt = rt();
+    let dir = tempfile::tempdir().unwrap();
+    rt.block_on(async {
+        let mut listeners = Vec::new();
+        for _ in 0..4 {
+            listeners.push(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
+        }
+        let addrs: Vec<_> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+        let entries: Vec<NodeEntry> = (0..3)
+            .map(|i| NodeEntry {
+                name: format!("n{i}"),
+                listen: addrs[i].to_string(),
+                address: None,
+                partitions: vec![0, 1],
+                storage: true,
+            })
+            .collect();
+        let configs = replicated_configs(dir.path(), &entries);
+        let mut nodes = Vec::new();
+        let spare = listeners.pop().unwrap();
+        for (config, listener) in configs.iter().zip(listeners) {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            let env = NodeEnv {
+                bootstrap: true,
+                ..env()
+            };
+            let addr = config.me().listen.parse().unwrap();
+            nodes.push(
+                ClusterNode::start_with(config.clone(), env, incoming, addr)
+                    .await
+                    .unwrap(),
+            );
+        }
+        let client = Client::connect(&entries[0].url()).await.unwrap();
+        settle(&client).await;
+        let mut round = 0;
+        let mut truncated = false;
+        for _ in 0..20 {
+            update_for(&client, &mut round, Duration::from_millis(500)).await;
+            let mut firsts = Vec::new();
+            for e in &entries {
+                firsts.extend(first_lsns(&e.url()).await.unwrap());
+            }
+            if firsts.iter().all(|f| *f > 1) {
+                truncated = true;
+                break;
+            }
+        }
+        assert!(
+            truncated,
+            "every replica of every journal drops its first records"
+        );
+
+        // n2 is lost with its disk; n3 replaces it.
+        let lost = nodes.pop().unwrap();
+        lost.shutdown().await.unwrap();
+        std::fs::remove_dir_all(dir.path().join("n2")).unwrap();
+        let mut metadata = None;
+        for _ in 0..100 {
+            use journaldb_proto::pb;
+            use journaldb_proto::pb::cluster_service_client::ClusterServiceClient;
+            let Ok(mut c) = ClusterServiceClient::connect(entries[0].url()).await else {
+                continue;
+            };
+            let request = pb::ReplaceNodeRequest {
+                old: "n2".into(),
+                new: "n3".into(),
+                address: addrs[3].to_string(),
+            };
+            match c.replace_node(request).await {
+                Ok(reply) => {
+                    metadata = Some(reply.into_inner());
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        assert!(metadata.is_some(), "the replacement is recorded");
+        let mut entries = entries;
+        entries[2] = NodeEntry {
+            name: "n3".into(),
+            listen: addrs[3].to_string(),
+            ..entries[2].clone()
+        };
+        let n3 = replicated_configs(dir.path(), &entries).remove(2);
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(spare);
+        let env = NodeEnv {
+            join: true,
+            ..env()
+        };
+        nodes.push(
+            ClusterNode::start_with(n3, env, incoming, addrs[3])
+                .await
+                .unwrap(),
+        );
+
+        // Writes go on; then n3's storage alone answers what n0's answers.
+        settle(&client).await;
+        update_for(&client, &mut round, Duration::from_millis(300)).await;
+        let clock = journaldb_proto::SystemClock::new();
+        let now = || journaldb_proto::Clock::now(&clock).latest.as_nanos();
+        let n3_url = entries[2].url();
+        caught_up(&n3_url, now()).await;
+        let at = now();
+        assert_eq!(
+            stored_at(&n3_url, at).await,
+            stored_at(&entries[0].url(), at).await
+        );
+        let newest = stored_at(&n3_url, at).await;
+        let expected: Vec<(bytes::Bytes, bytes::Bytes)> = (round + 1 - KEYS as u64..=round)
+            .map(|r| {
+                let key = format!("key{:02}", r as usize % KEYS);
+                let value = format!("{r:08}").repeat(VALUE_BYTES / 8);
+                (key.into(), value.into())
+            })
+            .collect::<std::collections::BTreeMap<_, _>>()
+            .into_iter()
+            .collect();
+        assert_eq!(newest, expected);
+        for node in nodes {
+            node.shutdown().await.unwrap();
+        }
+    });
+}

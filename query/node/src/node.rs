@@ -50,7 +50,7 @@ use crate::maintenance::LastError;
 use crate::replicated::forwarding::Forwarding;
 use crate::replicated::records::{LEADERLESS_CHECK, Records};
 use crate::replicated::roles::{Replicas, Start, check_join, fetch_metadata};
-use crate::start::start_roles;
+use crate::start::{copy_storage, open_engine, start_roles};
 use crate::tasks::Started;
 use crate::topology::ClusterInfo;
 
@@ -300,6 +300,8 @@ impl ClusterNode {
                 )
                 .map_err(|e| Error::InvalidArgument(format!("TLS: {e}")))?;
         }
+        // A joining node's view of the topology: where it copies its storage from.
+        let mut joined = None;
         let (partitions, replicas) = match config.is_replicated() {
             true => {
                 let metadata;
@@ -312,7 +314,10 @@ impl ClusterNode {
                         Start::Join(&metadata)
                     }
                 };
-                let joining = matches!(start, Start::Join(_));
+                if let Start::Join(metadata) = start {
+                    joined = Some(metadata.clone());
+                }
+                let joining = joined.is_some();
                 let replicas = Replicas::start(&config, &env, tls.as_ref(), start)?;
                 // A joining node checked the topology already.
                 if !joining {
@@ -335,6 +340,25 @@ impl ClusterNode {
                 (partitions, None)
             }
         };
+        // A replacement's storage starts from another replica's copy (the journals may
+        // have dropped their first records).
+        let engine = match open_engine(&config, &env) {
+            Ok(Some(engine)) if let Some(metadata) = &joined => {
+                copy_storage(&engine, &config, &env, tls.as_ref(), metadata)
+                    .await
+                    .map(|()| Some(engine))
+            }
+            opened => opened,
+        };
+        let engine = match engine {
+            Ok(engine) => engine,
+            Err(e) => {
+                if let Some(replicas) = replicas {
+                    replicas.driver.stop().await;
+                }
+                return Err(e);
+            }
+        };
         // From here on tasks run: a failure stops every one before it returns.
         let mut started = Started::default();
         let roles = start_roles(
@@ -343,6 +367,7 @@ impl ClusterNode {
             tls.as_ref(),
             &partitions,
             replicas.as_ref(),
+            engine,
             &mut started,
         );
         let (maintenance, stop_maintenance, storage) = match roles {

@@ -61,6 +61,18 @@ impl TermLog {
         self.journal.next_lsn(self.term()).is_some()
     }
 
+    /// The first record this replica still holds.
+    pub fn first_lsn(&self) -> Lsn {
+        self.journal.first_lsn()
+    }
+
+    /// Proposes, in this log's term, that every replica drop the records before `before`
+    /// (ARCHITECTURE §5 "Truncation"): an entry after every record submitted so far, acted
+    /// on by each replica once committed. Refused once the term has ended.
+    pub fn propose_truncation(&self, before: Lsn) -> Result<(), ReplicationError> {
+        self.journal.propose_truncation(self.term(), before)
+    }
+
     /// The planted [`PlantedBug::ProposeInLaterTerm`]: binds this log, and the memory of
     /// the adjudicator over it, to a later term of this node's — never done otherwise
     /// (rule 2: a term change discards the adjudicator's memory).
@@ -183,11 +195,20 @@ pub async fn lead(
         .submit(term, Bytes::from(epoch_start.encode_to_vec()))
         .map_err(replication)?;
     let epoch_lsn = pending.committed().await.map_err(replication)?;
-    let first = journal.first_lsn();
+    let mut first = journal.first_lsn();
     let mut payloads = Vec::new();
     let mut from = first;
     while from < epoch_lsn {
-        let page = journal.read(from, 4 << 20).map_err(replication)?;
+        let page = match journal.read(from, 4 << 20) {
+            // A truncation committed before the EpochStart took effect here meanwhile:
+            // the replay starts over from what the log holds now.
+            Err(ReplicationError::Truncated { first: now, .. }) if now > first => {
+                (first, from) = (now, now);
+                payloads.clear();
+                continue;
+            }
+            page => page.map_err(replication)?,
+        };
         let Some((last, _)) = page.last() else {
             // Everything before the EpochStart is committed and applied here: a replay that
             // cannot read it all must not serve from part of it.

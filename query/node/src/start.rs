@@ -4,16 +4,19 @@
 //! every partition's journal. The node itself (listener, services, shutdown) is
 //! [`crate::node`]'s.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use journaldb_adjudicator::{Partition, PartitionLog};
 use journaldb_proto::pb::journal_service_client::JournalServiceClient;
+use journaldb_proto::pb::storage_service_client::StorageServiceClient;
 use journaldb_proto::pb::storage_service_server::StorageServiceServer;
 use journaldb_proto::{Clock, MAX_MESSAGE_BYTES, PartitionId, PlantedBug};
+use journaldb_storage::copy::copy_into;
 use journaldb_storage::follow::{self, RemoteJournal};
 use journaldb_storage::service::StorageServer;
-use journaldb_storage::{Engine, Faulty, StorageNode};
+use journaldb_storage::{Engine, Faulty, StorageNode, VersionStore};
 use tonic::transport::Channel;
 
 use journaldb::Result;
@@ -21,7 +24,7 @@ use journaldb::cluster::transport::lazy_channel;
 
 use crate::config::{NodeConfig, TlsFiles};
 use crate::env::{NodeEnv, peer};
-use crate::maintenance::{LastError, Maintenance};
+use crate::maintenance::{LastError, Maintenance, Topology};
 use crate::replicated::roles::{Replicas, group_of};
 use crate::replicated::{ReplicaSource, Serving};
 use crate::resolver::Resolver;
@@ -183,6 +186,7 @@ fn start_truncation(
     env: &NodeEnv,
     tls: Option<&TlsFiles>,
     partitions: &[Arc<Partition>],
+    replicated: Option<&Replicas>,
     started: &mut Started,
 ) -> Result<(Maintenance, tokio::sync::watch::Sender<bool>)> {
     let stop = tokio::sync::watch::Sender::new(false);
@@ -208,6 +212,24 @@ fn start_truncation(
             .maintenance
             .spawn(maintenance.clone().truncate(partitions.to_vec(), replicas));
     }
+    if let Some(replicated) = replicated {
+        let topology = Topology {
+            metadata: replicated.metadata.clone(),
+            urls: config
+                .nodes
+                .iter()
+                .filter(|n| n.name != config.node)
+                .map(|n| n.url())
+                .collect(),
+            connect: crate::replicated::roles::connector(env, tls),
+            channels: BTreeMap::new(),
+        };
+        started.maintenance.spawn(
+            maintenance
+                .clone()
+                .truncate_replicated(replicated.leaders.clone(), topology),
+        );
+    }
     Ok((maintenance, stop))
 }
 
@@ -219,17 +241,11 @@ fn start_storage(
     env: &NodeEnv,
     tls: Option<&TlsFiles>,
     replicas: Option<&Replicas>,
+    engine: Box<dyn Engine>,
     maintenance: &Maintenance,
     started: &mut Started,
 ) -> Result<Storage> {
     let ids: Vec<PartitionId> = (0..config.partitions).map(PartitionId::new).collect();
-    let engine = env
-        .storage
-        .open(&config.data_dir, config.latest_cache_bytes())?;
-    let engine: Box<dyn Engine> = match &env.storage_faults {
-        Some(faults) => Box::new(Faulty::new(engine, faults.clone())),
-        None => engine,
-    };
     let mut node = StorageNode::open(engine, &ids)?;
     if env.storage_server.planted_bug == Some(PlantedBug::ReleaseBeforeWrite) {
         node = node.plant_release_before_write();
@@ -276,11 +292,98 @@ fn start_storage(
         .maintenance
         .spawn(maintenance.clone().checkpoint(node.clone()));
     let service = StorageServiceServer::new(
-        StorageServer::new(node.clone(), env.storage_server.clone()).with_clock(env.clock.clone()),
+        StorageServer::new(node.clone(), env.storage_server.clone())
+            .with_clock(env.clock.clone())
+            .with_cluster(config.cluster_id()),
     )
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
     Ok((node, service))
+}
+
+/// Opens the storage replica's engine, if this node is one.
+pub(crate) fn open_engine(config: &NodeConfig, env: &NodeEnv) -> Result<Option<Box<dyn Engine>>> {
+    if !config.me().storage {
+        return Ok(None);
+    }
+    let engine = env
+        .storage
+        .open(&config.data_dir, config.latest_cache_bytes())?;
+    Ok(Some(match &env.storage_faults {
+        Some(faults) => Box::new(Faulty::new(engine, faults.clone())),
+        None => engine,
+    }))
+}
+
+/// Pause between rounds of [`copy_storage`] over every other storage replica.
+const COPY_RETRY: Duration = Duration::from_secs(1);
+/// Deadline of one page of a copy.
+const COPY_PAGE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A replacement node's storage replica starts from a copy of another storage replica's
+/// versions (ARCHITECTURE §5 "Truncation"): the journals may no longer hold their first
+/// records. `engine` is its empty store; the donors are the other storage replicas
+/// `metadata` names. Each is tried in turn, round after round, until one copy completes:
+/// a replica that does not answer, or answers what no correct replica of this cluster
+/// sends, is left for the next. The node serves nothing meanwhile (its replica logs are
+/// running, and catch up once it serves). A store that has applied something already (a
+/// restart after the copy) is kept; a cluster with no other storage replica feeds from the
+/// journals.
+pub(crate) async fn copy_storage<E: Engine>(
+    engine: &E,
+    config: &NodeConfig,
+    env: &NodeEnv,
+    tls: Option<&TlsFiles>,
+    metadata: &journaldb_proto::pb::Metadata,
+) -> Result<()> {
+    if !engine.applied()?.is_empty() {
+        return Ok(());
+    }
+    let donors: Vec<_> = metadata
+        .nodes
+        .iter()
+        .filter(|n| n.storage && n.name != config.node && !metadata.retired.contains(&n.name))
+        .collect();
+    let connect = crate::replicated::roles::connector(env, tls);
+    for round in 0u64.. {
+        for donor in &donors {
+            let client = StorageServiceClient::new(connect(&donor.address)?)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES);
+            let copied = copy_into(engine, config.cluster_id(), |request| {
+                let mut client = client.clone();
+                let mut request = tonic::Request::new(request);
+                request.set_timeout(COPY_PAGE_TIMEOUT);
+                async move {
+                    client
+                        .copy(request)
+                        .await
+                        .map(tonic::Response::into_inner)
+                        .map_err(|s| journaldb_storage::Error::Io(s.message().to_owned()))
+                }
+            })
+            .await;
+            match copied {
+                Ok(copied) => {
+                    eprintln!(
+                        "journaldb: {}: storage copied from {} ({} versions, watermark {})",
+                        config.node, donor.name, copied.versions, copied.watermark
+                    );
+                    return Ok(());
+                }
+                // Said once, then every minute: a long partition keeps it waiting.
+                Err(e) if round % 60 == 0 => eprintln!(
+                    "journaldb: {}: cannot copy storage from {}: {e}",
+                    config.node, donor.name
+                ),
+                Err(_) => {}
+            }
+        }
+        if donors.is_empty() {
+            break;
+        }
+        tokio::time::sleep(COPY_RETRY).await;
+    }
+    Ok(())
 }
 
 /// Starts every role's background tasks into `started`: the partitions', maintenance and,
@@ -292,6 +395,7 @@ pub(crate) fn start_roles(
     tls: Option<&TlsFiles>,
     partitions: &[Arc<Partition>],
     replicas: Option<&Replicas>,
+    engine: Option<Box<dyn Engine>>,
     started: &mut Started,
 ) -> Result<(
     Maintenance,
@@ -302,18 +406,18 @@ pub(crate) fn start_roles(
         Some(replicas) => replicated_tasks(config, env, tls, replicas)?,
         None => partition_tasks(config, env, tls, partitions)?,
     };
-    // Replicated journals are not truncated yet (no policy calls `truncate_prefix`).
-    let (maintenance, stop) = start_truncation(config, env, tls, partitions, started)?;
-    let storage = match config.me().storage {
-        true => Some(start_storage(
+    let (maintenance, stop) = start_truncation(config, env, tls, partitions, replicas, started)?;
+    let storage = match engine {
+        Some(engine) => Some(start_storage(
             config,
             env,
             tls,
             replicas,
+            engine,
             &maintenance,
             started,
         )?),
-        false => None,
+        None => None,
     };
 
     Ok((maintenance, stop, storage))

@@ -343,6 +343,7 @@ fn replica_status(group: GroupId, journal: &ReplicatedJournal) -> pb::ReplicaSta
             .map(|(node, matched)| pb::PeerProgress { node, matched })
             .collect(),
         failed: status.failed.unwrap_or_default(),
+        first_lsn: journal.first_lsn().get(),
     }
 }
 

@@ -485,7 +485,7 @@ fn pending_replacement(
 
 /// How a node opens a channel to a peer's address: lazily, over TLS if the cluster uses
 /// it, through the environment's connector.
-fn connector(env: &NodeEnv, tls: Option<&TlsFiles>) -> metadata::Connect {
+pub(crate) fn connector(env: &NodeEnv, tls: Option<&TlsFiles>) -> metadata::Connect {
     let (tls, connector) = (tls.cloned(), env.connector.clone());
     Arc::new(move |url: &str| Ok(lazy_channel(&peer(url, tls.as_ref())?, connector.as_ref())))
 }
