@@ -329,11 +329,9 @@ async fn caught_up(url: &str, at: u64) {
     use journaldb_proto::pb;
     use journaldb_proto::pb::storage_service_client::StorageServiceClient;
     let mut client = StorageServiceClient::connect(url.to_owned()).await.unwrap();
-    let started = std::time::Instant::now();
     for _ in 0..600 {
         let reply = client.watermark(pb::WatermarkRequest {}).await;
         if reply.is_ok_and(|r| r.into_inner().watermark >= at) {
-            eprintln!("{url} caught up in {:?}", started.elapsed());
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
