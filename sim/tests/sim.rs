@@ -364,13 +364,14 @@ fn with_replicated_journals_acknowledging_before_commit_is_caught_as_lost_or_sta
 /// Replicated journals: a new leader that serves without replaying the log before its
 /// `EpochStart` knows no earlier commit — lost updates, caught as dependency cycles — nor
 /// any earlier outcome, so a commit retried by transaction id is applied a second time (a
-/// value appended twice).
+/// value appended twice). It shows only when a failover happens with commits in flight:
+/// about one seed in seven (measured: 6 of seeds 1..40; seed 12 is the first).
 #[test]
 fn a_leader_serving_without_the_replay_is_caught_as_g_single() {
     assert_caught_in(
         None,
         3,
-        8,
+        24,
         PlantedBug::ServeWithoutReplay,
         WorkloadKind::ListAppend,
         "crash,partition",

@@ -110,8 +110,8 @@ pub async fn status(dir: &Path) -> anyhow::Result<bool> {
                 (None, _) => r.commit.saturating_sub(r.applied),
             };
             let mut line = format!(
-                "  {name:<8} {:<13} term {:<4} applied {:<8} lag {lag}",
-                r.role, r.term, r.applied
+                "  {name:<8} {:<13} term {:<4} applied {:<8} lag {lag:<6} first lsn {}",
+                r.role, r.term, r.applied, r.first_lsn
             );
             if !r.failed.is_empty() {
                 line += &format!("  STOPPED: {}", r.failed);
