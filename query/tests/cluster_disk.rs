@@ -443,12 +443,12 @@ fn replicated_journals_are_truncated_and_a_replacement_starts_from_a_storage_cop
         };
         let n3 = replicated_configs(dir.path(), &entries).remove(2);
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(spare);
-        let env = NodeEnv {
+        let joining = NodeEnv {
             join: true,
             ..env()
         };
         nodes.push(
-            ClusterNode::start_with(n3, env, incoming, addrs[3])
+            ClusterNode::start_with(n3, joining, incoming, addrs[3])
                 .await
                 .unwrap(),
         );
@@ -476,6 +476,23 @@ fn replicated_journals_are_truncated_and_a_replacement_starts_from_a_storage_cop
             .into_iter()
             .collect();
         assert_eq!(newest, expected);
+
+        // n0 loses its storage alone (its replica logs survive): restarted, it copies
+        // again — its own replicas no longer hold the journals' first records.
+        let n0 = nodes.remove(0);
+        n0.shutdown().await.unwrap();
+        std::fs::remove_dir_all(dir.path().join("n0").join("storage")).unwrap();
+        let config = replicated_configs(dir.path(), &entries).remove(0);
+        let listener = tokio::net::TcpListener::bind(addrs[0]).await.unwrap();
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        nodes.push(
+            ClusterNode::start_with(config, env(), incoming, addrs[0])
+                .await
+                .unwrap(),
+        );
+        caught_up(&entries[0].url(), now()).await;
+        let at = now();
+        assert_eq!(stored_at(&entries[0].url(), at).await, expected);
         for node in nodes {
             node.shutdown().await.unwrap();
         }

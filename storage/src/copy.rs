@@ -46,9 +46,18 @@ pub struct Copied {
 
 /// Fills `store`, which has no applied positions, with a copy of another replica's
 /// versions: `fetch` asks that replica for one page (`StorageService.Copy`); `cluster` is
-/// this replica's cluster (0: not checked). An error leaves the store without positions
-/// (copy again, from this replica or another).
-pub async fn copy_into<S, F, Fut>(store: &S, cluster: u64, mut fetch: F) -> Result<Copied>
+/// this replica's cluster (0: not checked); `floors` is, for each journal, the first
+/// record the journals still hold (as far as the caller could learn): a copy whose
+/// positions are behind one (a stale donor: one the truncation no longer waited for) is
+/// refused, since its feed could never continue. An error leaves the store without
+/// positions (copy again, from this replica or another), unless the final flush failed:
+/// the store must then be reopened (what it holds unflushed is lost with the process).
+pub async fn copy_into<S, F, Fut>(
+    store: &S,
+    cluster: u64,
+    floors: &BTreeMap<PartitionId, Lsn>,
+    mut fetch: F,
+) -> Result<Copied>
 where
     S: Engine,
     F: FnMut(pb::CopyRequest) -> Fut,
@@ -62,7 +71,7 @@ where
     store.clear_versions()?;
     let refused = |why: String| Error::InvalidArgument(format!("copy refused: {why}"));
     let mut after = Vec::new();
-    let mut first = None;
+    let mut first: Option<(BTreeMap<PartitionId, Lsn>, Timestamp)> = None;
     let mut horizon = Timestamp::ZERO;
     let mut versions = 0u64;
     loop {
@@ -77,15 +86,39 @@ where
                 reply.cluster
             )));
         }
-        if first.is_none() {
-            let mut applied = BTreeMap::new();
-            for position in &reply.applied {
-                let p = PartitionId::new(position.partition);
-                if applied.insert(p, Lsn::new(position.lsn)).is_some() {
-                    return Err(refused(format!("{p} is named twice")));
+        // Every page names the donor's positions now: they only grow while it runs, so
+        // one that went back means the donor restarted from an older flush, and the pages
+        // read since may lack versions the first page's positions promised.
+        let mut applied = BTreeMap::new();
+        for position in &reply.applied {
+            let p = PartitionId::new(position.partition);
+            if applied.insert(p, Lsn::new(position.lsn)).is_some() {
+                return Err(refused(format!("{p} is named twice")));
+            }
+        }
+        let watermark = Timestamp::from_nanos(reply.watermark);
+        match &first {
+            None => {
+                for (p, floor) in floors {
+                    let next = applied.get(p).copied().unwrap_or(Lsn::ZERO).next();
+                    if next < *floor {
+                        return Err(refused(format!(
+                            "the replica resumes {p} at {next}, but its journal starts at {floor}"
+                        )));
+                    }
+                }
+                first = Some((applied, watermark));
+            }
+            Some((base, base_watermark)) => {
+                let behind = base
+                    .iter()
+                    .any(|(p, lsn)| applied.get(p).is_none_or(|now| now < lsn));
+                if behind || watermark < *base_watermark {
+                    return Err(refused(
+                        "the replica went back to older positions (it restarted)".into(),
+                    ));
                 }
             }
-            first = Some((applied, Timestamp::from_nanos(reply.watermark)));
         }
         horizon = horizon.max(Timestamp::from_nanos(reply.gc_horizon));
         if reply.versions.is_empty() && !reply.done {
@@ -113,6 +146,8 @@ where
             break;
         }
     }
+    // The versions are durable before the positions that promise them.
+    store.flush()?;
     let (applied, watermark) = first.expect("the first page was read");
     store.write_gc_horizon(horizon)?;
     store.write(WriteBatch {

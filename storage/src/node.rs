@@ -238,13 +238,13 @@ impl<S: Engine> StorageNode<S> {
     }
 
     /// One page of a copy of this replica's versions, for a new replica ([`crate::copy`]):
-    /// the versions after `after`, as stored, about `max_bytes` of them (at least one).
-    /// The first page (`after` empty) also carries the applied positions and watermark,
-    /// read together under the crossbar's lock: every later page holds at least every
-    /// version they cover that is not below the horizon the page names.
+    /// the versions after `after`, as stored, about `max_bytes` of them (at least one),
+    /// and the applied positions and watermark, read together under the crossbar's lock
+    /// before them: the pages from then on hold at least every version the first page's
+    /// positions cover that is not below the horizon each page names.
     pub fn copy_page(&self, after: &[u8], max_bytes: usize) -> Result<pb::CopyReply> {
         let mut reply = pb::CopyReply::default();
-        let mut from = if after.is_empty() {
+        {
             let _released = self.crossbar.lock();
             reply.watermark = self.store.watermark()?.as_nanos();
             reply.applied = self
@@ -256,6 +256,8 @@ impl<S: Engine> StorageNode<S> {
                     lsn: lsn.get(),
                 })
                 .collect();
+        }
+        let mut from = if after.is_empty() {
             vec![DATA_PREFIX]
         } else {
             let mut next = after.to_vec();

@@ -4,6 +4,8 @@
 //! refused with the store left without positions; a copy cut short leaves nothing that
 //! a later copy from another replica keeps.
 
+use std::collections::BTreeMap;
+
 use journaldb_proto::{Lsn, Mutation, PartitionId, Timestamp, TxnId, pb};
 use journaldb_storage::copy::copy_into;
 use journaldb_storage::{Engine, Error, MemoryEngine, StorageNode, VersionStore};
@@ -69,10 +71,11 @@ fn copy<S: Engine, T: Engine>(
     into: &T,
     cluster: u64,
     page: usize,
+    floors: &BTreeMap<PartitionId, Lsn>,
     mut tamper: impl FnMut(usize, &mut pb::CopyReply) -> Result<(), Error>,
 ) -> Result<journaldb_storage::copy::Copied, Error> {
     let mut n = 0;
-    runtime().block_on(copy_into(into, 9, |request| {
+    runtime().block_on(copy_into(into, 9, floors, |request| {
         let reply = from.copy_page(&request.after, page).map(|mut reply| {
             reply.cluster = cluster;
             reply
@@ -96,7 +99,7 @@ fn reads<S: Engine>(node: &StorageNode<S>, at: u64) -> Vec<Option<bytes::Bytes>>
 fn a_copy_answers_what_its_donor_answers_and_resumes_after_its_positions() {
     let from = donor(MemoryEngine::new(), 30);
     let into = rocks();
-    let copied = copy(&from, &into.store, 9, 300, |_, _| Ok(())).unwrap();
+    let copied = copy(&from, &into.store, 9, 300, &BTreeMap::new(), |_, _| Ok(())).unwrap();
     assert_eq!(copied.applied, from.store().applied().unwrap());
     assert_eq!(copied.watermark, ts(200));
     assert_eq!(copied.gc_horizon, ts(30));
@@ -184,7 +187,7 @@ fn replies_no_replica_sends_are_refused_and_leave_no_positions() {
     ];
     for (case, cluster, tamper) in cases {
         let into = MemoryEngine::new();
-        let refused = copy(&from, &into, cluster, 200, tamper);
+        let refused = copy(&from, &into, cluster, 200, &BTreeMap::new(), tamper);
         assert!(
             matches!(refused, Err(Error::InvalidArgument(_))),
             "{case}: {refused:?}"
@@ -202,9 +205,11 @@ fn a_copy_cut_short_leaves_nothing_the_next_one_keeps() {
         let into = subject.store;
         let behind = donor_of(MemoryEngine::new(), 0, false);
         // It goes away just before the last page.
-        let cut = copy(&behind, &into, 9, 200, |_, r| match r.done {
-            true => Err(Error::Io("the donor went away".into())),
-            false => Ok(()),
+        let cut = copy(&behind, &into, 9, 200, &BTreeMap::new(), |_, r| {
+            match r.done {
+                true => Err(Error::Io("the donor went away".into())),
+                false => Ok(()),
+            }
         });
         assert!(matches!(cut, Err(Error::Io(_))), "{cut:?}");
         assert!(into.applied().unwrap().is_empty());
@@ -216,18 +221,49 @@ fn a_copy_cut_short_leaves_nothing_the_next_one_keeps() {
         // gone.
         let collected = donor(MemoryEngine::new(), 80);
         collected.store().compact().unwrap();
-        copy(&collected, &into, 9, 200, |_, _| Ok(())).unwrap();
+        copy(&collected, &into, 9, 200, &BTreeMap::new(), |_, _| Ok(())).unwrap();
         let node = StorageNode::open(into, &[A, B]).unwrap();
         assert_eq!(reads(&node, 80), reads(&collected, 80));
         assert_eq!(reads(&node, 80)[7], None, "k7 stays deleted");
     }
 }
 
+/// A donor behind the journals' first records (one the truncation stopped waiting for)
+/// is refused before anything is written; one that restarts mid-copy from an older flush
+/// (its positions go back) is refused too.
+#[test]
+fn a_stale_or_restarted_donor_is_refused() {
+    let from = donor(MemoryEngine::new(), 0);
+    let into = MemoryEngine::new();
+    let floors = BTreeMap::from([(A, Lsn::new(40)), (B, Lsn::new(60))]);
+    let refused = copy(&from, &into, 9, 200, &floors, |_, _| Ok(()));
+    assert!(
+        matches!(refused, Err(Error::InvalidArgument(ref e)) if e.contains("starts at")),
+        "{refused:?}"
+    );
+    assert!(into.seek_ge(b"\x01").unwrap().is_none(), "nothing written");
+    let floors = BTreeMap::from([(A, Lsn::new(53)), (B, Lsn::new(52))]);
+    copy(&from, &into, 9, 200, &floors, |_, _| Ok(())).unwrap();
+
+    let into = MemoryEngine::new();
+    let went_back = copy(&from, &into, 9, 200, &BTreeMap::new(), |n, r| {
+        if n == 3 {
+            r.applied[0].lsn -= 1;
+        }
+        Ok(())
+    });
+    assert!(
+        matches!(went_back, Err(Error::InvalidArgument(ref e)) if e.contains("went back")),
+        "{went_back:?}"
+    );
+    assert!(into.applied().unwrap().is_empty());
+}
+
 #[test]
 fn only_an_empty_store_takes_a_copy() {
     let from = donor(MemoryEngine::new(), 0);
     let into = donor(MemoryEngine::new(), 0);
-    let refused = copy(&from, into.store(), 9, 200, |_, _| Ok(()));
+    let refused = copy(&from, into.store(), 9, 200, &BTreeMap::new(), |_, _| Ok(()));
     assert!(
         matches!(refused, Err(Error::InvalidArgument(_))),
         "{refused:?}"

@@ -23,6 +23,7 @@ pub mod node;
 pub mod replicated;
 mod resolver;
 mod start;
+mod storage_copy;
 mod tasks;
 mod topology;
 

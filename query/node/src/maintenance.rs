@@ -112,6 +112,9 @@ impl Maintenance {
     /// topology, or that any storage replica does not answer, drops nothing.
     pub(crate) async fn truncate_replicated(mut self, leaders: Leaders, topology: Topology) {
         let mut topology = topology;
+        // The last point proposed for each partition, with its term: the first Lsn stays
+        // below it when it falls inside an entry, and proposing it again changes nothing.
+        let mut proposed = BTreeMap::new();
         while self.next_round().await {
             let led: Vec<_> = leaders
                 .leaderships
@@ -145,9 +148,12 @@ impl Maintenance {
                 else {
                     continue;
                 };
-                if first > log.first_lsn() {
+                let last = proposed.get(&p).copied();
+                if first > log.first_lsn() && last.is_none_or(|last| (log.term(), first) > last) {
                     // Refused only once the term has ended: the next leader decides.
-                    let _ = log.propose_truncation(first);
+                    if log.propose_truncation(first).is_ok() {
+                        proposed.insert(p, (log.term(), first));
+                    }
                 }
             }
         }

@@ -50,7 +50,8 @@ use crate::maintenance::LastError;
 use crate::replicated::forwarding::Forwarding;
 use crate::replicated::records::{LEADERLESS_CHECK, Records};
 use crate::replicated::roles::{Replicas, Start, check_join, fetch_metadata};
-use crate::start::{copy_storage, open_engine, start_roles};
+use crate::start::{open_engine, start_roles};
+use crate::storage_copy::start_from_copy;
 use crate::tasks::Started;
 use crate::topology::ClusterInfo;
 
@@ -340,14 +341,20 @@ impl ClusterNode {
                 (partitions, None)
             }
         };
-        // A replacement's storage starts from another replica's copy (the journals may
-        // have dropped their first records).
+        // A storage replica with nothing applied starts from another replica's copy when
+        // the journals may have dropped their first records (a replacement, or a copy
+        // cut short).
         let engine = match open_engine(&config, &env) {
-            Ok(Some(engine)) if let Some(metadata) = &joined => {
-                copy_storage(&engine, &config, &env, tls.as_ref(), metadata)
-                    .await
-                    .map(|()| Some(engine))
-            }
+            Ok(Some(engine)) => start_from_copy(
+                &engine,
+                &config,
+                &env,
+                tls.as_ref(),
+                replicas.as_ref(),
+                joined.as_ref(),
+            )
+            .await
+            .map(|()| Some(engine)),
             opened => opened,
         };
         let engine = match engine {

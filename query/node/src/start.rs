@@ -10,13 +10,11 @@ use std::time::Duration;
 
 use journaldb_adjudicator::{Partition, PartitionLog};
 use journaldb_proto::pb::journal_service_client::JournalServiceClient;
-use journaldb_proto::pb::storage_service_client::StorageServiceClient;
 use journaldb_proto::pb::storage_service_server::StorageServiceServer;
 use journaldb_proto::{Clock, MAX_MESSAGE_BYTES, PartitionId, PlantedBug};
-use journaldb_storage::copy::copy_into;
 use journaldb_storage::follow::{self, RemoteJournal};
 use journaldb_storage::service::StorageServer;
-use journaldb_storage::{Engine, Faulty, StorageNode, VersionStore};
+use journaldb_storage::{Engine, Faulty, StorageNode};
 use tonic::transport::Channel;
 
 use journaldb::Result;
@@ -313,77 +311,6 @@ pub(crate) fn open_engine(config: &NodeConfig, env: &NodeEnv) -> Result<Option<B
         Some(faults) => Box::new(Faulty::new(engine, faults.clone())),
         None => engine,
     }))
-}
-
-/// Pause between rounds of [`copy_storage`] over every other storage replica.
-const COPY_RETRY: Duration = Duration::from_secs(1);
-/// Deadline of one page of a copy.
-const COPY_PAGE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A replacement node's storage replica starts from a copy of another storage replica's
-/// versions (ARCHITECTURE §5 "Truncation"): the journals may no longer hold their first
-/// records. `engine` is its empty store; the donors are the other storage replicas
-/// `metadata` names. Each is tried in turn, round after round, until one copy completes:
-/// a replica that does not answer, or answers what no correct replica of this cluster
-/// sends, is left for the next. The node serves nothing meanwhile (its replica logs are
-/// running, and catch up once it serves). A store that has applied something already (a
-/// restart after the copy) is kept; a cluster with no other storage replica feeds from the
-/// journals.
-pub(crate) async fn copy_storage<E: Engine>(
-    engine: &E,
-    config: &NodeConfig,
-    env: &NodeEnv,
-    tls: Option<&TlsFiles>,
-    metadata: &journaldb_proto::pb::Metadata,
-) -> Result<()> {
-    if !engine.applied()?.is_empty() {
-        return Ok(());
-    }
-    let donors: Vec<_> = metadata
-        .nodes
-        .iter()
-        .filter(|n| n.storage && n.name != config.node && !metadata.retired.contains(&n.name))
-        .collect();
-    let connect = crate::replicated::roles::connector(env, tls);
-    for round in 0u64.. {
-        for donor in &donors {
-            let client = StorageServiceClient::new(connect(&donor.address)?)
-                .max_decoding_message_size(MAX_MESSAGE_BYTES);
-            let copied = copy_into(engine, config.cluster_id(), |request| {
-                let mut client = client.clone();
-                let mut request = tonic::Request::new(request);
-                request.set_timeout(COPY_PAGE_TIMEOUT);
-                async move {
-                    client
-                        .copy(request)
-                        .await
-                        .map(tonic::Response::into_inner)
-                        .map_err(|s| journaldb_storage::Error::Io(s.message().to_owned()))
-                }
-            })
-            .await;
-            match copied {
-                Ok(copied) => {
-                    eprintln!(
-                        "journaldb: {}: storage copied from {} ({} versions, watermark {})",
-                        config.node, donor.name, copied.versions, copied.watermark
-                    );
-                    return Ok(());
-                }
-                // Said once, then every minute: a long partition keeps it waiting.
-                Err(e) if round % 60 == 0 => eprintln!(
-                    "journaldb: {}: cannot copy storage from {}: {e}",
-                    config.node, donor.name
-                ),
-                Err(_) => {}
-            }
-        }
-        if donors.is_empty() {
-            break;
-        }
-        tokio::time::sleep(COPY_RETRY).await;
-    }
-    Ok(())
 }
 
 /// Starts every role's background tasks into `started`: the partitions', maintenance and,

@@ -360,6 +360,11 @@ impl Group {
     /// The flusher made everything staged up to `number` durable: the Readies it covers are
     /// persisted, and their held messages go out.
     pub fn persisted(&mut self, number: u64) -> Vec<Message> {
+        // The durable commit index may have caught up with an applied truncation.
+        if let Err(reason) = self.compact_if_asked() {
+            self.fail(reason);
+            return Vec::new();
+        }
         let done = self
             .unpersisted
             .iter()
@@ -377,10 +382,6 @@ impl Group {
             snapshot = ready.snapshot.or(snapshot);
         }
         self.node.on_persist_ready(last);
-        // The durable commit index may have caught up with an applied truncation.
-        if let Err(reason) = self.compact_if_asked() {
-            self.fail(reason);
-        }
         if let Some(index) = snapshot {
             self.node.advance_apply_to(index);
             let state = self.shared.log.state();
