@@ -210,6 +210,13 @@ pub async fn lead(
             page => page.map_err(replication)?,
         };
         let Some((last, _)) = page.last() else {
+            // The same, found between the read's check of the first record and its page.
+            let now = journal.first_lsn();
+            if now > from {
+                (first, from) = (now, now);
+                payloads.clear();
+                continue;
+            }
             // Everything before the EpochStart is committed and applied here: a replay that
             // cannot read it all must not serve from part of it.
             return Err(replication(ReplicationError::Stopped {
