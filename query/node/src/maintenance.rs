@@ -110,8 +110,7 @@ impl Maintenance {
     /// replica drops the prefix when it applies that entry, so only once it is committed:
     /// a deposed leader's proposal truncates nothing. A round that cannot read the
     /// topology, or that any storage replica does not answer, drops nothing.
-    pub(crate) async fn truncate_replicated(mut self, leaders: Leaders, topology: Topology) {
-        let mut topology = topology;
+    pub(crate) async fn truncate_replicated(mut self, leaders: Leaders, mut topology: Topology) {
         // The last point proposed for each partition, with its term: the first Lsn stays
         // below it when it falls inside an entry, and proposing it again changes nothing.
         let mut proposed = BTreeMap::new();

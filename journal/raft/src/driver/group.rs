@@ -448,7 +448,6 @@ impl Group {
             .set_applied(last, None)
             .map_err(|e| format!("applying up to {last}: {e}"))?;
         self.node.advance_apply_to(last);
-        self.compact_if_asked()?;
         let commit = self.node.raft.raft_log.committed;
         self.shared.status.send_modify(|s| {
             s.applied = last;
@@ -480,8 +479,10 @@ impl Group {
     }
 
     /// Drops the prefix an applied truncation entry asked for, as far as what is durably
-    /// committed here allows yet (the rest at a later apply or flush).
-    pub fn compact_if_asked(&mut self) -> Result<(), String> {
+    /// committed here allows yet (the rest after a later flush). Run when a flush is
+    /// reported ([`Group::persisted`]), which every Ready that applies entries is followed
+    /// by.
+    fn compact_if_asked(&mut self) -> Result<(), String> {
         let Some(before) = self.truncate_before else {
             return Ok(());
         };
